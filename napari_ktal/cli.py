@@ -1,0 +1,289 @@
+"""``ktal-cryo``: the headless shell over the compute core.
+
+    ktal-cryo simulate OUT --classes K --per-class N [--test-per-class T] [--snr S] [--box 32] [--seed X]
+    ktal-cryo train [DATA] --project P [--recipe R] [--oracle LABELS.csv] [--test TEST.csv] [--device D] [--seed X]
+    ktal-cryo import-labels LABELS.csv --project P
+    ktal-cryo predict --project P [--out predictions.csv]
+
+Errors a user can fix are one line on stderr and exit code 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import math
+import sys
+import threading
+import warnings
+from pathlib import Path
+
+PROG = "ktal-cryo"
+
+
+# -- terminal output ---------------------------------------------------------------------
+class ProgressPrinter:
+    """A progress bar on a terminal (tqdm); silent when stderr is a log file."""
+
+    def __init__(self, enabled: bool | None = None):
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self._bar = None
+        self._key = None
+
+    def __call__(self, p) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        key = (p.phase, p.cycle, p.epoch if p.phase != "train" else None)
+        if key != self._key:
+            self.close()
+            self._key = key
+            what = {"train": f"cycle {p.cycle} train", "score": "scoring", "predict": "predicting",
+                    "import": "importing", "simulate": "simulating"}.get(p.phase, p.phase)
+            self._bar = tqdm(total=p.total * (p.epochs or 1) if p.phase == "train" else p.total,
+                             desc=what, leave=False, file=sys.stderr, dynamic_ncols=True)
+        done = ((p.epoch or 1) - 1) * p.total + p.done if p.phase == "train" else p.done
+        self._bar.n = done
+        if p.metrics:
+            self._bar.set_postfix({k.replace("_loss", ""): f"{v:.3f}" for k, v in p.metrics.items()}, refresh=False)
+        self._bar.refresh()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+TABLE = [("cycle", "{:>5}"), ("labeled", "{:>9}"), ("test acc", "{:>8}"), ("uncert.", "{:>8}"),
+         ("train s", "{:>8}"), ("select s", "{:>8}")]
+
+
+def _table_header() -> str:
+    return "  ".join(f.format(h) for h, f in TABLE)
+
+
+def _table_row(r, n_pool: int) -> str:
+    def pct(v):
+        return "-" if math.isnan(v) else f"{100 * v:.1f}%"
+
+    def num(v, fmt):
+        return "-" if math.isnan(v) else fmt.format(v)
+
+    vals = [r.cycle, f"{r.n_labeled} ({100 * r.n_labeled / n_pool:.0f}%)", pct(r.test_accuracy),
+            num(r.mean_uncertainty, "{:.4f}"), f"{r.train_seconds:.1f}", f"{r.select_seconds:.1f}"]
+    return "  ".join(f.format(v) for (_, f), v in zip(TABLE, vals))
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"{PROG}: warning: {message}", file=sys.stderr)
+
+
+# -- commands ----------------------------------------------------------------------------
+def cmd_simulate(args) -> int:
+    from .core.simulate import SimulationConfig, simulate_dataset
+
+    cfg = SimulationConfig(classes=args.classes, per_class=args.per_class, test_per_class=args.test_per_class,
+                           snr=args.snr, box=args.box, seed=args.seed)
+    bar = ProgressPrinter()
+    from .core.progress import Progress
+
+    train, test = simulate_dataset(Path(args.out), cfg, progress=lambda d, t: bar(Progress("simulate", d, t)))
+    bar.close()
+    n_test = cfg.classes * cfg.test_per_class
+    print(f"wrote {cfg.classes * cfg.per_class} training volumes ({train})"
+          + (f" and {n_test} test volumes ({test})" if test else ""))
+    return 0
+
+
+def _open_or_create(args, recipe, bar):
+    from .core.errors import KtalError
+    from .core.project import Project
+
+    if Project.is_project(args.project):
+        project = Project(args.project)
+        if args.recipe:
+            project.set_recipe(recipe)
+        return project
+    if args.data is None:
+        raise KtalError(f"{args.project}: no project there yet; give DATA (a folder, file or labels CSV) to create it")
+    classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
+    project = Project.create(args.project, args.data, recipe, classes, on_progress=bar)
+    bar.close()
+    print(f"created project {project.root} with {len(project.pool)} volumes of {project.pool.box}^3")
+    return project
+
+
+def cmd_train(args) -> int:
+    from .core import active_learning as al
+    from .core.device import resolve_device
+    from .core.plots import learning_curve_png
+    from .core.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe or "quick")
+    bar = ProgressPrinter()
+    project = _open_or_create(args, recipe, bar)
+    recipe = project.recipe()
+    device = resolve_device(args.device)
+    n_pool = len(project.pool)
+    stop = threading.Event()
+
+    def on_cycle(report):
+        bar.close()
+        print(_table_row(report, n_pool), flush=True)
+        learning_curve_png(project.history(), project.root / "learning_curve.png", n_pool,
+                           f"{recipe.name}: {recipe.active.strategy}, {n_pool} volumes")
+
+    test = None
+    if args.oracle:
+        oracle = al.oracle_for_pool(project.pool, args.oracle)
+        project.add_classes(sorted(set(oracle.values())))
+    if args.test:
+        test = al.load_labeled_set(args.test, project.classes)
+    print(f"recipe {recipe.name}, device {device}, seed {args.seed}")
+    if args.oracle:
+        schedule = al.budget_schedule(n_pool, recipe.active)
+        if project.trained_cycles >= len(schedule):
+            print(f"all {len(schedule)} cycles are done already (see {project.history_path})")
+            return 0
+        print(_table_header())
+        al.run_with_oracle(project, recipe, oracle, device, args.seed, test, on_cycle=on_cycle,
+                           on_progress=bar, should_stop=stop.is_set)
+    else:
+        labels = project.labels()
+        if not labels:
+            batch = al.initial_query(project, recipe, args.seed)
+            print(f"no labels yet: label the {len(batch)} volumes of {project.root / 'queries' / 'cycle_000.csv'} "
+                  f"(napari, or `{PROG} import-labels`), then run train again")
+            return 0
+        print(_table_header())
+        report = al.train_cycle(project, recipe, device, args.seed, test, on_progress=bar, should_stop=stop.is_set)
+        on_cycle(report)
+        if report.n_queried:
+            print(f"next batch to label: {report.n_queried} volumes in "
+                  f"{project.root / 'queries' / f'cycle_{report.cycle + 1:03d}.csv'}")
+    print(f"history: {project.history_path}\nlearning curve: {project.root / 'learning_curve.png'}")
+    return 0
+
+
+def cmd_import_labels(args) -> int:
+    from .core.errors import InputError
+    from .core.project import Project
+    from .core.volumes import read_labels_csv
+
+    project = Project(args.project)
+    pool = project.pool
+    by_ref, by_key = pool.index_of(), {k: i for i, k in enumerate(pool.keys)}
+    root = Path(args.labels).resolve().parent
+    found: dict[int, str] = {}
+    for ref, label in read_labels_csv(args.labels):
+        i = by_ref.get(ref, by_key.get(ref.label_key(root)))
+        if i is None:
+            raise InputError(args.labels, f"{ref.label_key(root)} is not in the project's pool")
+        found[i] = label
+    new = sorted(set(found.values()) - set(project.classes))
+    if new and not args.add_classes:
+        raise InputError(args.labels, f"unknown class(es) {', '.join(new)}",
+                         "pass --add-classes to add them to the project")
+    project.add_classes(new)
+    project.label_many(found, by="import", cycle=project.trained_cycles)
+    print(f"imported {len(found)} labels; {len(project.labels())} volumes are labeled")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    import numpy as np
+
+    from .core.atomic import atomic_open
+    from .core.device import resolve_device
+    from .core.inference import predict
+    from .core.project import Project
+
+    project = Project(args.project)
+    device = resolve_device(args.device)
+    teacher, _, meta = project.load_models(device=device)
+    classes = meta["classes"]
+    bar = ProgressPrinter()
+    pool = project.pool
+    pred, conf = predict(teacher, pool.read, np.arange(len(pool)), device, project.recipe().train.eval_batch_size,
+                         on_progress=bar)
+    bar.close()
+    labels = project.labels()
+    out = Path(args.out) if args.out else project.root / "predictions.csv"
+    with atomic_open(out, "w") as f:
+        w = csv.writer(f)
+        w.writerow(["index", "key", "label", "predicted", "confidence"])
+        for i in range(len(pool)):
+            w.writerow([i, pool.keys[i], labels.get(i, ""), classes[pred[i]], f"{conf[i]:.4f}"])
+    print(f"wrote predictions for {len(pool)} volumes (cycle {meta['cycle']} teacher) to {out}")
+    return 0
+
+
+# -- parser ------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description="Knowledge-transfer active learning for cryo-ET subtomograms.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("simulate", help="write a simulated cryo-ET subtomogram data set with known classes",
+                       description="Simulate subtomograms: K procedural templates, random rotation and shift, "
+                                   "CTF (-5 um, 300 kV, Cs 2 mm, 1 nm voxels), +-60 deg missing wedge, noise at SNR.")
+    s.add_argument("out", help="output folder (gets train/ and test/ with labels.csv)")
+    s.add_argument("--classes", type=int, required=True, help="number of classes K")
+    s.add_argument("--per-class", type=int, required=True, help="training volumes per class")
+    s.add_argument("--test-per-class", type=int, default=0, help="test volumes per class (default 0)")
+    s.add_argument("--snr", type=float, default=0.05, help="signal variance / noise variance (default 0.05)")
+    s.add_argument("--box", type=int, default=32, help="box side in voxels, a multiple of 8 (default 32)")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_simulate)
+
+    t = sub.add_parser("train", help="run active-learning cycles on a project",
+                       description="With --oracle: a full simulated run, answering queries from the labels file. "
+                                   "Without: one cycle on the project's labels, writing the next batch to label.")
+    t.add_argument("data", nargs="?", help="subtomograms: a folder of MRC files, an MRC (stack) file, or a labels "
+                                          "CSV; needed only when the project is created")
+    t.add_argument("--project", required=True, help="project folder (created if it does not exist)")
+    t.add_argument("--recipe", help="shipped recipe name (quick, paper-simulated, paper-real) or a .toml path; "
+                                    "default: the project's recipe, or quick for a new project")
+    t.add_argument("--oracle", help="labels CSV (path,label) that answers every query: a simulated run")
+    t.add_argument("--test", help="labels CSV of a held-out test set, scored every cycle")
+    t.add_argument("--classes", help="comma-separated class names for a new project (e.g. ribosome,proteasome,junk)")
+    t.add_argument("--device", default="auto", help="auto, cpu or cuda:N (default auto)")
+    t.add_argument("--seed", type=int, default=0)
+    t.set_defaults(func=cmd_train)
+
+    i = sub.add_parser("import-labels", help="add labels from a CSV (path,label) to a project's journal")
+    i.add_argument("labels", help="labels CSV; paths relative to the CSV's folder")
+    i.add_argument("--project", required=True)
+    i.add_argument("--add-classes", action="store_true", help="add classes the project does not have yet")
+    i.set_defaults(func=cmd_import_labels)
+
+    r = sub.add_parser("predict", help="class and confidence of every pool volume from the latest teacher")
+    r.add_argument("--project", required=True)
+    r.add_argument("--out", help="CSV to write (default P/predictions.csv)")
+    r.add_argument("--device", default="auto")
+    r.set_defaults(func=cmd_predict)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .core.errors import Cancelled, KtalError
+
+    args = build_parser().parse_args(argv)
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        try:
+            return args.func(args)
+        except KtalError as exc:
+            print(f"{PROG}: error: {exc}", file=sys.stderr)
+            return 2
+        except (KeyboardInterrupt, Cancelled):
+            print(f"{PROG}: interrupted; everything accepted so far is saved", file=sys.stderr)
+            return 130
+        finally:
+            with contextlib.suppress(Exception):
+                sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

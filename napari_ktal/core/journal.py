@@ -1,0 +1,124 @@
+"""The labels journal: an append-only JSON-lines file, the single source of truth for labels.
+
+Each accepted label is one line, flushed and fsync'ed before :meth:`LabelJournal.append`
+returns, so a label survives a crash or a kill the moment it is accepted. Nothing is ever
+rewritten: undo and relabel are new lines, and class renames are journal lines too.
+A torn last line (the process died mid-write) is ignored on reading.
+
+Record kinds::
+
+    {"op": "set",    "index": 12, "key": "sub_012.mrc", "label": "ribosome", "by": "user", "cycle": 0, "t": ...}
+    {"op": "unset",  "index": 12, "key": "sub_012.mrc", "by": "user", "t": ...}   # undo / skip of a label
+    {"op": "rename", "from": "class_1", "to": "ribosome", "t": ...}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .atomic import fsync_dir
+from .errors import InputWarning, ProjectError
+
+
+@dataclass(frozen=True)
+class LabelState:
+    labels: dict[int, str]  # pool index -> class name
+    renames: dict[str, str]  # old name -> current name (already applied to `labels`)
+
+
+class LabelJournal:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    # -- writing ---------------------------------------------------------------------
+    def _append_records(self, records: Iterable[dict]) -> None:
+        lines = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records)
+        if not lines:
+            return
+        new = not self.path.exists()
+        self._heal_torn_tail()
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, lines.encode("utf-8"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if new:
+            fsync_dir(self.path.parent)
+
+    def _heal_torn_tail(self) -> None:
+        """If the last write was torn (no trailing newline), end that line so new records stay whole."""
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(-1, os.SEEK_END)
+                last = f.read(1)
+        except (FileNotFoundError, OSError):
+            return
+        if last != b"\n":
+            with open(self.path, "ab") as f:
+                f.write(b"\n")
+                f.flush()
+                os.fsync(f.fileno())
+
+    def set(self, index: int, key: str, label: str, by: str = "user", cycle: int | None = None) -> None:
+        self.set_many([(index, key, label)], by=by, cycle=cycle)
+
+    def set_many(self, items: Iterable[tuple[int, str, str]], by: str = "user", cycle: int | None = None) -> None:
+        t = time.time()
+        self._append_records(
+            {"op": "set", "index": int(i), "key": k, "label": lab, "by": by, "cycle": cycle, "t": t}
+            for i, k, lab in items
+        )
+
+    def unset(self, index: int, key: str, by: str = "user") -> None:
+        self._append_records([{"op": "unset", "index": int(index), "key": key, "by": by, "t": time.time()}])
+
+    def rename(self, old: str, new: str) -> None:
+        self._append_records([{"op": "rename", "from": old, "to": new, "t": time.time()}])
+
+    # -- reading ---------------------------------------------------------------------
+    def records(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        raw = self.path.read_bytes().split(b"\n")
+        out = []
+        for n, line in enumerate(raw, start=1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+                if not isinstance(rec, dict) or "op" not in rec:
+                    raise ValueError("not a journal record")
+            except (ValueError, UnicodeDecodeError):
+                # a torn line from a killed writer: skip it, the labels before and after are intact
+                warnings.warn(f"{self.path}: line {n} is incomplete and was skipped", InputWarning, stacklevel=2)
+                continue
+            out.append(rec)
+        return out
+
+    def state(self) -> LabelState:
+        labels: dict[int, str] = {}
+        renames: dict[str, str] = {}
+        for rec in self.records():
+            op = rec["op"]
+            if op == "set":
+                labels[int(rec["index"])] = rec["label"]
+            elif op == "unset":
+                labels.pop(int(rec["index"]), None)
+            elif op == "rename":
+                old, new = rec["from"], rec["to"]
+                labels = {i: (new if lab == old else lab) for i, lab in labels.items()}
+                renames = {k: (new if v == old else v) for k, v in renames.items()}
+                renames[old] = new
+            else:
+                raise ProjectError(f"{self.path}: unknown journal record {op!r} (written by a newer napari-ktal?)")
+        return LabelState(labels, renames)
+
+    def labels(self) -> dict[int, str]:
+        return self.state().labels

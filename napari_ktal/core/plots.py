@@ -1,0 +1,38 @@
+"""Learning-curve figures written as PNG (matplotlib's Agg backend: no display needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .atomic import atomic_open
+
+
+def _num(v) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def learning_curve_png(history: list[dict], path: str | Path, n_pool: int | None = None, title: str = "") -> Path:
+    """Test accuracy (left axis) and mean queried uncertainty (right axis) against labeled volumes."""
+    from matplotlib.figure import Figure  # imported here: keeps `import napari_ktal.core` light
+
+    n = [_num(r["n_labeled"]) for r in history]
+    acc = [_num(r["test_accuracy"]) * 100 for r in history]
+    unc = [_num(r["mean_uncertainty"]) for r in history]
+    fig = Figure(figsize=(6, 4), dpi=120, layout="constrained")
+    ax = fig.add_subplot()
+    ax.plot(n, acc, "o-", color="tab:blue", label="teacher test accuracy")
+    ax.set_xlabel("labeled volumes" + (f" (pool of {n_pool})" if n_pool else ""))
+    ax.set_ylabel("test accuracy (%)", color="tab:blue")
+    ax.grid(alpha=0.3)
+    if any(u == u for u in unc):  # any non-NaN
+        ax2 = ax.twinx()
+        ax2.plot(n, unc, "s--", color="tab:orange", label="mean uncertainty of queried batch")
+        ax2.set_ylabel("mean uncertainty of queried batch", color="tab:orange")
+    ax.set_title(title or "napari-ktal learning curve")
+    path = Path(path)
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png")
+    return path

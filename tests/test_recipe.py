@@ -1,0 +1,53 @@
+import pytest
+
+from napari_ktal.core.errors import RecipeError
+from napari_ktal.core.recipe import builtin_recipes, load_recipe
+
+
+def test_shipped_recipes_load_and_follow_the_paper():
+    assert {"quick", "paper-simulated", "paper-real"} <= set(builtin_recipes())
+    sim = load_recipe("paper-simulated")
+    assert (sim.model.teacher_depth, sim.model.student_depth) == (18, 10)
+    assert sim.transfer.weight == 100 and sim.transfer.loss == "at" and sim.transfer.score == "kl"
+    assert (sim.train.lr, sim.train.momentum, sim.train.weight_decay) == (0.1, 0.9, 5e-4)
+    assert sim.train.epochs == 100 and sim.train.lr_milestones == [80]
+    assert (sim.active.initial_fraction, sim.active.step_fraction, sim.active.final_fraction) == (0.1, 0.05, 0.4)
+    assert sim.active.subset_factor == 10
+    real = load_recipe("paper-real")
+    assert real.train.epochs == 5 and real.train.lr_milestones == [] and real.active.final_fraction == 0.3
+
+
+def _write(tmp_path, text):
+    p = tmp_path / "r.toml"
+    p.write_text(text)
+    return p
+
+
+def test_typo_key_is_named_with_a_suggestion(tmp_path):
+    with pytest.raises(RecipeError, match=r"train\.epoch'.*did you mean 'epochs'"):
+        load_recipe(_write(tmp_path, "[train]\nepoch = 3\n"))
+
+
+def test_out_of_range_value_names_the_key(tmp_path):
+    with pytest.raises(RecipeError, match=r"active\.final_fraction"):
+        load_recipe(_write(tmp_path, "[active]\nfinal_fraction = 1.5\n"))
+    with pytest.raises(RecipeError, match=r"train\.lr_milestones"):
+        load_recipe(_write(tmp_path, "[train]\nepochs = 10\nlr_milestones = [20]\n"))
+    with pytest.raises(RecipeError, match=r"model\.width.*must be a int"):
+        load_recipe(_write(tmp_path, "[model]\nwidth = 'wide'\n"))
+
+
+def test_unknown_table_and_bad_toml(tmp_path):
+    with pytest.raises(RecipeError, match="'trian' is not known"):
+        load_recipe(_write(tmp_path, "[trian]\nepochs = 3\n"))
+    with pytest.raises(RecipeError, match="not valid TOML"):
+        load_recipe(_write(tmp_path, "[train\n"))
+    with pytest.raises(RecipeError, match="no recipe named"):
+        load_recipe("no-such-recipe")
+
+
+def test_replace_revalidates():
+    r = load_recipe("quick").replace(train={"epochs": 2, "lr_milestones": []})
+    assert r.train.epochs == 2
+    with pytest.raises(RecipeError):
+        load_recipe("quick").replace(train={"epochs": 0})
