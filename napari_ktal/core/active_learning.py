@@ -13,6 +13,7 @@ Two drivers share :func:`train_cycle`:
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,10 +36,14 @@ from .volumes import iter_volumes, normalize, read_labels_csv
 
 # -- schedule & seeds ------------------------------------------------------------------
 def budget_schedule(n_pool: int, spec: ActiveSpec) -> list[int]:
-    """Labeled-set size of each cycle: round(n * f) for f = initial, initial+step, ..., final."""
+    """Labeled-set size of each cycle: n * f rounded half up, for f = initial, initial+step, ..., final.
+
+    Products are rounded to 6 decimals first, so float noise in the fractions (0.1 + 0.05 is
+    not exactly 0.15) never moves a size: 30 volumes give 3, 5, 6, 8, 9, 11, 12.
+    """
     n_steps = int(round((spec.final_fraction - spec.initial_fraction) / spec.step_fraction + 1e-9))
     fractions = [spec.initial_fraction + k * spec.step_fraction for k in range(n_steps + 1)]
-    sizes = [max(1, min(n_pool, int(round(n_pool * f)))) for f in fractions]
+    sizes = [max(1, min(n_pool, math.floor(round(n_pool * f, 6) + 0.5))) for f in fractions]
     return sorted(set(sizes))
 
 

@@ -39,6 +39,7 @@ from typing import NamedTuple
 import mrcfile
 import numpy as np
 from numpy.typing import NDArray
+from scipy import constants
 from scipy import fft as sfft
 from scipy.spatial.transform import Rotation
 
@@ -70,11 +71,18 @@ SYMMETRIC_FRACTION = 0.4
 #: the centre; the remaining ``box / 8`` is the margin for shifts (see ``max_shift``).
 EXTENT_FRACTION = 0.375
 #: Blob standard deviations are drawn uniformly from this range, as fractions of the box
-#: side (1.3-2.6 voxels in a 32-voxel box), so every blob is well sampled by the grid.
-SIGMA_FRACTION = (0.04, 0.08)
+#: side (0.8-1.6 voxels in a 32-voxel box): small enough for distinct shapes ...
+SIGMA_FRACTION = (0.025, 0.05)
+#: ... and never below this many voxels, so every blob is well sampled by the grid.
+MIN_SIGMA = 0.6
 #: Longest / shortest principal radius of a template at most this: globular-ish particles
 #: rather than rods or plates, which look alike once their length is fixed by the Rg.
 MAX_ASPECT = 2.5
+#: Templates are redrawn while their NCC with an earlier template, maximised over
+#: ``SIMILARITY_PROBES`` random rotations, exceeds ``MAX_SIMILARITY`` (``MAX_TRIES`` at most).
+MAX_SIMILARITY = 0.8
+SIMILARITY_PROBES = 24
+MAX_TRIES = 50
 #: Label written into the MRC header (fixed, so that files are byte-reproducible).
 MRC_LABEL = "napari-ktal simulated subtomogram"
 
@@ -165,10 +173,9 @@ def _check_float(
     too_low = low is not None and (value < low if low_inclusive else value <= low)
     too_high = high is not None and (value > high if high_inclusive else value >= high)
     if too_low or too_high:
-        lo = "" if low is None else ("[" if low_inclusive else "(") + f"{low:g}"
-        hi = "" if high is None else f"{high:g}" + ("]" if high_inclusive else ")")
-        bounds = f"{lo or '(-inf'}, {hi or 'inf)'}"
-        raise KtalError(f"SimulationConfig.{name} must be in {bounds}, got {value:g}")
+        lo = "(-inf" if low is None else ("[" if low_inclusive else "(") + f"{low:g}"
+        hi = "inf)" if high is None else f"{high:g}" + ("]" if high_inclusive else ")")
+        raise KtalError(f"SimulationConfig.{name} must be in {lo}, {hi}, got {value:g}")
     object.__setattr__(config, name, value)
 
 
@@ -286,8 +293,9 @@ def _raw_layout(
 ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
     """Blob centres (arbitrary units), sigmas (fractions of the box) and relative masses.
 
-    Asymmetric templates have 6-20 blobs from 2-4 sub-clusters. A ``Cn`` template repeats
-    an off-axis asymmetric unit ``n`` times about the z axis, optionally with an on-axis core.
+    Asymmetric templates have 8-20 blobs from 3-5 sub-clusters. A ``Cn`` template repeats
+    an off-axis asymmetric unit of 2-10 blobs ``n`` times about the z axis, optionally with
+    an on-axis core.
     """
     if symmetry == 1:
         n_blobs = int(rng.integers(8, 21))
@@ -296,7 +304,8 @@ def _raw_layout(
     per_unit = int(rng.integers(max(2, math.ceil(6 / symmetry)), max(3, 20 // symmetry) + 1))
     unit_c, unit_s, unit_w = _blob_cluster(per_unit, int(rng.integers(1, 3)), rng)
     unit_c *= 0.6
-    unit_c[:, 0] += rng.uniform(0.8, 1.4)  # move the unit off the symmetry axis
+    unit_c[:, 2] *= rng.uniform(0.8, 2.0)  # from flat rings to tall barrels
+    unit_c[:, 0] += rng.uniform(0.4, 1.4)  # move the unit off the symmetry axis
     copies = [unit_c @ _rotation_about_z(2 * np.pi * k / symmetry).T for k in range(symmetry)]
     centres = np.concatenate(copies)
     sigmas = np.tile(unit_s, symmetry)
@@ -317,7 +326,7 @@ def _make_template(symmetry: int, box: int, rng: np.random.Generator) -> Templat
     max_extent = EXTENT_FRACTION * box
     for _ in range(1000):
         centres, sigma_fractions, weights = _raw_layout(symmetry, rng)
-        sigmas = sigma_fractions * box
+        sigmas = np.maximum(sigma_fractions * box, MIN_SIGMA)
         weights = weights / weights.sum()
         centres = centres - weights @ centres  # centre of mass at the origin (stays on the axis)
         target_rg = RG_FRACTION * box * (1.0 + rng.uniform(-RG_JITTER, RG_JITTER))
@@ -342,6 +351,11 @@ def make_templates(n_classes: int, box: int, rng: np.random.Generator) -> list[T
     (blob centre + 3 sigma) lies within ``EXTENT_FRACTION * box`` voxels of the centre,
     leaving ``box / 8`` voxels of margin for shifts.
 
+    Distinctness: a candidate whose normalised cross-correlation with an accepted
+    template, maximised over ``SIMILARITY_PROBES`` random rotations, exceeds
+    ``MAX_SIMILARITY`` is redrawn (up to ``MAX_TRIES`` times; then the least similar
+    candidate is kept).
+
     Args:
         n_classes: number of templates, >= 1.
         box: cubic box side in voxels the templates are designed for.
@@ -353,7 +367,41 @@ def make_templates(n_classes: int, box: int, rng: np.random.Generator) -> list[T
     symmetric = np.zeros(n_classes, dtype=bool)
     symmetric[rng.permutation(n_classes)[:n_symmetric]] = True
     orders = [int(rng.integers(2, 7)) if s else 1 for s in symmetric]
-    return [_make_template(order, box, rng) for order in orders]
+    probes = [_random_rotation(rng) for _ in range(SIMILARITY_PROBES)]
+    templates: list[Template] = []
+    accepted = np.empty((n_classes, box**3), dtype=np.float32)  # normalised renderings
+    for k, order in enumerate(orders):
+        best_similarity, best = np.inf, None
+        for _ in range(MAX_TRIES):
+            candidate = _make_template(order, box, rng)
+            similarity = _max_similarity(candidate, accepted[:k], probes, box)
+            if similarity < best_similarity:
+                best_similarity, best = similarity, candidate
+            if similarity <= MAX_SIMILARITY:
+                break
+        assert best is not None
+        templates.append(best)
+        accepted[k] = _normalised(_render64(best, np.eye(3), np.zeros(3), box))
+    return templates
+
+
+def _normalised(volume: NDArray[np.float64]) -> NDArray[np.float32]:
+    """``volume`` flattened, mean-subtracted and scaled to unit norm (for NCC by dot product)."""
+    flat = volume.ravel() - volume.mean()
+    return (flat / np.linalg.norm(flat)).astype(np.float32)
+
+
+def _max_similarity(
+    candidate: Template,
+    accepted: NDArray[np.float32],
+    probes: list[NDArray[np.float64]],
+    box: int,
+) -> float:
+    """Largest NCC between ``candidate`` under any probe rotation and any accepted rendering."""
+    if len(accepted) == 0:
+        return -1.0
+    rotated = np.stack([_normalised(_render64(candidate, r, np.zeros(3), box)) for r in probes])
+    return float(np.max(rotated @ accepted.T))
 
 
 # --------------------------------------------------------------------------- rendering
@@ -366,7 +414,9 @@ def _render64(
     rotation = np.asarray(rotation, dtype=np.float64)
     shift = np.asarray(shift, dtype=np.float64)
     if rotation.shape != (3, 3) or shift.shape != (3,):
-        raise ValueError(f"rotation must be (3, 3) and shift (3,), got {rotation.shape}, {shift.shape}")
+        raise ValueError(
+            f"rotation must be (3, 3) and shift (3,), got {rotation.shape}, {shift.shape}"
+        )
     centres = template.centres @ rotation.T + shift  # (n, 3) as (x, y, z)
     coords = np.arange(box, dtype=np.float64) - box // 2
     two_var = 2.0 * template.sigmas**2
@@ -400,8 +450,10 @@ def render(
 # --------------------------------------------------------------------------- Fourier filters
 
 
-def _rfft_frequencies(box: int) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
-    """``(kz, ky, kx)`` in cycles per voxel, broadcastable to the rfftn layout of a ``box**3`` volume."""
+def _rfft_frequencies(
+    box: int,
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """``(kz, ky, kx)`` in cycles per voxel, broadcastable to the rfftn layout of ``box**3``."""
     k_full = np.fft.fftfreq(box)
     return (
         k_full[:, None, None],
@@ -415,13 +467,10 @@ def electron_wavelength(voltage_kv: float) -> float:
 
     ``lambda = h / sqrt(2 m0 e V (1 + e V / (2 m0 c**2)))`` (0.0197 A at 300 kV).
     """
-    from scipy import constants as c
-
+    m0, e, c = constants.m_e, constants.e, constants.c
     volts = voltage_kv * 1e3
-    momentum = math.sqrt(
-        2.0 * c.m_e * c.e * volts * (1.0 + c.e * volts / (2.0 * c.m_e * c.c**2))
-    )
-    return c.h / momentum * 1e10
+    momentum = math.sqrt(2.0 * m0 * e * volts * (1.0 + e * volts / (2.0 * m0 * c**2)))
+    return constants.h / momentum * 1e10
 
 
 def ctf_3d(
@@ -435,16 +484,25 @@ def ctf_3d(
     """Isotropic 3D phase-contrast CTF sampled on the rfftn grid of a ``box**3`` volume.
 
     ``CTF(k) = -sqrt(1 - A**2) sin(chi) - A cos(chi)`` with
-    ``chi = pi lambda df k**2 - pi/2 Cs lambda**3 k**4``, ``k = |k|`` in 1/Angstrom,
-    ``lambda`` the relativistic wavelength (:func:`electron_wavelength`), ``Cs`` in
-    Angstrom, and ``df = -defocus_um * 1e4`` Angstrom: **positive for underfocus**
-    internally, while ``defocus_um`` follows the cryo-ET habit of negative underfocus.
+    ``chi = pi lambda df k**2 - pi/2 Cs lambda**3 k**4``, all lengths in Angstrom:
+    ``k = |k|`` in 1/Angstrom, ``lambda`` the relativistic wavelength
+    (:func:`electron_wavelength`), ``Cs = cs_mm * 1e7`` and ``df = -defocus_um * 1e4``,
+    **positive for underfocus** internally, while ``defocus_um`` follows the cryo-ET
+    habit of negative underfocus.
 
     Sign: ``CTF(0) = -A``, and for underfocus the CTF is negative up to its first zero,
     so a positive density comes out dark, as protein does in raw cryo-ET data.
 
     The same CTF is applied in every direction (no per-tilt defocus gradient), the usual
     simplification for subtomogram simulation.
+
+    Args:
+        box: cubic side of the volume in voxels.
+        voxel_size: Angstrom per voxel (Nyquist is ``1 / (2 voxel_size)``).
+        defocus_um: defocus in micrometres, negative for underfocus.
+        voltage_kv: acceleration voltage in kV.
+        cs_mm: spherical aberration in mm.
+        amplitude_contrast: amplitude contrast fraction ``A`` in [0, 1).
 
     Returns:
         float64 array of shape ``(box, box, box // 2 + 1)`` in the unshifted
@@ -517,12 +575,19 @@ def random_pose(
         ``(x, y, z)`` shift with each coordinate uniform in ``[-max_shift, max_shift]``
         voxels.
     """
-    # A normalised 4D Gaussian is a Haar-uniform unit quaternion: the construction of
-    # ``Rotation.random``, written out so the draws (and so the files) do not depend on the
-    # scipy version (its keyword changed from ``random_state`` to ``rng`` in 1.15).
-    rotation = Rotation.from_quat(rng.standard_normal(4)).as_matrix()
+    rotation = _random_rotation(rng)
     shift = rng.uniform(-max_shift, max_shift, size=3)
     return rotation, shift
+
+
+def _random_rotation(rng: np.random.Generator) -> NDArray[np.float64]:
+    """A Haar-uniform random rotation matrix (acting on ``(x, y, z)`` vectors).
+
+    A normalised 4D Gaussian is a uniform unit quaternion: the construction of
+    ``Rotation.random``, written out so the draws (and so the files) do not depend on the
+    scipy version (its keyword changed from ``random_state`` to ``rng`` in 1.15).
+    """
+    return Rotation.from_quat(rng.standard_normal(4)).as_matrix()
 
 
 def _simulate_parts64(
@@ -676,7 +741,8 @@ def simulate_dataset(
     Args:
         out_dir: destination folder (created; existing files of the same name are overwritten).
         config: what to simulate.
-        progress: called as ``progress(done, total)`` after each volume is written.
+        progress: called as ``progress(done, total)`` after each volume is written; it may
+            raise (e.g. :class:`~napari_ktal.core.errors.Cancelled`) to stop early.
 
     Returns:
         ``(train_labels_csv, test_labels_csv)``; the second is None when

@@ -55,7 +55,8 @@ def _batches(n: int, batch_size: int, generator: torch.Generator, device: torch.
     perm = torch.randperm(n, generator=generator).to(device)
     batches = list(perm.split(batch_size))
     if len(batches) > 1 and len(batches[-1]) < 2:  # BatchNorm needs 2 samples; fold a lone one in
-        batches[-2] = torch.cat([batches[-2], batches.pop()])
+        last = batches.pop()
+        batches[-1] = torch.cat([batches[-1], last])
     return batches
 
 

@@ -1,0 +1,112 @@
+"""The text layer of a labels CSV: columns, rows, and which files its paths name.
+
+A labels CSV has a header row with ``path`` and ``label`` columns (others are ignored),
+UTF-8 with or without a byte-order mark. A path is relative to the CSV's folder (or
+absolute) and must stay inside that folder tree once resolved, so a shared labels file
+cannot point elsewhere on disk; ``k@stack.mrcs`` names the 1-based frame ``k`` of a
+volume stack (RELION's convention).
+
+This module knows nothing of MRC files: :func:`napari_ktal.core.volumes.read_labels_csv`
+checks the files and frames the rows name.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import InputError
+
+_FRAME_PATTERN = re.compile(r"^(\d+)@(.+)$")
+
+
+@dataclass(frozen=True)
+class LabelRow:
+    """One labelled row of a labels CSV."""
+
+    line: int
+    """Line number in the CSV (1 is the header), for messages."""
+    cell: str
+    """The ``path`` cell as written."""
+    path: Path
+    """The existing file it names, resolved, inside the CSV's folder tree."""
+    frame: int | None
+    """1-based frame ``k`` of ``k@file``; ``None`` when the cell names a whole file."""
+    label: str
+
+
+def _cells(csv_path: Path) -> Iterator[tuple[int, dict[str, str]]]:
+    """``(line, {column: stripped cell})`` for each non-blank row after the header."""
+    try:
+        with csv_path.open(newline="", encoding="utf-8-sig") as stream:
+            reader = csv.reader(stream)
+            header = [name.strip().casefold() for name in next(reader, [])]
+            missing = [repr(name) for name in ("path", "label") if name not in header]
+            if missing:
+                found = ", ".join(header) or "none"
+                raise InputError(
+                    csv_path, f"line 1: no {' or '.join(missing)} column (found columns: {found})"
+                )
+            for row in reader:
+                if any(cell.strip() for cell in row):
+                    yield (
+                        reader.line_num,
+                        {name: cell.strip() for name, cell in zip(header, row, strict=False)},
+                    )
+    except UnicodeDecodeError as err:
+        raise InputError(csv_path, "is not UTF-8 text", str(err)) from err
+    except csv.Error as err:
+        raise InputError(csv_path, f"malformed CSV ({err})") from err
+
+
+def _target(csv_path: Path, line: int, cell: str) -> tuple[Path, int | None]:
+    """The file and 1-based frame a ``path`` cell names, checked to exist inside the tree."""
+    match = _FRAME_PATTERN.match(cell)
+    name, frame = (match[2], int(match[1])) if match else (cell, None)
+    if not name:
+        raise InputError(csv_path, f"line {line}: empty path")
+    if frame == 0:
+        raise InputError(
+            csv_path,
+            f"line {line}: {cell!r} names frame 0",
+            "frames count from 1 (RELION's k@file)",
+        )
+    root = csv_path.parent
+    path = (root / name).resolve()
+    if not path.is_relative_to(root):
+        raise InputError(
+            csv_path,
+            f"line {line}: {cell!r} points outside the CSV's folder {root}",
+            "a labels file may only name files in its own folder tree",
+        )
+    if not path.is_file():
+        raise InputError(csv_path, f"line {line}: {cell!r} does not exist")
+    return path, frame
+
+
+def read_label_rows(csv_path: str | Path) -> list[LabelRow]:
+    """Every labelled row of a labels CSV, in file order.
+
+    Raises:
+        InputError: naming the CSV and the line: the file is missing or not UTF-8, a
+            ``path`` or ``label`` column is missing, a label or path is empty, a path
+            escapes the CSV's folder tree or does not exist, or there are no rows.
+    """
+    csv_path = Path(csv_path).expanduser().resolve()
+    if not csv_path.is_file():
+        raise InputError(csv_path, "does not exist" if not csv_path.exists() else "is not a file")
+    rows = []
+    for line, cells in _cells(csv_path):
+        label = cells.get("label", "")
+        if not label:
+            raise InputError(csv_path, f"line {line}: empty label")
+        cell = cells.get("path", "")
+        rows.append(LabelRow(line, cell, *_target(csv_path, line, cell), label))
+    if not rows:
+        raise InputError(
+            csv_path, "no labelled rows", "expected a header row, then one row per volume"
+        )
+    return rows
