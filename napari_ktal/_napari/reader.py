@@ -103,7 +103,7 @@ def _voxel_size_zyx(header, shape: tuple[int, ...]) -> tuple[float, float, float
 # -- data --------------------------------------------------------------------------------
 def _robust_limits(data: np.ndarray) -> tuple[float, float]:
     """1st and 99.9th percentiles of an evenly strided sample (noisy cryo-ET: min/max are outliers)."""
-    step = max(1, int(round((data.size / _SAMPLE_VOXELS) ** (1 / data.ndim))))
+    step = max(1, round((data.size / _SAMPLE_VOXELS) ** (1 / data.ndim)))
     sample = np.asarray(data[(slice(None, None, step),) * data.ndim], dtype=np.float32)
     lo, hi = np.percentile(sample, [1.0, 99.9])
     if not (np.isfinite(lo) and np.isfinite(hi)) or hi <= lo:

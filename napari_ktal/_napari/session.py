@@ -56,6 +56,8 @@ class LabelingSession:
         self._labels: dict[int, str] = {}
         self._skipped: set[int] = set()
         self._undo: list[Change] = []
+        self._trained_cycles = 0  # read from the folder by reload(): every key press asks for it
+        self._final_budget = 0
         self.reload()
 
     # -- state from the project folder --------------------------------------------------
@@ -69,6 +71,8 @@ class LabelingSession:
         else:
             self.cycle, self.batch = latest
         self._labels, self._skipped = _replay(self.project)
+        self._trained_cycles = self.project.trained_cycles
+        self.refresh_recipe()
         self._undo.clear()
         first_open = self._next_open(0)
         self.position = first_open if first_open is not None else 0
@@ -115,7 +119,7 @@ class LabelingSession:
     def phase(self) -> Phase:
         if self.n_open:
             return Phase.LABELING
-        if self.project.trained_cycles > self.cycle:
+        if self._trained_cycles > self.cycle:
             return Phase.DONE
         return Phase.READY
 
@@ -127,16 +131,19 @@ class LabelingSession:
             return "label at least 2 volumes"
         return None
 
-    def budget(self) -> tuple[int, int, int]:
-        """(labeled volumes, pool size, the recipe's final labeled-set size)."""
+    def refresh_recipe(self) -> None:
+        """Re-read the recipe's budget (after the recipe changed)."""
         from ..core.active_learning import budget_schedule
 
         n = len(self.project.pool)
         try:
-            final = budget_schedule(n, self.project.recipe().active)[-1]
+            self._final_budget = budget_schedule(n, self.project.recipe().active)[-1]
         except KtalError:  # an unreadable recipe.toml must not stop labeling; training will say why
-            final = n
-        return len(self._labels), n, final
+            self._final_budget = n
+
+    def budget(self) -> tuple[int, int, int]:
+        """(labeled volumes, pool size, the recipe's final labeled-set size)."""
+        return len(self._labels), len(self.project.pool), self._final_budget
 
     def mean_score(self) -> float:
         """Mean uncertainty score of the batch (NaN for cycle 0's random batch)."""

@@ -26,6 +26,18 @@ def worker_threads() -> int:
     return max(1, (os.cpu_count() or 2) - 1)
 
 
+def warm_up(on_progress: ProgressCallback | None = None, should_stop: StopFlag | None = None) -> None:
+    """Import what torch loads lazily when the first optimizer is made (torch._dynamo, sympy).
+
+    That import takes ~1.5 s of mostly GIL-holding work. Run in a worker as soon as a
+    project opens, it is done long before the first cycle trains, instead of stalling the
+    GUI thread for up to ~0.7 s at a time in the middle of the first training.
+    """
+    import torch
+
+    torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+
+
 def create_project(root: str | Path, source: str | Path, recipe_name: str, classes: list[str],
                    on_progress: ProgressCallback | None = None, should_stop: StopFlag | None = None) -> Path:
     """Import ``source`` (a folder, an MRC (stack) file or a labels CSV) into a new project."""
@@ -64,22 +76,26 @@ def create_project_from_array(root: str | Path, volumes: np.ndarray, voxel_size:
         return create_project(root, path, recipe_name, classes, on_progress, should_stop)
 
 
-def train_cycle(root: str | Path, device_name: str, seed: int,
+def train_cycle(root: str | Path, device_name: str, seed: int, threads: int | None = None,
                 on_progress: ProgressCallback | None = None, should_stop: StopFlag | None = None):
-    """One active-learning cycle on the project's labels, as ``ktal-cryo train`` runs it."""
+    """One active-learning cycle on the project's labels, as ``ktal-cryo train`` runs it.
+
+    ``threads``: torch's intra-op threads for this job (set in the worker thread itself).
+    """
+    import torch
+
     from ..core import active_learning as al
     from ..core.device import resolve_device
-    from ..core.plots import learning_curve_png
     from ..core.project import Project
 
+    if threads:
+        torch.set_num_threads(threads)
     project = Project(root)
     recipe = project.recipe()
-    report = al.train_cycle(project, recipe, resolve_device(device_name), seed,
-                            on_progress=on_progress, should_stop=should_stop)
-    n_pool = len(project.pool)
-    learning_curve_png(project.history(), project.root / "learning_curve.png", n_pool,
-                       f"{recipe.name}: {recipe.active.strategy}, {n_pool} volumes")
-    return report
+    # Unlike the CLI, learning_curve.png is not drawn here: matplotlib's Agg renderer holds
+    # the GIL for ~0.3 s and would stall the GUI; the dock has its own plot.
+    return al.train_cycle(project, recipe, resolve_device(device_name), seed,
+                          on_progress=on_progress, should_stop=should_stop)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,151 @@
+"""Small input widgets shared by the setup form and the session panel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from qtpy.QtCore import Qt, Signal
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QHBoxLayout,
+    QInputDialog,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..core.project import JUNK_CLASS
+
+BROWSE = "Browse…"
+
+
+class RecipeCombo(QComboBox):
+    """The shipped recipes by name, any .toml the user browsed to, and a "Browse…" entry."""
+
+    recipeChosen = Signal(str)  # a shipped name or a .toml path
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        from ..core.recipe import builtin_recipes
+
+        for name in builtin_recipes():
+            self.addItem(name, name)
+        self.addItem(BROWSE, None)
+        self.setToolTip("Training recipe: network, epochs, batch sizes and the labeling budget.\n"
+                        "quick: small and fast (CPU); paper-*: the paper's settings (GPU).")
+        self._previous = 0
+        self.activated.connect(self._on_activated)
+
+    def recipe(self) -> str:
+        return self.currentData() or self.itemData(self._previous)
+
+    def set_recipe(self, name_or_path: str, emit: bool = False) -> None:
+        index = self.findData(name_or_path)
+        if index < 0:
+            index = self.count() - 1  # before "Browse…"
+            label = Path(name_or_path).name if name_or_path.endswith(".toml") else name_or_path
+            self.insertItem(index, label, name_or_path)
+            self.setItemData(index, name_or_path, Qt.ItemDataRole.ToolTipRole)
+        self.setCurrentIndex(index)
+        self._previous = index
+        if emit:
+            self.recipeChosen.emit(name_or_path)
+
+    def _on_activated(self, index: int) -> None:
+        if self.itemData(index) is not None:
+            self._previous = index
+            self.recipeChosen.emit(self.itemData(index))
+            return
+        path, _ = QFileDialog.getOpenFileName(self, "Choose a recipe", "", "Recipes (*.toml)")
+        if path:
+            self.set_recipe(path, emit=True)
+        else:
+            self.setCurrentIndex(self._previous)
+
+
+class PathField(QWidget):
+    """A line edit with a "Browse…" button for a folder or a file."""
+
+    def __init__(self, placeholder: str, caption: str, folder: bool = True, filters: str = "",
+                 parent: QWidget | None = None):
+        super().__init__(parent)
+        self.edit = QLineEdit(self)
+        self.edit.setPlaceholderText(placeholder)
+        self.button = QPushButton(BROWSE, self)
+        self.button.clicked.connect(self._browse)
+        self._caption, self._folder, self._filters = caption, folder, filters
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.edit, 1)
+        layout.addWidget(self.button)
+
+    def path(self) -> str:
+        return self.edit.text().strip()
+
+    def set_path(self, path: str | Path) -> None:
+        self.edit.setText(str(path))
+
+    def set_mode(self, folder: bool, filters: str = "") -> None:
+        self._folder, self._filters = folder, filters
+
+    def _browse(self) -> None:
+        start = self.path() or str(Path.home())
+        if self._folder:
+            path = QFileDialog.getExistingDirectory(self, self._caption, start)
+        else:
+            path, _ = QFileDialog.getOpenFileName(self, self._caption, start, self._filters)
+        if path:
+            self.set_path(path)
+
+
+class ClassListEditor(QWidget):
+    """Class names for a new project: add, rename (double-click), remove, add 'junk'."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.list = QListWidget(self)
+        self.list.setMaximumHeight(110)
+        self.list.setToolTip("Double-click a class to rename it. Classes can be changed later, too.")
+        add = QPushButton("Add…", self)
+        remove = QPushButton("Remove", self)
+        junk = QPushButton(f"+ {JUNK_CLASS}", self)
+        junk.setToolTip("Add a class for volumes that are not a particle (empty, ice, carbon, ...)")
+        add.clicked.connect(self._ask_add)
+        remove.clicked.connect(self._remove_selected)
+        junk.clicked.connect(lambda: self.add(JUNK_CLASS))
+        buttons = QHBoxLayout()
+        for b in (add, remove, junk):
+            buttons.addWidget(b)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.list)
+        layout.addLayout(buttons)
+
+    def classes(self) -> list[str]:
+        names = [self.list.item(i).text().strip() for i in range(self.list.count())]
+        return [n for n in names if n]
+
+    def set_classes(self, names: list[str]) -> None:
+        self.list.clear()
+        for n in names:
+            self.add(n)
+
+    def add(self, name: str) -> None:
+        name = name.strip()
+        if name and name not in self.classes():
+            item = QListWidgetItem(name)
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsEditable)
+            self.list.addItem(item)
+
+    def _ask_add(self) -> None:
+        name, ok = QInputDialog.getText(self, "Add class", "Class name (e.g. ribosome):")
+        if ok:
+            self.add(name)
+
+    def _remove_selected(self) -> None:
+        for item in self.list.selectedItems():
+            self.list.takeItem(self.list.row(item))

@@ -1,0 +1,149 @@
+"""The plot across cycles in the dock: labeled volumes per class, batch uncertainty, accuracy.
+
+:func:`cycle_summary` derives the numbers from the project folder (plain Python);
+:class:`CyclePlot` draws them with matplotlib's Qt canvas, in napari's theme colours.
+
+Cycle ``c`` here is batch ``c`` and the labeled set it completes (what cycle ``c`` trains on):
+
+- bars: labeled volumes per class among batches ``0..c`` (current labels, so relabels count);
+- mean uncertainty of batch ``c`` (the knowledge-transfer score of cycle ``c-1``'s models;
+  cycle 0's batch is random and has none);
+- agreement: how often cycle ``c-1``'s teacher predicted the label you then gave, on batch
+  ``c``. These are the volumes the models were least sure of, so this is a pessimistic,
+  free estimate of accuracy; it needs no held-out set;
+- test accuracy of cycle ``c``'s teacher, when the project was trained with a test set
+  (``ktal-cryo train --test``; history.csv).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+from matplotlib.figure import Figure
+
+from ..core.project import Project
+
+
+@dataclass(frozen=True)
+class CycleRow:
+    cycle: int
+    counts: dict[str, int]  # labeled volumes per class in batches 0..cycle
+    mean_score: float
+    agreement: float
+    test_accuracy: float
+
+
+def _num(value) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def cycle_summary(project: Project, labels: dict[int, str] | None = None) -> list[CycleRow]:
+    labels = project.labels() if labels is None else labels
+    classes = project.classes
+    history = {int(r["cycle"]): r for r in project.history()}
+    members: set[int] = set()
+    rows = []
+    for cycle in project.query_cycles():
+        batch = project.read_query(cycle)
+        members.update(q.index for q in batch)
+        counts = dict.fromkeys(classes, 0)
+        for i in members:
+            if labels.get(i) in counts:
+                counts[labels[i]] += 1
+        scores = [q.score for q in batch if not math.isnan(q.score)]
+        judged = [q.predicted == labels[q.index] for q in batch if q.predicted and q.index in labels]
+        rows.append(CycleRow(
+            cycle, counts,
+            sum(scores) / len(scores) if scores else float("nan"),
+            sum(judged) / len(judged) if judged else float("nan"),
+            _num(history.get(cycle, {}).get("test_accuracy")),
+        ))
+    return rows
+
+
+DEFAULT_THEME = {"background": "#262930", "text": "#f0f1f2", "grid": "#5a626c"}
+
+
+class CyclePlot(FigureCanvasQTAgg):
+    """Two small panels: labeled volumes per class (stacked bars); accuracy and uncertainty.
+
+    A matplotlib redraw costs a few hundred ms on a slow CPU, all of it on the GUI thread,
+    so the canvas has a fixed height (a relayout of the dock must not resize and redraw it),
+    a fixed layout (no constrained-layout solve) and redraws only when its numbers change.
+    """
+
+    HEIGHT = 250
+
+    def __init__(self, theme: dict | None = None, parent=None):
+        self._theme = dict(theme or DEFAULT_THEME)
+        fig = Figure(figsize=(3.6, self.HEIGHT / 90), dpi=90)
+        super().__init__(fig)
+        self.setParent(parent)
+        self.setFixedHeight(self.HEIGHT)
+        self.setToolTip(
+            "Top: labeled volumes per class after each cycle's batch.\n"
+            "Bottom, green: how often the previous cycle's teacher predicted the label you gave, on the\n"
+            "batch it queried (the volumes it was least sure of: a pessimistic accuracy estimate).\n"
+            "Blue: test accuracy, when the project is trained with a test set (ktal-cryo train --test).\n"
+            "Orange (right axis): mean knowledge-transfer uncertainty of the batch.")
+        self.rows: list[CycleRow] | None = None
+        self.update_rows([])
+
+    def set_theme(self, theme: dict) -> None:
+        self._theme = dict(theme)
+        rows, self.rows = self.rows or [], None
+        self.update_rows(rows)
+
+    def _style(self, ax) -> None:
+        t = self._theme
+        ax.set_facecolor(t["background"])
+        ax.tick_params(colors=t["text"], labelsize=7)
+        for spine in ax.spines.values():
+            spine.set_color(t["grid"])
+        ax.yaxis.label.set_color(t["text"])
+        ax.xaxis.label.set_color(t["text"])
+
+    def update_rows(self, rows: list[CycleRow]) -> None:
+        if rows == self.rows:
+            return
+        self.rows = rows
+        fig = self.figure
+        fig.clear()
+        fig.patch.set_facecolor(self._theme["background"])
+        top, acc = fig.subplots(2, 1, sharex=True, height_ratios=(3, 2))
+        fig.subplots_adjust(left=0.15, right=0.85, top=0.97, bottom=0.17, hspace=0.12)
+        for ax in (top, acc):
+            self._style(ax)
+        cycles = [r.cycle for r in rows]
+        legend = {"fontsize": 6, "frameon": False, "labelcolor": self._theme["text"]}
+        if rows:
+            base = [0] * len(rows)
+            for name in rows[-1].counts:
+                values = [r.counts.get(name, 0) for r in rows]
+                top.bar(cycles, values, bottom=base, label=name, width=0.7)
+                base = [b + v for b, v in zip(base, values)]
+            top.legend(ncols=2, loc="upper left", **legend)
+            top.set_xticks(cycles)
+            top.set_xlim(min(cycles) - 0.6, max(cycles) + 0.6)
+            top.set_ylim(0, max(base) * 1.6 + 1)  # room for the legend
+        top.set_ylabel("labeled", fontsize=7)
+        acc.set_ylim(0, 105)
+        acc.set_xlabel("cycle", fontsize=7, labelpad=1)
+        acc.plot(cycles, [100 * r.agreement for r in rows], "o-", ms=3, color="tab:green", label="agreed")
+        if any(not math.isnan(r.test_accuracy) for r in rows):
+            acc.plot(cycles, [100 * r.test_accuracy for r in rows], "s-", ms=3, color="tab:blue", label="test")
+            acc.legend(loc="lower right", **legend)
+            acc.set_ylabel("accuracy %", fontsize=7)
+        else:
+            acc.set_ylabel("agreed %", fontsize=7, color="tab:green")
+        unc = acc.twinx()
+        self._style(unc)
+        unc.plot(cycles, [r.mean_score for r in rows], "^--", ms=3, color="tab:orange")
+        unc.set_ylabel("uncertainty", fontsize=7, color="tab:orange")
+        unc.set_ylim(bottom=0)
+        self.draw_idle()

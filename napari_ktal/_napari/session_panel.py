@@ -1,0 +1,246 @@
+"""The second page of the dock, shown while a project is open: the widgets, no logic.
+
+:class:`SessionPanel` lays out what the user sees and exposes its buttons; the dock widget
+connects them to the session and fills the panel from it with :meth:`SessionPanel.show_state`.
+Buttons take no keyboard focus, so the number keys keep reaching the napari canvas after a
+click.
+"""
+
+from __future__ import annotations
+
+import math
+
+from qtpy.QtCore import Qt, Signal
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QInputDialog,
+    QLabel,
+    QMenu,
+    QProgressBar,
+    QPushButton,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..core.project import JUNK_CLASS
+from .fields import RecipeCombo
+from .plot import CyclePlot
+from .session import MAX_KEYED_CLASSES, LabelingSession, Phase
+
+KEYS = {"next": "N", "previous": "P", "skip": "S", "undo": "U"}
+
+
+def _button(text: str, parent: QWidget, tip: str = "") -> QPushButton:
+    b = QPushButton(text, parent)
+    b.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+    if tip:
+        b.setToolTip(tip)
+    return b
+
+
+def _fmt_score(value: float) -> str:
+    if math.isnan(value):
+        return "—"
+    return f"{value:.3g}"
+
+
+class SessionPanel(QWidget):
+    assignRequested = Signal(str)  # class name
+    renameRequested = Signal(str, str)  # old, new
+    removeRequested = Signal(str)
+    addClassRequested = Signal(str)
+
+    def __init__(self, parent: QWidget | None = None, theme: dict | None = None):
+        super().__init__(parent)
+        self.title = QLabel(self)
+        self.title.setWordWrap(True)
+        self.title.setTextFormat(Qt.TextFormat.RichText)
+
+        # -- the current volume ----------------------------------------------------------
+        vol_box = QGroupBox("Volume", self)
+        self.position = QLabel(vol_box)
+        self.position.setStyleSheet("font-size: 16pt; font-weight: bold;")
+        self.key = QLabel(vol_box)
+        self.key.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.score = QLabel(vol_box)
+        self.teacher = QLabel(vol_box)
+        self.label = QLabel(vol_box)
+        self.label.setTextFormat(Qt.TextFormat.RichText)
+        self.previous_button = _button("◀ Prev", vol_box, f"Previous volume of the batch ({KEYS['previous']})")
+        self.skip_button = _button("Skip", vol_box, f"Leave this volume unlabeled and go on ({KEYS['skip']})")
+        self.undo_button = _button("Undo", vol_box, f"Undo the last label or skip ({KEYS['undo']})")
+        self.next_button = _button("Next ▶", vol_box, f"Next volume of the batch ({KEYS['next']})")
+        nav = QHBoxLayout()
+        for b in (self.previous_button, self.skip_button, self.undo_button, self.next_button):
+            nav.addWidget(b)
+        top = QHBoxLayout()
+        top.addWidget(self.position)
+        top.addWidget(self.key, 1, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        facts = QFormLayout()
+        facts.addRow("Uncertainty", self.score)
+        facts.addRow("Teacher says", self.teacher)
+        facts.addRow("Your label", self.label)
+        vol_layout = QVBoxLayout(vol_box)
+        vol_layout.addLayout(top)
+        vol_layout.addLayout(facts)
+        vol_layout.addLayout(nav)
+
+        # -- classes -----------------------------------------------------------------------
+        self.class_box = QGroupBox("Classes: press 1-9 in the viewer", self)
+        self.class_grid = QGridLayout()
+        self.class_buttons: list[QPushButton] = []
+        self.add_class_button = _button("Add class…", self.class_box)
+        self.add_junk_button = _button(f"+ {JUNK_CLASS}", self.class_box,
+                                       "Add a class for volumes that are not a particle (empty, ice, carbon, ...)")
+        self.add_class_button.clicked.connect(self._ask_add_class)
+        class_tools = QHBoxLayout()
+        class_tools.addWidget(self.add_class_button)
+        class_tools.addWidget(self.add_junk_button)
+        self.class_box.setToolTip("Click a class, or press its number with the mouse over the viewer.\n"
+                                  "Right-click a class to rename or remove it.")
+        class_layout = QVBoxLayout(self.class_box)
+        class_layout.addLayout(self.class_grid)
+        class_layout.addLayout(class_tools)
+
+        # -- training ----------------------------------------------------------------------
+        train_box = QGroupBox("Training", self)
+        self.auto_train = QCheckBox("Start the next cycle when the batch is labeled", train_box)
+        self.auto_train.setChecked(True)
+        self.auto_train.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.progress = QProgressBar(train_box)
+        self.progress.setTextVisible(True)
+        self.progress.setFormat("idle")
+        self.progress.setValue(0)
+        self.status = QLabel(train_box)
+        self.status.setWordWrap(True)
+        # room for two lines, so a longer message does not reflow the dock (and redraw the plot)
+        self.status.setMinimumHeight(2 * self.status.fontMetrics().lineSpacing())
+        self.train_button = _button("Train now", train_box, "Train a cycle on the current labels")
+        self.cancel_button = _button("Cancel", train_box, "Stop training; nothing of the cycle is kept")
+        self.cancel_button.setEnabled(False)
+        row = QHBoxLayout()
+        row.addWidget(self.progress, 1)
+        row.addWidget(self.train_button)
+        row.addWidget(self.cancel_button)
+        train_layout = QVBoxLayout(train_box)
+        train_layout.addWidget(self.auto_train)
+        train_layout.addLayout(row)
+        train_layout.addWidget(self.status)
+
+        # -- tabs: the plot; the project's settings ---------------------------------------------
+        self.tabs = QTabWidget(self)
+        self.plot = CyclePlot(theme, self.tabs)
+        self.tabs.addTab(self.plot, "Cycles")
+
+        settings = QWidget(self.tabs)
+        self.recipe = RecipeCombo(settings)
+        self.device = QComboBox(settings)
+        self.device.setToolTip("Only devices that can run are listed; auto picks the first GPU, else the CPU")
+        self.smoothing = QDoubleSpinBox(settings)
+        self.smoothing.setRange(0.0, 4.0)
+        self.smoothing.setSingleStep(0.25)
+        self.smoothing.setValue(1.0)
+        self.smoothing.setSuffix(" voxel")
+        self.smoothing.setToolTip("Gaussian smoothing of the displayed volume (0: raw); labels are not affected")
+        self.invert = QCheckBox("Invert contrast (protein bright)", settings)
+        self.invert.setChecked(True)
+        self.export_button = _button("Export labels + predictions…", settings,
+                                     "CSV of every pool volume: index, key, label, predicted, confidence")
+        self.close_button = _button("Close project", settings)
+        form = QFormLayout(settings)
+        form.addRow("Recipe", self.recipe)
+        form.addRow("Device", self.device)
+        form.addRow("Smoothing", self.smoothing)
+        form.addRow("", self.invert)
+        form.addRow(self.export_button)
+        form.addRow(self.close_button)
+        self.tabs.addTab(settings, "Project")
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        for w in (self.title, vol_box, self.class_box, train_box, self.tabs):
+            layout.addWidget(w)
+        layout.addStretch(1)
+
+    # -- classes -------------------------------------------------------------------------
+    def set_classes(self, classes: list[str]) -> None:
+        """Rebuild the class buttons: "1  name" ... for the first nine, name only after."""
+        for b in self.class_buttons:
+            self.class_grid.removeWidget(b)
+            b.deleteLater()
+        self.class_buttons = []
+        for k, name in enumerate(classes):
+            key = f"{k + 1}  " if k < MAX_KEYED_CLASSES else ""
+            tip = f"Label the volume '{name}'" + (f" (key {k + 1})" if key else "")
+            b = _button(f"{key}{name}", self.class_box, tip + ". Right-click to rename or remove.")
+            b.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+            b.clicked.connect(lambda _=False, n=name: self.assignRequested.emit(n))
+            b.customContextMenuRequested.connect(lambda pos, n=name, btn=b: self._class_menu(n, btn, pos))
+            self.class_grid.addWidget(b, k // 2, k % 2)
+            self.class_buttons.append(b)
+        self.add_junk_button.setVisible(JUNK_CLASS not in classes)
+
+    def _class_menu(self, name: str, button: QPushButton, pos) -> None:
+        menu = QMenu(self)
+        rename = menu.addAction(f"Rename '{name}'…")
+        remove = menu.addAction(f"Remove '{name}'")
+        chosen = menu.exec(button.mapToGlobal(pos))
+        if chosen is rename:
+            new, ok = QInputDialog.getText(self, "Rename class", f"New name for '{name}':", text=name)
+            if ok and new.strip() and new.strip() != name:
+                self.renameRequested.emit(name, new.strip())
+        elif chosen is remove:
+            self.removeRequested.emit(name)
+
+    def _ask_add_class(self) -> None:
+        name, ok = QInputDialog.getText(self, "Add class", "Class name (e.g. ribosome):")
+        if ok and name.strip():
+            self.addClassRequested.emit(name.strip())
+
+    # -- state ---------------------------------------------------------------------------
+    def show_state(self, session: LabelingSession, training: bool) -> None:
+        """Fill every label from the session (cheap: called after each key press)."""
+        n_labeled, n_pool, final = session.budget()
+        phase = session.phase
+        todo = {Phase.LABELING: f"{session.n_open} to label",
+                Phase.READY: "batch done",
+                Phase.DONE: "no further batch: the pool is used up"}[phase]
+        kind = "random picks" if session.cycle == 0 else "most uncertain"
+        skipped = f", {session.n_skipped_in_batch} skipped" if session.n_skipped_in_batch else ""
+        self.title.setText(
+            f"<b>{session.project.root.name}</b> · cycle {session.cycle}<br>"
+            f"batch ({kind}): {session.n_labeled_in_batch}/{len(session)} labeled{skipped}, {todo}<br>"
+            f"pool: {n_labeled}/{n_pool} labeled ({100 * n_labeled / max(n_pool, 1):.0f}%), budget {final}"
+        )
+        self.title.setToolTip(str(session.project.root))
+        item = session.item
+        if item is None:
+            for w in (self.position, self.key, self.score, self.teacher, self.label):
+                w.setText("—")
+        else:
+            self.position.setText(f"{session.position + 1} / {len(session)}")
+            self.key.setText(item.key)
+            self.key.setToolTip(f"pool index {item.index}")
+            self.score.setText("random pick (cycle 0)" if math.isnan(item.score) else
+                               f"{_fmt_score(item.score)}   (rank {item.rank + 1} in the batch)")
+            self.teacher.setText(f"{item.predicted}  ({100 * item.confidence:.0f}%)" if item.predicted else "—")
+            label = session.label_of(item.index)
+            if label is not None:
+                self.label.setText(f"<b>{label}</b>")
+            elif session.is_skipped(item.index):
+                self.label.setText("<i>skipped</i>")
+            else:
+                self.label.setText("<i>not labeled yet</i>")
+        for b, name in zip(self.class_buttons, session.classes):
+            current = item is not None and session.label_of(item.index) == name
+            b.setStyleSheet("font-weight: bold; border: 2px solid #6a9fd8;" if current else "")
+        self.undo_button.setEnabled(session.can_undo)
+        self.train_button.setEnabled(not training)
+        self.cancel_button.setEnabled(training)

@@ -1,0 +1,126 @@
+"""The labeling session (plain Python: no Qt, no viewer)."""
+
+import pytest
+import torch
+
+from napari_ktal._napari.session import SKIP_BY, LabelingSession, Phase
+from napari_ktal.core import active_learning as al
+from napari_ktal.core.errors import KtalError
+from napari_ktal.core.project import Project
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def test_first_open_draws_the_cli_batch(project, tmp_path, sim_train_dir, tiny_recipe):
+    s = LabelingSession(project)
+    assert s.cycle == 0 and s.position == 0 and s.phase is Phase.LABELING
+    assert project.query_cycles() == [0]  # written, as `ktal-cryo train` would
+    twin = Project.create(tmp_path / "twin", sim_train_dir, tiny_recipe)
+    cli_batch = al.initial_query(twin, tiny_recipe, 0)  # what `ktal-cryo train` (seed 0) draws
+    assert [q.index for q in s.batch] == [q.index for q in cli_batch]
+
+
+def test_assign_journals_at_once_and_moves_to_the_next_open_volume(project):
+    s = LabelingSession(project)
+    a, b, c = s.batch
+    s.go_to(1)
+    s.assign("class_01")
+    assert Project(project.root).labels() == {b.index: "class_01"}  # on disk already
+    assert s.position == 2
+    s.assign_number(3)
+    assert s.label_of(c.index) == "class_02"
+    assert s.position == 0  # wrapped around to the one still open
+    s.assign("class_00")
+    assert s.n_open == 0 and s.phase is Phase.READY
+    assert s.position == 0  # nothing open: stays put
+    records = project.journal.records()
+    assert [(r["index"], r["label"], r["cycle"]) for r in records] == [
+        (b.index, "class_01", 0), (c.index, "class_02", 0), (a.index, "class_00", 0)]
+
+
+def test_undo_restores_what_was_there_and_goes_back(project):
+    s = LabelingSession(project)
+    first = s.item
+    s.assign("class_00")
+    s.go_to(0)
+    s.assign("class_02")  # relabel
+    assert s.label_of(first.index) == "class_02"
+    assert s.undo().before == "class_00"
+    assert s.label_of(first.index) == "class_00" and s.position == 0
+    assert s.undo().before is None
+    assert s.is_open(first.index) and project.labels() == {}
+    assert s.undo() is None and not s.can_undo
+
+
+def test_skips_survive_a_restart_and_undo(project):
+    s = LabelingSession(project)
+    first = s.item
+    s.skip()
+    assert s.is_skipped(first.index) and s.position == 1
+    assert project.journal.records()[-1]["by"] == SKIP_BY
+    s.undo()
+    assert s.is_open(first.index)
+    s.skip()
+    s.assign("class_01")
+    s.assign("class_02")
+    assert s.phase is Phase.READY  # a skipped volume does not hold up the batch
+    again = LabelingSession(Project(project.root))
+    assert again.is_skipped(first.index) and again.n_open == 0
+    again.go_to(0)
+    again.assign("class_00")  # a skipped volume can still be labeled later
+    assert not again.is_skipped(first.index)
+
+
+def test_resume_derives_batch_position_and_labels_from_the_folder(project, sim_truth, tiny_recipe):
+    s = LabelingSession(project)
+    for q in s.batch:
+        s.assign(sim_truth[q.key])
+    al.train_cycle(project, tiny_recipe, torch.device("cpu"), 0)
+    s.reload()
+    assert s.cycle == 1 and s.phase is Phase.LABELING and not s.can_undo
+    s.go_to(1)
+    s.assign(sim_truth[s.batch[1].key])
+    s.go_to(1)  # wander
+
+    resumed = LabelingSession(Project(project.root))
+    assert (resumed.cycle, resumed.batch, resumed.position) == (1, s.batch, 0)
+    assert resumed.labels == s.labels
+    assert resumed.mean_score() == pytest.approx(sum(q.score for q in s.batch) / len(s.batch))
+
+
+def test_phase_done_when_the_pool_is_used_up(tmp_path, sim_train_dir, sim_truth, sim_classes, tiny_recipe):
+    recipe = tiny_recipe.replace(active={"initial_fraction": 0.9, "step_fraction": 0.1, "final_fraction": 1.0})
+    project = Project.create(tmp_path / "p", sim_train_dir, recipe, sim_classes)
+    s = LabelingSession(project)
+    for _ in range(2):
+        for q in s.batch:
+            if s.is_open(q.index):
+                s.go_to(s.batch.index(q))
+                s.assign(sim_truth[q.key])
+        al.train_cycle(project, recipe, torch.device("cpu"), 0)
+        s.reload()
+    assert len(s.labels) == len(project.pool)
+    assert s.phase is Phase.DONE
+
+
+def test_classes_rename_remove_and_blockers(project):
+    s = LabelingSession(project)
+    assert s.training_blocker() == "label at least 2 volumes"
+    s.assign("class_00")
+    s.assign("class_01")
+    assert s.training_blocker() is None
+    assert s.add_junk_class() == "junk"
+    with pytest.raises(KtalError, match="junk"):
+        s.add_junk_class()
+    s.rename_class("class_00", " ribosome ")
+    assert s.label_of(s.batch[0].index) == "ribosome" and "ribosome" in s.classes
+    s.go_to(0)
+    s.assign("junk")
+    assert s.undo().before == "ribosome"
+    with pytest.raises(KtalError, match="labels 1 volumes"):
+        s.remove_class("ribosome")
+    s.remove_class("junk")
+    with pytest.raises(KtalError, match="no class on key 9"):
+        s.assign_number(9)
+    with pytest.raises(KtalError, match="unknown class"):
+        s.assign("nonsense")
