@@ -40,6 +40,11 @@ def test_pool_is_normalised_float16_memmap_in_source_order(tmp_path, sim):
     np.testing.assert_allclose(v[1], (raw - raw.mean()) / raw.std(), atol=5e-3)
 
 
+def test_budget_schedule_never_starts_below_two():
+    assert al.budget_schedule(12, ActiveSpec(final_fraction=0.2)) == [2]
+    assert al.budget_schedule(1, ActiveSpec()) == [1]
+
+
 def test_budget_schedule_is_the_papers():
     assert al.budget_schedule(24_000, ActiveSpec()) == [2400, 3600, 4800, 6000, 7200, 8400, 9600]
     real = ActiveSpec(final_fraction=0.3)
@@ -140,3 +145,12 @@ def test_devices_offered_work():
     if not torch.cuda.is_available():
         with pytest.raises(KtalError, match="not available"):
             resolve_device("cuda:0")
+
+
+def test_other_box_sizes_and_a_labels_csv_as_data(tmp_path):
+    train, _ = simulate_dataset(tmp_path / "d", SimulationConfig(classes=2, per_class=10, snr=2, box=16, seed=1))
+    p = Project.create(tmp_path / "p", train, TINY)  # DATA may be the labels CSV itself
+    assert len(p.pool) == 20 and p.pool.box == 16
+    reports = al.run_with_oracle(p, TINY.replace(active={"final_fraction": 0.2}), al.oracle_for_pool(p.pool, train),
+                                 torch.device("cpu"))
+    assert [r.n_labeled for r in reports] == [2, 3, 4]

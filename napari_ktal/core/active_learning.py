@@ -23,6 +23,7 @@ import torch
 
 from .errors import InputError, KtalError
 from .inference import array_reader, predict
+from .lloss import build_loss_learning
 from .pool import Pool
 from .progress import ProgressCallback, StopFlag, check_cancel
 from .project import Project, QueryItem
@@ -43,7 +44,8 @@ def budget_schedule(n_pool: int, spec: ActiveSpec) -> list[int]:
     """
     n_steps = int(round((spec.final_fraction - spec.initial_fraction) / spec.step_fraction + 1e-9))
     fractions = [spec.initial_fraction + k * spec.step_fraction for k in range(n_steps + 1)]
-    sizes = [max(1, min(n_pool, math.floor(round(n_pool * f, 6) + 0.5))) for f in fractions]
+    # at least 2 volumes: training needs two (BatchNorm), even in a tiny pool
+    sizes = [max(min(2, n_pool), min(n_pool, math.floor(round(n_pool * f, 6) + 0.5))) for f in fractions]
     return sorted(set(sizes))
 
 
@@ -167,8 +169,12 @@ def train_cycle(
         if meta["classes"] == classes:
             teacher.load_state_dict(prev_t.state_dict())
             student.load_state_dict(prev_s.state_dict())
+    strategy = STRATEGIES[recipe.active.strategy]
+    opts = recipe.active
+    loss_learning = (build_loss_learning(teacher, recipe.train.epochs, opts.lloss_weight, opts.lloss_margin,
+                                         opts.lloss_detach_fraction) if strategy.trains_loss_module else None)
     result = train_pair(teacher, student, x, y, recipe.train, recipe.transfer, device,
-                        derive_seed(seed, "train", cycle), cycle, on_progress, should_stop)
+                        derive_seed(seed, "train", cycle), cycle, on_progress, should_stop, loss_learning)
     check_cancel(should_stop)
     project.save_models(cycle, teacher, student, recipe)
 
@@ -188,8 +194,9 @@ def train_cycle(
             rng = seeded_rng(seed, "select", cycle)
             subset = random_subset(unlabeled, m, recipe.active.subset_factor, rng)
             ctx = QueryContext(teacher, student, project.pool.read, idx, device, rng, recipe.transfer.score,
-                               recipe.train.eval_batch_size, on_progress, should_stop)
-            sel = STRATEGIES[recipe.active.strategy](ctx, subset, m)
+                               recipe.train.eval_batch_size, on_progress, should_stop, recipe.active,
+                               loss_learning.module if loss_learning is not None else None)
+            sel = strategy(ctx, subset, m)
             pred, conf = predict(teacher, project.pool.read, sel.indices, device, recipe.train.eval_batch_size,
                                  should_stop=should_stop)
             items = [
