@@ -220,6 +220,51 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_benchmark(args) -> int:
+    from .core.benchmark import parse_strategies, run_benchmark, summary_table
+    from .core.device import resolve_device
+    from .core.errors import KtalError
+    from .core.recipe import load_recipe
+
+    strategies = parse_strategies(args.strategies)
+    if args.seeds < 1:
+        raise KtalError("--seeds must be at least 1")
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    recipe = load_recipe(args.recipe or "quick")
+    device = resolve_device(args.device)
+    out = Path(args.out)
+    bar = ProgressPrinter()
+    stop = threading.Event()
+    print(f"benchmark of {', '.join(strategies)} x seeds {', '.join(map(str, seeds))}; "
+          f"recipe {recipe.name}, device {device}, folder {out}", flush=True)
+
+    current = {"name": ""}
+
+    def on_start(strategy, seed):
+        bar.close()
+        current["name"] = f"{strategy}-seed{seed}"
+        print(f"{current['name']}: running ...", flush=True)
+
+    def on_cycle(r):
+        bar.close()
+        acc = "-" if math.isnan(r.test_accuracy) else f"{100 * r.test_accuracy:.1f}%"
+        print(f"  {current['name']} cycle {r.cycle}: {r.n_labeled} labeled, test acc {acc}, "
+              f"train {r.train_seconds:.1f} s, query {r.select_seconds:.2f} s", flush=True)
+
+    def on_run(outcome):
+        bar.close()
+        print(outcome.line(), flush=True)
+
+    result = run_benchmark(args.data, args.oracle, args.test, strategies, seeds, recipe, out, device,
+                           on_run=on_run, on_start=on_start, on_cycle=on_cycle, on_progress=bar,
+                           should_stop=stop.is_set)
+    bar.close()
+    print()
+    print(summary_table(result.curves, result.n_pool))
+    print(f"\nresults: {out / 'results.csv'}\nsummary: {out / 'summary.csv'}\nplot: {out / 'benchmark.png'}")
+    return 0
+
+
 # -- parser ------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description="Knowledge-transfer active learning for cryo-ET subtomograms.")
@@ -263,6 +308,26 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="CSV to write (default P/predictions.csv)")
     r.add_argument("--device", default="auto")
     r.set_defaults(func=cmd_predict)
+
+    b = sub.add_parser("benchmark", help="compare query strategies over seeds on a fully labeled data set",
+                       description="Run a simulated active-learning run for every strategy and seed (each its own "
+                                   "project under OUT/runs, sharing one imported pool), then write OUT/results.csv, "
+                                   "OUT/summary.csv (mean +- std accuracy per budget, AUBC, labels needed to reach "
+                                   "random's final accuracy, query time) and OUT/benchmark.png. Rerun the same "
+                                   "command to continue an interrupted benchmark: finished runs are not redone.")
+    b.add_argument("data", help="subtomograms of the pool: a folder of MRC files, an MRC (stack) file, or a labels CSV")
+    b.add_argument("--oracle", required=True, help="labels CSV (path,label) of every pool volume")
+    b.add_argument("--test", help="labels CSV of a held-out test set (accuracy per cycle)")
+    b.add_argument("--strategies", default="kt,random",
+                   help="comma-separated strategy names (kt, random, entropy, bald, coreset, lloss, ...) or all; "
+                        "default kt,random; an unknown name lists the known ones")
+    b.add_argument("--seeds", type=int, default=3, help="number of seeds per strategy (default 3)")
+    b.add_argument("--first-seed", type=int, default=0, help="seeds are first-seed, first-seed+1, ... (default 0)")
+    b.add_argument("--recipe", help="shipped recipe name or a .toml path (default quick); [active] strategy is "
+                                    "set per run")
+    b.add_argument("--out", required=True, help="benchmark folder (created; reuse it to continue)")
+    b.add_argument("--device", default="auto", help="auto, cpu or cuda:N (default auto)")
+    b.set_defaults(func=cmd_benchmark)
     return p
 
 

@@ -109,11 +109,28 @@ class ActiveSpec:
     final_fraction: float = 0.40
     subset_factor: float = 10.0  # score a random subset of ~subset_factor * M unlabeled volumes
     reinit_each_cycle: bool = True  # train from scratch every cycle (the paper); False warm-starts
+    # options of individual strategies (ignored by the others)
+    mc_passes: int = 20  # bald: stochastic forward passes (dropout before the classifier)
+    mc_dropout: float = 0.5  # bald: dropout rate used when [model] dropout is 0 (test-time only)
+    noise_passes: int = 30  # noise-stability: K noisy copies of the teacher (the paper uses 30-50)
+    noise_scale: float = 0.001  # noise-stability: ||noise|| = noise_scale * ||W|| for each layer's weight
+    gradnorm_batch_size: int = 16  # gradnorm-*: samples per vmap call (memory ~ this x model size)
+    lloss_weight: float = 1.0  # lloss: lambda of the loss-prediction ranking loss
+    lloss_margin: float = 1.0  # lloss: margin of the ranking loss
+    lloss_detach_fraction: float = 0.6  # lloss: features are detached after this fraction of epochs
 
     def validate(self, section: str = "active") -> None:
         from .strategies import STRATEGIES
 
-        _check(self.strategy in STRATEGIES, f"{section}.strategy", f"must be one of {sorted(STRATEGIES)}")
+        _check(self.strategy in STRATEGIES, f"{section}.strategy", f"must be one of {', '.join(STRATEGIES)}")
+        _check(1 <= self.mc_passes <= 1000, f"{section}.mc_passes", "must be between 1 and 1000")
+        _check(0 < self.mc_dropout < 1, f"{section}.mc_dropout", "must be in (0, 1)")
+        _check(1 <= self.noise_passes <= 1000, f"{section}.noise_passes", "must be between 1 and 1000")
+        _check(0 < self.noise_scale <= 1, f"{section}.noise_scale", "must be in (0, 1]")
+        _check(1 <= self.gradnorm_batch_size <= 4096, f"{section}.gradnorm_batch_size", "must be between 1 and 4096")
+        _check(self.lloss_weight >= 0, f"{section}.lloss_weight", "must be >= 0")
+        _check(self.lloss_margin >= 0, f"{section}.lloss_margin", "must be >= 0")
+        _check(0 <= self.lloss_detach_fraction <= 1, f"{section}.lloss_detach_fraction", "must be in [0, 1]")
         _check(0 < self.initial_fraction <= 1, f"{section}.initial_fraction", "must be in (0, 1]")
         _check(0 < self.step_fraction <= 1, f"{section}.step_fraction", "must be in (0, 1]")
         _check(

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .inference import autocast
+from .lloss import LossLearning
 from .losses import TRANSFER_LOSSES
 from .progress import Progress, ProgressCallback, StopFlag, check_cancel, emit
 from .recipe import TrainSpec, TransferSpec
@@ -72,8 +73,14 @@ def train_pair(
     cycle: int | None = None,
     on_progress: ProgressCallback | None = None,
     should_stop: StopFlag | None = None,
+    loss_learning: LossLearning | None = None,
 ) -> TrainResult:
-    """Train ``teacher`` and ``student`` in place on volumes ``x`` (n, b, b, b) with labels ``y``."""
+    """Train ``teacher`` and ``student`` in place on volumes ``x`` (n, b, b, b) with labels ``y``.
+
+    ``loss_learning`` (the ``lloss`` strategy): a loss-prediction module trained jointly with
+    the teacher, its ranking loss added to the teacher's (see :mod:`.lloss`); it gets its own
+    optimizer with the same settings and schedule. ``teacher_loss`` stays the cross-entropy.
+    """
     if len(x) < 2:
         raise ValueError("training needs at least 2 labeled volumes")
     transfer_fn = TRANSFER_LOSSES[transfer.loss]
@@ -85,6 +92,9 @@ def train_pair(
     xs = torch.from_numpy(np.ascontiguousarray(x)).unsqueeze(1).to(device)
     ys = torch.from_numpy(np.asarray(y, dtype=np.int64)).to(device)
     opts = [make_optimizer(teacher, train), make_optimizer(student, train)]
+    if loss_learning is not None:
+        loss_learning.module.to(device).train()
+        opts.append(make_optimizer(loss_learning.module, train))
     scheds = [torch.optim.lr_scheduler.MultiStepLR(o, train.lr_milestones, train.lr_gamma) for o in opts]
     n_steps = -(-len(x) // train.batch_size)
     t0 = time.perf_counter()
@@ -102,12 +112,18 @@ def train_pair(
             with autocast(device):
                 out_t = teacher(xb)
                 out_s = student(xb)
-                loss_t = F.cross_entropy(out_t.logits.float(), yb)
+                if loss_learning is None:
+                    loss_t = F.cross_entropy(out_t.logits.float(), yb)
+                    extra = 0.0
+                else:
+                    ce = F.cross_entropy(out_t.logits.float(), yb, reduction="none")
+                    loss_t = ce.mean()
+                    extra = loss_learning.loss(out_t.stages, ce, epoch)
                 l_trans = transfer_fn(out_s, out_t)
                 loss_s = F.cross_entropy(out_s.logits.float(), yb) + transfer.weight * l_trans
             for o in opts:
                 o.zero_grad(set_to_none=True)
-            (loss_t + loss_s).backward()
+            (loss_t + loss_s + extra).backward()
             for o in opts:
                 o.step()
             sums += torch.stack([loss_t.detach(), loss_s.detach(), l_trans.detach()]) * len(idx)

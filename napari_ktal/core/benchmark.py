@@ -1,0 +1,393 @@
+"""Benchmark query strategies against each other on a labeled data set (``ktal-cryo benchmark``).
+
+Every (strategy, seed) pair is one simulated run (:func:`.active_learning.run_with_oracle`)
+in its own project folder, all under one benchmark folder::
+
+    DIR/benchmark.json              what was benchmarked: data, oracle, test set, recipe
+    DIR/base/                       a project holding the pool, imported once (never trained)
+    DIR/runs/<strategy>-seed<k>/    one project per run; its pool/ links to DIR/base/pool
+    DIR/results.csv                 one row per (strategy, seed, cycle)
+    DIR/summary.csv                 one row per strategy (mean +- std accuracy per budget, AUBC, ...)
+    DIR/benchmark.png               accuracy vs labeled fraction, mean +- std bands
+
+Fairness: for a given seed every strategy starts from the same random initial set
+(:func:`.active_learning.initial_query` draws it from the seed and the pool size only), gets
+the same network initialisation and training order per cycle (seeded from seed and cycle),
+the same budget schedule and the same random subset R_U draw per cycle.
+
+Resumable: a run whose every cycle is in its history.csv is not touched again; an
+interrupted run continues at its first untrained cycle. The tables and the figure are
+rewritten from the runs' history files after every run.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import active_learning as al
+from .atomic import atomic_open, atomic_write_text
+from .errors import KtalError
+from .progress import ProgressCallback, StopFlag, check_cancel
+from .project import Project
+from .recipe import Recipe
+from .strategies import STRATEGIES
+
+RESULT_COLUMNS = ["strategy", "seed", "cycle", "n_labeled", "test_accuracy", "query_seconds", "train_seconds"]
+REFERENCE = "random"  # labels_to_match_random: labels a strategy needs to reach this one's final accuracy
+CONFIG_FILE = "benchmark.json"
+
+
+# -- the pure part: curves and their summaries ---------------------------------------------------
+def aubc(fractions: Sequence[float], accuracies: Sequence[float]) -> float:
+    """Area under the budget-accuracy curve (trapezoids), divided by the budget range: a mean accuracy.
+
+    A single point gives its own accuracy; NaN accuracies are left out.
+    """
+    x, y = np.asarray(fractions, float), np.asarray(accuracies, float)
+    keep = np.isfinite(x) & np.isfinite(y)
+    x, y = x[keep], y[keep]
+    if len(x) == 0:
+        return float("nan")
+    order = np.argsort(x, kind="stable")
+    x, y = x[order], y[order]
+    if x[-1] == x[0]:
+        return float(y.mean())
+    return float(np.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2) / (x[-1] - x[0]))
+
+
+def labels_to_reach(n_labeled: Sequence[float], accuracies: Sequence[float], target: float) -> float:
+    """Labeled-set size at which the curve first reaches ``target``, linearly interpolated; NaN if never.
+
+    A curve that starts at or above the target needs its first budget (no extrapolation).
+    """
+    n, acc = np.asarray(n_labeled, float), np.asarray(accuracies, float)
+    if not math.isfinite(target):
+        return float("nan")
+    for i in range(len(n)):
+        if np.isfinite(acc[i]) and acc[i] >= target:
+            if i == 0 or not np.isfinite(acc[i - 1]) or acc[i] == acc[i - 1]:
+                return float(n[i])
+            t = (target - acc[i - 1]) / (acc[i] - acc[i - 1])
+            return float(n[i - 1] + t * (n[i] - n[i - 1]))
+    return float("nan")
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    v = np.asarray([x for x in values if math.isfinite(x)], float)
+    if len(v) == 0:
+        return float("nan"), float("nan")
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else float("nan")
+
+
+@dataclass(frozen=True)
+class StrategyCurve:
+    strategy: str
+    n_runs: int
+    n_labeled: list[int]  # budgets, increasing
+    acc_mean: list[float]
+    acc_std: list[float]  # sample std over seeds (NaN with one seed)
+    aubc_mean: float
+    aubc_std: float
+    query_seconds: float  # mean over the cycles that queried
+    train_seconds: float  # mean over cycles
+    labels_to_match_reference: float = float("nan")
+
+
+def summarize(rows: Sequence[dict], n_pool: int, strategies: Sequence[str] | None = None,
+              reference: str = REFERENCE) -> list[StrategyCurve]:
+    """Per-strategy curves from result rows (``RESULT_COLUMNS``; numbers or numeric strings)."""
+    def num(v):
+        try:
+            return float(v)
+        except (TypeError, ValueError):
+            return float("nan")
+
+    order = list(strategies) if strategies is not None else list(dict.fromkeys(r["strategy"] for r in rows))
+    curves = []
+    for name in order:
+        mine = [r for r in rows if r["strategy"] == name]
+        if not mine:
+            continue
+        seeds = sorted({int(r["seed"]) for r in mine})
+        budgets = sorted({int(num(r["n_labeled"])) for r in mine})
+        by_seed = {s: {int(num(r["n_labeled"])): num(r["test_accuracy"]) for r in mine if int(r["seed"]) == s}
+                   for s in seeds}
+        stats = [_mean_std([by_seed[s][n] for s in seeds if n in by_seed[s]]) for n in budgets]
+        per_seed_aubc = [aubc([n / n_pool for n in sorted(c)], [c[n] for n in sorted(c)]) for c in by_seed.values()]
+        a_mean, a_std = _mean_std(per_seed_aubc)
+        q = [num(r["query_seconds"]) for r in mine]
+        t = [num(r["train_seconds"]) for r in mine]
+        curves.append(StrategyCurve(name, len(seeds), budgets, [m for m, _ in stats], [s for _, s in stats],
+                                    a_mean, a_std, _mean_std(q)[0], _mean_std(t)[0]))
+    ref = next((c for c in curves if c.strategy == reference), None)
+    if ref is None:
+        return curves
+    target = ref.acc_mean[-1]
+    return [StrategyCurve(**{**c.__dict__, "labels_to_match_reference": labels_to_reach(c.n_labeled, c.acc_mean, target)})
+            for c in curves]
+
+
+def _fmt(v: float, digits: int = 4) -> str:
+    return "" if not math.isfinite(v) else f"{v:.{digits}f}"
+
+
+def summary_rows(curves: Sequence[StrategyCurve]) -> tuple[list[str], list[dict]]:
+    """summary.csv's columns and rows: one row per strategy, two columns per budget."""
+    budgets = sorted({n for c in curves for n in c.n_labeled})
+    columns = ["strategy", "n_runs"]
+    for n in budgets:
+        columns += [f"acc_mean@{n}", f"acc_std@{n}"]
+    columns += ["aubc", "aubc_std", f"labels_to_match_{REFERENCE}", "query_seconds_mean", "train_seconds_mean"]
+    rows = []
+    for c in curves:
+        row = {"strategy": c.strategy, "n_runs": c.n_runs}
+        for n, m, s in zip(c.n_labeled, c.acc_mean, c.acc_std):
+            row[f"acc_mean@{n}"], row[f"acc_std@{n}"] = _fmt(m), _fmt(s)
+        row.update(aubc=_fmt(c.aubc_mean), aubc_std=_fmt(c.aubc_std),
+                   query_seconds_mean=_fmt(c.query_seconds, 3), train_seconds_mean=_fmt(c.train_seconds, 3))
+        row[f"labels_to_match_{REFERENCE}"] = _fmt(c.labels_to_match_reference, 1)
+        rows.append(row)
+    return columns, rows
+
+
+def summary_table(curves: Sequence[StrategyCurve], n_pool: int) -> str:
+    """The summary as a fixed-width text table (final accuracy, AUBC, labels to match random, query time)."""
+    def pct(v):
+        return "-" if not math.isfinite(v) else f"{100 * v:.1f}"
+
+    head = f"{'strategy':<18} {'runs':>4} {'final acc %':>13} {'AUBC %':>12} {'labels to ' + REFERENCE:>17} {'query s':>8}"
+    lines = [head]
+    for c in curves:
+        final = f"{pct(c.acc_mean[-1])}" + (f" ±{pct(c.acc_std[-1])}" if math.isfinite(c.acc_std[-1]) else "")
+        auc = pct(c.aubc_mean) + (f" ±{pct(c.aubc_std)}" if math.isfinite(c.aubc_std) else "")
+        need = c.labels_to_match_reference
+        need_s = "-" if not math.isfinite(need) else f"{need:.0f} ({100 * need / n_pool:.0f}%)"
+        q = "-" if not math.isfinite(c.query_seconds) else f"{c.query_seconds:.2f}"
+        lines.append(f"{c.strategy:<18} {c.n_runs:>4} {final:>13} {auc:>12} {need_s:>17} {q:>8}")
+    return "\n".join(lines)
+
+
+def benchmark_png(curves: Sequence[StrategyCurve], path: str | Path, n_pool: int, title: str = "") -> Path:
+    """Test accuracy against the labeled fraction, one line per strategy with a mean +- std band."""
+    from matplotlib.figure import Figure  # imported here: keeps `import napari_ktal.core` light
+
+    fig = Figure(figsize=(7, 4.5), dpi=120, layout="constrained")
+    ax = fig.add_subplot()
+    for i, c in enumerate(curves):
+        x = 100 * np.asarray(c.n_labeled, float) / n_pool
+        m, s = 100 * np.asarray(c.acc_mean), 100 * np.asarray(c.acc_std)
+        style = dict(color=f"C{i % 10}", ls=("-", "--", ":")[(i // 10) % 3], marker="osD"[(i // 10) % 3])
+        (line,) = ax.plot(x, m, ms=3, **style, label=f"{c.strategy} (AUBC {_fmt(100 * c.aubc_mean, 1) or '-'}%)")
+        band = np.isfinite(s)
+        if band.any():
+            ax.fill_between(x[band], (m - s)[band], (m + s)[band], color=line.get_color(), alpha=0.2, lw=0)
+    ax.set_xlabel(f"labeled fraction of the pool (%) — {n_pool} volumes")
+    ax.set_ylabel("teacher test accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    ax.set_title(title or "napari-ktal benchmark")
+    path = Path(path)
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png")
+    return path
+
+
+# -- runs -----------------------------------------------------------------------------------------
+def run_name(strategy: str, seed: int) -> str:
+    return f"{strategy}-seed{seed}"
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    strategy: str
+    seed: int
+    status: str  # "ran", "resumed" (continued an interrupted run) or "done" (finished before; not touched)
+    history: list[dict]
+    n_pool: int
+
+    @property
+    def final_accuracy(self) -> float:
+        return float(self.history[-1]["test_accuracy"] or "nan") if self.history else float("nan")
+
+    def line(self) -> str:
+        n_cycles = len(self.history)
+        acc = self.final_accuracy
+        curve = [(int(r["n_labeled"]), float(r["test_accuracy"] or "nan")) for r in self.history]
+        area = aubc([n / self.n_pool for n, _ in curve], [a for _, a in curve])
+        q = [float(r["select_seconds"] or "nan") for r in self.history if int(r["n_queried"] or 0) > 0]
+        t = sum(float(r["train_seconds"] or 0) for r in self.history)
+        what = {"done": "done before, skipped", "ran": "ran", "resumed": "resumed"}[self.status]
+        acc_s = "-" if not math.isfinite(acc) else f"{100 * acc:.1f}%"
+        area_s = "-" if not math.isfinite(area) else f"{100 * area:.1f}%"
+        q_s = f"{np.mean(q):.2f}" if q else "-"
+        return (f"{run_name(self.strategy, self.seed):<28} {what:<20} {n_cycles} cycles  final acc {acc_s}  "
+                f"AUBC {area_s}  query {q_s} s/cycle  train {t:.1f} s")
+
+
+def _config(data, oracle, test, recipe: Recipe) -> dict:
+    rec = recipe.to_dict()
+    rec["active"] = {k: v for k, v in rec["active"].items() if k != "strategy"}
+    rec.pop("name", None)
+    rec.pop("description", None)
+    return {"data": str(Path(data).resolve()), "oracle": str(Path(oracle).resolve()),
+            "test": str(Path(test).resolve()) if test else None, "recipe": rec}
+
+
+def _check_or_write_config(out: Path, config: dict) -> None:
+    path = out / CONFIG_FILE
+    if path.exists():
+        old = json.loads(path.read_text(encoding="utf-8"))
+        changed = [k for k in ("data", "oracle", "test", "recipe") if old.get(k) != config[k]]
+        if changed:
+            raise KtalError(f"{out} holds a benchmark with a different {', '.join(changed)}; "
+                            "continue it with the same arguments, or choose a new --out folder")
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    if any(p.name != CONFIG_FILE for p in out.iterdir()):
+        raise KtalError(f"{out}: folder is not empty and is not a benchmark; choose a new --out folder")
+    atomic_write_text(path, json.dumps(config, indent=2))
+
+
+def _link_pool(target: Path, link: Path) -> None:
+    """``link`` -> the shared pool folder: a relative symlink, or hard links where symlinks are refused."""
+    try:
+        link.symlink_to(os.path.relpath(target, link.parent), target_is_directory=True)
+    except OSError:
+        link.mkdir()
+        for f in target.iterdir():
+            os.link(f, link / f.name)
+
+
+def _run_project(base: Project, root: Path, recipe: Recipe) -> Project:
+    """A project at ``root`` that shares ``base``'s pool (no import): its small files are copied."""
+    if Project.is_project(root):
+        return Project(root)
+    partial = root.with_name(root.name + ".partial")
+    if partial.exists():
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True)
+    for f in base.root.iterdir():
+        if f.is_file():
+            shutil.copy2(f, partial / f.name)
+    _link_pool(base.root / "pool", partial / "pool")
+    os.replace(partial, root)
+    project = Project(root)
+    project.set_recipe(recipe)
+    return project
+
+
+def parse_strategies(text: str) -> list[str]:
+    """``kt,random`` -> names, checked against the registry; ``all`` -> every registered strategy."""
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    if names == ["all"]:
+        return list(STRATEGIES)
+    unknown = [n for n in names if n not in STRATEGIES]
+    if unknown or not names:
+        raise KtalError(f"unknown strateg{'ies' if len(unknown) > 1 else 'y'} {', '.join(unknown) or '(none given)'}; "
+                        f"choose from {', '.join(STRATEGIES)} (or all)")
+    return list(dict.fromkeys(names))
+
+
+def collect_results(out: Path, strategies: Sequence[str], seeds: Sequence[int]) -> list[dict]:
+    """results.csv rows from the runs' history files (query_seconds empty where a cycle made no query)."""
+    rows = []
+    for strategy in strategies:
+        for seed in seeds:
+            root = out / "runs" / run_name(strategy, seed)
+            if not Project.is_project(root):
+                continue
+            for h in Project(root).history():
+                queried = int(h.get("n_queried") or 0) > 0
+                rows.append({"strategy": strategy, "seed": seed, "cycle": int(h["cycle"]),
+                             "n_labeled": int(h["n_labeled"]), "test_accuracy": h["test_accuracy"],
+                             "query_seconds": h["select_seconds"] if queried else "",
+                             "train_seconds": h["train_seconds"]})
+    return rows
+
+
+def write_outputs(out: Path, strategies: Sequence[str], seeds: Sequence[int], n_pool: int, title: str = ""
+                  ) -> list[StrategyCurve]:
+    rows = collect_results(out, strategies, seeds)
+    with atomic_open(out / "results.csv", "w") as f:
+        w = csv.DictWriter(f, RESULT_COLUMNS)
+        w.writeheader()
+        w.writerows(rows)
+    curves = summarize(rows, n_pool, strategies)
+    columns, srows = summary_rows(curves)
+    with atomic_open(out / "summary.csv", "w") as f:
+        w = csv.DictWriter(f, columns)
+        w.writeheader()
+        w.writerows(srows)
+    benchmark_png(curves, out / "benchmark.png", n_pool, title)
+    return curves
+
+
+@dataclass(frozen=True)
+class BenchmarkResult:
+    curves: list[StrategyCurve]
+    n_pool: int
+    out: Path
+
+
+def run_benchmark(
+    data: str | Path,
+    oracle_csv: str | Path,
+    test_csv: str | Path | None,
+    strategies: Sequence[str],
+    seeds: Sequence[int],
+    recipe: Recipe,
+    out: str | Path,
+    device: torch.device,
+    on_run: Callable[[RunOutcome], None] | None = None,
+    on_start: Callable[[str, int], None] | None = None,
+    on_cycle: Callable | None = None,
+    on_progress: ProgressCallback | None = None,
+    should_stop: StopFlag | None = None,
+) -> BenchmarkResult:
+    """Run (or continue) every (strategy, seed) run, then write results.csv, summary.csv, benchmark.png."""
+    out = Path(out)
+    for s in strategies:
+        if s not in STRATEGIES:
+            raise KtalError(f"unknown strategy '{s}'; choose from {', '.join(STRATEGIES)}")
+    _check_or_write_config(out, _config(data, oracle_csv, test_csv, recipe))
+    base_root = out / "base"
+    if Project.is_project(base_root):
+        base = Project(base_root)
+    else:
+        if base_root.exists():  # an import that was interrupted hard (not cleaned up)
+            shutil.rmtree(base_root)
+        base = Project.create(base_root, data, recipe, on_progress=on_progress, should_stop=should_stop)
+    oracle = al.oracle_for_pool(base.pool, oracle_csv)
+    base.add_classes(sorted(set(oracle.values())))
+    test = al.load_labeled_set(test_csv, base.classes) if test_csv else None
+    n_pool = len(base.pool)
+    n_cycles = len(al.budget_schedule(n_pool, recipe.active))
+    title = f"{recipe.name}: {n_pool} volumes, {len(seeds)} seed(s)"
+    for strategy in strategies:
+        run_recipe = recipe.replace(active={"strategy": strategy})
+        for seed in seeds:
+            check_cancel(should_stop)
+            project = _run_project(base, out / "runs" / run_name(strategy, seed), run_recipe)
+            before = project.trained_cycles
+            if before < n_cycles:
+                if on_start is not None:
+                    on_start(strategy, seed)
+                al.run_with_oracle(project, run_recipe, oracle, device, seed, test, on_cycle=on_cycle,
+                                   on_progress=on_progress, should_stop=should_stop)
+            status = "done" if before >= n_cycles else ("resumed" if before else "ran")
+            outcome = RunOutcome(strategy, seed, status, project.history(), n_pool)
+            if status != "done":  # keep the tables current while a long benchmark runs
+                write_outputs(out, strategies, seeds, n_pool, title)
+            if on_run is not None:
+                on_run(outcome)
+    return BenchmarkResult(write_outputs(out, strategies, seeds, n_pool, title), n_pool, out)

@@ -1,0 +1,180 @@
+"""The benchmark: curve summaries by hand, and the mechanics of a tiny two-strategy benchmark
+(shared pool, same initial set, outputs, resume without redoing finished runs)."""
+
+import csv
+import math
+import os
+
+import pytest
+import torch
+
+from napari_ktal.cli import main
+from napari_ktal.core.benchmark import (
+    RESULT_COLUMNS,
+    aubc,
+    labels_to_reach,
+    parse_strategies,
+    run_benchmark,
+    summarize,
+)
+from napari_ktal.core.errors import Cancelled, KtalError
+from napari_ktal.core.recipe import load_recipe
+from napari_ktal.core.simulate import SimulationConfig, simulate_dataset
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+# 30 volumes: labeled sets of 3, 5, 6 (10% -> 20% by 5%): 3 cycles per run
+TINY = load_recipe("quick").replace(
+    model={"width": 2},
+    train={"epochs": 2, "lr_milestones": [], "batch_size": 8, "eval_batch_size": 16},
+    active={"final_fraction": 0.2},
+)
+CPU = torch.device("cpu")
+
+
+# -- the pure summaries ----------------------------------------------------------------------------
+def test_aubc_is_the_normalised_trapezoid_area():
+    assert aubc([0.1, 0.2, 0.4], [0.5, 0.5, 0.5]) == pytest.approx(0.5)
+    # (0.1, 0.5) -> (0.2, 0.7): mean 0.6 over the first half; (0.2, 0.7) -> (0.3, 0.7): 0.7
+    assert aubc([0.1, 0.2, 0.3], [0.5, 0.7, 0.7]) == pytest.approx(0.65)
+    assert aubc([0.3, 0.1, 0.2], [0.7, 0.5, 0.7]) == pytest.approx(0.65)  # order does not matter
+    assert aubc([0.1], [0.42]) == pytest.approx(0.42)
+    assert math.isnan(aubc([], []))
+
+
+def test_labels_to_reach_interpolates_and_is_nan_when_never_reached():
+    assert labels_to_reach([10, 20, 30], [0.5, 0.6, 0.8], 0.7) == pytest.approx(25)
+    assert labels_to_reach([10, 20, 30], [0.5, 0.6, 0.8], 0.8) == pytest.approx(30)
+    assert labels_to_reach([10, 20, 30], [0.75, 0.6, 0.8], 0.7) == pytest.approx(10)  # no extrapolation
+    assert math.isnan(labels_to_reach([10, 20, 30], [0.5, 0.6, 0.65], 0.7))
+
+
+def test_summarize_mean_std_aubc_and_labels_to_match_random():
+    def rows(strategy, seed, accs):
+        return [{"strategy": strategy, "seed": seed, "cycle": c, "n_labeled": n, "test_accuracy": a,
+                 "query_seconds": 1.0 if c < 2 else "", "train_seconds": 2.0}
+                for c, (n, a) in enumerate(zip([10, 20, 30], accs))]
+
+    data = rows("random", 0, [0.4, 0.5, 0.6]) + rows("random", 1, [0.4, 0.5, 0.6])
+    data += rows("kt", 0, [0.4, 0.6, 0.7]) + rows("kt", 1, [0.4, 0.7, 0.7])
+    kt, rnd = summarize(data, n_pool=100, strategies=["kt", "random"])
+    assert kt.n_runs == 2 and kt.n_labeled == [10, 20, 30]
+    assert kt.acc_mean == pytest.approx([0.4, 0.65, 0.7])
+    assert kt.acc_std[1] == pytest.approx(math.sqrt(0.005)) and kt.acc_std[0] == pytest.approx(0.0)
+    assert rnd.aubc_mean == pytest.approx(0.5) and kt.aubc_mean == pytest.approx((0.575 + 0.625) / 2)
+    assert kt.aubc_std == pytest.approx(math.sqrt(2) * 0.025)
+    # random's final mean is 0.6: kt gets there between 10 (0.4) and 20 (0.65) labels
+    assert kt.labels_to_match_reference == pytest.approx(10 + 10 * 0.2 / 0.25)
+    assert rnd.labels_to_match_reference == pytest.approx(30)
+    assert kt.query_seconds == pytest.approx(1.0) and kt.train_seconds == pytest.approx(2.0)
+
+
+def test_strategy_names_are_checked():
+    assert parse_strategies(" kt, random ,kt") == ["kt", "random"]
+    assert "noise-stability" in parse_strategies("all")
+    with pytest.raises(KtalError, match="unknown strategy nope; choose from kt, random"):
+        parse_strategies("kt,nope")
+
+
+# -- a tiny benchmark ----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench-sim")
+    train, test = simulate_dataset(out, SimulationConfig(classes=3, per_class=10, test_per_class=2, snr=1, seed=3))
+    return out / "train", train, test
+
+
+def _read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _mtimes(root):
+    return {p: p.stat().st_mtime_ns for p in sorted(root.rglob("*")) if p.is_file() and not p.is_symlink()
+            and "runs" in p.parts}
+
+
+def test_tiny_benchmark_outputs_shared_pool_same_start_and_resume(tmp_path, sim):
+    data, oracle, test = sim
+    out = tmp_path / "bench"
+    seen = []
+    result = run_benchmark(data, oracle, test, ["kt", "random"], [0], TINY, out, CPU, on_run=seen.append)
+    assert [(o.strategy, o.status, len(o.history)) for o in seen] == [("kt", "ran", 3), ("random", "ran", 3)]
+    assert result.n_pool == 30 and [c.strategy for c in result.curves] == ["kt", "random"]
+
+    # outputs and their columns
+    results = _read_csv(out / "results.csv")
+    assert list(results[0]) == RESULT_COLUMNS and len(results) == 2 * 3
+    assert [int(r["n_labeled"]) for r in results] == [3, 5, 6, 3, 5, 6]
+    assert all(0 <= float(r["test_accuracy"]) <= 1 for r in results)
+    assert [r["query_seconds"] == "" for r in results] == [False, False, True] * 2  # last cycle queries nothing
+    summary = _read_csv(out / "summary.csv")
+    assert [r["strategy"] for r in summary] == ["kt", "random"]
+    assert {"acc_mean@3", "acc_std@6", "aubc", "labels_to_match_random", "query_seconds_mean"} <= set(summary[0])
+    assert float(summary[1]["aubc"]) == pytest.approx(result.curves[1].aubc_mean, abs=1e-4)
+    png = (out / "benchmark.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 5000
+
+    # one pool, imported once, shared by every run
+    base_pool = out / "base" / "pool" / "volumes.npy"
+    for name in ("kt-seed0", "random-seed0"):
+        assert os.path.samefile(out / "runs" / name / "pool" / "volumes.npy", base_pool)
+    assert sorted(p.name for p in out.rglob("volumes.npy") if not p.parent.is_symlink()) == ["volumes.npy"]
+
+    # the same random initial set (and the same first training) for every strategy of a seed
+    def first_batch(name):
+        return sorted(r["index"] for r in _read_csv(out / "runs" / name / "queries" / "cycle_000.csv"))
+
+    assert first_batch("kt-seed0") == first_batch("random-seed0")
+    assert results[0]["test_accuracy"] == results[3]["test_accuracy"]
+
+    # rerun: nothing of a finished run is touched; a new strategy is added beside them
+    before = _mtimes(out)
+    assert len(before) > 20 and any(p.name == "teacher.pt" for p in before)
+    seen.clear()
+    run_benchmark(data, oracle, test, ["kt", "random", "entropy"], [0], TINY, out, CPU, on_run=seen.append)
+    assert [(o.strategy, o.status) for o in seen] == [("kt", "done"), ("random", "done"), ("entropy", "ran")]
+    after = _mtimes(out)
+    assert all(after[p] == t for p, t in before.items())
+    assert first_batch("entropy-seed0") == first_batch("kt-seed0")
+    assert len(_read_csv(out / "results.csv")) == 3 * 3
+
+    # a different recipe in the same folder is refused
+    with pytest.raises(KtalError, match="different recipe"):
+        run_benchmark(data, oracle, test, ["kt"], [0], TINY.replace(train={"epochs": 3}), out, CPU)
+
+
+def test_interrupted_benchmark_continues_where_it_stopped(tmp_path, sim):
+    data, oracle, test = sim
+    out = tmp_path / "bench"
+    cycles = []
+
+    def stop_after_four():  # checked between steps: stops during the second run's second cycle
+        return len(cycles) >= 4
+
+    with pytest.raises(Cancelled):
+        run_benchmark(data, oracle, test, ["kt", "margin"], [1], TINY, out, CPU,
+                      on_cycle=cycles.append, should_stop=stop_after_four)
+    margin = out / "runs" / "margin-seed1" / "history.csv"
+    assert len(_read_csv(margin)) == 1  # one cycle of the second run was saved
+    seen = []
+    run_benchmark(data, oracle, test, ["kt", "margin"], [1], TINY, out, CPU, on_run=seen.append)
+    assert [(o.strategy, o.status, len(o.history)) for o in seen] == [("kt", "done", 3), ("margin", "resumed", 3)]
+    assert [int(r["cycle"]) for r in _read_csv(margin)] == [0, 1, 2]
+
+
+def test_cli_benchmark_prints_runs_and_summary(tmp_path, sim, capsys):
+    data, oracle, test = sim
+    recipe = tmp_path / "tiny.toml"
+    recipe.write_text('[model]\nwidth = 2\n[train]\nepochs = 2\nlr_milestones = []\nbatch_size = 8\n'
+                      '[active]\nfinal_fraction = 0.15\n')
+    args = ["benchmark", str(data), "--oracle", str(oracle), "--test", str(test), "--strategies", "random,least-confidence",
+            "--seeds", "1", "--recipe", str(recipe), "--out", str(tmp_path / "b"), "--device", "cpu"]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "random-seed0" in text and "least-confidence-seed0" in text and "2 cycles" in text
+    assert "AUBC" in text and "labels to random" in text
+    assert main(args) == 0
+    assert capsys.readouterr().out.count("done before, skipped") == 2
+    assert main([*args[:6], "--strategies", "kt,bogus", *args[8:]]) == 2
+    assert "unknown strategy bogus" in capsys.readouterr().err
