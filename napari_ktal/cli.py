@@ -4,6 +4,7 @@
     ktal-cryo train [DATA] --project P [--recipe R] [--oracle LABELS.csv] [--test TEST.csv] [--device D] [--seed X]
     ktal-cryo import-labels LABELS.csv --project P
     ktal-cryo predict --project P [--out predictions.csv]
+    ktal-cryo benchmark DATA --oracle LABELS --test TEST --strategies kt,random,... --seeds 3 --recipe R --out DIR
 
 Errors a user can fix are one line on stderr and exit code 2; no traceback.
 """
@@ -125,6 +126,9 @@ def cmd_train(args) -> int:
     bar = ProgressPrinter()
     project = _open_or_create(args, recipe, bar)
     recipe = project.recipe()
+    if args.strategy:
+        recipe = recipe.replace(active={"strategy": args.strategy})
+        project.set_recipe(recipe)
     device = resolve_device(args.device)
     n_pool = len(project.pool)
     stop = threading.Event()
@@ -292,6 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
                                     "default: the project's recipe, or quick for a new project")
     t.add_argument("--oracle", help="labels CSV (path,label) that answers every query: a simulated run")
     t.add_argument("--test", help="labels CSV of a held-out test set, scored every cycle")
+    t.add_argument("--strategy", help="query strategy, overriding the recipe's [active] strategy "
+                                      "(kt, random, entropy, margin, least-confidence, bald, coreset, ...)")
     t.add_argument("--classes", help="comma-separated class names for a new project (e.g. ribosome,proteasome,junk)")
     t.add_argument("--device", default="auto", help="auto, cpu or cuda:N (default auto)")
     t.add_argument("--seed", type=int, default=0)

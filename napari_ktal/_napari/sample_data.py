@@ -29,10 +29,12 @@ def simulated_subtomograms() -> list[tuple[np.ndarray, dict, str]]:
     rngs = [np.random.default_rng(s) for s in volume_seed.spawn(N_CLASSES * PER_CLASS)]
     labels = [class_name(k // PER_CLASS, N_CLASSES) for k in range(N_CLASSES * PER_CLASS)]
     volumes = np.stack([simulate_volume(templates[k // PER_CLASS], rng, config) for k, rng in enumerate(rngs)])
-    # raw cryo-ET contrast: protein is dark; the stack is shown as it would come off a tomogram
     lo, hi = np.percentile(volumes, [1.0, 99.9])
     metadata = {"classes": [class_name(c, N_CLASSES) for c in range(N_CLASSES)], "labels": labels,
                 "simulation": {"snr": SNR, "seed": SEED, "box": config.box, "voxel_size": config.voxel_size}}
+    # raw cryo-ET contrast, as off a tomogram: protein is dark, so the 3D view is a *minimum*
+    # intensity projection (a maximum projection of this data shows only noise)
     kwargs = {"name": "simulated subtomograms", "scale": (1.0, *(config.voxel_size,) * 3),
-              "contrast_limits": (float(lo), float(hi)), "metadata": metadata, "units": "angstrom"}
+              "contrast_limits": (float(lo), float(hi)), "rendering": "minip", "metadata": metadata,
+              "units": "angstrom"}
     return [(volumes, kwargs, "image")]

@@ -9,6 +9,7 @@ click.
 from __future__ import annotations
 
 import math
+from html import escape
 
 from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import (
@@ -215,7 +216,7 @@ class SessionPanel(QWidget):
         kind = "random picks" if session.cycle == 0 else "most uncertain"
         skipped = f", {session.n_skipped_in_batch} skipped" if session.n_skipped_in_batch else ""
         self.title.setText(
-            f"<b>{session.project.root.name}</b> · cycle {session.cycle}<br>"
+            f"<b>{escape(session.project.root.name)}</b> · cycle {session.cycle}<br>"
             f"batch ({kind}): {session.n_labeled_in_batch}/{len(session)} labeled{skipped}, {todo}<br>"
             f"pool: {n_labeled}/{n_pool} labeled ({100 * n_labeled / max(n_pool, 1):.0f}%), budget {final}"
         )
@@ -233,7 +234,7 @@ class SessionPanel(QWidget):
             self.teacher.setText(f"{item.predicted}  ({100 * item.confidence:.0f}%)" if item.predicted else "—")
             label = session.label_of(item.index)
             if label is not None:
-                self.label.setText(f"<b>{label}</b>")
+                self.label.setText(f"<b>{escape(label)}</b>")
             elif session.is_skipped(item.index):
                 self.label.setText("<i>skipped</i>")
             else:

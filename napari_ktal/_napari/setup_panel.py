@@ -22,7 +22,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from .fields import ClassListEditor, PathField, RecipeCombo
+from .fields import ClassListEditor, PathField, RecipeCombo, _shrinkable
 
 FROM_FOLDER = "Folder of MRC files"
 FROM_FILE = "MRC stack file or labels CSV"
@@ -53,6 +53,7 @@ class SetupPanel(QWidget):
 
         new_box = QGroupBox("Start a new project", self)
         self.source_kind = QComboBox(new_box)
+        _shrinkable(self.source_kind)
         self.source_kind.setToolTip("Where the subtomograms come from: files, or an Image layer\n"
                                     "holding one volume (z, y, x) or a stack (n, z, y, x)")
         self.source_path = PathField("folder with .mrc files", "Choose the folder of subtomograms")
@@ -80,9 +81,6 @@ class SetupPanel(QWidget):
         layout.addStretch(1)
 
         self.source_kind.currentIndexChanged.connect(self._on_source_kind)
-        for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
-            event.connect(self._refresh_layers)
-        self._refresh_layers()
 
     # -- sources -----------------------------------------------------------------------
     def _candidate_layers(self) -> list:
@@ -141,6 +139,12 @@ class SetupPanel(QWidget):
 
     def _request_create(self) -> None:
         self.createRequested.emit(self.new_project())
+
+    def attach(self) -> None:
+        """Follow the viewer's layer list (Image layers can be the subtomograms)."""
+        for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
+            event.connect(self._refresh_layers)
+        self._refresh_layers()
 
     def detach(self) -> None:
         """Stop following the viewer's layer list (the widget is going away)."""

@@ -15,15 +15,20 @@ from __future__ import annotations
 import contextlib
 import math
 import sys
-import time
 from functools import partial, wraps
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 from napari.utils.notifications import notification_manager, show_error, show_info, show_warning
-from qtpy.QtCore import QEvent
-from qtpy.QtWidgets import QFileDialog, QScrollArea, QSizePolicy, QStackedWidget, QVBoxLayout, QWidget
+from qtpy.QtCore import QEvent, Qt
+from qtpy.QtWidgets import (
+    QFileDialog,
+    QScrollArea,
+    QSizePolicy,
+    QStackedWidget,
+    QVBoxLayout,
+    QWidget,
+)
 
 from ..core.errors import KtalError
 from ..core.progress import Progress
@@ -67,7 +72,8 @@ class ActiveLearningWidget(QWidget):
         self._bound_keys: list[tuple[object, str, object]] = []  # (keymap owner, key, previous binding)
         self._train_cycle: int | None = None  # the batch's cycle the running training was started for
         self._last_metrics: dict[str, float] = {}
-        self._overlay_state: tuple[bool, str] | None = None
+        self._start_when_free = False  # the batch got done while a cancelled cycle was stopping
+        self._overlay_state: tuple[bool, str, float] | None = None  # the text overlay before us
         self._torn_down = False
 
         self.setup = SetupPanel(napari_viewer, self)
@@ -76,6 +82,7 @@ class ActiveLearningWidget(QWidget):
         for page in (self.setup, self.panel):
             scroll = QScrollArea(self.pages)
             scroll.setWidgetResizable(True)
+            scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)  # fit the dock's width
             scroll.setWidget(page)
             self.pages.addWidget(scroll)
         layout = QVBoxLayout(self)
@@ -85,6 +92,7 @@ class ActiveLearningWidget(QWidget):
         # fill the dock's height (napari adds a stretch below widgets that do not ask for it)
         self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Expanding)
         self._connect()
+        self._attach()
 
     # -- wiring --------------------------------------------------------------------------
     def _connect(self) -> None:
@@ -108,6 +116,11 @@ class ActiveLearningWidget(QWidget):
         p.close_button.clicked.connect(self.close_project)
         p.smoothing.valueChanged.connect(self._on_display_changed)
         p.invert.toggled.connect(self._on_display_changed)
+
+    def _attach(self) -> None:
+        """Follow the viewer (its layer list and theme); undone by :meth:`_teardown`."""
+        self._torn_down = False
+        self.setup.attach()
         self.viewer.events.theme.connect(self._on_theme)
 
     # -- opening and creating projects ---------------------------------------------------
@@ -117,12 +130,15 @@ class ActiveLearningWidget(QWidget):
         from ..core.device import available_devices
         from ..core.project import Project
 
+        session = LabelingSession(Project(root), seed=SEED)  # a wrong folder leaves the open project open
         if self.session is not None:
             self.close_project()
-        self.session = LabelingSession(Project(root), seed=SEED)
+        self.session = session
         p = self.panel
+        device = p.device.currentText()
         p.device.clear()
         p.device.addItems(available_devices())
+        p.device.setCurrentIndex(max(0, p.device.findText(device)))
         self._show_project_recipe()
         p.set_classes(self.session.classes)
         self._training_stopped()
@@ -152,8 +168,7 @@ class ActiveLearningWidget(QWidget):
         classes = list(classes or [])
         if layer is not None:
             voxel = float(layer.scale[-1]) if layer.scale[-1] > 0 else 1.0
-            job = partial(tasks.create_project_from_array, root, np.asarray(layer.data), voxel, layer.name,
-                          recipe, classes)
+            job = partial(tasks.create_project_from_array, root, layer.data, voxel, layer.name, recipe, classes)
         elif source:
             job = partial(tasks.create_project, root, source, recipe, classes)
         else:
@@ -276,10 +291,13 @@ class ActiveLearningWidget(QWidget):
             recipe = self.session.project.recipe()
         except KtalError as exc:
             show_error(f"{exc}; fix it or choose another recipe before training")
-            self.panel.recipe.set_recipe(own)
+            self.panel.recipe.set_recipe(own, label="this project's recipe.toml (invalid)")
             return
         shipped = recipe.name in builtin_recipes() and load_recipe(recipe.name) == recipe
-        self.panel.recipe.set_recipe(recipe.name if shipped else own)
+        if shipped:
+            self.panel.recipe.set_recipe(recipe.name)
+        else:
+            self.panel.recipe.set_recipe(own, label=f"{recipe.name} (this project's recipe.toml)")
 
     @_reports_errors
     def set_recipe(self, name_or_path: str) -> None:
@@ -299,9 +317,12 @@ class ActiveLearningWidget(QWidget):
 
     # -- training --------------------------------------------------------------------------
     def _maybe_start_training(self) -> None:
+        """Start the next cycle if the batch is done and "start automatically" is on."""
         s = self.session
-        if (s is None or not self.panel.auto_train.isChecked() or s.phase is not Phase.READY
-                or self.runner.running(TRAIN)):
+        if s is None or not self.panel.auto_train.isChecked() or s.phase is not Phase.READY:
+            return
+        if self.runner.busy(TRAIN):  # a cancelled cycle is still stopping: start when it is gone
+            self._start_when_free = True
             return
         blocker = s.training_blocker()
         if blocker:
@@ -318,9 +339,10 @@ class ActiveLearningWidget(QWidget):
         blocker = s.training_blocker()
         if blocker:
             raise KtalError(f"cannot train yet: {blocker}")
+        if self.runner.busy(TRAIN):
+            raise KtalError("the cancelled cycle is still stopping; try again in a moment")
         device = self.panel.device.currentText() or "auto"
         self._train_cycle = s.cycle
-        self._train_started = time.perf_counter()
         self._last_metrics = {}
         p = self.panel
         p.progress.setRange(0, 0)  # busy until the first batch reports
@@ -329,11 +351,18 @@ class ActiveLearningWidget(QWidget):
                          "You can keep browsing and relabeling.")
         job = partial(tasks.train_cycle, s.project.root, device, SEED, tasks.worker_threads())
         task = self.runner.start(TRAIN, job, on_progress=self._on_progress, on_result=self._on_trained,
-                                 on_error=self._on_train_error, on_cancelled=self._on_train_cancelled)
+                                 on_error=self._on_train_error, on_cancelled=self._on_train_cancelled,
+                                 on_finished=self._on_train_finished)
         self._show_current()
         return task
 
+    def _on_train_finished(self) -> None:
+        if self._start_when_free:
+            self._start_when_free = False
+            self._maybe_start_training()
+
     def cancel_training(self) -> None:
+        self._start_when_free = False
         if self.runner.cancel(TRAIN):
             self.panel.status.setText("Training cancelled; nothing of that cycle was saved.")
 
@@ -442,7 +471,7 @@ class ActiveLearningWidget(QWidget):
         score = "" if math.isnan(item.score) else f" · uncertainty {item.score:.3g}"
         self._set_overlay(f"cycle {s.cycle} · {s.position + 1} / {len(s)} · {item.key}\n"
                           f"{teacher}{score} · label: {label}")
-        if self.view.layers and self.viewer.layers.selection.active not in self.view.layers:
+        if self.view.layers and self.viewer.layers.selection.active not in self.view.all_layers:
             self.viewer.layers.selection.active = self.view.layers[0]  # our keys win over another layer's
 
     def _refresh_plot(self) -> None:
@@ -528,8 +557,11 @@ class ActiveLearningWidget(QWidget):
 
     def event(self, event) -> bool:
         # napari takes the widget out of its dock (parent None) when the dock is closed
-        if event.type() == QEvent.Type.ParentChange and self.parent() is None and self.session is not None:
-            self._teardown()
+        if event.type() == QEvent.Type.ParentChange:
+            if self.parent() is None:
+                self._teardown()
+            elif self._torn_down:  # docked again
+                self._attach()
         return super().event(event)
 
     def closeEvent(self, event) -> None:

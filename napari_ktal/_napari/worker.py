@@ -44,11 +44,13 @@ class Task:
     id: int
     kind: str
     stop: threading.Event = field(default_factory=threading.Event)
-    done: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event = field(default_factory=threading.Event)  # set when the job's thread is done
     on_progress: Callable[[Progress], None] | None = None
     on_result: Callable[[Any], None] | None = None
     on_error: Callable[[BaseException], None] | None = None
     on_cancelled: Callable[[], None] | None = None
+    on_finished: Callable[[], None] | None = None  # always, last, also after a cancel
+    delivered: bool = False  # its result or error was handed over
     worker: Any = None
 
     @property
@@ -64,16 +66,16 @@ class TaskRunner(QObject):
     def __init__(self, parent: QObject | None = None):
         super().__init__(parent)
         self._ids = itertools.count(1)
-        self._tasks: dict[int, Task] = {}  # live tasks: started, result not yet delivered
+        self._tasks: dict[int, Task] = {}  # started and whose worker has not finished yet
         self._progress.connect(self._deliver_progress)
 
     # -- starting and stopping ---------------------------------------------------------
     def start(self, kind: str, job: Job, *, on_progress=None, on_result=None, on_error=None,
-              on_cancelled=None) -> Task:
+              on_cancelled=None, on_finished=None) -> Task:
         """Run ``job`` in a worker thread; a running job of the same kind is superseded."""
         self.cancel(kind)
-        task = Task(next(self._ids), kind, on_progress=on_progress, on_result=on_result,
-                    on_error=on_error, on_cancelled=on_cancelled)
+        task = Task(next(self._ids), kind, on_progress=on_progress, on_result=on_result, on_error=on_error,
+                    on_cancelled=on_cancelled, on_finished=on_finished)
 
         def run() -> Any:
             try:
@@ -85,24 +87,28 @@ class TaskRunner(QObject):
         worker.stop_event = task.stop
         worker.returned.connect(partial(self._deliver_result, task.id))
         worker.errored.connect(partial(self._deliver_error, task.id))
-        worker.finished.connect(partial(self._forget, task.id))
+        worker.finished.connect(partial(self._finished, task.id))
         task.worker = worker
         self._tasks[task.id] = task
         worker.start()
         return task
 
     def running(self, kind: str | None = None) -> Task | None:
-        """The live task of ``kind`` (any kind if None) that was not cancelled."""
+        """The task of ``kind`` (any kind if None) whose result is still to come (not cancelled)."""
         for task in self._tasks.values():
-            if (kind is None or task.kind == kind) and not task.cancelled:
+            if (kind is None or task.kind == kind) and not task.cancelled and not task.delivered:
                 return task
         return None
+
+    def busy(self, kind: str | None = None) -> bool:
+        """Whether a job of ``kind`` still runs in its thread, cancelled ones included."""
+        return any((kind is None or t.kind == kind) and not t.done.is_set() for t in self._tasks.values())
 
     def cancel(self, kind: str | None = None) -> bool:
         """Ask the tasks of ``kind`` (all if None) to stop; their results will be dropped."""
         hit = False
         for task in list(self._tasks.values()):
-            if (kind is None or task.kind == kind) and not task.cancelled:
+            if (kind is None or task.kind == kind) and not task.cancelled and not task.delivered:
                 task.stop.set()
                 hit = True
                 if task.on_cancelled is not None:
@@ -110,7 +116,10 @@ class TaskRunner(QObject):
         return hit
 
     def shutdown(self, timeout: float = 30.0) -> bool:
-        """Stop every task and wait (up to ``timeout`` s in all) until their threads are done."""
+        """Stop every task and wait (up to ``timeout`` s in all) until their threads are done.
+
+        Nothing is delivered afterwards: no result, error or ``on_finished`` callback.
+        """
         tasks = list(self._tasks.values())
         for task in tasks:
             task.stop.set()
@@ -120,28 +129,32 @@ class TaskRunner(QObject):
         return finished
 
     # -- delivery on the GUI thread ----------------------------------------------------
-    def _live(self, task_id: int) -> Task | None:
+    def _take(self, task_id: int) -> Task | None:
+        """The task, to deliver its outcome once: None if cancelled, delivered or forgotten."""
         task = self._tasks.get(task_id)
-        return None if task is None or task.cancelled else task
+        if task is None or task.cancelled or task.delivered:
+            return None
+        task.delivered = True
+        return task
 
     def _deliver_progress(self, task_id: int, event: Progress) -> None:
-        task = self._live(task_id)
-        if task is not None and task.on_progress is not None:
+        task = self._tasks.get(task_id)
+        if task is not None and not task.cancelled and task.on_progress is not None:
             task.on_progress(event)
 
     def _deliver_result(self, task_id: int, result: Any) -> None:
-        task = self._live(task_id)
-        self._tasks.pop(task_id, None)
+        task = self._take(task_id)
         if task is not None and task.on_result is not None:
             task.on_result(result)
 
     def _deliver_error(self, task_id: int, exc: BaseException) -> None:
-        task = self._tasks.pop(task_id, None)
-        if task is None or isinstance(exc, Cancelled) or task.cancelled:
+        task = self._take(task_id)
+        if task is None or isinstance(exc, Cancelled):
             return  # a cancelled job ends with Cancelled: nothing to report
         if task.on_error is not None:
             task.on_error(exc)
 
-    def _forget(self, task_id: int) -> None:
-        """After the worker finished: drop a task that delivered nothing (quit by napari)."""
-        self._tasks.pop(task_id, None)
+    def _finished(self, task_id: int) -> None:
+        task = self._tasks.pop(task_id, None)
+        if task is not None and task.on_finished is not None:
+            task.on_finished()
