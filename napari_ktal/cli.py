@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import math
 import sys
 import threading
@@ -197,30 +196,16 @@ def cmd_import_labels(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    import numpy as np
-
-    from .core.atomic import atomic_open
     from .core.device import resolve_device
-    from .core.inference import predict
+    from .core.export import write_predictions
     from .core.project import Project
 
     project = Project(args.project)
-    device = resolve_device(args.device)
-    teacher, _, meta = project.load_models(device=device)
-    classes = meta["classes"]
     bar = ProgressPrinter()
-    pool = project.pool
-    pred, conf = predict(teacher, pool.read, np.arange(len(pool)), device, project.recipe().train.eval_batch_size,
-                         on_progress=bar)
-    bar.close()
-    labels = project.labels()
     out = Path(args.out) if args.out else project.root / "predictions.csv"
-    with atomic_open(out, "w") as f:
-        w = csv.writer(f)
-        w.writerow(["index", "key", "label", "predicted", "confidence"])
-        for i in range(len(pool)):
-            w.writerow([i, pool.keys[i], labels.get(i, ""), classes[pred[i]], f"{conf[i]:.4f}"])
-    print(f"wrote predictions for {len(pool)} volumes (cycle {meta['cycle']} teacher) to {out}")
+    result = write_predictions(project, out, resolve_device(args.device), on_progress=bar)
+    bar.close()
+    print(f"wrote predictions for {result.n_volumes} volumes (cycle {result.cycle} teacher) to {result.path}")
     return 0
 
 

@@ -7,18 +7,16 @@ classes of a cycle in flight) and mirrors what the matching ``ktal-cryo`` comman
 
 from __future__ import annotations
 
-import csv
 import os
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..core.errors import KtalError
+from ..core.export import ExportResult
 from ..core.progress import ProgressCallback, StopFlag
 
-PREDICTION_COLUMNS = ["index", "key", "label", "predicted", "confidence"]  # as `ktal-cryo predict`
 
 
 def worker_threads() -> int:
@@ -98,34 +96,12 @@ def train_cycle(root: str | Path, device_name: str, seed: int, threads: int | No
                           on_progress=on_progress, should_stop=should_stop)
 
 
-@dataclass(frozen=True)
-class ExportResult:
-    path: Path
-    n_volumes: int
-    n_labeled: int
-    cycle: int  # the cycle whose teacher predicted
-
-
 def export_predictions(root: str | Path, out: str | Path, device_name: str,
                        on_progress: ProgressCallback | None = None,
                        should_stop: StopFlag | None = None) -> ExportResult:
     """Labels and the latest teacher's predictions for the whole pool, as ``ktal-cryo predict``."""
-    from ..core.atomic import atomic_open
     from ..core.device import resolve_device
-    from ..core.inference import predict
+    from ..core.export import write_predictions
     from ..core.project import Project
 
-    project = Project(root)
-    device = resolve_device(device_name)
-    teacher, _, meta = project.load_models(device=device)
-    classes = meta["classes"]
-    pool = project.pool
-    pred, conf = predict(teacher, pool.read, np.arange(len(pool)), device,
-                         project.recipe().train.eval_batch_size, on_progress=on_progress, should_stop=should_stop)
-    labels = project.labels()
-    with atomic_open(out, "w") as f:
-        w = csv.writer(f)
-        w.writerow(PREDICTION_COLUMNS)
-        for i in range(len(pool)):
-            w.writerow([i, pool.keys[i], labels.get(i, ""), classes[pred[i]], f"{conf[i]:.4f}"])
-    return ExportResult(Path(out), len(pool), len(labels), int(meta["cycle"]))
+    return write_predictions(Project(root), out, resolve_device(device_name), on_progress, should_stop)

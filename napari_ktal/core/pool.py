@@ -102,11 +102,11 @@ def import_pool(
                 check_cancel(should_stop)
                 emit(on_progress, Progress("import", i + 1, len(refs), message=ref.path.name))
         out.flush()
-        del out
+        out = None  # close the memmap before fsync and rename
         with open(partial, "rb+") as f:
             os.fsync(f.fileno())
     except BaseException:
-        del out
+        out = None
         partial.unlink(missing_ok=True)
         raise
     with atomic_open(directory / INDEX_FILE, "w") as f:
