@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import math
 import sys
+import weakref
 from functools import partial, wraps
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     import napari
 
 SEED = 0  # the seed `ktal-cryo train` uses by default: GUI and CLI draw the same batches
+LOCK_PURPOSE = "napari (napari-ktal widget)"  # what a refused `ktal-cryo train` is told holds the project
 TRAIN, IMPORT, EXPORT, WARM_UP = "train", "import", "export", "warm-up"
 
 
@@ -75,6 +77,7 @@ class ActiveLearningWidget(QWidget):
         self._start_when_free = False  # the batch got done while a cancelled cycle was stopping
         self._overlay_state: tuple[bool, str, float] | None = None  # the text overlay before us
         self._torn_down = False
+        self._watched: weakref.ref | None = None  # the napari window whose closing closes our project
 
         self.setup = SetupPanel(napari_viewer, self)
         self.panel = SessionPanel(self, _theme_colors(napari_viewer))
@@ -127,17 +130,30 @@ class ActiveLearningWidget(QWidget):
     @_reports_errors
     def open_project(self, root: str | Path) -> LabelingSession:
         """Open a project folder and go to the first volume of its latest batch that needs a label."""
-        from ..core.device import available_devices
+        from ..core.device import CUDA_BROKEN, available_devices, cuda_broken
         from ..core.project import Project
 
-        session = LabelingSession(Project(root), seed=SEED)  # a wrong folder leaves the open project open
+        project = Project(root)  # a wrong folder leaves the open project open
+        if self.session is not None and self.session.project.root == project.root:
+            self.close_project()  # opened again: let go of our own lock first
+        # held for as long as the project is open here: a CLI run or another window is refused
+        project.acquire_lock(LOCK_PURPOSE)
+        try:
+            session = LabelingSession(project, seed=SEED)
+        except BaseException:
+            project.release_lock()
+            raise
         if self.session is not None:
             self.close_project()
         self.session = session
+        self._watch_window()
         p = self.panel
         device = p.device.currentText()
         p.device.clear()
-        p.device.addItems(available_devices())
+        devices = available_devices()
+        p.device.addItems(devices)
+        if cuda_broken(devices):
+            show_warning(CUDA_BROKEN)
         p.device.setCurrentIndex(max(0, p.device.findText(device)))
         self._show_project_recipe()
         p.set_classes(self.session.classes)
@@ -195,9 +211,15 @@ class ActiveLearningWidget(QWidget):
         self._unbind_keys()
         self.view.remove()
         self._restore_overlay()
-        self.session = None
+        self._release_project()
         self._train_cycle = None
         self.pages.setCurrentIndex(0)
+
+    def _release_project(self) -> None:
+        """Forget the session and let go of the project's lock (after the jobs stopped)."""
+        if self.session is not None:
+            self.session.project.release_lock()
+        self.session = None
 
     # -- labeling (buttons, keys and tests all come here) ----------------------------------
     @_reports_errors
@@ -549,7 +571,7 @@ class ActiveLearningWidget(QWidget):
         self._unbind_keys()
         self.view.remove()
         self._restore_overlay()
-        self.session = None
+        self._release_project()
         with contextlib.suppress(RuntimeError):  # "wrapped C/C++ object ... has been deleted"
             self.setup.detach()
             self.viewer.events.theme.disconnect(self._on_theme)
@@ -563,6 +585,29 @@ class ActiveLearningWidget(QWidget):
             elif self._torn_down:  # docked again
                 self._attach()
         return super().event(event)
+
+    def _watch_window(self) -> None:
+        """Follow the napari window we are docked in: its closing closes the project (see eventFilter)."""
+        window = self.window()
+        watched = self._watched() if self._watched is not None else None
+        if window is self or window is watched:
+            return
+        if watched is not None:
+            with contextlib.suppress(RuntimeError):  # the old window is gone already
+                watched.removeEventFilter(self)
+        window.installEventFilter(self)
+        self._watched = weakref.ref(window)  # a weak reference: we must not keep a closed viewer alive
+
+    def eventFilter(self, obj, event) -> bool:
+        # The napari window closes: a docked widget gets no closeEvent, and Qt deletes it only
+        # later (or never, while Python holds it), so stop the jobs and let go of the project's
+        # lock now. A minimised window (a spontaneous hide) keeps its project.
+        if self._watched is not None and obj is self._watched():
+            if event.type() == QEvent.Type.Hide and not event.spontaneous():
+                self._teardown()
+            elif event.type() == QEvent.Type.Show and self._torn_down and self.parent() is not None:
+                self._attach()  # the window is shown again
+        return False
 
     def closeEvent(self, event) -> None:
         self._teardown()

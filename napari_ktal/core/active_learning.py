@@ -165,7 +165,7 @@ def train_cycle(
     torch.manual_seed(derive_seed(seed, "init", 0 if recipe.active.reinit_each_cycle else cycle))
     teacher, student = build_pair(recipe.model, len(classes))
     if not recipe.active.reinit_each_cycle and project.checkpoint_cycles():
-        prev_t, prev_s, meta = project.load_models()
+        prev_t, prev_s, meta = project.load_models(expect_model=recipe.model)  # another architecture: clear error
         if meta["classes"] == classes:
             teacher.load_state_dict(prev_t.state_dict())
             student.load_state_dict(prev_s.state_dict())

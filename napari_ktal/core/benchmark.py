@@ -253,7 +253,7 @@ def _check_or_write_config(out: Path, config: dict) -> None:
                             "continue it with the same arguments, or choose a new --out folder")
         return
     out.mkdir(parents=True, exist_ok=True)
-    if any(p.name != CONFIG_FILE for p in out.iterdir()):
+    if any(p.name not in (CONFIG_FILE, ".lock") for p in out.iterdir()):  # .lock: ktal-cryo's folder lock
         raise KtalError(f"{out}: folder is not empty and is not a benchmark; choose a new --out folder")
     atomic_write_text(path, json.dumps(config, indent=2))
 

@@ -20,33 +20,55 @@ def _cuda_works(index: int) -> bool:
 def available_devices() -> list[str]:
     """'auto', every CUDA device that can run a kernel, then 'cpu'."""
     cuda = []
-    try:
-        if torch.cuda.is_available():
-            cuda = [f"cuda:{i}" for i in range(torch.cuda.device_count()) if _cuda_works(i)]
-    except Exception:
-        cuda = []
+    if _cuda_present():
+        cuda = [f"cuda:{i}" for i in range(_cuda_count()) if _cuda_works(i)]
     return ["auto", *cuda, "cpu"]
+
+
+def cuda_broken(devices: list[str] | None = None) -> bool:
+    """CUDA says it is there, but no device runs a kernel (what 'auto' warns about).
+
+    ``devices``: the result of :func:`available_devices`, if the caller has it already.
+    """
+    if not _cuda_present():
+        return False
+    devices = available_devices() if devices is None else devices
+    return not any(d.startswith("cuda") for d in devices)
+
+
+def _cuda_present() -> bool:
+    """torch.cuda.is_available(), False where asking fails (a broken driver or runtime)."""
+    try:
+        return bool(torch.cuda.is_available())
+    except Exception:  # noqa: BLE001 - any failure to ask means: no usable CUDA
+        return False
+
+
+def _cuda_count() -> int:
+    try:
+        return int(torch.cuda.device_count())
+    except Exception:  # noqa: BLE001 - as above
+        return 0
+
+
+CUDA_BROKEN = "CUDA is installed but does not work here (driver or runtime problem?); computing on the CPU"
 
 
 def resolve_device(name: str = "auto") -> torch.device:
     """'auto' -> the first working CUDA device, else the CPU (with a warning if CUDA is broken)."""
     name = (name or "auto").strip().lower()
     if name == "auto":
-        try:
-            present = torch.cuda.is_available()
-        except Exception:
-            present = False
-        if present:
+        if _cuda_present():
             if _cuda_works(0):
                 return torch.device("cuda:0")
-            warnings.warn("CUDA is installed but does not work here; training on the CPU", RuntimeWarning, stacklevel=2)
+            warnings.warn(CUDA_BROKEN, RuntimeWarning, stacklevel=2)
         return torch.device("cpu")
     if name == "cpu":
         return torch.device("cpu")
     if name == "cuda":
         name = "cuda:0"
     if name.startswith("cuda:") and name[5:].isdigit():
-        if not torch.cuda.is_available() or int(name[5:]) >= torch.cuda.device_count():
+        if not _cuda_present() or int(name[5:]) >= _cuda_count():
             raise KtalError(f"device '{name}' is not available here; choose from {', '.join(available_devices())}")
         if not _cuda_works(int(name[5:])):
             raise KtalError(f"device '{name}' is present but cannot run (driver problem?); use --device cpu")

@@ -43,9 +43,11 @@ class LabelJournal:
             return
         new = not self.path.exists()
         self._heal_torn_tail()
+        data = memoryview(lines.encode("utf-8"))
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            os.write(fd, lines.encode("utf-8"))
+            while data:  # one write() almost always; a short write (network mounts) continues the line
+                data = data[os.write(fd, data):]
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -93,14 +95,34 @@ class LabelJournal:
                 continue
             try:
                 rec = json.loads(line)
-                if not isinstance(rec, dict) or "op" not in rec:
-                    raise ValueError("not a journal record")
-            except (ValueError, UnicodeDecodeError):
-                # a torn line from a killed writer: skip it, the labels before and after are intact
-                warnings.warn(f"{self.path}: line {n} is incomplete and was skipped", InputWarning, stacklevel=2)
+                _check_record(rec)
+            except (ValueError, UnicodeDecodeError, TypeError, KeyError):
+                # a torn line from a killed writer (or a damaged one): skip it, the labels before
+                # and after are intact
+                warnings.warn(f"{self.path}: line {n} is incomplete or damaged and was skipped", InputWarning,
+                              stacklevel=2)
                 continue
             out.append(rec)
         return out
+
+    def last_record(self, tail_bytes: int = 4096) -> dict | None:
+        """The last whole record, read from the end of the file only (cheap on a long journal)."""
+        try:
+            with open(self.path, "rb") as f:
+                size = f.seek(0, os.SEEK_END)
+                f.seek(max(0, size - tail_bytes))
+                tail = f.read()
+        except OSError:
+            return None
+        for line in reversed(tail.split(b"\n")):
+            if line.strip():
+                try:
+                    rec = json.loads(line)
+                    _check_record(rec)
+                    return rec
+                except (ValueError, UnicodeDecodeError, TypeError, KeyError):
+                    continue  # a torn last line: the one before is the last whole record
+        return None
 
     def state(self) -> LabelState:
         labels: dict[int, str] = {}
@@ -122,3 +144,19 @@ class LabelJournal:
 
     def labels(self) -> dict[int, str]:
         return self.state().labels
+
+
+def _check_record(rec) -> None:
+    """Raise ValueError/TypeError/KeyError unless ``rec`` is a whole record of a known shape."""
+    if not isinstance(rec, dict) or not isinstance(rec.get("op"), str):
+        raise TypeError("not a journal record")
+    op = rec["op"]
+    if op in ("set", "unset"):
+        index = rec["index"]
+        if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+            raise ValueError(f"bad index {index!r}")
+        if op == "set" and not isinstance(rec["label"], str):
+            raise TypeError("label is not text")
+    elif op == "rename" and not (isinstance(rec["from"], str) and isinstance(rec["to"], str)):
+        raise TypeError("rename needs two class names")
+    # any other op is left to state(), which says a newer napari-ktal wrote it

@@ -1,7 +1,10 @@
 """The text layer of a labels CSV: columns, rows, and which files its paths name.
 
-A labels CSV has a header row with ``path`` and ``label`` columns (others are ignored),
-UTF-8 with or without a byte-order mark. A path is relative to the CSV's folder (or
+A labels CSV has a header row with ``path`` and ``label`` columns (others are ignored).
+It is UTF-8 (with or without a byte-order mark), or UTF-16/UTF-32 with a byte-order mark
+(what some spreadsheet programs write); other encodings (latin-1, ...) are refused with a
+message naming the line. Commas separate columns; a header with semicolons or tabs and no
+comma (a spreadsheet in a European locale) switches to that separator. A path is relative to the CSV's folder (or
 absolute) and must stay inside that folder tree once resolved, so a shared labels file
 cannot point elsewhere on disk; ``k@stack.mrcs`` names the 1-based frame ``k`` of a
 volume stack (RELION's convention).
@@ -12,7 +15,9 @@ checks the files and frames the rows name.
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,28 +43,72 @@ class LabelRow:
     label: str
 
 
+_BOMS = [  # longest first: the UTF-32 LE mark begins with the UTF-16 LE one
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+]
+_SAVE_AS_UTF8 = "save it as UTF-8 (in a spreadsheet program: CSV UTF-8)"
+
+
+def _text(csv_path: Path) -> str:
+    """The file's text: UTF-8, or UTF-16/32 with a byte-order mark; InputError for anything else."""
+    try:
+        raw = csv_path.read_bytes()
+    except OSError as err:
+        raise InputError(csv_path, f"cannot be read ({err.strerror or err})") from err
+    for bom, encoding in _BOMS:
+        if raw.startswith(bom):
+            try:
+                return raw.decode(encoding)
+            except UnicodeDecodeError as err:
+                raise InputError(csv_path, f"is not valid {encoding.upper()} text ({err.reason})",
+                                 _SAVE_AS_UTF8) from err
+    if b"\0" in raw:
+        raise InputError(csv_path, "is not a text file (it holds NUL bytes: UTF-16 without a byte-order mark, "
+                                   "or not a CSV at all)", _SAVE_AS_UTF8)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        byte = raw[err.start : err.start + 1].hex()
+        raise InputError(csv_path, f"line {line}: is not UTF-8 text (byte 0x{byte}; latin-1 or another "
+                                   "8-bit encoding?)", _SAVE_AS_UTF8) from err
+
+
+def _delimiter(text: str) -> str:
+    header = next((line for line in text.splitlines() if line.strip()), "")
+    if "," not in header:
+        for candidate in (";", "\t"):
+            if candidate in header:
+                return candidate
+    return ","
+
+
 def _cells(csv_path: Path) -> Iterator[tuple[int, dict[str, str]]]:
     """``(line, {column: stripped cell})`` for each non-blank row after the header."""
+    text = _text(csv_path)
     try:
-        with csv_path.open(newline="", encoding="utf-8-sig") as stream:
-            reader = csv.reader(stream)
-            header = [name.strip().casefold() for name in next(reader, [])]
-            missing = [repr(name) for name in ("path", "label") if name not in header]
-            if missing:
-                found = ", ".join(header) or "none"
-                raise InputError(
-                    csv_path, f"line 1: no {' or '.join(missing)} column (found columns: {found})"
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter=_delimiter(text))
+        header = [name.strip().casefold() for name in next(reader, [])]
+        missing = [repr(name) for name in ("path", "label") if name not in header]
+        if missing:
+            found = ", ".join(header) or "none"
+            raise InputError(
+                csv_path,
+                f"line 1: no {' or '.join(missing)} column (found columns: {found})",
+                "the first row must name the columns, e.g. path,label",
+            )
+        for row in reader:
+            if any(cell.strip() for cell in row):
+                yield (
+                    reader.line_num,
+                    {name: cell.strip() for name, cell in zip(header, row, strict=False)},
                 )
-            for row in reader:
-                if any(cell.strip() for cell in row):
-                    yield (
-                        reader.line_num,
-                        {name: cell.strip() for name, cell in zip(header, row, strict=False)},
-                    )
-    except UnicodeDecodeError as err:
-        raise InputError(csv_path, "is not UTF-8 text", str(err)) from err
     except csv.Error as err:
-        raise InputError(csv_path, f"malformed CSV ({err})") from err
+        raise InputError(csv_path, f"line {reader.line_num}: malformed CSV ({err})") from err
 
 
 def _target(csv_path: Path, line: int, cell: str) -> tuple[Path, int | None]:

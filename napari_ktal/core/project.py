@@ -11,31 +11,49 @@ napari: both read and write only this folder::
     P/checkpoints/cycle_NNN/  teacher.pt, student.pt (state dicts), meta.json
     P/history.csv             one row per trained cycle
     P/learning_curve.png
+    P/.lock                   the write lock (see :mod:`.lock`): who has the project open
 
-Every file except the journal is written atomically (temp file, fsync, rename).
+Every file except the journal is written atomically (temp file, fsync, rename). A cycle is
+committed by its row in history.csv, written last: a checkpoint folder counts only when it
+has its meta.json (written after the tensors) and its cycle is in history.csv, so a cycle
+that was cancelled or killed half-way is never loaded; it is trained again.
+
+Nothing is executed from a project folder: recipe.toml is parsed as TOML, the journal and
+project.json as JSON, checkpoints are loaded with ``torch.load(weights_only=True)``, and the
+source paths in project.json and pool/index.csv are provenance only (never opened).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
+import pickle
 import re
+import shutil
 import time
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import tomli_w
-import torch
 
-from .atomic import atomic_open, atomic_write_text
+from .atomic import atomic_open, atomic_write_text, fsync_dir
 from .errors import KtalError, ProjectError
 from .journal import LabelJournal
+from .lock import LOCK_FILE, ProjectLock
 from .pool import Pool, import_pool
 from .progress import ProgressCallback, StopFlag
-from .recipe import Recipe, load_recipe
-from .resnet3d import ResNet3D
+from .recipe import ModelSpec, Recipe, load_recipe
+
+if TYPE_CHECKING:  # torch is imported where models are saved or loaded: labeling starts fast
+    import torch
+
+    from .resnet3d import ResNet3D
 
 FORMAT_VERSION = 1
 HISTORY_COLUMNS = [
@@ -44,6 +62,14 @@ HISTORY_COLUMNS = [
 ]
 QUERY_COLUMNS = ["rank", "index", "key", "score", "predicted", "confidence"]
 JUNK_CLASS = "junk"
+ARCHITECTURE_KEYS = ("teacher_depth", "student_depth", "width", "stem")  # what a state dict's shapes depend on
+_CYCLE_DIR = re.compile(r"cycle_(\d+)$")
+# what an import killed half-way leaves in a project folder (no project.json yet)
+_POOL_LEFTOVERS = re.compile(r"(volumes\.npy(\.partial)?|index\.csv|info\.json|\..+\.tmp)$")
+_WRITER_TEMP = re.compile(
+    r"\.(project\.json|recipe\.toml|history\.csv|learning_curve\.png|cycle_\d+\.csv|teacher\.pt|student\.pt"
+    r"|meta\.json)\..+\.tmp")
+_ROOT_LEFTOVERS = re.compile(r"(recipe\.toml|\.(recipe\.toml|project\.json)\..+\.tmp)$")
 
 
 @dataclass(frozen=True)
@@ -66,15 +92,19 @@ def _valid_class_name(name: str) -> str:
 class Project:
     """An open project folder. Cheap to construct; the pool memmap opens on first use."""
 
-    def __init__(self, root: str | Path):
-        self.root = Path(root).resolve()
+    def __init__(self, root: str | Path, lock: str | None = None):
+        """Open the project at ``root``; with ``lock`` (what opens it, e.g. "ktal-cryo train"),
+        also take its write lock (see :meth:`acquire_lock`)."""
+        self.root = Path(root).expanduser().resolve()
         cfg_path = self.root / "project.json"
-        if not cfg_path.exists():
+        if not cfg_path.is_file():
             raise ProjectError(f"{self.root}: not a napari-ktal project (no project.json)")
         try:
             self._config = json.loads(cfg_path.read_text(encoding="utf-8"))
         except (ValueError, OSError) as exc:
             raise ProjectError(f"{cfg_path}: cannot be read ({exc})") from None
+        if not isinstance(self._config, dict):
+            raise ProjectError(f"{cfg_path}: is not a napari-ktal project file (not a JSON object)")
         version = self._config.get("format_version")
         if version != FORMAT_VERSION:
             newer = isinstance(version, int) and version > FORMAT_VERSION
@@ -83,8 +113,80 @@ class Project:
                 + ("is newer than this napari-ktal understands; upgrade napari-ktal"
                    if newer else f"is not supported (this napari-ktal reads version {FORMAT_VERSION})")
             )
+        classes = self._config.get("classes")
+        if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+            raise ProjectError(f"{cfg_path}: 'classes' must be a list of class names; fix or restore the file")
         self.journal = LabelJournal(self.root / "labels.jsonl")
         self._pool: Pool | None = None
+        self._lock: ProjectLock | None = None
+        if lock is not None:
+            self.acquire_lock(lock)
+        self._finish_interrupted_rename()
+
+    def _finish_interrupted_rename(self) -> None:
+        """Roll a class rename forward if its process died between the journal line and project.json.
+
+        :meth:`rename_class` journals the rename first; only the journal's last record can be
+        such a rename (any later write came from a process that opened, and so repaired, the project).
+        """
+        rec = self.journal.last_record()
+        if rec is None or rec.get("op") != "rename":
+            return
+        cls = self._config["classes"]
+        old, new = rec["from"], rec["to"]
+        try:  # project.json written after the rename (e.g. the class was removed later): nothing to finish
+            written_after = (self.root / "project.json").stat().st_mtime >= float(rec.get("t", 0))
+        except (OSError, TypeError, ValueError):
+            written_after = True
+        if old in cls and new not in cls and not written_after:
+            cls[cls.index(old)] = new
+            with contextlib.suppress(OSError):  # a read-only copy still opens; labels replay the rename
+                self._save_config()
+
+    # -- the write lock ----------------------------------------------------------------
+    def acquire_lock(self, purpose: str) -> None:
+        """Take the project's write lock (no waiting): :class:`~.lock.ProjectLocked` names the holder.
+
+        Commands and windows that write take it for as long as they work on the project;
+        the operating system releases it when the process ends, however it ends.
+        """
+        if self._lock is None:
+            self._lock = ProjectLock(self.root, purpose).acquire()
+            self._remove_stale_temp_files()
+
+    def _remove_stale_temp_files(self) -> None:
+        """Temp files of atomic writes whose writer was killed (a checkpoint's can be 100+ MB).
+
+        Only files that writers, which all hold the lock we now hold, write: never a reader's
+        (e.g. predictions.csv written by ``ktal-cryo predict`` at the same time).
+        """
+        folders = [self.root, self.root / "queries", *(self.root / "checkpoints").glob("cycle_*")]
+        for folder in folders:
+            for p in folder.glob(".*.tmp"):
+                if _WRITER_TEMP.fullmatch(p.name):
+                    with contextlib.suppress(OSError):
+                        p.unlink()
+
+    def release_lock(self) -> None:
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.release()
+
+    @property
+    def is_locked(self) -> bool:
+        """Whether this object holds the project's write lock."""
+        return self._lock is not None and self._lock.held
+
+    @contextlib.contextmanager
+    def locked(self, purpose: str) -> Iterator[Project]:
+        """``with project.locked("ktal-cryo train"): ...``; a lock this object held already is kept."""
+        held = self._lock is not None
+        self.acquire_lock(purpose)
+        try:
+            yield self
+        finally:
+            if not held:
+                self.release_lock()
 
     # -- creation --------------------------------------------------------------------
     @classmethod
@@ -98,38 +200,54 @@ class Project:
         should_stop: StopFlag | None = None,
     ) -> Project:
         """Import ``source`` into a new project at ``root`` (which must be new or empty)."""
-        root = Path(root)
+        root = Path(root).expanduser()
         if (root / "project.json").exists():
             raise ProjectError(f"{root}: a project already exists here; open it instead")
-        if root.exists() and any(root.iterdir()):
+        if root.exists() and not root.is_dir():
+            raise ProjectError(f"{root}: is a file; choose a new folder for the project")
+        if root.exists() and _user_files(root) and not _interrupted_import(root):
             raise ProjectError(f"{root}: folder is not empty; choose a new folder for the project")
         classes = [_valid_class_name(c) for c in (classes or [])]
         if len(set(classes)) != len(classes):
             raise KtalError("class names must be unique")
-        root.mkdir(parents=True, exist_ok=True)
+        created = not root.exists()
         try:
-            pool = import_pool(root / "pool", source, on_progress=on_progress, should_stop=should_stop)
-        except BaseException:
-            # nothing of value is in a project that failed to import; leave the folder as it was
-            for p in sorted(root.rglob("*"), reverse=True):
-                p.rmdir() if p.is_dir() else p.unlink()
-            root.rmdir()
-            raise
-        atomic_write_text(root / "recipe.toml", tomli_w.dumps(recipe.to_dict()))
-        config = {
-            "format_version": FORMAT_VERSION,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "source": str(Path(source).resolve()),
-            "n_volumes": len(pool),
-            "box": pool.box,
-            "classes": classes,
-        }
-        atomic_write_text(root / "project.json", json.dumps(config, indent=2))
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ProjectError(f"{root}: cannot create the project folder ({exc.strerror or exc})") from None
+        with ProjectLock(root, "a project import"):  # two imports into one folder: the second is refused
+            if (root / "project.json").exists():
+                raise ProjectError(f"{root}: a project already exists here; open it instead")
+            if _user_files(root):
+                if not _interrupted_import(root):
+                    raise ProjectError(f"{root}: folder is not empty; choose a new folder for the project")
+                _remove_all(root)  # a killed import leaves only its own files behind: start again
+            try:
+                pool = import_pool(root / "pool", source, on_progress=on_progress, should_stop=should_stop)
+                atomic_write_text(root / "recipe.toml", tomli_w.dumps(recipe.to_dict()))
+            except BaseException:
+                # nothing of value is in a project that failed to import (the folder was empty
+                # when the import began, under the lock): leave the folder as it was
+                _remove_all(root)
+                with contextlib.suppress(OSError):
+                    (root / LOCK_FILE).unlink()
+                    if created:
+                        root.rmdir()
+                raise
+            config = {
+                "format_version": FORMAT_VERSION,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "source": str(Path(source).expanduser().resolve()),  # provenance only: never opened
+                "n_volumes": len(pool),
+                "box": pool.box,
+                "classes": classes,
+            }
+            atomic_write_text(root / "project.json", json.dumps(config, indent=2))  # the commit point
         return cls(root)
 
     @staticmethod
     def is_project(root: str | Path) -> bool:
-        return (Path(root) / "project.json").exists()
+        return (Path(root).expanduser() / "project.json").exists()
 
     # -- configuration ---------------------------------------------------------------
     def _save_config(self) -> None:
@@ -207,7 +325,16 @@ class Project:
         """(indices, class ids, float32 volumes) of every labeled volume, in index order."""
         labels = self.labels()
         idx = np.array(sorted(labels), dtype=np.int64)
+        n = len(self.pool)
+        if len(idx) and (idx[0] < 0 or idx[-1] >= n):
+            bad = int(idx[-1] if idx[-1] >= n else idx[0])
+            raise ProjectError(f"{self.journal.path}: labels volume {bad} but the pool holds {n} volumes "
+                               "(a labels file from another project?); restore this project's labels.jsonl")
         lookup = {c: k for k, c in enumerate(self.classes)}
+        unknown = sorted(set(labels.values()) - set(lookup))
+        if unknown:
+            raise ProjectError(f"{self.journal.path}: uses class(es) {', '.join(map(repr, unknown))} that "
+                               f"{self.root / 'project.json'} does not list; add them back to the project's classes")
         y = np.array([lookup[labels[i]] for i in idx], dtype=np.int64)
         return idx, y, self.pool.read(idx)
 
@@ -224,17 +351,34 @@ class Project:
 
     def read_query(self, cycle: int) -> list[QueryItem]:
         path = self._query_path(cycle)
-        with open(path, newline="", encoding="utf-8") as f:
-            return [
-                QueryItem(int(r["rank"]), int(r["index"]), r["key"], _num(r["score"]), r["predicted"],
-                          _num(r["confidence"]))
-                for r in csv.DictReader(f)
-            ]
+        n = len(self.pool)
+        items = []
+        try:
+            with open(path, newline="", encoding="utf-8") as f:
+                reader = csv.DictReader(f)
+                for r in reader:
+                    item = QueryItem(int(r["rank"]), int(r["index"]), r["key"], _num(r["score"]), r["predicted"],
+                                     _num(r["confidence"]))
+                    if not 0 <= item.index < n:
+                        raise ValueError(f"index {item.index} is outside the pool of {n} volumes")
+                    items.append(item)
+        except FileNotFoundError:
+            raise ProjectError(f"{path}: missing; the batch of cycle {cycle} was never written") from None
+        except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError, csv.Error) as exc:
+            where = f"line {reader.line_num}: " if "reader" in locals() else ""
+            raise ProjectError(f"{path}: {where}damaged ({exc}); delete the file to draw the batch again") from None
+        return items
 
     def query_cycles(self) -> list[int]:
+        """Cycles whose batch is written and valid: batch k counts once cycle k-1 is committed.
+
+        A batch written by a cycle that died before its history.csv row is ignored (that cycle
+        is trained again and writes it again), so nobody labels a batch of an unfinished cycle.
+        """
         pattern = re.compile(r"cycle_(\d+)\.csv$")
         found = (pattern.match(p.name) for p in (self.root / "queries").glob("cycle_*.csv"))
-        return sorted(int(m.group(1)) for m in found if m)
+        trained = self.trained_cycles
+        return sorted(c for c in (int(m.group(1)) for m in found if m) if c <= trained)
 
     def latest_query(self) -> tuple[int, list[QueryItem]] | None:
         cycles = self.query_cycles()
@@ -245,38 +389,113 @@ class Project:
         return self.root / "checkpoints" / f"cycle_{cycle:03d}"
 
     def save_models(self, cycle: int, teacher: ResNet3D, student: ResNet3D, recipe: Recipe) -> None:
+        import torch
+
         d = self._ckpt_dir(cycle)
+        # a folder re-written (the cycle is trained again after a kill or a cancel) is incomplete
+        # from here on until its new meta.json lands: never a new teacher beside an old student
+        meta_path = d / "meta.json"
+        if meta_path.exists():
+            meta_path.unlink()
+            fsync_dir(d)
         for name, model in (("teacher", teacher), ("student", student)):
             state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
             with atomic_open(d / f"{name}.pt", "wb") as f:
                 torch.save(state, f)
         meta = {"cycle": cycle, "classes": self.classes, "model": recipe.to_dict()["model"]}
         # meta.json is written last: a checkpoint folder without it is incomplete and ignored
-        atomic_write_text(d / "meta.json", json.dumps(meta, indent=2))
+        atomic_write_text(meta_path, json.dumps(meta, indent=2))
 
     def checkpoint_cycles(self) -> list[int]:
-        return sorted(int(p.parent.name[6:]) for p in (self.root / "checkpoints").glob("cycle_*/meta.json"))
+        """Cycles with a complete checkpoint (meta.json written) that were committed to history.csv."""
+        committed = {int(r["cycle"]) for r in self.history()}
+        found = (_CYCLE_DIR.match(p.parent.name) for p in (self.root / "checkpoints").glob("cycle_*/meta.json"))
+        return sorted(c for c in (int(m.group(1)) for m in found if m) if c in committed)
 
-    def load_models(self, cycle: int | None = None, device: str | torch.device = "cpu") -> tuple[ResNet3D, ResNet3D, dict]:
-        """The trained (teacher, student) of ``cycle`` (latest by default), loaded with weights_only=True."""
+    def load_models(self, cycle: int | None = None, device: str | torch.device = "cpu",
+                    expect_model: ModelSpec | None = None) -> tuple[ResNet3D, ResNet3D, dict]:
+        """The trained (teacher, student) of ``cycle`` (latest by default), loaded with weights_only=True.
+
+        ``expect_model``: the architecture the caller will copy the weights into (a warm start);
+        a checkpoint of another architecture is refused with a ProjectError naming the keys.
+        Only tensors are ever unpickled: a file holding anything else is refused, not run.
+        """
+        import torch
+
+        from .resnet3d import ResNet3D
+
         cycles = self.checkpoint_cycles()
         if not cycles:
             raise ProjectError(f"{self.root}: no trained models yet; run a training cycle first")
-        cycle = cycles[-1] if cycle is None else cycle
+        if cycle is None:
+            cycle = cycles[-1]
+        elif cycle not in cycles:
+            raise ProjectError(f"{self.root}: no complete checkpoint of cycle {cycle} "
+                               f"(complete: {', '.join(map(str, cycles))})")
         d = self._ckpt_dir(cycle)
-        meta = json.loads((d / "meta.json").read_text())
-        spec, n = meta["model"], len(meta["classes"])
-        common = dict(n_classes=n, width=spec["width"], stem=spec["stem"], dropout=spec["dropout"])
+        meta_path = d / "meta.json"
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            spec, n = meta["model"], len(meta["classes"])
+            common = dict(n_classes=n, width=int(spec["width"]), stem=str(spec["stem"]),
+                          dropout=float(spec.get("dropout", 0.0)))
+            depths = (("teacher", int(spec["teacher_depth"])), ("student", int(spec["student_depth"])))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ProjectError(f"{meta_path}: damaged ({type(exc).__name__}: {exc}); "
+                               f"delete the folder {d.name} to train that cycle again") from None
+        if expect_model is not None:
+            _require_architecture(d, spec, expect_model)
         models = []
-        for name, depth in (("teacher", spec["teacher_depth"]), ("student", spec["student_depth"])):
-            model = ResNet3D(depth, **common)
+        for name, depth in depths:
+            path = d / f"{name}.pt"
             try:
-                state = torch.load(d / f"{name}.pt", map_location="cpu", weights_only=True)
+                model = ResNet3D(depth, **common)
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ProjectError(f"{meta_path}: describes a model that cannot be built ({exc})") from None
+            try:
+                with warnings.catch_warnings():  # torch's notes on foreign pickle protocols
+                    warnings.simplefilter("ignore")
+                    state = torch.load(path, map_location="cpu", weights_only=True)
+            except pickle.UnpicklingError as exc:
+                found = next((ln.strip() for ln in str(exc).splitlines() if "Unsupported" in ln), "")
+                raise ProjectError(
+                    f"{path}: refused: it holds more than tensors and was not loaded"
+                    + (f" ({found[:160]})" if found else "")
+                    + "; napari-ktal never writes such files: do not trust it, delete the folder "
+                    f"{d.name} to train that cycle again") from None
+            except FileNotFoundError:
+                raise ProjectError(f"{path}: missing; delete the folder {d.name} to train that cycle again") from None
+            except Exception as exc:  # noqa: BLE001 - a torn or foreign file: torch reports it in many ways
+                first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+                raise ProjectError(f"{path}: damaged or not a checkpoint ({first}); "
+                                   f"delete the folder {d.name} to train that cycle again") from None
+            try:
+                if not isinstance(state, dict):
+                    raise TypeError(f"holds a {type(state).__name__}, not a state dict")
                 model.load_state_dict(state)
-            except (RuntimeError, OSError, EOFError) as exc:
-                raise ProjectError(f"{d / (name + '.pt')}: does not match its meta.json or is damaged ({str(exc).splitlines()[0]})") from None
+            except (RuntimeError, TypeError, ValueError, KeyError) as exc:
+                raise ProjectError(f"{path}: does not match its meta.json or is damaged "
+                                   f"({str(exc).splitlines()[0][:200]})") from None
             models.append(model.to(device).eval())
         return models[0], models[1], meta
+
+    def check_warm_start(self, recipe: Recipe) -> None:
+        """Raise ProjectError now if ``recipe`` warm-starts from a checkpoint of another architecture.
+
+        What :meth:`load_models` with ``expect_model`` would find out only when a cycle begins;
+        a command checks it before it writes anything.
+        """
+        if recipe.active.reinit_each_cycle:
+            return
+        cycles = self.checkpoint_cycles()
+        if not cycles:
+            return
+        d = self._ckpt_dir(cycles[-1])
+        try:
+            spec = json.loads((d / "meta.json").read_text(encoding="utf-8"))["model"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return  # load_models names a damaged meta.json when the cycle starts
+        _require_architecture(d, spec, recipe.model)
 
     # -- history -----------------------------------------------------------------------
     @property
@@ -286,8 +505,15 @@ class Project:
     def history(self) -> list[dict[str, str]]:
         if not self.history_path.exists():
             return []
-        with open(self.history_path, newline="", encoding="utf-8") as f:
-            return list(csv.DictReader(f))
+        try:
+            with open(self.history_path, newline="", encoding="utf-8") as f:
+                rows = list(csv.DictReader(f))
+            for row in rows:
+                int(row["cycle"])
+        except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError, csv.Error) as exc:
+            raise ProjectError(f"{self.history_path}: damaged ({type(exc).__name__}: {exc}); "
+                               "restore it from a backup, or delete it to train every cycle again") from None
+        return rows
 
     def record_cycle(self, row: dict) -> None:
         """Add (or replace) the row of ``row['cycle']`` in history.csv, atomically."""
@@ -303,6 +529,44 @@ class Project:
     def trained_cycles(self) -> int:
         """How many cycles have been trained (the next training is cycle number ``trained_cycles``)."""
         return len(self.history())
+
+
+def _require_architecture(d: Path, spec, expect: ModelSpec) -> None:
+    have = {k: spec.get(k) if isinstance(spec, dict) else None for k in ARCHITECTURE_KEYS}
+    want = {k: getattr(expect, k) for k in ARCHITECTURE_KEYS}
+    diff = [k for k in ARCHITECTURE_KEYS if want[k] != have[k]]
+    if diff:
+        raise ProjectError(
+            f"{d}: trained with [model] " + ", ".join(f"{k} = {have[k]!r}" for k in diff)
+            + " but the recipe asks for " + ", ".join(f"{k} = {want[k]!r}" for k in diff)
+            + "; its weights cannot be carried over (set [active] reinit_each_cycle = true to train "
+            "from scratch, or restore the recipe's [model])"
+        )
+
+
+def _user_files(root: Path) -> list[Path]:
+    return [p for p in root.iterdir() if p.name != LOCK_FILE]
+
+
+def _interrupted_import(root: Path) -> bool:
+    """Whether ``root`` holds only what an import killed half-way leaves (no project.json)."""
+    entries = _user_files(root)
+    if not entries or (root / "project.json").exists():
+        return False
+    for p in entries:
+        if p.name == "pool" and p.is_dir() and not p.is_symlink():
+            if not all(q.is_file() and _POOL_LEFTOVERS.fullmatch(q.name) for q in p.iterdir()):
+                return False
+        elif not (p.is_file() and _ROOT_LEFTOVERS.fullmatch(p.name)):
+            return False
+    return True
+
+
+def _remove_all(root: Path) -> None:
+    """Remove every entry of ``root`` but the lock file (called on a folder this import owns)."""
+    for p in _user_files(root):
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
 
 
 def _fmt(v) -> str:

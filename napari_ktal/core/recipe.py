@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import tomllib
 from dataclasses import dataclass, field, fields
 from importlib import resources
@@ -182,6 +183,8 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
     """Check a TOML value against a dataclass field type; ints are accepted for floats."""
     if typ is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if typ is float and isinstance(value, float):
+        _check(math.isfinite(value), key, f"must be a finite number, got {value!r}")
     if get_origin(typ) is list:
         _check(isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value),
                key, "must be a list of whole numbers")
@@ -243,6 +246,8 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise RecipeError(f"{path}: recipe file not found") from None
+    except OSError as exc:
+        raise RecipeError(f"{path}: recipe file cannot be read ({exc.strerror or exc})") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise RecipeError(f"{path}: not valid TOML ({exc})") from None
     data.setdefault("name", path.stem)

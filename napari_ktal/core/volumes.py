@@ -11,6 +11,7 @@ values) and turns mrcfile's failures into messages a user can act on.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import math
 import re
@@ -309,18 +310,37 @@ def _frame_index(ref: VolumeRef, info: MrcInfo) -> int:
     return ref.frame
 
 
+def _describe(ref: VolumeRef) -> str:
+    return ref.path.name if ref.frame is None else f"frame {ref.frame + 1} of {ref.path.name}"
+
+
 def iter_volumes(refs: Sequence[VolumeRef]) -> Iterator[tuple[VolumeRef, np.ndarray]]:
     """Yield ``(ref, float32 (box, box, box) volume)`` in the order of ``refs``.
 
     Each run of consecutive refs to the same file opens it once, memory-mapped, so
     only the requested frames of a large stack are read.
+
+    Raises:
+        InputError: a file cannot be read (see :func:`inspect_mrc`), a volume is not
+            finite, or two different refs hold exactly the same voxels (a copied file:
+            it would count one particle twice, in training or in a test set).
     """
+    seen: dict[bytes, VolumeRef] = {}
     for path, run in itertools.groupby(refs, key=attrgetter("path")):
         info, permissive = _inspect(path)
         with _mapped_volumes(info, permissive) as data:
             for ref in run:
                 volume = np.array(data[_frame_index(ref, info)], dtype=np.float32)
                 _require_finite(info.path, volume, ref.frame, info.n_volumes)
+                digest = hashlib.blake2b(volume.tobytes(), digest_size=16).digest()
+                first = seen.setdefault(digest, ref)
+                if first != ref:
+                    raise InputError(
+                        ref.path,
+                        f"{'frame ' + str(ref.frame + 1) + ' ' if ref.frame is not None else ''}"
+                        f"holds exactly the same voxels as {_describe(first)}",
+                        "a duplicate file? remove one of the two",
+                    )
                 yield ref, volume
 
 
@@ -358,14 +378,20 @@ def _refs_of(info: MrcInfo) -> list[VolumeRef]:
 
 
 def _require_same_box(infos: Sequence[MrcInfo]) -> None:
-    first = infos[0]
-    for info in infos[1:]:
-        if info.box != first.box:
-            raise InputError(
-                info.path,
-                f"box {info.box} differs from box {first.box} of {first.path.name}",
-                "all subtomograms must have the same size",
-            )
+    """All one box size; else name a file of a minority size and the files of the common size."""
+    by_box: dict[int, list[MrcInfo]] = {}
+    for info in infos:
+        by_box.setdefault(info.box, []).append(info)
+    if len(by_box) < 2:
+        return
+    common = max(by_box, key=lambda b: len(by_box[b]))  # ties: the first file's box (dict order)
+    odd = next(info for info in infos if info.box != common)
+    counts = ", ".join(f"{len(v)} of box {b}" for b, v in sorted(by_box.items()))
+    raise InputError(
+        odd.path,
+        f"box {odd.box} differs from box {common} of {by_box[common][0].path.name}",
+        f"all subtomograms must have the same size; found {counts}",
+    )
 
 
 def _volume_files(folder: Path) -> list[Path]:
@@ -383,6 +409,23 @@ def _volume_files(folder: Path) -> list[Path]:
     return sorted(files, key=_natural_key)
 
 
+def _require_distinct_files(files: Sequence[Path]) -> None:
+    """Refuse two names of one file (a symbolic or hard link): one particle would count twice."""
+    seen: dict[tuple[int, int], Path] = {}
+    for path in files:
+        try:
+            st = path.stat()
+        except OSError as err:
+            raise InputError(path, f"cannot be read ({err.strerror or err})") from err
+        first = seen.setdefault((st.st_dev, st.st_ino), path)
+        if first != path:
+            raise InputError(
+                path,
+                f"is the same file as {first.name} (a link)",
+                "each subtomogram must be in the folder once; remove the link",
+            )
+
+
 def find_volumes(source: str | Path) -> list[VolumeRef]:
     """Every subtomogram in ``source``: a volume or stack file, a folder, or a labels CSV.
 
@@ -394,7 +437,9 @@ def find_volumes(source: str | Path) -> list[VolumeRef]:
     if not source.exists():
         raise InputError(source, "does not exist")
     if source.is_dir():
-        infos = [inspect_mrc(p) for p in _volume_files(source)]
+        files = _volume_files(source)
+        _require_distinct_files(files)
+        infos = [inspect_mrc(p) for p in files]
         refs = [ref for info in infos for ref in _refs_of(info)]
     elif source.suffix.lower() == ".csv":
         refs = [ref for ref, _ in read_labels_csv(source)]
