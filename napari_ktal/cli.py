@@ -76,8 +76,18 @@ def _table_row(r, n_pool: int) -> str:
     return "  ".join(f.format(v) for (_, f), v in zip(TABLE, vals))
 
 
+def _one_line(text) -> str:
+    return " ".join(str(text).split())
+
+
+_warned: set[str] = set()
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None):
-    print(f"{PROG}: warning: {message}", file=sys.stderr)
+    text = _one_line(message)
+    if text not in _warned:  # a file checked twice (find, then read) warns once
+        _warned.add(text)
+        print(f"{PROG}: warning: {text}", file=sys.stderr)
 
 
 # -- commands ----------------------------------------------------------------------------
@@ -98,39 +108,54 @@ def cmd_simulate(args) -> int:
 
 
 def _open_or_create(args, recipe, bar):
+    """The project of ``--project``, created from DATA if there is none yet (not locked)."""
     from .core.errors import KtalError
     from .core.project import Project
 
     if Project.is_project(args.project):
-        project = Project(args.project)
-        if args.recipe:
-            project.set_recipe(recipe)
-        return project
+        return Project(args.project), False
     if args.data is None:
+        if Path(args.project).is_dir() and any(Path(args.project).iterdir()):
+            Project(args.project)  # raises: a folder that is not (or no longer) a project says so
         raise KtalError(f"{args.project}: no project there yet; give DATA (a folder, file or labels CSV) to create it")
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
     project = Project.create(args.project, args.data, recipe, classes, on_progress=bar)
     bar.close()
     print(f"created project {project.root} with {len(project.pool)} volumes of {project.pool.box}^3")
-    return project
+    return project, True
 
 
 def cmd_train(args) -> int:
-    from .core import active_learning as al
-    from .core.device import resolve_device
-    from .core.plots import learning_curve_png
     from .core.recipe import load_recipe
 
     recipe = load_recipe(args.recipe or "quick")
     bar = ProgressPrinter()
-    project = _open_or_create(args, recipe, bar)
-    recipe = project.recipe()
+    project, created = _open_or_create(args, recipe, bar)
+    with project.locked(f"{PROG} train"):  # another run or a napari window on it: refused, one line
+        return _train(args, project, recipe if (args.recipe or created) else None, bar)
+
+
+def _train(args, project, recipe, bar) -> int:
+    from .core import active_learning as al
+    from .core.device import resolve_device
+    from .core.plots import learning_curve_png
+
+    # check every input before anything is written: a failed command leaves the project as it was
+    recipe = recipe or project.recipe()
     if args.strategy:
         recipe = recipe.replace(active={"strategy": args.strategy})
-        project.set_recipe(recipe)
     device = resolve_device(args.device)
+    oracle = al.oracle_for_pool(project.pool, args.oracle) if args.oracle else None
+    classes = project.classes
+    if oracle is not None:
+        classes = classes + sorted(set(oracle.values()) - set(classes))
+    test = al.load_labeled_set(args.test, classes) if args.test else None
+    project.check_warm_start(recipe)
+    if args.recipe or args.strategy:
+        project.set_recipe(recipe)
+    if oracle is not None:
+        project.add_classes(sorted(set(oracle.values())))
     n_pool = len(project.pool)
-    stop = threading.Event()
 
     def on_cycle(report):
         bar.close()
@@ -138,19 +163,14 @@ def cmd_train(args) -> int:
         learning_curve_png(project.history(), project.root / "learning_curve.png", n_pool,
                            f"{recipe.name}: {recipe.active.strategy}, {n_pool} volumes")
 
-    test = None
-    if args.oracle:
-        oracle = al.oracle_for_pool(project.pool, args.oracle)
-        project.add_classes(sorted(set(oracle.values())))
-    if args.test:
-        test = al.load_labeled_set(args.test, project.classes)
+    stop = threading.Event()
     print(f"recipe {recipe.name}, device {device}, seed {args.seed}")
-    if args.oracle:
+    if oracle is not None:
         schedule = al.budget_schedule(n_pool, recipe.active)
         if project.trained_cycles >= len(schedule):
             print(f"all {len(schedule)} cycles are done already (see {project.history_path})")
             return 0
-        print(_table_header())
+        print(_table_header(), flush=True)
         al.run_with_oracle(project, recipe, oracle, device, args.seed, test, on_cycle=on_cycle,
                            on_progress=bar, should_stop=stop.is_set)
     else:
@@ -160,7 +180,7 @@ def cmd_train(args) -> int:
             print(f"no labels yet: label the {len(batch)} volumes of {project.root / 'queries' / 'cycle_000.csv'} "
                   f"(napari, or `{PROG} import-labels`), then run train again")
             return 0
-        print(_table_header())
+        print(_table_header(), flush=True)
         report = al.train_cycle(project, recipe, device, args.seed, test, on_progress=bar, should_stop=stop.is_set)
         on_cycle(report)
         if report.n_queried:
@@ -170,12 +190,60 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_train_launch(args) -> int:
+    """``train``, on one process or, with ``--gpus N`` / under torchrun, on several (rank 0 leads)."""
+    from .core import distributed
+    from .core.errors import KtalError
+
+    if not distributed.launched_by_torchrun():
+        if args.gpus < 1:
+            raise KtalError("--gpus must be at least 1")
+        return cmd_train(args) if args.gpus == 1 else _launch_torchrun(args)
+    device = distributed.init_from_env(args.device)
+    if not distributed.is_main():
+        distributed.follow()  # no output, no project access: the leader does both
+        return 0
+    args.device = str(device)
+    with distributed.leading():
+        return cmd_train(args)
+
+
+def _launch_torchrun(args) -> int:
+    """Re-run this ``train`` command under torchrun with ``--gpus`` processes on this machine."""
+    import subprocess
+
+    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.gpus}",
+            "-m", "napari_ktal.cli", "train"]
+    parser = build_parser()
+    train_parser = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["train"]
+    for action in train_parser._actions:
+        if action.dest in ("help", "gpus") or not hasattr(args, action.dest):
+            continue
+        value = getattr(args, action.dest)
+        if value is None or value == action.default:
+            continue
+        if not action.option_strings:
+            argv.append(str(value))
+        elif action.nargs == 0:  # a flag
+            argv.append(action.option_strings[-1])
+        else:
+            argv += [action.option_strings[-1], str(value)]
+    print(f"starting {args.gpus} processes: torchrun --nproc-per-node {args.gpus} -m napari_ktal.cli train ...",
+          flush=True)
+    return subprocess.call(argv)
+
+
 def cmd_import_labels(args) -> int:
-    from .core.errors import InputError
     from .core.project import Project
+
+    with Project(args.project).locked(f"{PROG} import-labels") as project:
+        return _import_labels(args, project)
+
+
+def _import_labels(args, project) -> int:
+    from .core.errors import InputError
     from .core.volumes import read_labels_csv
 
-    project = Project(args.project)
     pool = project.pool
     by_ref, by_key = pool.index_of(), {k: i for i, k in enumerate(pool.keys)}
     root = Path(args.labels).resolve().parent
@@ -213,6 +281,7 @@ def cmd_benchmark(args) -> int:
     from .core.benchmark import parse_strategies, run_benchmark, summary_table
     from .core.device import resolve_device
     from .core.errors import KtalError
+    from .core.lock import ProjectLock
     from .core.recipe import load_recipe
 
     strategies = parse_strategies(args.strategies)
@@ -244,9 +313,16 @@ def cmd_benchmark(args) -> int:
         bar.close()
         print(outcome.line(), flush=True)
 
-    result = run_benchmark(args.data, args.oracle, args.test, strategies, seeds, recipe, out, device,
-                           on_run=on_run, on_start=on_start, on_cycle=on_cycle, on_progress=bar,
-                           should_stop=stop.is_set)
+    # one benchmark run per folder at a time; a folder that is not a benchmark is left untouched
+    # (run_benchmark refuses it)
+    foreign = (out.exists() and not (out / "benchmark.json").exists()
+               and any(p.name != ".lock" for p in out.iterdir()))
+    if not foreign:
+        out.mkdir(parents=True, exist_ok=True)
+    with contextlib.nullcontext() if foreign else ProjectLock(out, f"{PROG} benchmark"):
+        result = run_benchmark(args.data, args.oracle, args.test, strategies, seeds, recipe, out, device,
+                               on_run=on_run, on_start=on_start, on_cycle=on_cycle, on_progress=bar,
+                               should_stop=stop.is_set)
     bar.close()
     print()
     print(summary_table(result.curves, result.n_pool))
@@ -286,7 +362,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--classes", help="comma-separated class names for a new project (e.g. ribosome,proteasome,junk)")
     t.add_argument("--device", default="auto", help="auto, cpu or cuda:N (default auto)")
     t.add_argument("--seed", type=int, default=0)
-    t.set_defaults(func=cmd_train)
+    t.add_argument("--gpus", type=int, default=1, metavar="N",
+                   help="train with N processes (DistributedDataParallel; one per GPU, or N CPU processes with "
+                        "--device cpu): starts torchrun; the same as `torchrun --nproc-per-node N -m "
+                        "napari_ktal.cli train ...` (default 1)")
+    t.set_defaults(func=cmd_train_launch)
 
     i = sub.add_parser("import-labels", help="add labels from a CSV (path,label) to a project's journal")
     i.add_argument("labels", help="labels CSV; paths relative to the CSV's folder")
@@ -326,12 +406,17 @@ def main(argv: list[str] | None = None) -> int:
     from .core.errors import Cancelled, KtalError
 
     args = build_parser().parse_args(argv)
+    _warned.clear()
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning
         try:
             return args.func(args)
         except KtalError as exc:
-            print(f"{PROG}: error: {exc}", file=sys.stderr)
+            print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
+            return 2
+        except OSError as exc:  # disk full, permission denied, a file vanished: the user can act on it
+            where = f"{exc.filename}: " if exc.filename else ""
+            print(f"{PROG}: error: {where}{exc.strerror or _one_line(exc)}", file=sys.stderr)
             return 2
         except (KeyboardInterrupt, Cancelled):
             print(f"{PROG}: interrupted; everything accepted so far is saved", file=sys.stderr)

@@ -5,17 +5,27 @@ zero-mean, unit-variance volumes fit float16's range with ~1e-3 relative precisi
 pool then takes half the disk and page cache. It is opened memory-mapped, so a pool far
 larger than RAM is read only where training, scoring or the viewer touch it.
 ``P/pool/index.csv`` maps each row to its source (file, and frame for stacks).
+
+Bounded memory (docs/performance.md): the pool is written with plain ``write`` calls and
+read with ``pread`` into private buffers, never through the memory map, so a pool of 10^5
+volumes (6.5 GB) is imported, scored and predicted with a resident set of a few hundred MB:
+pages of a memory map that a process has touched count towards its resident memory until
+it unmaps them, pages it merely read through the page cache do not.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import math
 import os
-from dataclasses import dataclass
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from .atomic import atomic_open, atomic_write_text, fsync_dir
 from .errors import ProjectError
@@ -27,6 +37,31 @@ INDEX_FILE = "index.csv"
 INFO_FILE = "info.json"
 
 
+class _FileReader:
+    """Positional reads of one file: ``os.preadv`` where the OS has it, else seek + readinto under a lock."""
+
+    def __init__(self, path: Path):
+        self._f = open(path, "rb", buffering=0)  # noqa: SIM115 (closed by close() or on collection)
+        self._lock = threading.Lock()
+        self._preadv = getattr(os, "preadv", None)
+
+    def read_into(self, buf: memoryview, offset: int) -> None:
+        done, total = 0, len(buf)
+        while done < total:
+            if self._preadv is not None:
+                got = self._preadv(self._f.fileno(), [buf[done:]], offset + done)
+            else:
+                with self._lock:
+                    self._f.seek(offset + done)
+                    got = self._f.readinto(buf[done:])
+            if not got:
+                raise ProjectError(f"{self._f.name}: the pool file is shorter than its header says")
+            done += got
+
+    def close(self) -> None:
+        self._f.close()
+
+
 @dataclass
 class Pool:
     directory: Path
@@ -34,6 +69,7 @@ class Pool:
     keys: list[str]  # label keys relative to the data root: "sub_001.mrc", "3@stack.mrcs"
     refs: list[VolumeRef]  # where each volume came from
     voxel_size: float  # Angstrom
+    _file: _FileReader | None = field(default=None, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
         return self.volumes.shape[0]
@@ -42,13 +78,54 @@ class Pool:
     def box(self) -> int:
         return int(self.volumes.shape[-1])
 
-    def read(self, indices) -> np.ndarray:
-        """float32 volumes for ``indices`` (any order); reads each row once, in disk order."""
-        idx = np.asarray(indices, dtype=np.int64)
-        order = np.argsort(idx, kind="stable")
-        out = np.empty((len(idx), *self.volumes.shape[1:]), dtype=np.float32)
-        out[order] = self.volumes[idx[order]]
+    def read(self, indices, dtype=np.float32) -> np.ndarray:
+        """Volumes for ``indices`` (any order, repeats allowed) as ``dtype`` (None: the stored dtype).
+
+        Each distinct row is read once, in disk order, with one ``pread`` per run of
+        consecutive rows into a private buffer: the memory map is not touched, so reading
+        the whole pool does not grow this process's resident memory.
+        """
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        n = len(self)
+        if len(idx) and (idx.min() < 0 or idx.max() >= n):
+            raise IndexError(f"pool index out of range 0..{n - 1}")
+        uniq, inverse = np.unique(idx, return_inverse=True)
+        rows = self._read_rows(uniq)
+        if len(uniq) != len(idx) or not np.array_equal(uniq, idx):
+            rows = rows[inverse.reshape(-1)]  # back to the order asked for, repeats included
+        want = rows.dtype if dtype is None else np.dtype(dtype)
+        if want == rows.dtype:
+            return rows
+        out = np.empty(rows.shape, dtype=want)
+        copy_serial(rows, out)
         return out
+
+    def _read_rows(self, rows: np.ndarray) -> np.ndarray:
+        """Sorted distinct row numbers -> their stored bytes as an array (stored dtype)."""
+        shape = self.volumes.shape[1:]
+        out = np.empty((len(rows), *shape), dtype=self.volumes.dtype)
+        if not len(rows):
+            return out
+        row_bytes = out[0].nbytes
+        offset = int(getattr(self.volumes, "offset", 0))
+        breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+        starts = np.concatenate([[0], breaks])
+        ends = np.concatenate([breaks, [len(rows)]])
+        flat = memoryview(out.reshape(-1).view(np.uint8))
+        reader = self._reader()
+        for a, b in zip(starts.tolist(), ends.tolist()):
+            reader.read_into(flat[a * row_bytes : b * row_bytes], offset + int(rows[a]) * row_bytes)
+        return out
+
+    def _reader(self) -> _FileReader:
+        if self._file is None:
+            self._file = _FileReader(self.directory / VOLUMES_FILE)
+        return self._file
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
     def index_of(self) -> dict[VolumeRef, int]:
         return {r: i for i, r in enumerate(self.refs)}
@@ -65,8 +142,62 @@ class Pool:
             raise ProjectError(f"{directory}: the pool is missing or damaged ({exc})") from None
         if len(rows) != volumes.shape[0]:
             raise ProjectError(f"{directory}: index.csv lists {len(rows)} volumes but volumes.npy has {volumes.shape[0]}")
-        refs = [VolumeRef(Path(r["path"]), int(r["frame"]) if r["frame"] != "" else None) for r in rows]
+        paths: dict[str, Path] = {}  # one Path per file: a stack's 1000 frames share it (10^5 rows load fast)
+        refs = [VolumeRef(paths.get(r["path"]) or paths.setdefault(r["path"], Path(r["path"])),
+                          int(r["frame"]) if r["frame"] != "" else None) for r in rows]
         return cls(directory, volumes, [r["key"] for r in rows], refs, float(info.get("voxel_size", 1.0)))
+
+
+IMPORT_CHUNK = 32  # volumes normalised and written per step (4 MiB of float32 at 32^3: stays in cache)
+
+
+def normalize_many(volumes: np.ndarray, out: np.ndarray, paths, work: np.ndarray | None = None) -> None:
+    """:func:`~.volumes.normalize` for a chunk of volumes at once, written into ``out``.
+
+    ``volumes`` (k, b, b, b) float32 is left unchanged. Mean and standard deviation come from
+    float32 passes with a residual-mean correction (two-pass, like ``np.std``); they differ from
+    normalize's float64 ones by ~1e-7 relative, far below float16's resolution. A volume that
+    might be constant (or overflows float32) goes through :func:`normalize` itself, which
+    raises the same error as always. ``paths[i]`` names volume i in that error.
+
+    Single-threaded on purpose (numpy, and torch only below its parallel grain size): it runs
+    beside the thread that reads, and OpenMP teams on shared cores stall (docs/performance.md).
+    """
+    k = len(volumes)
+    n = int(np.prod(volumes.shape[1:]))
+    flat = volumes.reshape(k, n)
+    w = (np.empty((k, n), np.float32) if work is None else work[:k]).reshape(k, n)
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean = np.add.reduce(flat, axis=1) / np.float32(n)
+        np.subtract(flat, mean[:, None], out=w)
+        resid = np.add.reduce(w, axis=1, dtype=np.float64) / n
+        ssq = np.einsum("ij,ij->i", w, w).astype(np.float64)
+        mean64 = mean.astype(np.float64) + resid
+        std64 = np.sqrt(np.maximum(ssq / n - resid * resid, 0.0))
+        # max|v| <= |mean| + sqrt(n) * std, so this std is surely above normalize's constant floor
+        sure = np.isfinite(std64) & (std64 * (1 - 1e-6 * math.sqrt(n)) > 1.001e-6 * np.abs(mean64))
+        w -= resid.astype(np.float32)[:, None]
+        w /= np.where(sure, std64, 1.0).astype(np.float32)[:, None]
+    copy_serial(w, out[:k].reshape(k, n))
+    for i in np.flatnonzero(~sure).tolist():
+        out[i] = normalize(volumes[i], paths[i])
+
+
+_GRAIN = 32768  # at::internal::GRAIN_SIZE: torch runs smaller element-wise ops on the calling thread
+
+
+def copy_serial(src: np.ndarray, dst: np.ndarray) -> None:
+    """``dst[...] = src`` for same-shape C-contiguous arrays, float16 <-> float32 through torch
+    (~8x numpy's conversion) in pieces below torch's grain size, so it stays on this thread:
+    it runs beside other work (a reader thread, the normalising worker), and OpenMP teams on
+    busy cores stall."""
+    if {src.dtype, dst.dtype} <= {np.dtype(np.float16), np.dtype(np.float32)} and src.dtype != dst.dtype \
+            and src.flags.c_contiguous and dst.flags.c_contiguous:
+        a, b = torch.from_numpy(src).view(-1), torch.from_numpy(dst).view(-1)
+        for s in range(0, a.numel(), _GRAIN):
+            b[s : s + _GRAIN].copy_(a[s : s + _GRAIN])
+    else:
+        dst[...] = src
 
 
 def import_pool(
@@ -81,6 +212,10 @@ def import_pool(
     ``source`` is a volume file, a volume stack, a folder of them, or a labels CSV. The pool
     is written to a ``.partial`` file and renamed only when complete, so an error or a
     cancel leaves nothing half-imported behind.
+
+    Volumes are normalised ``IMPORT_CHUNK`` at a time and written with plain ``write`` calls
+    by a second thread while this one reads the next chunk, so the pool never sits in this
+    process's memory (docs/performance.md).
     """
     directory, source = Path(directory), Path(source)
     if (directory / VOLUMES_FILE).exists():
@@ -91,29 +226,68 @@ def import_pool(
     box = first.box
     directory.mkdir(parents=True, exist_ok=True)
     partial = directory / (VOLUMES_FILE + ".partial")
-    out = np.lib.format.open_memmap(partial, mode="w+", dtype=np.dtype(dtype), shape=(len(refs), box, box, box))
+    dt = np.dtype(dtype)
+    n_total, chunk = len(refs), max(1, min(IMPORT_CHUNK, len(refs)))
     try:
-        step = max(1, len(refs) // 100)
-        for i, (ref, vol) in enumerate(iter_volumes(refs)):
-            if vol.shape != (box, box, box):
-                raise ProjectError(f"{ref.path}: box {vol.shape} differs from the first volume's {box}^3")
-            out[i] = normalize(vol, ref.path)
-            if i % step == 0 or i == len(refs) - 1:
-                check_cancel(should_stop)
-                emit(on_progress, Progress("import", i + 1, len(refs), message=ref.path.name))
-        out.flush()
-        out = None  # close the memmap before fsync and rename
-        with open(partial, "rb+") as f:
+        with open(partial, "wb") as f, ThreadPoolExecutor(1, thread_name_prefix="ktal-pool-import") as worker:
+            np.lib.format.write_array_header_1_0(
+                f, {"descr": np.lib.format.dtype_to_descr(dt), "fortran_order": False,
+                    "shape": (n_total, box, box, box)})
+            f.flush()
+            # two of each buffer: this thread reads chunk j+1 while the worker normalises and writes chunk j
+            raws = [np.empty((chunk, box, box, box), np.float32) for _ in range(2)]
+            outs = [np.empty((chunk, box, box, box), dt) for _ in range(2)]
+            work = np.empty((chunk, box, box, box), np.float32)  # the worker's scratch
+            jobs: list = [None, None]
+
+            def process(turn: int, k: int, paths: list[Path]) -> None:
+                normalize_many(raws[turn][:k], outs[turn], paths, work)
+                f.write(memoryview(outs[turn][:k].reshape(-1).view(np.uint8)))
+
+            def wait(turn: int) -> None:
+                job, jobs[turn] = jobs[turn], None
+                if job is not None:
+                    job.result()
+
+            step, next_emit, k, turn, paths = max(1, n_total // 100), 0, 0, 0, []
+            try:
+                for i, (ref, vol) in enumerate(iter_volumes(refs)):
+                    if vol.shape != (box, box, box):
+                        raise ProjectError(f"{ref.path}: box {vol.shape} differs from the first volume's {box}^3")
+                    if k == 0:
+                        wait(turn)  # the worker is done with this turn's buffers
+                    raws[turn][k] = vol
+                    paths.append(ref.path)
+                    k += 1
+                    if k == chunk or i == n_total - 1:
+                        jobs[turn] = worker.submit(process, turn, k, paths)
+                        k, turn, paths = 0, 1 - turn, []
+                        check_cancel(should_stop)
+                        if i >= next_emit or i == n_total - 1:
+                            emit(on_progress, Progress("import", i + 1, n_total, message=ref.path.name))
+                            next_emit = i + step
+                wait(1 - turn)
+                wait(turn)
+            except BaseException:
+                # a problem the worker found in an earlier chunk is reported first (file order)
+                for t in (1 - turn, turn):
+                    job, jobs[t] = jobs[t], None
+                    if job is not None and job.exception() is not None:
+                        raise job.exception() from None
+                raise
+            f.flush()
             os.fsync(f.fileno())
+        if partial.stat().st_size != _npy_size(partial, n_total, box, dt):
+            raise ProjectError(f"{partial}: the pool file was not written completely")
     except BaseException:
-        out = None
         partial.unlink(missing_ok=True)
         raise
+    keys = _KeyCache(root)
     with atomic_open(directory / INDEX_FILE, "w") as f:
         w = csv.writer(f)
         w.writerow(["index", "key", "path", "frame"])
         for i, ref in enumerate(refs):
-            w.writerow([i, ref.label_key(root), str(ref.path), "" if ref.frame is None else ref.frame])
+            w.writerow([i, keys(ref), str(ref.path), "" if ref.frame is None else ref.frame])
     atomic_write_text(
         directory / INFO_FILE,
         json.dumps({"n": len(refs), "box": box, "dtype": dtype, "root": str(root),
@@ -122,3 +296,33 @@ def import_pool(
     os.replace(partial, directory / VOLUMES_FILE)
     fsync_dir(directory)
     return Pool.open(directory)
+
+
+def _npy_size(path: Path, n: int, box: int, dt: np.dtype) -> int:
+    with open(path, "rb") as f:
+        np.lib.format.read_magic(f)
+        np.lib.format.read_array_header_1_0(f)
+        return f.tell() + n * box**3 * dt.itemsize
+
+
+class _KeyCache:
+    """``ref.label_key(root)`` for many frames of few files, resolving each file's name once.
+
+    A stack frame's key is ``"{frame + 1}@{name}"``; the cache learns ``name`` from the
+    first frame of each file and checks that shape, so it can only ever agree with
+    :meth:`~.volumes.VolumeRef.label_key` (it calls that whenever the shape differs).
+    """
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.names: dict[Path, str | None] = {}
+
+    def __call__(self, ref: VolumeRef) -> str:
+        if ref.frame is None:
+            return ref.label_key(self.root)
+        if ref.path not in self.names:
+            key, prefix = ref.label_key(self.root), f"{ref.frame + 1}@"
+            self.names[ref.path] = key[len(prefix):] if key.startswith(prefix) else None
+            return key
+        name = self.names[ref.path]
+        return ref.label_key(self.root) if name is None else f"{ref.frame + 1}@{name}"
