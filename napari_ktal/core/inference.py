@@ -64,15 +64,18 @@ def cuda_speedups(device: torch.device, cudnn_benchmark: bool = True) -> Iterato
 
 
 def channels_last_default(device: torch.device, training: bool) -> bool:
-    """Whether convolutions run in channels_last_3d: ``KTAL_CHANNELS_LAST`` (1/0) if set, else
-    for training on the CPU only. Measured (docs/performance.md): on the CPU it trains the
-    quick recipe's pair 1.5-1.7x faster but scores it 0-30% slower; not yet measured on CUDA."""
+    """Whether convolutions run in channels_last_3d: ``KTAL_CHANNELS_LAST`` (1/0) if set, else off.
+
+    On a shared 2-core CPU it trained the quick recipe's pair 1.5-1.7x faster but scored it
+    0-30% slower (docs/performance.md); it also changes results in the last digits, and the
+    README's demo table was recorded without it. Off by default until measured on a quiet
+    machine and on CUDA; ``KTAL_CHANNELS_LAST=1`` turns it on."""
     env = os.environ.get("KTAL_CHANNELS_LAST", "").strip().lower()
     if env in ("1", "true", "yes", "on"):
         return True
     if env in ("0", "false", "no", "off"):
         return False
-    return training and device.type == "cpu"
+    return False
 
 
 @contextlib.contextmanager

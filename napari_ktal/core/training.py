@@ -59,8 +59,8 @@ class TrainResult:
 class SpeedOptions:
     """How a step runs; none of these change what is computed beyond floating-point noise.
 
-    ``channels_last``: models and inputs in channels_last_3d memory format; None: on the CPU
-    (measured faster), off on CUDA (not yet measured), or ``KTAL_CHANNELS_LAST=1/0``.
+    ``channels_last``: models and inputs in channels_last_3d memory format; None: off unless
+    ``KTAL_CHANNELS_LAST=1`` (see :func:`inference.channels_last_default`).
     ``compile``: ``torch.compile`` the models (first step compiles: seconds to minutes); None:
     ``KTAL_COMPILE=1`` in the environment, else off.
     ``cudnn_benchmark``: let cuDNN time its convolution algorithms (CUDA only).
