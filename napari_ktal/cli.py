@@ -209,11 +209,11 @@ def cmd_train_launch(args) -> int:
 
 
 def _launch_torchrun(args) -> int:
-    """Re-run this ``train`` command under torchrun with ``--gpus`` processes on this machine."""
-    import subprocess
+    """Run this ``train`` command under torchrun's launcher with ``--gpus`` processes on this machine."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run
 
-    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.gpus}",
-            "-m", "napari_ktal.cli", "train"]
+    argv = ["--standalone", f"--nproc-per-node={args.gpus}", "-m", "napari_ktal.cli", "train"]
     parser = build_parser()
     train_parser = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["train"]
     for action in train_parser._actions:
@@ -230,7 +230,12 @@ def _launch_torchrun(args) -> int:
             argv += [action.option_strings[-1], str(value)]
     print(f"starting {args.gpus} processes: torchrun --nproc-per-node {args.gpus} -m napari_ktal.cli train ...",
           flush=True)
-    return subprocess.call(argv)
+    try:
+        run(get_args_parser().parse_args(argv))
+    except ChildFailedError as exc:  # rank 0 said why already; torchrun's traceback would only repeat it
+        codes = [f.exitcode for f in exc.failures.values()]
+        return next((c for c in codes if c and c > 0), 1)
+    return 0
 
 
 def cmd_import_labels(args) -> int:
