@@ -246,18 +246,12 @@ def cmd_import_labels(args) -> int:
 
 
 def _import_labels(args, project) -> int:
+    from .core.active_learning import labels_on_pool
     from .core.errors import InputError
-    from .core.volumes import read_labels_csv
 
-    pool = project.pool
-    by_ref, by_key = pool.index_of(), {k: i for i, k in enumerate(pool.keys)}
-    root = Path(args.labels).resolve().parent
-    found: dict[int, str] = {}
-    for ref, label in read_labels_csv(args.labels):
-        i = by_ref.get(ref, by_key.get(ref.label_key(root)))
-        if i is None:
-            raise InputError(args.labels, f"{ref.label_key(root)} is not in the project's pool")
-        found[i] = label
+    found, unmatched = labels_on_pool(project.pool, args.labels)
+    if unmatched:
+        raise InputError(args.labels, f"{unmatched[0]} is not in the project's pool")
     new = sorted(set(found.values()) - set(project.classes))
     if new and not args.add_classes:
         raise InputError(args.labels, f"unknown class(es) {', '.join(new)}",

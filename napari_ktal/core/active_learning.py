@@ -83,20 +83,31 @@ def load_labeled_set(csv_path: str | Path, classes: list[str]) -> LabeledSet:
     return LabeledSet(vols, np.array([lookup[lab] for _, lab in items], np.int64), keys)
 
 
-def oracle_for_pool(pool: Pool, csv_path: str | Path) -> dict[int, str]:
-    """Map a labels CSV onto pool indices (every pool volume must be in it)."""
+def labels_on_pool(pool: Pool, csv_path: str | Path) -> tuple[dict[int, str], list[str]]:
+    """A labels CSV mapped onto pool indices, and the CSV's keys that are not in the pool.
+
+    A row matches by its resolved file (and frame), or else by its key relative to the CSV's
+    folder, so a CSV still matches a pool imported from another copy of the same folder.
+    """
     csv_path = Path(csv_path)
-    items = read_labels_csv(csv_path)
-    by_ref = pool.index_of()
-    by_key = {k: i for i, k in enumerate(pool.keys)}
+    by_ref, by_key = pool.index_of(), {k: i for i, k in enumerate(pool.keys)}
     root = csv_path.parent.resolve()
-    oracle: dict[int, str] = {}
-    for ref, label in items:
+    found: dict[int, str] = {}
+    unmatched: list[str] = []
+    for ref, label in read_labels_csv(csv_path):
         i = by_ref.get(ref)
         if i is None:
             i = by_key.get(ref.label_key(root))
-        if i is not None:
-            oracle[i] = label
+        if i is None:
+            unmatched.append(ref.label_key(root))
+        else:
+            found[i] = label
+    return found, unmatched
+
+
+def oracle_for_pool(pool: Pool, csv_path: str | Path) -> dict[int, str]:
+    """Map a labels CSV onto pool indices (every pool volume must be in it; extra rows are ignored)."""
+    oracle, _ = labels_on_pool(pool, csv_path)
     missing = len(pool) - len(oracle)
     if missing:
         example = next(pool.keys[i] for i in range(len(pool)) if i not in oracle)
