@@ -155,20 +155,17 @@ def phase_dd(args) -> dict:
 
 def tiny_recipe():
     from napari_ktal.core.recipe import load_recipe
-
     return load_recipe("quick").replace(model={"width": 2}, train={"eval_batch_size": 256})
 
 
 def phase_import(args) -> dict:
     import shutil
 
-    from napari_ktal.core.project import Project
-
+    from napari_ktal.core.project.project import Project
     if args.no_duplicate_check:  # diagnostic only: what volumes.iter_volumes's duplicate hash costs
         import itertools
 
-        from napari_ktal.core import volumes
-
+        from napari_ktal.core.data import mrc as volumes
         counter = itertools.count()
 
         class _NoHash:
@@ -199,8 +196,7 @@ def phase_import(args) -> dict:
 def _models(project):
     import torch
 
-    from napari_ktal.core.resnet3d import build_pair
-
+    from napari_ktal.core.models.resnet3d import build_pair
     torch.manual_seed(0)
     recipe = project.recipe()
     classes = [f"class_{k}" for k in range(4)]
@@ -217,9 +213,8 @@ def _models(project):
 def phase_score(args) -> dict:
     import torch
 
-    from napari_ktal.core.project import Project
-    from napari_ktal.core.strategies import STRATEGIES, QueryContext
-
+    from napari_ktal.core.project.project import Project
+    from napari_ktal.core.strategies.registry import STRATEGIES, QueryContext
     project = Project(Path(args.dir) / "project")
     evict([project.root / "pool" / "volumes.npy"])
     t, s, recipe = _models(project)
@@ -239,9 +234,8 @@ def phase_score(args) -> dict:
 def phase_predict(args) -> dict:
     import torch
 
-    from napari_ktal.core.export import write_predictions
-    from napari_ktal.core.project import Project
-
+    from napari_ktal.core.loop.export import write_predictions
+    from napari_ktal.core.project.project import Project
     project = Project(Path(args.dir) / "project")
     evict([project.root / "pool" / "volumes.npy"])
     _models(project)

@@ -38,11 +38,11 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from napari_ktal.core.inference import autocast, forward_outputs
-from napari_ktal.core.losses import TRANSFER_LOSSES
+from napari_ktal.core.engine.inference import autocast, forward_outputs
+from napari_ktal.core.engine.training import SpeedOptions, train_pair
+from napari_ktal.core.models.resnet3d import build_pair
+from napari_ktal.core.models.transfer import TRANSFER_LOSSES
 from napari_ktal.core.recipe import load_recipe
-from napari_ktal.core.resnet3d import build_pair
-from napari_ktal.core.training import SpeedOptions, train_pair
 
 #: dense (no sparsity) bf16 tensor-core peak, FLOP/s, by a substring of the device name
 DENSE_BF16_PEAK = [
@@ -133,8 +133,7 @@ def make_pool(directory: Path, n: int, box: int) -> object:
     """A real pool file of ``n`` random volumes (imported from one MRC stack)."""
     import mrcfile
 
-    from napari_ktal.core.pool import import_pool
-
+    from napari_ktal.core.data.pool import import_pool
     src = directory / "stack.mrcs"
     rng = np.random.default_rng(0)
     with mrcfile.new_mmap(src, shape=(n, box, box, box), mrc_mode=2, overwrite=True) as m:
@@ -210,8 +209,7 @@ def bench_model(name: str, args, device: torch.device, pool, variants) -> list[d
 @torch.no_grad()
 def resident_score_rate(models, pool, idx, device, batch: int, channels_last: bool, repeats: int) -> float:
     """T+S forward passes over volumes held on the device as float16 (no reading, no copying)."""
-    from napari_ktal.core.inference import memory_format
-
+    from napari_ktal.core.engine.inference import memory_format
     x = torch.from_numpy(pool.read(idx, dtype=None)).unsqueeze(1).to(device)
     fmt = torch.channels_last_3d if channels_last else torch.contiguous_format
     with memory_format(models, channels_last):
@@ -236,9 +234,8 @@ def bench_cycle(device: torch.device, directory: Path) -> dict:
     """One cycle (cycle 0) of the quick recipe on the README's demo size: 600 volumes, 60 labeled."""
     import mrcfile
 
-    from napari_ktal.core import active_learning as al
-    from napari_ktal.core.project import Project
-
+    from napari_ktal.core.loop import cycle as al
+    from napari_ktal.core.project.project import Project
     n, box = 600, 32
     src = directory / "demo"
     src.mkdir()
@@ -287,8 +284,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="throughput.json")
     args = p.parse_args(argv)
 
-    from napari_ktal.core.device import resolve_device
-
+    from napari_ktal.core.engine.device import resolve_device
     device = resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)

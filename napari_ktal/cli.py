@@ -92,7 +92,7 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 
 # -- commands ----------------------------------------------------------------------------
 def cmd_simulate(args) -> int:
-    from .core.simulate import SimulationConfig, simulate_dataset
+    from .core.simulate.dataset import SimulationConfig, simulate_dataset
 
     cfg = SimulationConfig(classes=args.classes, per_class=args.per_class, test_per_class=args.test_per_class,
                            snr=args.snr, box=args.box, seed=args.seed)
@@ -110,7 +110,7 @@ def cmd_simulate(args) -> int:
 def _open_or_create(args, recipe, bar):
     """The project of ``--project``, created from DATA if there is none yet (not locked)."""
     from .core.errors import KtalError
-    from .core.project import Project
+    from .core.project.project import Project
 
     if Project.is_project(args.project):
         return Project(args.project), False
@@ -136,9 +136,9 @@ def cmd_train(args) -> int:
 
 
 def _train(args, project, recipe, bar) -> int:
-    from .core import active_learning as al
-    from .core.device import resolve_device
-    from .core.plots import learning_curve_png
+    from .core.engine.device import resolve_device
+    from .core.loop import cycle as al
+    from .core.loop.plots import learning_curve_png
 
     # check every input before anything is written: a failed command leaves the project as it was
     recipe = recipe or project.recipe()
@@ -192,7 +192,7 @@ def _train(args, project, recipe, bar) -> int:
 
 def cmd_train_launch(args) -> int:
     """``train``, on one process or, with ``--gpus N`` / under torchrun, on several (rank 0 leads)."""
-    from .core import distributed
+    from .core.engine import distributed
     from .core.errors import KtalError
 
     if not distributed.launched_by_torchrun():
@@ -239,15 +239,15 @@ def _launch_torchrun(args) -> int:
 
 
 def cmd_import_labels(args) -> int:
-    from .core.project import Project
+    from .core.project.project import Project
 
     with Project(args.project).locked(f"{PROG} import-labels") as project:
         return _import_labels(args, project)
 
 
 def _import_labels(args, project) -> int:
-    from .core.active_learning import labels_on_pool
     from .core.errors import InputError
+    from .core.loop.cycle import labels_on_pool
 
     found, unmatched = labels_on_pool(project.pool, args.labels)
     if unmatched:
@@ -263,9 +263,9 @@ def _import_labels(args, project) -> int:
 
 
 def cmd_predict(args) -> int:
-    from .core.device import resolve_device
-    from .core.export import write_predictions
-    from .core.project import Project
+    from .core.engine.device import resolve_device
+    from .core.loop.export import write_predictions
+    from .core.project.project import Project
 
     project = Project(args.project)
     bar = ProgressPrinter()
@@ -277,10 +277,10 @@ def cmd_predict(args) -> int:
 
 
 def cmd_benchmark(args) -> int:
-    from .core.benchmark import parse_strategies, run_benchmark, summary_table
-    from .core.device import resolve_device
+    from .core.engine.device import resolve_device
     from .core.errors import KtalError
-    from .core.lock import ProjectLock
+    from .core.loop.benchmark import parse_strategies, run_benchmark, summary_table
+    from .core.project.lock import ProjectLock
     from .core.recipe import load_recipe
 
     strategies = parse_strategies(args.strategies)

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from napari_ktal.cli import main
-from napari_ktal.core.benchmark import (
+from napari_ktal.core.errors import Cancelled, KtalError
+from napari_ktal.core.loop.benchmark import (
     RESULT_COLUMNS,
     aubc,
     labels_to_reach,
@@ -17,9 +18,8 @@ from napari_ktal.core.benchmark import (
     run_benchmark,
     summarize,
 )
-from napari_ktal.core.errors import Cancelled, KtalError
 from napari_ktal.core.recipe import load_recipe
-from napari_ktal.core.simulate import SimulationConfig, simulate_dataset
+from napari_ktal.core.simulate.dataset import SimulationConfig, simulate_dataset
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -22,8 +22,8 @@ import torch.distributed as tdist
 import torch.multiprocessing as mp
 
 from napari_ktal.cli import main
-from napari_ktal.core.distributed import _collect_kind, shard_bounds
-from napari_ktal.core.simulate import SimulationConfig, simulate_dataset
+from napari_ktal.core.engine.distributed import _collect_kind, shard_bounds
+from napari_ktal.core.simulate.dataset import SimulationConfig, simulate_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_TOML = """
@@ -117,8 +117,7 @@ def test_gpus_must_be_positive(tmp_path, capsys):
 
 
 def test_shards_cover_every_index_once(monkeypatch):
-    from napari_ktal.core import distributed
-
+    from napari_ktal.core.engine import distributed
     for n in (0, 1, 5, 16, 17):
         for world in (1, 2, 3, 8):
             parts = []
@@ -143,11 +142,10 @@ def _rank_main(rank: int, world: int, store: str, out_dir: str) -> None:
     os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank)})
     torch.set_num_threads(1)
     tdist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
-    from napari_ktal.core import distributed, inference
-    from napari_ktal.core.distributed import GlobalBatchNorm3d
-    from napari_ktal.core.pool import Pool
-    from napari_ktal.core.resnet3d import ResNet3D
-
+    from napari_ktal.core.data.pool import Pool
+    from napari_ktal.core.engine import distributed, inference
+    from napari_ktal.core.engine.distributed import GlobalBatchNorm3d
+    from napari_ktal.core.models.resnet3d import ResNet3D
     distributed.init_from_env("cpu")
     out = Path(out_dir)
     # 1. BatchNorm over the global batch: each rank holds half, the result is the full-batch BatchNorm's

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from napari_ktal.core import active_learning as al
-from napari_ktal.core.device import available_devices, resolve_device
+from napari_ktal.core.data.mrc import read_volumes
+from napari_ktal.core.engine.device import available_devices, resolve_device
 from napari_ktal.core.errors import Cancelled, KtalError, ProjectError
-from napari_ktal.core.project import Project
+from napari_ktal.core.loop import cycle as al
+from napari_ktal.core.project.project import Project
 from napari_ktal.core.recipe import ActiveSpec, load_recipe
-from napari_ktal.core.simulate import SimulationConfig, simulate_dataset
-from napari_ktal.core.volumes import read_volumes
+from napari_ktal.core.simulate.dataset import SimulationConfig, simulate_dataset
 
 TINY = load_recipe("quick").replace(model={"width": 4}, train={"epochs": 2, "lr_milestones": [], "batch_size": 8})
 

@@ -3,7 +3,7 @@ import os
 import pytest
 
 from napari_ktal.core.errors import InputWarning
-from napari_ktal.core.journal import LabelJournal
+from napari_ktal.core.project.journal import LabelJournal
 
 
 def test_set_unset_rename_replay(tmp_path):

@@ -6,16 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from napari_ktal.core.losses import (
+from napari_ktal.core.models.distances import js_score, kl_score, mse_score
+from napari_ktal.core.models.resnet3d import ResNet3D, build_pair
+from napari_ktal.core.models.transfer import (
     TRANSFER_LOSSES,
     attention_map,
     attention_transfer_loss,
     normalized_attention,
 )
-from napari_ktal.core.resnet3d import ResNet3D, build_pair
 from napari_ktal.core.recipe import ModelSpec
-from napari_ktal.core.selection import random_subset, top_m
-from napari_ktal.core.uncertainty import js_score, kl_score, mse_score
+from napari_ktal.core.strategies.selection import random_subset, top_m
 
 
 def _act(channels):

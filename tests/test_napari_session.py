@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from napari_ktal._napari.session import SKIP_BY, LabelingSession, Phase
-from napari_ktal.core import active_learning as al
 from napari_ktal.core.errors import KtalError
-from napari_ktal.core.project import Project
+from napari_ktal.core.loop import cycle as al
+from napari_ktal.core.loop.session import SKIP_BY, LabelingSession, Phase
+from napari_ktal.core.project.project import Project
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from qtpy.QtCore import QElapsedTimer, Qt, QTimer
 
-from napari_ktal._napari.session import Phase
 from napari_ktal._napari.widget import ActiveLearningWidget
-from napari_ktal.core import active_learning as al
-from napari_ktal.core.project import Project
+from napari_ktal.core.loop import cycle as al
+from napari_ktal.core.loop.session import Phase
+from napari_ktal.core.project.project import Project
 
 pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("one_torch_thread")]
 
@@ -149,7 +149,6 @@ def test_resume_after_closing_napari(make_widget, qtbot, project, sim_truth, tin
 def test_event_loop_stays_responsive_while_training(make_widget, qtbot, project, sim_truth, tiny_recipe, capsys):
     """A 10 ms timer keeps ticking on time while a cycle trains for a few seconds."""
     from napari_ktal._napari import tasks
-
     tasks.warm_up()  # as the widget does in the background when a project opens
     project.set_recipe(tiny_recipe.replace(train={"epochs": 20}))
     labeled = al.initial_query(project, tiny_recipe, 0)
@@ -265,7 +264,6 @@ def test_classes_errors_and_export(make_widget, qtbot, project, sim_truth, tiny_
 
 def test_create_project_from_an_image_layer(make_widget, qtbot, tmp_path):
     from napari_ktal._napari.sample_data import simulated_subtomograms
-
     viewer, widget = make_widget()
     data, kwargs, _ = simulated_subtomograms()[0]
     layer = viewer.add_image(data, **kwargs)
@@ -329,7 +327,6 @@ def test_napari_opens_mrc_files_and_the_sample_with_our_plugin(plugin_registered
     import mrcfile
 
     from napari_ktal.core.errors import InputError
-
     viewer = make_napari_viewer()
     path = tmp_path / "stack.mrcs"
     with mrcfile.new(path) as mrc:

@@ -21,7 +21,6 @@ def test_ci_runs_the_readme_test_command_verbatim():
 def test_readme_main_command_uses_shipped_recipe_and_real_subcommands():
     from napari_ktal.cli import build_parser
     from napari_ktal.core.recipe import builtin_recipes
-
     readme = (ROOT / "README.md").read_text()
     main_cmd = _bash_blocks(readme)[0]
     subcommands = set(build_parser()._subparsers._group_actions[0].choices)

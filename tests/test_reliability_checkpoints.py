@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from napari_ktal.core import active_learning as al
 from napari_ktal.core.errors import Cancelled, ProjectError
-from napari_ktal.core.project import Project
+from napari_ktal.core.loop import cycle as al
+from napari_ktal.core.project.project import Project
 from napari_ktal.core.recipe import load_recipe
-from napari_ktal.core.simulate import SimulationConfig, simulate_dataset
+from napari_ktal.core.simulate.dataset import SimulationConfig, simulate_dataset
 
 TINY = load_recipe("quick").replace(model={"width": 4}, train={"epochs": 2, "lr_milestones": [], "batch_size": 8})
 CPU = torch.device("cpu")
@@ -176,8 +176,7 @@ def test_warm_start_from_another_architecture_is_refused_before_training(project
 
 def test_the_batch_of_an_uncommitted_cycle_is_not_offered_for_labeling(project):
     """Killed after cycle 1 wrote batch 2 but before its history row: batch 2 is not shown."""
-    from napari_ktal._napari.session import LabelingSession, Phase
-
+    from napari_ktal.core.loop.session import LabelingSession, Phase
     p, _ = project
     real_record = p.record_cycle
 

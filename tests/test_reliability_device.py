@@ -8,8 +8,13 @@ import pytest
 import torch
 
 from napari_ktal.cli import main
-from napari_ktal.core import device
-from napari_ktal.core.device import CUDA_BROKEN, available_devices, cuda_broken, resolve_device
+from napari_ktal.core.engine import device
+from napari_ktal.core.engine.device import (
+    CUDA_BROKEN,
+    available_devices,
+    cuda_broken,
+    resolve_device,
+)
 from napari_ktal.core.errors import KtalError
 
 

@@ -19,9 +19,9 @@ from test_volumes import noise, write_mrc
 from napari_ktal._napari import widget as widget_module
 from napari_ktal._napari.widget import LOCK_PURPOSE, ActiveLearningWidget
 from napari_ktal.cli import main
-from napari_ktal.core import device
-from napari_ktal.core.lock import ProjectLock
-from napari_ktal.core.project import Project
+from napari_ktal.core.engine import device
+from napari_ktal.core.project.lock import ProjectLock
+from napari_ktal.core.project.project import Project
 
 
 @pytest.fixture
@@ -146,7 +146,6 @@ def test_a_broken_cuda_is_a_visible_warning(make_widget, notes, project, monkeyp
 def test_a_damaged_checkpoint_at_export_is_a_notification(make_widget, notes, project, tmp_path, qtbot,
                                                           one_torch_thread):
     from napari_ktal._napari import tasks
-
     session_widget = make_widget()
     session = session_widget.open_project(project.root)
     for k in range(len(session)):

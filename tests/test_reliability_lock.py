@@ -20,15 +20,15 @@ from pathlib import Path
 import pytest
 
 from napari_ktal.cli import main
-from napari_ktal.core import lock as lock_module
 from napari_ktal.core.errors import ProjectError
-from napari_ktal.core.lock import LOCK_FILE, ProjectLock, ProjectLocked, read_lock_info
-from napari_ktal.core.project import Project
+from napari_ktal.core.project import lock as lock_module
+from napari_ktal.core.project.lock import LOCK_FILE, ProjectLock, ProjectLocked, read_lock_info
+from napari_ktal.core.project.project import Project
 
 REPO = Path(__file__).resolve().parents[1]
 HOLDER = """
 import sys, time
-from napari_ktal.core.lock import ProjectLock
+from napari_ktal.core.project.lock import ProjectLock
 lock = ProjectLock(sys.argv[1], sys.argv[2]).acquire()
 print("locked", flush=True)
 time.sleep(120)

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
+from napari_ktal.core.engine.inference import array_reader, forward_outputs
+from napari_ktal.core.engine.training import train_pair
 from napari_ktal.core.errors import KtalError
-from napari_ktal.core.inference import array_reader, forward_outputs
+from napari_ktal.core.models.resnet3d import build_pair
 from napari_ktal.core.progress import Progress
 from napari_ktal.core.recipe import load_recipe
-from napari_ktal.core.resnet3d import build_pair
-from napari_ktal.core.training import train_pair
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -10,10 +10,10 @@ import mrcfile
 import numpy as np
 import pytest
 
-from napari_ktal.core import pool as pool_mod
+from napari_ktal.core.data import pool as pool_mod
+from napari_ktal.core.data.mrc import find_volumes, iter_volumes, normalize
+from napari_ktal.core.data.pool import Pool, _KeyCache, import_pool, normalize_many
 from napari_ktal.core.errors import InputError
-from napari_ktal.core.pool import Pool, _KeyCache, import_pool, normalize_many
-from napari_ktal.core.volumes import find_volumes, iter_volumes, normalize
 
 
 def _stack(path, n, box=16, seed=0, offset=0.0):

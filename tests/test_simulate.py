@@ -1,4 +1,4 @@
-"""Tests for the cryo-ET subtomogram simulator (napari_ktal.core.simulate)."""
+"""Tests for the cryo-ET subtomogram simulator (napari_ktal.core.simulate.dataset)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from napari_ktal.core.errors import KtalError
-from napari_ktal.core.simulate import (
+from napari_ktal.core.simulate.dataset import (
     SimulationConfig,
     Template,
     class_name,

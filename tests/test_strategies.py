@@ -8,19 +8,29 @@ import pytest
 import torch
 from torch import nn
 
-from napari_ktal.core import active_learning as al
+from napari_ktal.core.engine.inference import array_reader
+from napari_ktal.core.engine.training import train_pair
 from napari_ktal.core.errors import RecipeError
-from napari_ktal.core.gradnorm import entropy_loss, expected_loss, per_sample_grad_norms
-from napari_ktal.core.heuristics import bald, entropy, least_confidence, margin
-from napari_ktal.core.inference import array_reader
-from napari_ktal.core.kcenter import kcenter_greedy
-from napari_ktal.core.lloss import LossPredictionModule, build_loss_learning, loss_ranking_loss, stage_channels
-from napari_ktal.core.noise_stability import add_weight_noise, output_changes
-from napari_ktal.core.project import Project
+from napari_ktal.core.loop import cycle as al
+from napari_ktal.core.models.resnet3d import ResNet3D, build_pair
+from napari_ktal.core.project.project import Project
 from napari_ktal.core.recipe import load_recipe
-from napari_ktal.core.resnet3d import ResNet3D, build_pair
-from napari_ktal.core.strategies import STRATEGIES, QueryContext, dropout_rate, mc_dropout_probs
-from napari_ktal.core.training import train_pair
+from napari_ktal.core.strategies.gradnorm import entropy_loss, expected_loss, per_sample_grad_norms
+from napari_ktal.core.strategies.heuristics import bald, entropy, least_confidence, margin
+from napari_ktal.core.strategies.kcenter import kcenter_greedy
+from napari_ktal.core.strategies.lloss import (
+    LossPredictionModule,
+    build_loss_learning,
+    loss_ranking_loss,
+    stage_channels,
+)
+from napari_ktal.core.strategies.noise_stability import add_weight_noise, output_changes
+from napari_ktal.core.strategies.registry import (
+    STRATEGIES,
+    QueryContext,
+    dropout_rate,
+    mc_dropout_probs,
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # 2 shared cores: no OpenMP barrier stalls
 

@@ -1,4 +1,4 @@
-"""Reading and validating subtomograms: napari_ktal.core.volumes and labels_csv.
+"""Reading and validating subtomograms: napari_ktal.core.data.mrc and labels_csv.
 
 Every MRC file is generated here with mrcfile/numpy; nothing binary is committed.
 """
@@ -15,9 +15,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from mrcfile.dtypes import HEADER_DTYPE
 
-from napari_ktal.core import volumes
-from napari_ktal.core.errors import InputError, InputWarning
-from napari_ktal.core.volumes import (
+from napari_ktal.core.data import mrc as volumes
+from napari_ktal.core.data.mrc import (
     VolumeRef,
     find_volumes,
     inspect_mrc,
@@ -27,6 +26,7 @@ from napari_ktal.core.volumes import (
     read_volumes,
     voxel_size,
 )
+from napari_ktal.core.errors import InputError, InputWarning
 
 RNG = np.random.default_rng(0)
 

@@ -20,11 +20,10 @@ SIZE = (1280, 800)
 
 
 def prepare(root: Path) -> Path:
-    from napari_ktal.core import active_learning as al
-    from napari_ktal.core.project import Project
+    from napari_ktal.core.loop import cycle as al
+    from napari_ktal.core.project.project import Project
     from napari_ktal.core.recipe import load_recipe
-    from napari_ktal.core.simulate import SimulationConfig, simulate_dataset
-
+    from napari_ktal.core.simulate.dataset import SimulationConfig, simulate_dataset
     torch.set_num_threads(1)
     simulate_dataset(root / "sim", SimulationConfig(classes=4, per_class=25, snr=0.5, seed=3))
     with open(root / "sim" / "train" / "labels.csv", newline="") as f:
@@ -48,7 +47,6 @@ def main() -> int:
     from qtpy.QtWidgets import QApplication
 
     from napari_ktal._napari.widget import ActiveLearningWidget
-
     with tempfile.TemporaryDirectory() as tmp:
         root = prepare(Path(tmp))
         viewer = napari.Viewer(show=True)

@@ -18,7 +18,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..core.project import JUNK_CLASS
+from ..core.project.project import JUNK_CLASS
 
 BROWSE = "Browse…"
 DEFAULT_RECIPE = "quick"  # runs on a laptop CPU; the paper's recipes want a GPU

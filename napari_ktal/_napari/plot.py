@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 
-from ..core.project import Project
+from ..core.project.project import Project
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """npe2 sample data: a few simulated subtomograms of known classes, made on the fly.
 
-The volumes come from :mod:`napari_ktal.core.simulate` (the simulator behind
+The volumes come from :mod:`napari_ktal.core.simulate.dataset` (the simulator behind
 ``ktal-cryo simulate``): procedural macromolecule-like templates under random rotations,
 CTF, missing wedge and noise. The sample is deterministic and small enough to appear in
 about a second; it is meant for a first look at the plugin, not for training.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..core.simulate import SimulationConfig, class_name, make_templates, simulate_volume
+from ..core.simulate.dataset import SimulationConfig, class_name, make_templates, simulate_volume
 
 N_CLASSES = 4
 PER_CLASS = 3

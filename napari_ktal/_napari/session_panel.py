@@ -30,10 +30,10 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..core.project import JUNK_CLASS
+from ..core.loop.session import MAX_KEYED_CLASSES, LabelingSession, Phase
+from ..core.project.project import JUNK_CLASS
 from .fields import RecipeCombo
 from .plot import CyclePlot
-from .session import MAX_KEYED_CLASSES, LabelingSession, Phase
 
 KEYS = {"next": "N", "previous": "P", "skip": "S", "undo": "U"}
 

@@ -14,9 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import KtalError
-from ..core.export import ExportResult
+from ..core.loop.export import ExportResult
 from ..core.progress import ProgressCallback, StopFlag
-
 
 
 def worker_threads() -> int:
@@ -39,7 +38,7 @@ def warm_up(on_progress: ProgressCallback | None = None, should_stop: StopFlag |
 def create_project(root: str | Path, source: str | Path, recipe_name: str, classes: list[str],
                    on_progress: ProgressCallback | None = None, should_stop: StopFlag | None = None) -> Path:
     """Import ``source`` (a folder, an MRC (stack) file or a labels CSV) into a new project."""
-    from ..core.project import Project
+    from ..core.project.project import Project
     from ..core.recipe import load_recipe
 
     project = Project.create(root, source, load_recipe(recipe_name), classes, on_progress, should_stop)
@@ -82,9 +81,9 @@ def train_cycle(root: str | Path, device_name: str, seed: int, threads: int | No
     """
     import torch
 
-    from ..core import active_learning as al
-    from ..core.device import resolve_device
-    from ..core.project import Project
+    from ..core.engine.device import resolve_device
+    from ..core.loop import cycle as al
+    from ..core.project.project import Project
 
     if threads:
         torch.set_num_threads(threads)
@@ -100,8 +99,8 @@ def export_predictions(root: str | Path, out: str | Path, device_name: str,
                        on_progress: ProgressCallback | None = None,
                        should_stop: StopFlag | None = None) -> ExportResult:
     """Labels and the latest teacher's predictions for the whole pool, as ``ktal-cryo predict``."""
-    from ..core.device import resolve_device
-    from ..core.export import write_predictions
-    from ..core.project import Project
+    from ..core.engine.device import resolve_device
+    from ..core.loop.export import write_predictions
+    from ..core.project.project import Project
 
     return write_predictions(Project(root), out, resolve_device(device_name), on_progress, should_stop)

@@ -1,6 +1,6 @@
 """The "Active learning" dock widget: label the batch the models ask for, train, repeat.
 
-A thin Qt layer over :class:`~napari_ktal._napari.session.LabelingSession` (what to show,
+A thin Qt layer over :class:`~napari_ktal.core.loop.session.LabelingSession` (what to show,
 what is labeled, undo) and :mod:`~napari_ktal._napari.tasks` (import, training, prediction,
 run by :class:`~napari_ktal._napari.worker.TaskRunner` off the GUI thread). Everything the
 widget shows is derived from the project folder, so closing napari and opening the project
@@ -32,9 +32,9 @@ from qtpy.QtWidgets import (
 )
 
 from ..core.errors import KtalError
+from ..core.loop.session import MAX_KEYED_CLASSES, LabelingSession, Phase
 from ..core.progress import Progress
 from . import tasks
-from .session import MAX_KEYED_CLASSES, LabelingSession, Phase
 from .session_panel import KEYS, SessionPanel
 from .setup_panel import NewProject, SetupPanel
 from .volume_view import VolumeView
@@ -130,8 +130,8 @@ class ActiveLearningWidget(QWidget):
     @_reports_errors
     def open_project(self, root: str | Path) -> LabelingSession:
         """Open a project folder and go to the first volume of its latest batch that needs a label."""
-        from ..core.device import CUDA_BROKEN, available_devices, cuda_broken
-        from ..core.project import Project
+        from ..core.engine.device import CUDA_BROKEN, available_devices, cuda_broken
+        from ..core.project.project import Project
 
         project = Project(root)  # a wrong folder leaves the open project open
         if self.session is not None and self.session.project.root == project.root:

@@ -41,7 +41,7 @@ class ModelSpec:
     dropout: float = 0.0  # before the classifier; MC-dropout strategies turn it on
 
     def validate(self, section: str = "model") -> None:
-        from .resnet3d import DEPTHS
+        from .models.resnet3d import DEPTHS
 
         _check(self.teacher_depth in DEPTHS, f"{section}.teacher_depth", f"must be one of {sorted(DEPTHS)}")
         _check(self.student_depth in DEPTHS, f"{section}.student_depth", f"must be one of {sorted(DEPTHS)}")
@@ -59,8 +59,8 @@ class TransferSpec:
     score: str = "kl"  # KL(softmax T || softmax S); "js"; "mse"
 
     def validate(self, section: str = "transfer") -> None:
-        from .losses import TRANSFER_LOSSES
-        from .uncertainty import DISTANCES
+        from .models.distances import DISTANCES
+        from .models.transfer import TRANSFER_LOSSES
 
         _check(self.loss in TRANSFER_LOSSES, f"{section}.loss", f"must be one of {sorted(TRANSFER_LOSSES)}")
         _check(self.weight >= 0, f"{section}.weight", "must be >= 0")
@@ -121,7 +121,7 @@ class ActiveSpec:
     lloss_detach_fraction: float = 0.6  # lloss: features are detached after this fraction of epochs
 
     def validate(self, section: str = "active") -> None:
-        from .strategies import STRATEGIES
+        from .strategies.registry import STRATEGIES
 
         _check(self.strategy in STRATEGIES, f"{section}.strategy", f"must be one of {', '.join(STRATEGIES)}")
         _check(1 <= self.mc_passes <= 1000, f"{section}.mc_passes", "must be between 1 and 1000")

@@ -34,13 +34,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import active_learning as al
-from .atomic import atomic_open, atomic_write_text
-from .errors import KtalError
-from .progress import ProgressCallback, StopFlag, check_cancel
-from .project import Project
-from .recipe import Recipe
-from .strategies import STRATEGIES
+from ..atomic import atomic_open, atomic_write_text
+from ..errors import KtalError
+from ..progress import ProgressCallback, StopFlag, check_cancel
+from ..project.project import Project
+from ..recipe import Recipe
+from ..strategies.registry import STRATEGIES
+from . import cycle as al
 
 RESULT_COLUMNS = ["strategy", "seed", "cycle", "n_labeled", "test_accuracy", "query_seconds", "train_seconds"]
 REFERENCE = "random"  # labels_to_match_random: labels a strategy needs to reach this one's final accuracy

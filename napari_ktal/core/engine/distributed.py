@@ -34,7 +34,7 @@ import torch
 import torch.distributed as tdist
 from torch import nn
 
-from .errors import KtalError
+from ..errors import KtalError
 
 COMMAND_TIMEOUT = datetime.timedelta(hours=24)  # followers wait this long for the leader's next command
 
@@ -205,7 +205,7 @@ def gather_objects(obj: Any) -> list[Any]:
 
 def architecture(model: nn.Module) -> dict:
     """What a follower needs to build a model like ``model`` (its weights come from DDP)."""
-    from .resnet3d import ResNet3D
+    from ..models.resnet3d import ResNet3D
 
     if not isinstance(model, ResNet3D):
         raise KtalError(f"several processes can train the 3D ResNets only, not {type(model).__name__}")
@@ -216,7 +216,7 @@ def architecture(model: nn.Module) -> dict:
 
 
 def build_architecture(spec: dict) -> nn.Module:
-    from .resnet3d import ResNet3D
+    from ..models.resnet3d import ResNet3D
 
     return ResNet3D(**spec)
 
@@ -231,7 +231,7 @@ _PROBE_FIELDS = ("logits", "stages", "embedding")
 
 def _collect_kind(collect: Callable) -> str | None:
     """Which field of a ModelOutput ``collect`` returns, found by calling it on markers."""
-    from .resnet3d import ModelOutput
+    from ..models.resnet3d import ModelOutput
 
     markers = [object() for _ in _PROBE_FIELDS]
     try:
@@ -246,7 +246,7 @@ def _collect_kind(collect: Callable) -> str | None:
 
 def forward_plan(models, read, collect) -> dict | None:
     """Leader: how followers can repeat this forward pass, or None if they cannot."""
-    from .pool import Pool
+    from ..data.pool import Pool
 
     if _session is None or not _session.models:
         return None
@@ -267,8 +267,8 @@ def forward_plan(models, read, collect) -> dict | None:
 
 def resolve_plan(payload: dict) -> tuple[list[nn.Module], Callable, Callable]:
     """Follower: the models, reader and collect function of a forward command."""
+    from ..data.pool import Pool
     from .inference import embedding_of, logits_of
-    from .pool import Pool
 
     models = [_session.models[name] for name in payload["models"]]
     pool = _session.pools.get(payload["pool"])

@@ -33,13 +33,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import KtalError
+from ..models.transfer import TRANSFER_LOSSES
+from ..progress import Progress, ProgressCallback, StopFlag, check_cancel, emit
+from ..recipe import TrainSpec, TransferSpec
+from ..strategies.lloss import LossLearning, LossPredictionModule
 from . import distributed as dist
-from .errors import KtalError
 from .inference import autocast, channels_last_default, cuda_speedups, memory_format
-from .lloss import LossLearning, LossPredictionModule
-from .losses import TRANSFER_LOSSES
-from .progress import Progress, ProgressCallback, StopFlag, check_cancel, emit
-from .recipe import TrainSpec, TransferSpec
 
 MIN_BATCH = 2  # BatchNorm needs two samples
 
@@ -353,7 +353,7 @@ def _follow_train(payload: dict, device: torch.device) -> None:
     student = dist.build_architecture(payload["student"])
     loss_learning = None
     if payload["lloss"] is not None:
-        from .lloss import stage_channels
+        from ..strategies.lloss import stage_channels
 
         ll = payload["lloss"]
         loss_learning = LossLearning(LossPredictionModule(stage_channels(teacher)), ll["weight"], ll["margin"],

@@ -6,7 +6,7 @@ import warnings
 
 import torch
 
-from .errors import KtalError
+from ..errors import KtalError
 
 
 def _cuda_works(index: int) -> bool:

@@ -22,16 +22,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import KtalError
+from ..engine.inference import VolumeReader, forward_outputs
+from ..errors import KtalError
+from ..models.distances import DISTANCES
+from ..progress import ProgressCallback, StopFlag
+from ..recipe import ActiveSpec
 from .gradnorm import gradnorm_scores
 from .heuristics import bald, entropy, least_confidence, margin
-from .inference import VolumeReader, forward_outputs
 from .kcenter import kcenter_greedy
 from .noise_stability import output_changes
-from .progress import ProgressCallback, StopFlag
-from .recipe import ActiveSpec
 from .selection import top_m
-from .uncertainty import DISTANCES
 
 
 @dataclass

@@ -42,18 +42,18 @@ from typing import TYPE_CHECKING
 import numpy as np
 import tomli_w
 
-from .atomic import atomic_open, atomic_write_text, fsync_dir
-from .errors import KtalError, ProjectError
+from ..atomic import atomic_open, atomic_write_text, fsync_dir
+from ..data.pool import Pool, import_pool
+from ..errors import KtalError, ProjectError
+from ..progress import ProgressCallback, StopFlag
+from ..recipe import ModelSpec, Recipe, load_recipe
 from .journal import LabelJournal
 from .lock import LOCK_FILE, ProjectLock
-from .pool import Pool, import_pool
-from .progress import ProgressCallback, StopFlag
-from .recipe import ModelSpec, Recipe, load_recipe
 
 if TYPE_CHECKING:  # torch is imported where models are saved or loaded: labeling starts fast
     import torch
 
-    from .resnet3d import ResNet3D
+    from ..models.resnet3d import ResNet3D
 
 FORMAT_VERSION = 1
 HISTORY_COLUMNS = [
@@ -422,7 +422,7 @@ class Project:
         """
         import torch
 
-        from .resnet3d import ResNet3D
+        from ..models.resnet3d import ResNet3D
 
         cycles = self.checkpoint_cycles()
         if not cycles:

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .atomic import atomic_open
-from .inference import predict
-from .progress import ProgressCallback, StopFlag
-from .project import Project
+from ..atomic import atomic_open
+from ..engine.inference import predict
+from ..progress import ProgressCallback, StopFlag
+from ..project.project import Project
 
 PREDICTION_COLUMNS = ["index", "key", "label", "predicted", "confidence"]
 

@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .inference import VolumeReader
-from .progress import Progress, ProgressCallback, StopFlag, check_cancel, emit
+from ..engine.inference import VolumeReader
+from ..progress import Progress, ProgressCallback, StopFlag, check_cancel, emit
 
 
 @torch.no_grad()

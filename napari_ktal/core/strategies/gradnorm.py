@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from .inference import VolumeReader
-from .progress import Progress, ProgressCallback, StopFlag, check_cancel, emit
+from ..engine.inference import VolumeReader
+from ..progress import Progress, ProgressCallback, StopFlag, check_cancel, emit
 
 
 def _logits(out) -> torch.Tensor:

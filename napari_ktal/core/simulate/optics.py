@@ -14,6 +14,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import constants
 
+
 def _rfft_frequencies(
     box: int,
 ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:

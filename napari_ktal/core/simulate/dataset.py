@@ -45,7 +45,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import fft as sfft
 
-from .errors import KtalError
+from ..errors import KtalError
 from .optics import ctf_3d, electron_wavelength, missing_wedge_mask
 from .templates import Template, make_templates, random_rotation, render, render_density
 

@@ -1,6 +1,6 @@
 """The labeling session: which batch, which volume, what is labeled, what can be undone.
 
-Plain Python over :class:`~napari_ktal.core.project.Project`, no Qt and no viewer, so it is
+Plain Python over :class:`~napari_ktal.core.project.project.Project`, no Qt and no viewer, so it is
 tested on its own. Everything it shows is derived from the project folder when it opens:
 
 - the batch is the latest ``queries/cycle_NNN.csv`` (cycle 0's random batch is drawn on
@@ -19,8 +19,8 @@ import math
 from dataclasses import dataclass
 from enum import Enum
 
-from ..core.errors import KtalError
-from ..core.project import JUNK_CLASS, Project, QueryItem
+from ..errors import KtalError
+from ..project.project import JUNK_CLASS, Project, QueryItem
 
 SKIP_BY = "skip"  # the journal's "by" of an unset record that marks a skip
 MAX_KEYED_CLASSES = 9  # number keys 1..9
@@ -65,7 +65,7 @@ class LabelingSession:
         """Re-derive batch, labels and position from the project folder; empties the undo stack."""
         latest = self.project.latest_query()
         if latest is None:
-            from ..core.active_learning import initial_query
+            from .cycle import initial_query
 
             self.cycle, self.batch = 0, initial_query(self.project, self.project.recipe(), self.seed)
         else:
@@ -133,7 +133,7 @@ class LabelingSession:
 
     def refresh_recipe(self) -> None:
         """Re-read the recipe's budget (after the recipe changed)."""
-        from ..core.active_learning import budget_schedule
+        from .cycle import budget_schedule
 
         n = len(self.project.pool)
         try:

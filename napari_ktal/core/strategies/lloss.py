@@ -46,7 +46,7 @@ class LossPredictionModule(nn.Module):
 
 
 def stage_channels(model: nn.Module) -> list[int]:
-    """Channels of each stage's output of a :class:`~napari_ktal.core.resnet3d.ResNet3D`."""
+    """Channels of each stage's output of a :class:`~napari_ktal.core.models.resnet3d.ResNet3D`."""
     return [stage[-1].bn2.num_features for stage in model.stages]
 
 

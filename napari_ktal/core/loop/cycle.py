@@ -21,18 +21,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import InputError, KtalError
-from .inference import array_reader, predict
-from .lloss import build_loss_learning
-from .pool import Pool
-from .progress import ProgressCallback, StopFlag, check_cancel
-from .project import Project, QueryItem
-from .recipe import ActiveSpec, Recipe
-from .resnet3d import build_pair
-from .strategies import STRATEGIES, QueryContext
-from .selection import random_subset
-from .training import train_pair
-from .volumes import iter_volumes, normalize, read_labels_csv
+from ..data.mrc import iter_volumes, normalize, read_labels_csv
+from ..data.pool import Pool
+from ..engine.inference import array_reader, predict
+from ..engine.training import train_pair
+from ..errors import InputError, KtalError
+from ..models.resnet3d import build_pair
+from ..progress import ProgressCallback, StopFlag, check_cancel
+from ..project.project import Project, QueryItem
+from ..recipe import ActiveSpec, Recipe
+from ..strategies.lloss import build_loss_learning
+from ..strategies.registry import STRATEGIES, QueryContext
+from ..strategies.selection import random_subset
 
 
 # -- schedule & seeds ------------------------------------------------------------------

@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .atomic import atomic_open, atomic_write_text, fsync_dir
-from .errors import ProjectError
-from .progress import Progress, ProgressCallback, StopFlag, check_cancel, emit
-from .volumes import VolumeRef, find_volumes, inspect_mrc, iter_volumes, normalize
+from ..atomic import atomic_open, atomic_write_text, fsync_dir
+from ..errors import ProjectError
+from ..progress import Progress, ProgressCallback, StopFlag, check_cancel, emit
+from .mrc import VolumeRef, find_volumes, inspect_mrc, iter_volumes, normalize
 
 VOLUMES_FILE = "volumes.npy"
 INDEX_FILE = "index.csv"

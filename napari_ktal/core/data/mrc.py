@@ -29,7 +29,7 @@ from mrcfile import utils as mrc_utils
 from mrcfile.constants import MAP_ID
 from mrcfile.mrcfile import MrcFile
 
-from .errors import InputError, InputWarning
+from ..errors import InputError, InputWarning
 from .labels_csv import LabelRow, read_label_rows
 
 __all__ = [
@@ -486,7 +486,7 @@ def _labelled_ref(row: LabelRow, csv_path: Path, infos: dict[Path, MrcInfo]) -> 
 def read_labels_csv(path: str | Path) -> list[tuple[VolumeRef, str]]:
     """The ``(volume, label)`` pairs of a labels CSV, in file order.
 
-    See :mod:`napari_ktal.core.labels_csv` for the format. Every named file must be a
+    See :mod:`napari_ktal.core.data.labels_csv` for the format. Every named file must be a
     usable subtomogram file and every frame must exist. A volume listed twice with the
     same label is kept once, with an InputWarning; with different labels it is an error.
     """

@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import KtalError
+from ..progress import Progress, ProgressCallback, StopFlag, check_cancel, emit
 from . import distributed as dist
-from .errors import KtalError
-from .progress import Progress, ProgressCallback, StopFlag, check_cancel, emit
 
 #: reads volumes (n, box, box, box) for an index array (float32, or float16 from the pool)
 VolumeReader = Callable[[np.ndarray], np.ndarray]
@@ -205,7 +205,7 @@ def _is_channels_last(models) -> bool:
 
 def _device_reader(read: VolumeReader, device: torch.device) -> VolumeReader:
     """On CUDA, read the pool's stored float16 (half the bytes to copy; converted on the GPU)."""
-    from .pool import Pool
+    from ..data.pool import Pool
 
     owner = getattr(read, "__self__", None)
     if device.type == "cuda" and isinstance(owner, Pool) and getattr(read, "__func__", None) is Pool.read:

@@ -9,7 +9,7 @@ absolute) and must stay inside that folder tree once resolved, so a shared label
 cannot point elsewhere on disk; ``k@stack.mrcs`` names the 1-based frame ``k`` of a
 volume stack (RELION's convention).
 
-This module knows nothing of MRC files: :func:`napari_ktal.core.volumes.read_labels_csv`
+This module knows nothing of MRC files: :func:`napari_ktal.core.data.mrc.read_labels_csv`
 checks the files and frames the rows name.
 """
 
@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import InputError
+from ..errors import InputError
 
 _FRAME_PATTERN = re.compile(r"^(\d+)@(.+)$")
 

@@ -22,8 +22,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .atomic import fsync_dir
-from .errors import InputWarning, ProjectError
+from ..atomic import fsync_dir
+from ..errors import InputWarning, ProjectError
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
-from .errors import ProjectError
+from ..errors import ProjectError
 
 LOCK_FILE = ".lock"
 

@@ -1,0 +1,1 @@
+"""Data in: MRC subtomograms, labels CSVs and the memory-mapped pool."""

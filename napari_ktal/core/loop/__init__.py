@@ -1,0 +1,1 @@
+"""The active-learning loop: schedule, cycles, oracle runs, labeling session, benchmark."""

@@ -1,0 +1,1 @@
+"""The networks: 3D ResNet teacher and student, transfer losses, teacher-student distances."""

@@ -1,0 +1,1 @@
+"""The project folder: layout, labels journal, lock, checkpoints, queries, history."""

@@ -1,0 +1,1 @@
+"""The simulator: macromolecule-like templates, CTF, missing wedge and noise."""

@@ -1,0 +1,1 @@
+"""Query strategies: the registry and one module per strategy family."""
