@@ -161,7 +161,7 @@ def tiny_recipe():
 def phase_import(args) -> dict:
     import shutil
 
-    from napari_ktal.core.project.project import Project
+    from napari_ktal.core.project import Project
     if args.no_duplicate_check:  # diagnostic only: what volumes.iter_volumes's duplicate hash costs
         import itertools
 
@@ -213,8 +213,8 @@ def _models(project):
 def phase_score(args) -> dict:
     import torch
 
-    from napari_ktal.core.project.project import Project
-    from napari_ktal.core.strategies.registry import STRATEGIES, QueryContext
+    from napari_ktal.core.project import Project
+    from napari_ktal.core.strategies import STRATEGIES, QueryContext
     project = Project(Path(args.dir) / "project")
     evict([project.root / "pool" / "volumes.npy"])
     t, s, recipe = _models(project)
@@ -235,7 +235,7 @@ def phase_predict(args) -> dict:
     import torch
 
     from napari_ktal.core.loop.export import write_predictions
-    from napari_ktal.core.project.project import Project
+    from napari_ktal.core.project import Project
     project = Project(Path(args.dir) / "project")
     evict([project.root / "pool" / "volumes.npy"])
     _models(project)

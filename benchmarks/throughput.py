@@ -42,7 +42,7 @@ from napari_ktal.core.engine.inference import autocast, forward_outputs
 from napari_ktal.core.engine.training import SpeedOptions, train_pair
 from napari_ktal.core.models.resnet3d import build_pair
 from napari_ktal.core.models.transfer import TRANSFER_LOSSES
-from napari_ktal.core.recipe import load_recipe
+from napari_ktal.core.loop import load_recipe
 
 #: dense (no sparsity) bf16 tensor-core peak, FLOP/s, by a substring of the device name
 DENSE_BF16_PEAK = [
@@ -234,8 +234,8 @@ def bench_cycle(device: torch.device, directory: Path) -> dict:
     """One cycle (cycle 0) of the quick recipe on the README's demo size: 600 volumes, 60 labeled."""
     import mrcfile
 
-    from napari_ktal.core.loop import cycle as al
-    from napari_ktal.core.project.project import Project
+    from napari_ktal.core import loop as al
+    from napari_ktal.core.project import Project
     n, box = 600, 32
     src = directory / "demo"
     src.mkdir()

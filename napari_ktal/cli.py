@@ -36,18 +36,17 @@ class ProgressPrinter:
             return
         from tqdm import tqdm
 
-        key = (p.phase, p.cycle, p.epoch if p.phase != "train" else None)
+        from .core.progress import describe
+
+        key = (p.phase, p.cycle)
+        done, total = p.steps
         if key != self._key:
             self.close()
             self._key = key
-            what = {"train": f"cycle {p.cycle} train", "score": "scoring", "predict": "predicting",
-                    "import": "importing", "simulate": "simulating"}.get(p.phase, p.phase)
-            self._bar = tqdm(total=p.total * (p.epochs or 1) if p.phase == "train" else p.total,
-                             desc=what, leave=False, file=sys.stderr, dynamic_ncols=True)
-        done = ((p.epoch or 1) - 1) * p.total + p.done if p.phase == "train" else p.done
+            self._bar = tqdm(total=total, leave=False, file=sys.stderr, dynamic_ncols=True)
+        self._bar.set_description(describe(p, with_counts=False), refresh=False)
+        self._bar.total = total
         self._bar.n = done
-        if p.metrics:
-            self._bar.set_postfix({k.replace("_loss", ""): f"{v:.3f}" for k, v in p.metrics.items()}, refresh=False)
         self._bar.refresh()
 
     def close(self) -> None:
@@ -92,13 +91,12 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 
 # -- commands ----------------------------------------------------------------------------
 def cmd_simulate(args) -> int:
-    from .core.simulate.dataset import SimulationConfig, simulate_dataset
+    from .core.progress import Progress
+    from .core.simulate import SimulationConfig, simulate_dataset
 
     cfg = SimulationConfig(classes=args.classes, per_class=args.per_class, test_per_class=args.test_per_class,
                            snr=args.snr, box=args.box, seed=args.seed)
     bar = ProgressPrinter()
-    from .core.progress import Progress
-
     train, test = simulate_dataset(Path(args.out), cfg, progress=lambda d, t: bar(Progress("simulate", d, t)))
     bar.close()
     n_test = cfg.classes * cfg.test_per_class
@@ -107,86 +105,45 @@ def cmd_simulate(args) -> int:
     return 0
 
 
-def _open_or_create(args, recipe, bar):
-    """The project of ``--project``, created from DATA if there is none yet (not locked)."""
-    from .core.errors import KtalError
-    from .core.project.project import Project
-
-    if Project.is_project(args.project):
-        return Project(args.project), False
-    if args.data is None:
-        if Path(args.project).is_dir() and any(Path(args.project).iterdir()):
-            Project(args.project)  # raises: a folder that is not (or no longer) a project says so
-        raise KtalError(f"{args.project}: no project there yet; give DATA (a folder, file or labels CSV) to create it")
-    classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
-    project = Project.create(args.project, args.data, recipe, classes, on_progress=bar)
-    bar.close()
-    print(f"created project {project.root} with {len(project.pool)} volumes of {project.pool.box}^3")
-    return project, True
-
-
 def cmd_train(args) -> int:
-    from .core.recipe import load_recipe
-
-    recipe = load_recipe(args.recipe or "quick")
-    bar = ProgressPrinter()
-    project, created = _open_or_create(args, recipe, bar)
-    with project.locked(f"{PROG} train"):  # another run or a napari window on it: refused, one line
-        return _train(args, project, recipe if (args.recipe or created) else None, bar)
-
-
-def _train(args, project, recipe, bar) -> int:
-    from .core.engine.device import resolve_device
-    from .core.loop import cycle as al
+    from .core.engine import resolve_device
+    from .core.loop import commands
     from .core.loop.plots import learning_curve_png
 
-    # check every input before anything is written: a failed command leaves the project as it was
-    recipe = recipe or project.recipe()
-    if args.strategy:
-        recipe = recipe.replace(active={"strategy": args.strategy})
-    device = resolve_device(args.device)
-    oracle = al.oracle_for_pool(project.pool, args.oracle) if args.oracle else None
-    classes = project.classes
-    if oracle is not None:
-        classes = classes + sorted(set(oracle.values()) - set(classes))
-    test = al.load_labeled_set(args.test, classes) if args.test else None
-    project.check_warm_start(recipe)
-    if args.recipe or args.strategy:
-        project.set_recipe(recipe)
-    if oracle is not None:
-        project.add_classes(sorted(set(oracle.values())))
-    n_pool = len(project.pool)
+    recipe = commands.load_recipe(args.recipe) if args.recipe else None
+    bar = ProgressPrinter()
+    classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
+    project, created = commands.open_or_create(args.project, args.data, recipe=recipe, classes=classes,
+                                               on_progress=bar)
+    bar.close()
+    if created:
+        print(f"created project {project.root} with {len(project.pool)} volumes of {project.pool.box}^3")
+    with project.locked(f"{PROG} train"):  # another run or a napari window on it: refused, one line
+        device = resolve_device(args.device)
+        plan = commands.prepare_training(project, recipe=recipe, strategy=args.strategy, oracle=args.oracle,
+                                         test=args.test)
+        n_pool = len(project.pool)
 
-    def on_cycle(report):
-        bar.close()
-        print(_table_row(report, n_pool), flush=True)
-        learning_curve_png(project.history(), project.root / "learning_curve.png", n_pool,
-                           f"{recipe.name}: {recipe.active.strategy}, {n_pool} volumes")
+        def on_cycle(report):
+            bar.close()
+            print(_table_row(report, n_pool), flush=True)
+            learning_curve_png(project.history(), project.paths.learning_curve, n_pool,
+                               f"{plan.recipe.name}: {plan.recipe.active.strategy}, {n_pool} volumes")
 
-    stop = threading.Event()
-    print(f"recipe {recipe.name}, device {device}, seed {args.seed}")
-    if oracle is not None:
-        schedule = al.budget_schedule(n_pool, recipe.active)
-        if project.trained_cycles >= len(schedule):
-            print(f"all {len(schedule)} cycles are done already (see {project.history_path})")
-            return 0
-        print(_table_header(), flush=True)
-        al.run_with_oracle(project, recipe, oracle, device, args.seed, test, on_cycle=on_cycle,
-                           on_progress=bar, should_stop=stop.is_set)
-    else:
-        labels = project.labels()
-        if not labels:
-            batch = al.initial_query(project, recipe, args.seed)
-            print(f"no labels yet: label the {len(batch)} volumes of {project.root / 'queries' / 'cycle_000.csv'} "
-                  f"(napari, or `{PROG} import-labels`), then run train again")
-            return 0
-        print(_table_header(), flush=True)
-        report = al.train_cycle(project, recipe, device, args.seed, test, on_progress=bar, should_stop=stop.is_set)
-        on_cycle(report)
-        if report.n_queried:
-            print(f"next batch to label: {report.n_queried} volumes in "
-                  f"{project.root / 'queries' / f'cycle_{report.cycle + 1:03d}.csv'}")
-    print(f"history: {project.history_path}\nlearning curve: {project.root / 'learning_curve.png'}")
+        print(f"recipe {plan.recipe.name}, device {device}, seed {args.seed}")
+        outcome = commands.train(project, plan, device, seed=args.seed, on_begin=lambda: print(_table_header(),
+                                 flush=True), on_cycle=on_cycle, on_progress=bar,
+                                 should_stop=threading.Event().is_set)
+    if outcome.kind == "done":
+        print(f"all {outcome.n_cycles} cycles are done already (see {project.paths.history})")
+        return 0
+    if outcome.kind == "initial":
+        print(f"no labels yet: label the {outcome.next_size} volumes of {outcome.next_batch} "
+              f"(napari, or `{PROG} import-labels`), then run train again")
+        return 0
+    if outcome.next_batch is not None:
+        print(f"next batch to label: {outcome.next_size} volumes in {outcome.next_batch}")
+    print(f"history: {project.paths.history}\nlearning curve: {project.paths.learning_curve}")
     return 0
 
 
@@ -201,7 +158,9 @@ def cmd_train_launch(args) -> int:
         return cmd_train(args) if args.gpus == 1 else _launch_torchrun(args)
     device = distributed.init_from_env(args.device)
     if not distributed.is_main():
-        distributed.follow()  # no output, no project access: the leader does both
+        from .core.engine.follower import follow
+
+        follow(device)  # no output, no project access: the leader does both
         return 0
     args.device = str(device)
     with distributed.leading():
@@ -239,37 +198,23 @@ def _launch_torchrun(args) -> int:
 
 
 def cmd_import_labels(args) -> int:
-    from .core.project.project import Project
+    from .core.loop import import_labels
+    from .core.project import Project
 
     with Project(args.project).locked(f"{PROG} import-labels") as project:
-        return _import_labels(args, project)
-
-
-def _import_labels(args, project) -> int:
-    from .core.errors import InputError
-    from .core.loop.cycle import labels_on_pool
-
-    found, unmatched = labels_on_pool(project.pool, args.labels)
-    if unmatched:
-        raise InputError(args.labels, f"{unmatched[0]} is not in the project's pool")
-    new = sorted(set(found.values()) - set(project.classes))
-    if new and not args.add_classes:
-        raise InputError(args.labels, f"unknown class(es) {', '.join(new)}",
-                         "pass --add-classes to add them to the project")
-    project.add_classes(new)
-    project.label_many(found, by="import", cycle=project.trained_cycles)
-    print(f"imported {len(found)} labels; {len(project.labels())} volumes are labeled")
+        result = import_labels(project, args.labels, add_classes=args.add_classes)
+    print(f"imported {result.n_imported} labels; {result.n_labeled} volumes are labeled")
     return 0
 
 
 def cmd_predict(args) -> int:
-    from .core.engine.device import resolve_device
-    from .core.loop.export import write_predictions
-    from .core.project.project import Project
+    from .core.engine import resolve_device
+    from .core.loop import write_predictions
+    from .core.project import Project
 
     project = Project(args.project)
     bar = ProgressPrinter()
-    out = Path(args.out) if args.out else project.root / "predictions.csv"
+    out = Path(args.out) if args.out else project.paths.predictions
     result = write_predictions(project, out, resolve_device(args.device), on_progress=bar)
     bar.close()
     print(f"wrote predictions for {result.n_volumes} volumes (cycle {result.cycle} teacher) to {result.path}")
@@ -277,21 +222,19 @@ def cmd_predict(args) -> int:
 
 
 def cmd_benchmark(args) -> int:
-    from .core.engine.device import resolve_device
+    from .core.engine import resolve_device
     from .core.errors import KtalError
-    from .core.loop.benchmark import parse_strategies, run_benchmark, summary_table
-    from .core.project.lock import ProjectLock
-    from .core.recipe import load_recipe
+    from .core.loop import commands
+    from .core.loop.benchmark import parse_strategies, summary_table
 
     strategies = parse_strategies(args.strategies)
     if args.seeds < 1:
         raise KtalError("--seeds must be at least 1")
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
-    recipe = load_recipe(args.recipe or "quick")
+    recipe = commands.load_recipe(args.recipe or commands.DEFAULT_RECIPE)
     device = resolve_device(args.device)
     out = Path(args.out)
     bar = ProgressPrinter()
-    stop = threading.Event()
     print(f"benchmark of {', '.join(strategies)} x seeds {', '.join(map(str, seeds))}; "
           f"recipe {recipe.name}, device {device}, folder {out}", flush=True)
 
@@ -312,16 +255,9 @@ def cmd_benchmark(args) -> int:
         bar.close()
         print(outcome.line(), flush=True)
 
-    # one benchmark run per folder at a time; a folder that is not a benchmark is left untouched
-    # (run_benchmark refuses it)
-    foreign = (out.exists() and not (out / "benchmark.json").exists()
-               and any(p.name != ".lock" for p in out.iterdir()))
-    if not foreign:
-        out.mkdir(parents=True, exist_ok=True)
-    with contextlib.nullcontext() if foreign else ProjectLock(out, f"{PROG} benchmark"):
-        result = run_benchmark(args.data, args.oracle, args.test, strategies, seeds, recipe, out, device,
-                               on_run=on_run, on_start=on_start, on_cycle=on_cycle, on_progress=bar,
-                               should_stop=stop.is_set)
+    result = commands.benchmark(args.data, args.oracle, args.test, strategies, seeds, recipe, out, device,
+                                lock_purpose=f"{PROG} benchmark", on_run=on_run, on_start=on_start,
+                                on_cycle=on_cycle, on_progress=bar, should_stop=threading.Event().is_set)
     bar.close()
     print()
     print(summary_table(result.curves, result.n_pool))
@@ -330,7 +266,15 @@ def cmd_benchmark(args) -> int:
 
 
 # -- parser ------------------------------------------------------------------------------
+def strategy_names() -> list[str]:
+    from .core.strategies import STRATEGIES
+
+    return list(STRATEGIES)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from .core.seeds import DEFAULT_SEED
+
     p = argparse.ArgumentParser(prog=PROG, description="Knowledge-transfer active learning for cryo-ET subtomograms.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -343,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--test-per-class", type=int, default=0, help="test volumes per class (default 0)")
     s.add_argument("--snr", type=float, default=0.05, help="signal variance / noise variance (default 0.05)")
     s.add_argument("--box", type=int, default=32, help="box side in voxels, a multiple of 8 (default 32)")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=int, default=DEFAULT_SEED)
     s.set_defaults(func=cmd_simulate)
 
     t = sub.add_parser("train", help="run active-learning cycles on a project",
@@ -356,11 +300,11 @@ def build_parser() -> argparse.ArgumentParser:
                                     "default: the project's recipe, or quick for a new project")
     t.add_argument("--oracle", help="labels CSV (path,label) that answers every query: a simulated run")
     t.add_argument("--test", help="labels CSV of a held-out test set, scored every cycle")
-    t.add_argument("--strategy", help="query strategy, overriding the recipe's [active] strategy "
-                                      "(kt, random, entropy, margin, least-confidence, bald, coreset, ...)")
+    t.add_argument("--strategy", help="query strategy, overriding the recipe's [active] strategy: "
+                                      + ", ".join(strategy_names()))
     t.add_argument("--classes", help="comma-separated class names for a new project (e.g. ribosome,proteasome,junk)")
     t.add_argument("--device", default="auto", help="auto, cpu or cuda:N (default auto)")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=int, default=DEFAULT_SEED)
     t.add_argument("--gpus", type=int, default=1, metavar="N",
                    help="train with N processes (DistributedDataParallel; one per GPU, or N CPU processes with "
                         "--device cpu): starts torchrun; the same as `torchrun --nproc-per-node N -m "
@@ -389,10 +333,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--oracle", required=True, help="labels CSV (path,label) of every pool volume")
     b.add_argument("--test", help="labels CSV of a held-out test set (accuracy per cycle)")
     b.add_argument("--strategies", default="kt,random",
-                   help="comma-separated strategy names (kt, random, entropy, bald, coreset, lloss, ...) or all; "
-                        "default kt,random; an unknown name lists the known ones")
+                   help="comma-separated strategy names, or all (default kt,random); known: "
+                        + ", ".join(strategy_names()))
     b.add_argument("--seeds", type=int, default=3, help="number of seeds per strategy (default 3)")
-    b.add_argument("--first-seed", type=int, default=0, help="seeds are first-seed, first-seed+1, ... (default 0)")
+    b.add_argument("--first-seed", type=int, default=DEFAULT_SEED,
+                   help=f"seeds are first-seed, first-seed+1, ... (default {DEFAULT_SEED})")
     b.add_argument("--recipe", help="shipped recipe name or a .toml path (default quick); [active] strategy is "
                                     "set per run")
     b.add_argument("--out", required=True, help="benchmark folder (created; reuse it to continue)")

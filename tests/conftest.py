@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from napari_ktal.core.project.project import Project
-from napari_ktal.core.recipe import load_recipe
-from napari_ktal.core.simulate.dataset import SimulationConfig, class_name, simulate_dataset
+from napari_ktal.core.project import Project
+from napari_ktal.core.loop import load_recipe
+from napari_ktal.core.simulate import SimulationConfig, class_name, simulate_dataset
 SIM_CLASSES = 3
 SIM_PER_CLASS = 10
 HEADLESS = sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))

@@ -18,8 +18,8 @@ from napari_ktal.core.loop.benchmark import (
     run_benchmark,
     summarize,
 )
-from napari_ktal.core.recipe import load_recipe
-from napari_ktal.core.simulate.dataset import SimulationConfig, simulate_dataset
+from napari_ktal.core.loop import load_recipe
+from napari_ktal.core.simulate import SimulationConfig, simulate_dataset
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

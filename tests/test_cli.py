@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from napari_ktal.cli import main
-from napari_ktal.core.project.project import HISTORY_COLUMNS, Project
+from napari_ktal.core.project import HISTORY_COLUMNS, Project
 
 TINY = """
 name = "tiny"

@@ -22,8 +22,8 @@ import torch.distributed as tdist
 import torch.multiprocessing as mp
 
 from napari_ktal.cli import main
-from napari_ktal.core.engine.distributed import _collect_kind, shard_bounds
-from napari_ktal.core.simulate.dataset import SimulationConfig, simulate_dataset
+from napari_ktal.core.engine.distributed import shard_bounds
+from napari_ktal.core.simulate import SimulationConfig, simulate_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_TOML = """
@@ -130,11 +130,9 @@ def test_shards_cover_every_index_once(monkeypatch):
             assert max(h - lo for lo, h in parts) - min(h - lo for lo, h in parts) <= 1
 
 
-def test_collect_functions_are_recognised_only_when_they_pick_a_field():
-    assert _collect_kind(lambda out: out.logits) == "logits"
-    assert _collect_kind(lambda out: out.embedding) == "embedding"
-    assert _collect_kind(lambda out: out.stages) is None
-    assert _collect_kind(lambda out: out.logits.softmax(1)) is None
+def test_shard_bounds_of_another_rank_and_world():
+    assert [shard_bounds(5, 2, r) for r in (0, 1)] == [(0, 3), (3, 5)]
+    assert [shard_bounds(2, 3, r) for r in (0, 1, 2)] == [(0, 1), (1, 2), (2, 2)]
 
 
 # -- two ranks in-process (spawn): global BatchNorm and a sharded forward pass ------------------------
@@ -175,30 +173,31 @@ def _rank_main(rank: int, world: int, store: str, out_dir: str) -> None:
     # 2. a forward pass over the pool, sharded: rank 0 leads, rank 1 follows
     torch.manual_seed(0)
     teacher, student = ResNet3D(18, 3, width=2, stem="strided"), ResNet3D(10, 3, width=2, stem="strided")
-    distributed.remember_models(teacher, student, None)
+    distributed.remember_models(teacher=teacher, student=student)
     pool = Pool.open(out / "pool")
     calls = []
     original = inference._forward_local
 
-    def counting(models, read, indices, *a, **k):
+    def counting(models, source, indices, *a, **k):
         calls.append(len(indices))
-        return original(models, read, indices, *a, **k)
+        return original(models, source, indices, *a, **k)
 
     inference._forward_local = counting
     if rank == 0:
         with distributed.leading():
-            t_logits, s_emb = (inference.forward_outputs([teacher], pool.read, np.arange(11), torch.device("cpu"), 4)[0],
-                               inference.forward_outputs([student], pool.read, np.arange(11), torch.device("cpu"), 4,
-                                                         collect=lambda o: o.embedding)[0])
-        alone_t = original([teacher], pool.read, np.arange(11), torch.device("cpu"), 4, inference.logits_of,
-                           None, None, "score")[0]
-        alone_s = original([student], pool.read, np.arange(11), torch.device("cpu"), 4, inference.embedding_of,
-                           None, None, "score")[0]
+            t_logits, s_emb = (
+                inference.forward_outputs([teacher], pool, np.arange(11), torch.device("cpu"), batch_size=4)[0],
+                inference.forward_outputs([student], pool, np.arange(11), torch.device("cpu"), batch_size=4,
+                                          output="embedding")[0])
+        alone_t, alone_s = (original([m], pool, np.arange(11), torch.device("cpu"), inference._Pass(name, 4, "score"),
+                                     None, None)[0] for m, name in ((teacher, "logits"), (student, "embedding")))
         torch.testing.assert_close(t_logits, alone_t)
         torch.testing.assert_close(s_emb, alone_s)
         (out / "rank0.json").write_text(json.dumps(calls))
     else:
-        distributed.follow()
+        from napari_ktal.core.engine.follower import follow
+
+        follow(torch.device("cpu"))
         (out / "rank1.json").write_text(json.dumps(calls))
 
 

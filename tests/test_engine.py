@@ -9,10 +9,11 @@ import torch
 from napari_ktal.core.data.mrc import read_volumes
 from napari_ktal.core.engine.device import available_devices, resolve_device
 from napari_ktal.core.errors import Cancelled, KtalError, ProjectError
-from napari_ktal.core.loop import cycle as al
-from napari_ktal.core.project.project import Project
-from napari_ktal.core.recipe import ActiveSpec, load_recipe
-from napari_ktal.core.simulate.dataset import SimulationConfig, simulate_dataset
+from napari_ktal.core import loop as al
+from napari_ktal.core.project import Project
+from napari_ktal.core.recipe import ActiveSpec
+from napari_ktal.core.loop import load_recipe
+from napari_ktal.core.simulate import SimulationConfig, simulate_dataset
 
 TINY = load_recipe("quick").replace(model={"width": 4}, train={"epochs": 2, "lr_milestones": [], "batch_size": 8})
 
@@ -111,7 +112,7 @@ def test_same_seed_same_run_different_seed_different_queries(tmp_path, sim):
     for name, seed in (("a", 5), ("b", 5), ("c", 6)):
         p = _project(tmp_path, sim, name)
         test = al.load_labeled_set(sim[2], sorted(set(al.oracle_for_pool(p.pool, sim[1]).values())))
-        reports = al.run_with_oracle(p, recipe, al.oracle_for_pool(p.pool, sim[1]), torch.device("cpu"), seed, test)
+        reports = al.run_with_oracle(p, recipe, al.oracle_for_pool(p.pool, sim[1]), torch.device("cpu"), seed=seed, test=test)
         runs.append(([r.test_accuracy for r in reports], [r.teacher_loss for r in reports],
                      [[q.index for q in p.read_query(c)] for c in p.query_cycles()]))
     assert runs[0] == runs[1]

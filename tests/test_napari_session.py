@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from napari_ktal.core.errors import KtalError
-from napari_ktal.core.loop import cycle as al
+from napari_ktal.core import loop as al
 from napari_ktal.core.loop.session import SKIP_BY, LabelingSession, Phase
-from napari_ktal.core.project.project import Project
+from napari_ktal.core.project import Project
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -16,7 +16,7 @@ def test_first_open_draws_the_cli_batch(project, tmp_path, sim_train_dir, tiny_r
     assert s.cycle == 0 and s.position == 0 and s.phase is Phase.LABELING
     assert project.query_cycles() == [0]  # written, as `ktal-cryo train` would
     twin = Project.create(tmp_path / "twin", sim_train_dir, tiny_recipe)
-    cli_batch = al.initial_query(twin, tiny_recipe, 0)  # what `ktal-cryo train` (seed 0) draws
+    cli_batch = al.initial_query(twin, tiny_recipe, seed=0)  # what `ktal-cryo train` (seed 0) draws
     assert [q.index for q in s.batch] == [q.index for q in cli_batch]
 
 
@@ -75,7 +75,7 @@ def test_resume_derives_batch_position_and_labels_from_the_folder(project, sim_t
     s = LabelingSession(project)
     for q in s.batch:
         s.assign(sim_truth[q.key])
-    al.train_cycle(project, tiny_recipe, torch.device("cpu"), 0)
+    al.train_cycle(project, tiny_recipe, torch.device("cpu"), seed=0)
     s.reload()
     assert s.cycle == 1 and s.phase is Phase.LABELING and not s.can_undo
     s.go_to(1)
@@ -97,7 +97,7 @@ def test_phase_done_when_the_pool_is_used_up(tmp_path, sim_train_dir, sim_truth,
             if s.is_open(q.index):
                 s.go_to(s.batch.index(q))
                 s.assign(sim_truth[q.key])
-        al.train_cycle(project, recipe, torch.device("cpu"), 0)
+        al.train_cycle(project, recipe, torch.device("cpu"), seed=0)
         s.reload()
     assert len(s.labels) == len(project.pool)
     assert s.phase is Phase.DONE

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from qtpy.QtCore import QElapsedTimer, Qt, QTimer
 
-from napari_ktal._napari.widget import ActiveLearningWidget
-from napari_ktal.core.loop import cycle as al
+from napari_ktal._napari._qt.widget import ActiveLearningWidget
+from napari_ktal.core import loop as al
 from napari_ktal.core.loop.session import Phase
-from napari_ktal.core.project.project import Project
+from napari_ktal.core.project import Project
 
 pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("one_torch_thread")]
 
@@ -121,9 +121,9 @@ def _label_with_truth(project, truth, items):
 def test_resume_after_closing_napari(make_widget, qtbot, project, sim_truth, tiny_recipe):
     import torch
 
-    batch0 = al.initial_query(project, tiny_recipe, 0)
+    batch0 = al.initial_query(project, tiny_recipe, seed=0)
     _label_with_truth(project, sim_truth, batch0)
-    al.train_cycle(project, tiny_recipe, torch.device("cpu"), 0)  # as `ktal-cryo train` would
+    al.train_cycle(project, tiny_recipe, torch.device("cpu"), seed=0)  # as `ktal-cryo train` would
 
     viewer, widget = make_widget()
     widget.panel.auto_train.setChecked(False)
@@ -148,10 +148,10 @@ def test_resume_after_closing_napari(make_widget, qtbot, project, sim_truth, tin
 
 def test_event_loop_stays_responsive_while_training(make_widget, qtbot, project, sim_truth, tiny_recipe, capsys):
     """A 10 ms timer keeps ticking on time while a cycle trains for a few seconds."""
-    from napari_ktal._napari import tasks
+    from napari_ktal._napari import controller as tasks
     tasks.warm_up()  # as the widget does in the background when a project opens
     project.set_recipe(tiny_recipe.replace(train={"epochs": 20}))
-    labeled = al.initial_query(project, tiny_recipe, 0)
+    labeled = al.initial_query(project, tiny_recipe, seed=0)
     extra = [i for i in range(len(project.pool)) if i not in {q.index for q in labeled}][:9]
     project.label_many({i: sim_truth[project.pool.keys[i]] for i in extra})
     _label_with_truth(project, sim_truth, labeled)
@@ -197,7 +197,7 @@ def test_event_loop_stays_responsive_while_training(make_widget, qtbot, project,
 
 def test_cancel_stops_training_within_seconds(make_widget, qtbot, project, sim_truth, tiny_recipe):
     project.set_recipe(tiny_recipe.replace(train={"epochs": 200}))
-    _label_with_truth(project, sim_truth, al.initial_query(project, tiny_recipe, 0))
+    _label_with_truth(project, sim_truth, al.initial_query(project, tiny_recipe, seed=0))
     _, widget = make_widget()
     s = widget.open_project(project.root)
     task = widget.runner.running("train")
@@ -281,7 +281,7 @@ def test_create_project_from_an_image_layer(make_widget, qtbot, tmp_path):
 def test_closing_the_dock_or_napari_stops_training_and_cleans_up(make_widget, qtbot, project, sim_truth,
                                                                   tiny_recipe):
     project.set_recipe(tiny_recipe.replace(train={"epochs": 200}))
-    _label_with_truth(project, sim_truth, al.initial_query(project, tiny_recipe, 0))
+    _label_with_truth(project, sim_truth, al.initial_query(project, tiny_recipe, seed=0))
 
     # the dock's close button: napari takes the widget out of the dock
     viewer, widget = make_widget()

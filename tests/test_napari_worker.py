@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from napari_ktal._napari.worker import TaskRunner
+from napari_ktal._napari._qt.worker import TaskRunner
 from napari_ktal.core.errors import Cancelled, KtalError
 from napari_ktal.core.progress import Progress, check_cancel
 

@@ -17,10 +17,10 @@ import pytest
 import torch
 
 from napari_ktal.core.errors import Cancelled, ProjectError
-from napari_ktal.core.loop import cycle as al
-from napari_ktal.core.project.project import Project
-from napari_ktal.core.recipe import load_recipe
-from napari_ktal.core.simulate.dataset import SimulationConfig, simulate_dataset
+from napari_ktal.core import loop as al
+from napari_ktal.core.project import Project
+from napari_ktal.core.loop import load_recipe
+from napari_ktal.core.simulate import SimulationConfig, simulate_dataset
 
 TINY = load_recipe("quick").replace(model={"width": 4}, train={"epochs": 2, "lr_milestones": [], "batch_size": 8})
 CPU = torch.device("cpu")

@@ -16,12 +16,13 @@ import torch
 from napari.components import ViewerModel
 from test_volumes import noise, write_mrc
 
-from napari_ktal._napari import widget as widget_module
-from napari_ktal._napari.widget import LOCK_PURPOSE, ActiveLearningWidget
+from napari_ktal._napari._qt import widget as widget_module
+from napari_ktal._napari._qt.widget import ActiveLearningWidget
+from napari_ktal._napari.controller import LOCK_PURPOSE
 from napari_ktal.cli import main
 from napari_ktal.core.engine import device
 from napari_ktal.core.project.lock import ProjectLock
-from napari_ktal.core.project.project import Project
+from napari_ktal.core.project import Project
 
 
 @pytest.fixture
@@ -145,12 +146,12 @@ def test_a_broken_cuda_is_a_visible_warning(make_widget, notes, project, monkeyp
 
 def test_a_damaged_checkpoint_at_export_is_a_notification(make_widget, notes, project, tmp_path, qtbot,
                                                           one_torch_thread):
-    from napari_ktal._napari import tasks
+    from napari_ktal._napari import controller as tasks
     session_widget = make_widget()
     session = session_widget.open_project(project.root)
     for k in range(len(session)):
         session_widget.assign(session.classes[k % 2])
-    tasks.train_cycle(project.root, "cpu", 0, threads=1)  # what the widget's training job runs
+    tasks.train_job(project.root, "cpu", 0, threads=1)  # what the widget's training job runs
     teacher = project.root / "checkpoints" / "cycle_000" / "teacher.pt"
     teacher.write_bytes(teacher.read_bytes()[:300])
     session_widget.export_predictions(tmp_path / "pred.csv")

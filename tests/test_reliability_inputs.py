@@ -35,8 +35,8 @@ from test_volumes import noise, poke, write_mrc
 from napari_ktal.cli import main
 from napari_ktal.core.data.mrc import read_labels_csv
 from napari_ktal.core.errors import InputError, KtalError
-from napari_ktal.core.project.project import Project
-from napari_ktal.core.simulate.dataset import SimulationConfig, simulate_dataset
+from napari_ktal.core.project import Project
+from napari_ktal.core.simulate import SimulationConfig, simulate_dataset
 
 TINY_TOML = """
 name = "tiny"
@@ -599,7 +599,7 @@ def test_import_of_a_mutated_volume_gives_a_project_or_one_clean_error(tmp_path_
 
 
 def _recipe():
-    from napari_ktal.core.recipe import load_recipe
+    from napari_ktal.core.loop import load_recipe
     return load_recipe("quick")
 
 

@@ -34,11 +34,11 @@ from pathlib import Path
 
 import pytest
 
-from napari_ktal.core.loop import cycle as al
+from napari_ktal.core import loop as al
 from napari_ktal.core.project.journal import LabelJournal
-from napari_ktal.core.project.project import Project
-from napari_ktal.core.recipe import load_recipe
-from napari_ktal.core.simulate.dataset import SimulationConfig, simulate_dataset
+from napari_ktal.core.project import Project
+from napari_ktal.core.loop import load_recipe
+from napari_ktal.core.simulate import SimulationConfig, simulate_dataset
 
 LABEL_TRIALS = int(os.environ.get("KTAL_LABEL_KILL_TRIALS", "30"))
 TRAIN_TRIALS = int(os.environ.get("KTAL_TRAIN_KILL_TRIALS", "10"))

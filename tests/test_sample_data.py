@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 from napari_ktal.core.data.mrc import find_volumes, read_labels_csv
-from napari_ktal.core.simulate.dataset import SimulationConfig, simulate_dataset
+from napari_ktal.core.simulate import SimulationConfig, simulate_dataset
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
 

@@ -15,19 +15,10 @@ import numpy as np
 import pytest
 
 from napari_ktal.core.errors import KtalError
-from napari_ktal.core.simulate.dataset import (
-    SimulationConfig,
-    Template,
-    class_name,
-    ctf_3d,
-    make_templates,
-    missing_wedge_mask,
-    random_pose,
-    render,
-    simulate_dataset,
-    simulate_parts,
-    simulate_volume,
-)
+from napari_ktal.core.simulate import SimulationConfig, Template, class_name, simulate_dataset, simulate_volume
+from napari_ktal.core.simulate.dataset import random_pose, simulate_parts
+from napari_ktal.core.simulate.optics import ctf_3d, missing_wedge_mask
+from napari_ktal.core.simulate.templates import make_templates, render
 
 BOX = 32
 

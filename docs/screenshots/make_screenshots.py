@@ -20,10 +20,10 @@ SIZE = (1280, 800)
 
 
 def prepare(root: Path) -> Path:
-    from napari_ktal.core.loop import cycle as al
-    from napari_ktal.core.project.project import Project
+    from napari_ktal.core import loop as al
+    from napari_ktal.core.project import Project
     from napari_ktal.core.recipe import load_recipe
-    from napari_ktal.core.simulate.dataset import SimulationConfig, simulate_dataset
+    from napari_ktal.core.simulate import SimulationConfig, simulate_dataset
     torch.set_num_threads(1)
     simulate_dataset(root / "sim", SimulationConfig(classes=4, per_class=25, snr=0.5, seed=3))
     with open(root / "sim" / "train" / "labels.csv", newline="") as f:
@@ -32,11 +32,11 @@ def prepare(root: Path) -> Path:
     names = ["ribosome", "proteasome", "TRiC", "membrane protein"]
     project = Project.create(root / "tutorial_project", root / "sim" / "train", recipe, names)
     rename = {f"class_{k:02d}": n for k, n in enumerate(names)}
-    al.initial_query(project, recipe, 0)
+    al.initial_query(project, recipe, seed=0)
     for cycle in range(2):
         batch = project.read_query(cycle)
         project.label_many({q.index: rename[truth[q.key]] for q in batch}, cycle=cycle)
-        al.train_cycle(project, recipe, torch.device("cpu"), 0)
+        al.train_cycle(project, recipe, torch.device("cpu"), seed=0)
     batch = project.read_query(2)  # label a few of cycle 2's batch, as if mid-way
     project.label_many({q.index: rename[truth[q.key]] for q in batch[:3]}, cycle=2)
     return project.root
@@ -46,7 +46,7 @@ def main() -> int:
     import napari
     from qtpy.QtWidgets import QApplication
 
-    from napari_ktal._napari.widget import ActiveLearningWidget
+    from napari_ktal._napari._qt.widget import ActiveLearningWidget
     with tempfile.TemporaryDirectory() as tmp:
         root = prepare(Path(tmp))
         viewer = napari.Viewer(show=True)

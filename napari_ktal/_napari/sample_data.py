@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..core.simulate.dataset import SimulationConfig, class_name, make_templates, simulate_volume
+from ..core.simulate import SimulationConfig, class_name, make_templates, simulate_volume
 
 N_CLASSES = 4
 PER_CLASS = 3

@@ -3,6 +3,7 @@
 Shells pass ``on_progress(Progress)`` (a plain callable) and ``should_stop()`` (e.g.
 ``threading.Event().is_set``); the core never imports a shell. Long loops call
 :func:`check_cancel` once per batch and raise :class:`Cancelled` when asked to stop.
+:func:`describe` is the one wording of an event that the CLI's bar and the widget's bar show.
 """
 
 from __future__ import annotations
@@ -12,10 +13,18 @@ from dataclasses import dataclass, field
 
 from .errors import Cancelled
 
+PHASES = {  # what each phase is called on screen
+    "import": "importing",
+    "train": "training",
+    "score": "scoring unlabeled volumes",
+    "predict": "predicting",
+    "simulate": "simulating",
+}
+
 
 @dataclass(frozen=True)
 class Progress:
-    phase: str  # "import", "train", "score", "predict", "simulate"
+    phase: str  # a key of PHASES
     done: int
     total: int
     cycle: int | None = None
@@ -24,9 +33,29 @@ class Progress:
     metrics: dict[str, float] = field(default_factory=dict)
     message: str = ""
 
+    @property
+    def steps(self) -> tuple[int, int]:
+        """(done, total) over the whole phase: a training's batches count across all its epochs."""
+        if self.phase == "train" and self.epochs:
+            return ((self.epoch or 1) - 1) * self.total + self.done, self.total * self.epochs
+        return self.done, self.total
+
 
 ProgressCallback = Callable[[Progress], None]
 StopFlag = Callable[[], bool]
+
+
+def describe(p: Progress, with_counts: bool = True) -> str:
+    """One line for a progress bar: ``cycle 3: epoch 5/30 · loss 0.412`` or ``predicting: 40/100``."""
+    if p.phase == "train" and p.epochs:
+        text = f"cycle {p.cycle}: epoch {p.epoch}/{p.epochs}" if p.cycle is not None else \
+            f"epoch {p.epoch}/{p.epochs}"
+        loss = p.metrics.get("teacher_loss")
+        return text + (f" · loss {loss:.3f}" if loss is not None else "")
+    what = PHASES.get(p.phase, p.phase)
+    if p.phase == "train" and p.cycle is not None:
+        what = f"cycle {p.cycle}: {what}"
+    return f"{what}: {p.done}/{p.total}" if with_counts else what
 
 
 def emit(on_progress: ProgressCallback | None, event: Progress) -> None:

@@ -6,9 +6,20 @@ A recipe is a small TOML file (see ``models/*.toml``) with four tables::
     [transfer] knowledge-transfer loss, its weight lambda, the scoring distance
     [train]    optimizer, lr schedule, epochs, batch size, augmentation
     [active]   strategy, initial fraction, step, final budget, subset factor, re-init
+    [active.options]  settings of the query strategies (each strategy reads its own keys)
 
 Every key is checked: an unknown key (a typo) or an out-of-range value raises
 :class:`RecipeError` naming the key, so a recipe never silently runs with defaults.
+
+This module is the bottom of the core: it imports nothing of napari-ktal but its errors, so
+every layer can read recipes. It knows the names the recipe's fixed tables accept (depths,
+stems, transfer losses, scores); the packages that implement them are tested to agree. The
+strategies are an open set: :func:`read_recipe` keeps ``[active] strategy`` and
+``[active.options]`` as given, and :func:`napari_ktal.core.strategies.check_recipe` checks
+them against the registry (``napari_ktal.core.loop.load_recipe`` does both).
+
+Older recipes wrote strategy settings as flat ``[active]`` keys (``mc_passes = 20``); they
+are read into ``[active.options]``, so projects written by earlier versions still open.
 """
 
 from __future__ import annotations
@@ -17,15 +28,25 @@ import dataclasses
 import difflib
 import math
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any, get_origin, get_type_hints
 
+import tomli_w
+
 from .errors import RecipeError
 
+#: what the fixed tables accept (the models package implements exactly these)
+DEPTHS = (10, 18, 34)  # ResNet depths: 10 -> one BasicBlock per stage, 18 -> two, 34 -> 3/4/6/3
+STEMS = ("cifar", "strided")
+TRANSFER_LOSS_NAMES = ("at", "mse", "l1", "kl")
+DISTANCE_NAMES = ("kl", "js", "mse")
+OptionValue = bool | int | float | str | list
 
-def _check(cond: bool, key: str, msg: str) -> None:
+
+def check(cond: bool, key: str, msg: str) -> None:
     if not cond:
         raise RecipeError(f"recipe key '{key}': {msg}")
 
@@ -41,13 +62,11 @@ class ModelSpec:
     dropout: float = 0.0  # before the classifier; MC-dropout strategies turn it on
 
     def validate(self, section: str = "model") -> None:
-        from .models.resnet3d import DEPTHS
-
-        _check(self.teacher_depth in DEPTHS, f"{section}.teacher_depth", f"must be one of {sorted(DEPTHS)}")
-        _check(self.student_depth in DEPTHS, f"{section}.student_depth", f"must be one of {sorted(DEPTHS)}")
-        _check(1 <= self.width <= 512, f"{section}.width", "must be between 1 and 512")
-        _check(self.stem in ("cifar", "strided"), f"{section}.stem", "must be 'cifar' or 'strided'")
-        _check(0.0 <= self.dropout < 1.0, f"{section}.dropout", "must be in [0, 1)")
+        check(self.teacher_depth in DEPTHS, f"{section}.teacher_depth", f"must be one of {sorted(DEPTHS)}")
+        check(self.student_depth in DEPTHS, f"{section}.student_depth", f"must be one of {sorted(DEPTHS)}")
+        check(1 <= self.width <= 512, f"{section}.width", "must be between 1 and 512")
+        check(self.stem in STEMS, f"{section}.stem", "must be 'cifar' or 'strided'")
+        check(0.0 <= self.dropout < 1.0, f"{section}.dropout", "must be in [0, 1)")
 
 
 @dataclass(frozen=True)
@@ -59,12 +78,9 @@ class TransferSpec:
     score: str = "kl"  # KL(softmax T || softmax S); "js"; "mse"
 
     def validate(self, section: str = "transfer") -> None:
-        from .models.distances import DISTANCES
-        from .models.transfer import TRANSFER_LOSSES
-
-        _check(self.loss in TRANSFER_LOSSES, f"{section}.loss", f"must be one of {sorted(TRANSFER_LOSSES)}")
-        _check(self.weight >= 0, f"{section}.weight", "must be >= 0")
-        _check(self.score in DISTANCES, f"{section}.score", f"must be one of {sorted(DISTANCES)}")
+        check(self.loss in TRANSFER_LOSS_NAMES, f"{section}.loss", f"must be one of {sorted(TRANSFER_LOSS_NAMES)}")
+        check(self.weight >= 0, f"{section}.weight", "must be >= 0")
+        check(self.score in DISTANCE_NAMES, f"{section}.score", f"must be one of {sorted(DISTANCE_NAMES)}")
 
 
 @dataclass(frozen=True)
@@ -83,21 +99,21 @@ class TrainSpec:
     eval_batch_size: int = 256
 
     def validate(self, section: str = "train") -> None:
-        _check(self.optimizer in ("sgd", "adamw"), f"{section}.optimizer", "must be 'sgd' or 'adamw'")
-        _check(0 < self.lr <= 10, f"{section}.lr", "must be in (0, 10]")
-        _check(0 <= self.momentum < 1, f"{section}.momentum", "must be in [0, 1)")
-        _check(0 <= self.weight_decay < 1, f"{section}.weight_decay", "must be in [0, 1)")
-        _check(1 <= self.epochs <= 10_000, f"{section}.epochs", "must be between 1 and 10000")
-        _check(
+        check(self.optimizer in ("sgd", "adamw"), f"{section}.optimizer", "must be 'sgd' or 'adamw'")
+        check(0 < self.lr <= 10, f"{section}.lr", "must be in (0, 10]")
+        check(0 <= self.momentum < 1, f"{section}.momentum", "must be in [0, 1)")
+        check(0 <= self.weight_decay < 1, f"{section}.weight_decay", "must be in [0, 1)")
+        check(1 <= self.epochs <= 10_000, f"{section}.epochs", "must be between 1 and 10000")
+        check(
             all(isinstance(m, int) and 0 < m < self.epochs for m in self.lr_milestones)
             and list(self.lr_milestones) == sorted(self.lr_milestones),
             f"{section}.lr_milestones",
             f"must be increasing whole epochs between 1 and epochs-1 ({self.epochs - 1})",
         )
-        _check(0 < self.lr_gamma <= 1, f"{section}.lr_gamma", "must be in (0, 1]")
-        _check(2 <= self.batch_size <= 65_536, f"{section}.batch_size", "must be between 2 and 65536")
-        _check(self.augment in ("flips", "none"), f"{section}.augment", "must be 'flips' or 'none'")
-        _check(1 <= self.eval_batch_size <= 65_536, f"{section}.eval_batch_size", "must be between 1 and 65536")
+        check(0 < self.lr_gamma <= 1, f"{section}.lr_gamma", "must be in (0, 1]")
+        check(2 <= self.batch_size <= 65_536, f"{section}.batch_size", "must be between 2 and 65536")
+        check(self.augment in ("flips", "none"), f"{section}.augment", "must be 'flips' or 'none'")
+        check(1 <= self.eval_batch_size <= 65_536, f"{section}.eval_batch_size", "must be between 1 and 65536")
 
 
 @dataclass(frozen=True)
@@ -110,36 +126,19 @@ class ActiveSpec:
     final_fraction: float = 0.40
     subset_factor: float = 10.0  # score a random subset of ~subset_factor * M unlabeled volumes
     reinit_each_cycle: bool = True  # train from scratch every cycle (the paper); False warm-starts
-    # options of individual strategies (ignored by the others)
-    mc_passes: int = 20  # bald: stochastic forward passes (dropout before the classifier)
-    mc_dropout: float = 0.5  # bald: dropout rate used when [model] dropout is 0 (test-time only)
-    noise_passes: int = 30  # noise-stability: K noisy copies of the teacher (the paper uses 30-50)
-    noise_scale: float = 0.001  # noise-stability: ||noise|| = noise_scale * ||W|| for each layer's weight
-    gradnorm_batch_size: int = 16  # gradnorm-*: samples per vmap call (memory ~ this x model size)
-    lloss_weight: float = 1.0  # lloss: lambda of the loss-prediction ranking loss
-    lloss_margin: float = 1.0  # lloss: margin of the ranking loss
-    lloss_detach_fraction: float = 0.6  # lloss: features are detached after this fraction of epochs
+    #: [active.options]: the strategies' settings, checked by the strategy registry
+    options: dict[str, OptionValue] = field(default_factory=dict)
 
     def validate(self, section: str = "active") -> None:
-        from .strategies.registry import STRATEGIES
-
-        _check(self.strategy in STRATEGIES, f"{section}.strategy", f"must be one of {', '.join(STRATEGIES)}")
-        _check(1 <= self.mc_passes <= 1000, f"{section}.mc_passes", "must be between 1 and 1000")
-        _check(0 < self.mc_dropout < 1, f"{section}.mc_dropout", "must be in (0, 1)")
-        _check(1 <= self.noise_passes <= 1000, f"{section}.noise_passes", "must be between 1 and 1000")
-        _check(0 < self.noise_scale <= 1, f"{section}.noise_scale", "must be in (0, 1]")
-        _check(1 <= self.gradnorm_batch_size <= 4096, f"{section}.gradnorm_batch_size", "must be between 1 and 4096")
-        _check(self.lloss_weight >= 0, f"{section}.lloss_weight", "must be >= 0")
-        _check(self.lloss_margin >= 0, f"{section}.lloss_margin", "must be >= 0")
-        _check(0 <= self.lloss_detach_fraction <= 1, f"{section}.lloss_detach_fraction", "must be in [0, 1]")
-        _check(0 < self.initial_fraction <= 1, f"{section}.initial_fraction", "must be in (0, 1]")
-        _check(0 < self.step_fraction <= 1, f"{section}.step_fraction", "must be in (0, 1]")
-        _check(
+        check(bool(self.strategy.strip()), f"{section}.strategy", "must name a query strategy")
+        check(0 < self.initial_fraction <= 1, f"{section}.initial_fraction", "must be in (0, 1]")
+        check(0 < self.step_fraction <= 1, f"{section}.step_fraction", "must be in (0, 1]")
+        check(
             self.initial_fraction <= self.final_fraction <= 1,
             f"{section}.final_fraction",
             "must be between initial_fraction and 1",
         )
-        _check(self.subset_factor >= 1, f"{section}.subset_factor", "must be >= 1")
+        check(self.subset_factor >= 1, f"{section}.subset_factor", "must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -161,11 +160,28 @@ class Recipe:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def to_toml(self) -> str:
+        """The recipe as TOML (what a project's recipe.toml holds); reads back equal."""
+        data = self.to_dict()
+        if not data["active"]["options"]:
+            del data["active"]["options"]
+        return tomli_w.dumps(data)
+
     def replace(self, **sections: dict[str, Any]) -> Recipe:
-        """A copy with some keys changed, e.g. ``recipe.replace(train={"epochs": 5})``."""
+        """A copy with some keys changed, e.g. ``recipe.replace(train={"epochs": 5})``.
+
+        In ``active``, strategy options may be given in ``options`` or flat (``mc_passes=4``);
+        either way they update the options the recipe has.
+        """
         data = self.to_dict()
         for section, values in sections.items():
-            _check(isinstance(data.get(section), dict), section, "is not a recipe table")
+            check(isinstance(data.get(section), dict), section, "is not a recipe table")
+            values = dict(values)
+            if section == "active":
+                own = {f.name for f in fields(ActiveSpec)}
+                options = data["active"]["options"]
+                options.update(values.pop("options", {}))
+                options.update({k: values.pop(k) for k in list(values) if k not in own})
             data[section].update(values)
         return recipe_from_dict(data)
 
@@ -184,25 +200,54 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
     if typ is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if typ is float and isinstance(value, float):
-        _check(math.isfinite(value), key, f"must be a finite number, got {value!r}")
+        check(math.isfinite(value), key, f"must be a finite number, got {value!r}")
     if get_origin(typ) is list:
-        _check(isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value),
+        check(isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value),
                key, "must be a list of whole numbers")
         return list(value)
     ok = isinstance(value, typ) and not (typ in (int, float) and isinstance(value, bool))
-    _check(ok, key, f"must be a {getattr(typ, '__name__', typ)}, got {value!r}")
+    check(ok, key, f"must be a {getattr(typ, '__name__', typ)}, got {value!r}")
     return value
 
 
-def _build(cls: type, data: dict[str, Any], where: str) -> Any:
+def from_table(cls: type, data: dict[str, Any], where: str, ignore: Iterable[str] = ()) -> Any:
+    """``cls(**data)`` for a dataclass, each value checked against its field's type.
+
+    A key that is not a field (and not in ``ignore``) raises :class:`RecipeError` with a
+    "did you mean" hint; ``where`` prefixes the key in messages (``"train."``).
+    """
     hints = get_type_hints(cls)
     known = [f.name for f in fields(cls)]
+    skip = set(ignore)
     kwargs = {}
     for key, value in data.items():
+        if key in skip:
+            continue
         if key not in known:
             raise _unknown_key(key, known, where)
         kwargs[key] = _coerce(value, hints[key], f"{where}{key}")
     return cls(**kwargs)
+
+
+def _active_table(data: dict[str, Any]) -> ActiveSpec:
+    """``[active]``: its own keys typed; ``options`` and the older flat strategy keys as options."""
+    own = [f.name for f in fields(ActiveSpec)]
+    options = data.get("options", {})
+    check(isinstance(options, dict), "active.options", "must be a table")
+    options = dict(options)
+    for key, value in options.items():
+        check(isinstance(value, (bool, int, float, str, list)), f"active.options.{key}",
+               f"must be a number, a word, true/false or a list, got {value!r}")
+    for key, value in data.items():
+        if key in own:
+            continue
+        close = difflib.get_close_matches(key, own, n=1, cutoff=0.8)
+        if close:  # a typo of one of [active]'s own keys, not a strategy setting
+            raise _unknown_key(key, own, "active.")
+        check(key not in options, f"active.{key}", "is given twice: in [active] and in [active.options]")
+        options[key] = value  # a strategy setting written the older way, flat in [active]
+    spec = from_table(ActiveSpec, {k: v for k, v in data.items() if k in own and k != "options"}, "active.")
+    return dataclasses.replace(spec, options=options)
 
 
 def recipe_from_dict(data: dict[str, Any]) -> Recipe:
@@ -212,9 +257,12 @@ def recipe_from_dict(data: dict[str, Any]) -> Recipe:
     for key, value in data.items():
         if key not in top_known:
             raise _unknown_key(key, top_known, "")
-        if key in _SECTIONS:
-            _check(isinstance(value, dict), key, "must be a table")
-            kwargs[key] = _build(_SECTIONS[key], value, f"{key}.")
+        if key == "active":
+            check(isinstance(value, dict), key, "must be a table")
+            kwargs[key] = _active_table(value)
+        elif key in _SECTIONS:
+            check(isinstance(value, dict), key, "must be a table")
+            kwargs[key] = from_table(_SECTIONS[key], value, f"{key}.")
         else:
             kwargs[key] = _coerce(value, str, key)
     return Recipe(**kwargs).validate()
@@ -232,8 +280,8 @@ def builtin_recipes() -> list[str]:
     return sorted(p.stem for p in builtin_recipe_dir().glob("*.toml"))
 
 
-def load_recipe(name_or_path: str | Path) -> Recipe:
-    """Load a recipe by shipped name (``quick``) or by path to a TOML file."""
+def recipe_path(name_or_path: str | Path) -> Path:
+    """The file of a shipped recipe (``quick``), or the path given."""
     path = Path(name_or_path)
     if path.suffix != ".toml" and not path.exists():
         path = builtin_recipe_dir() / f"{name_or_path}.toml"
@@ -242,6 +290,16 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
                 f"no recipe named '{name_or_path}'; shipped recipes: {', '.join(builtin_recipes())}, "
                 "or give the path of a .toml file"
             )
+    return path
+
+
+def read_recipe(name_or_path: str | Path) -> Recipe:
+    """Read a recipe by shipped name (``quick``) or by path to a TOML file.
+
+    The strategy and its options are checked by the strategy registry, not here: use
+    :func:`napari_ktal.core.loop.load_recipe`, which reads and checks.
+    """
+    path = recipe_path(name_or_path)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

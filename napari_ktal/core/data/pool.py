@@ -31,6 +31,7 @@ from ..atomic import atomic_open, atomic_write_text, fsync_dir
 from ..errors import ProjectError
 from ..progress import Progress, ProgressCallback, StopFlag, check_cancel, emit
 from .mrc import VolumeRef, find_volumes, inspect_mrc, iter_volumes, normalize
+from .source import Reopen
 
 VOLUMES_FILE = "volumes.npy"
 INDEX_FILE = "index.csv"
@@ -129,6 +130,10 @@ class Pool:
 
     def index_of(self) -> dict[VolumeRef, int]:
         return {r: i for i, r in enumerate(self.refs)}
+
+    def reopen(self) -> Reopen:
+        """Another process opens this pool by its folder (all must see the same file system)."""
+        return Pool.open, (str(self.directory),)
 
     @classmethod
     def open(cls, directory: str | Path) -> Pool:

@@ -2,21 +2,23 @@
 
 Rank 0 (the *leader*) runs ``ktal-cryo train`` exactly as a single process does and is the
 only process that opens the project: it reads the labels, writes checkpoints, queries,
-history and journal, and holds the project's lock. The other ranks (*followers*) never open
-the project; they wait for the leader's commands and do their part of the two heavy steps:
+history and journal, and holds the project's lock. The other ranks (*followers*, see
+:mod:`.follower`) never open the project; they wait for the leader's commands and do their
+part of the two heavy steps:
 
-- ``train``: the leader broadcasts the labeled set and the models' architecture; all ranks
+- ``train``: the leader broadcasts the labeled set and the models' configurations; all ranks
   train the same models with DistributedDataParallel (see :mod:`.training`), each on its
   slice of every global batch. DDP copies the leader's initial weights to every rank.
-- ``forward``: a pass over pool volumes (scoring, prediction) with the models of the last
+- ``forward``: a pass over a volume source (scoring, prediction) with the models of the last
   training; each rank runs a contiguous shard and the outputs are gathered on the leader.
-  Passes the followers cannot repeat (a test set held in the leader's memory, a strategy's
-  own model copies or collect function) run on the leader alone.
+  Passes the followers cannot repeat (a source held in the leader's memory, a strategy's
+  own model copies) run on the leader alone.
 
 Commands travel on a gloo group (CPU) with a long timeout, so followers can wait while the
 leader imports a pool or labels; tensors travel on the main group (NCCL on CUDA, gloo on the
-CPU). Followers read the pool file by path: all ranks must see the same file system.
-If the leader fails, it exits and torchrun stops the followers.
+CPU). Followers open file-backed sources by the recipe the source gives (the pool: its folder),
+so all ranks must see the same file system. If the leader fails, it exits and torchrun stops
+the followers.
 """
 
 from __future__ import annotations
@@ -24,9 +26,8 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -38,8 +39,6 @@ from ..errors import KtalError
 
 COMMAND_TIMEOUT = datetime.timedelta(hours=24)  # followers wait this long for the leader's next command
 
-_HANDLERS: dict[str, Callable[[dict, torch.device], None]] = {}
-
 
 @dataclass
 class _Session:
@@ -49,10 +48,10 @@ class _Session:
     device: torch.device
     backend: str
     commands: Any  # the gloo group commands and gathered objects travel on
-    model_groups: list  # one group per DDP model (teacher, student, loss module): its gradients
+    model_groups: list  # one group per DDP model (teacher, student, auxiliary head): its gradients
     bn_groups: list  # and one per model for its synchronised BatchNorm statistics
-    models: dict[str, nn.Module | None] = field(default_factory=dict)  # the last trained models
-    pools: dict[str, Any] = field(default_factory=dict)  # followers: pools opened by path
+    models: dict[str, nn.Module] = field(default_factory=dict)  # the last trained models, by role
+    sources: dict[Any, Any] = field(default_factory=dict)  # followers: sources opened, by their reopen recipe
     in_collective: bool = False  # leader: inside a command (the followers are in it too)
 
 
@@ -119,25 +118,17 @@ def is_main() -> bool:
     return rank() == 0
 
 
-def shard_bounds(n: int) -> tuple[int, int]:
-    """This rank's contiguous part ``[lo, hi)`` of ``n`` items (sizes differ by at most one)."""
-    base, extra = divmod(n, world_size())
-    r = rank()
+def shard_bounds(n: int, world: int | None = None, rank_: int | None = None) -> tuple[int, int]:
+    """Rank ``rank_``'s contiguous part ``[lo, hi)`` of ``n`` items split ``world`` ways (sizes
+    differ by at most one); by default this process's part in this run."""
+    world = world_size() if world is None else world
+    r = rank() if rank_ is None else rank_
+    base, extra = divmod(n, world)
     lo = r * base + min(r, extra)
     return lo, lo + base + (r < extra)
 
 
 # -- leader and followers ---------------------------------------------------------------------
-def handler(command: str):
-    """Register what a follower runs for ``command`` (``fn(payload, device)``)."""
-
-    def register(fn):
-        _HANDLERS[command] = fn
-        return fn
-
-    return register
-
-
 def leader_call(command: str, payload: dict) -> None:
     """Leader: start ``command`` on every follower (then take part in it yourself)."""
     assert _session is not None and _session.rank == 0
@@ -167,21 +158,13 @@ def leading() -> Iterator[None]:
         shutdown()
 
 
-def follow() -> None:
-    """Follower: run the leader's commands until it says stop."""
-    from . import inference, training  # noqa: F401  (they register their handlers)
-
+def next_command() -> tuple[str, Any]:
+    """Follower: wait for the leader's next command ``(name, payload)``; ``("stop", None)`` ends."""
     assert _session is not None
-    try:
-        while True:
-            box: list[Any] = [None]
-            tdist.broadcast_object_list(box, src=0, group=_session.commands)
-            command, payload = box[0]
-            if command == "stop":
-                return
-            _HANDLERS[command](payload, _session.device)
-    finally:
-        shutdown()
+    box: list[Any] = [None]
+    tdist.broadcast_object_list(box, src=0, group=_session.commands)
+    return box[0]
+
 
 
 # -- data and models ------------------------------------------------------------------------------
@@ -203,79 +186,30 @@ def gather_objects(obj: Any) -> list[Any]:
     return out
 
 
-def architecture(model: nn.Module) -> dict:
-    """What a follower needs to build a model like ``model`` (its weights come from DDP)."""
-    from ..models.resnet3d import ResNet3D
-
-    if not isinstance(model, ResNet3D):
-        raise KtalError(f"several processes can train the 3D ResNets only, not {type(model).__name__}")
-    conv = model.stem[0]
-    return {"depth": model.depth, "n_classes": model.n_classes, "width": model.width,
-            "stem": "cifar" if conv.stride[0] == 1 else "strided", "dropout": float(model.dropout.p),
-            "in_channels": conv.in_channels}
+def remember_models(**models: nn.Module | None) -> None:
+    """The models of the last training, by role: forward passes with them can be sharded."""
+    _session.models = {name: m for name, m in models.items() if m is not None}
 
 
-def build_architecture(spec: dict) -> nn.Module:
-    from ..models.resnet3d import ResNet3D
-
-    return ResNet3D(**spec)
-
-
-def remember_models(teacher: nn.Module, student: nn.Module, loss_module: nn.Module | None) -> None:
-    """The models of the last training: forward passes with them can be sharded."""
-    _session.models = {"teacher": teacher, "student": student, "loss": loss_module}
-
-
-_PROBE_FIELDS = ("logits", "stages", "embedding")
-
-
-def _collect_kind(collect: Callable) -> str | None:
-    """Which field of a ModelOutput ``collect`` returns, found by calling it on markers."""
-    from ..models.resnet3d import ModelOutput
-
-    markers = [object() for _ in _PROBE_FIELDS]
-    try:
-        got = collect(ModelOutput(*markers))
-    except Exception:  # noqa: BLE001 (any collect that does more than pick a field is not shardable)
+def model_roles(models) -> list[str] | None:
+    """The roles of ``models`` among the last trained ones, or None if any is not one of them."""
+    if _session is None:
         return None
-    for name, marker in zip(_PROBE_FIELDS, markers):
-        if got is marker and name != "stages":
-            return name
-    return None
+    roles = [next((k for k, v in _session.models.items() if v is m), None) for m in models]
+    return None if None in roles else roles
 
 
-def forward_plan(models, read, collect) -> dict | None:
-    """Leader: how followers can repeat this forward pass, or None if they cannot."""
-    from ..data.pool import Pool
-
-    if _session is None or not _session.models:
-        return None
-    names = []
-    for m in models:
-        name = next((k for k, v in _session.models.items() if v is m), None)
-        if name is None:
-            return None
-        names.append(name)
-    owner = getattr(read, "__self__", None)
-    if not isinstance(owner, Pool) or getattr(read, "__func__", None) is not Pool.read:
-        return None
-    kind = _collect_kind(collect)
-    if kind is None:
-        return None
-    return {"models": names, "pool": str(owner.directory), "collect": kind}
+def models_of(roles: list[str]) -> list[nn.Module]:
+    return [_session.models[r] for r in roles]
 
 
-def resolve_plan(payload: dict) -> tuple[list[nn.Module], Callable, Callable]:
-    """Follower: the models, reader and collect function of a forward command."""
-    from ..data.pool import Pool
-    from .inference import embedding_of, logits_of
-
-    models = [_session.models[name] for name in payload["models"]]
-    pool = _session.pools.get(payload["pool"])
-    if pool is None:
-        pool = _session.pools[payload["pool"]] = Pool.open(Path(payload["pool"]))
-    collect = {"logits": logits_of, "embedding": embedding_of}[payload["collect"]]
-    return models, pool.read, collect
+def open_source(reopen) -> Any:
+    """Follower: the source a leader's reopen recipe ``(opener, args)`` describes, opened once."""
+    source = _session.sources.get(reopen)
+    if source is None:
+        opener, args = reopen
+        source = _session.sources[reopen] = opener(*args)
+    return source
 
 
 # -- DDP ---------------------------------------------------------------------------------------------
@@ -296,12 +230,14 @@ class DDPContext:
         self.sync_bn = True if sync_batchnorm is None else bool(sync_batchnorm)
         self._converted: list[nn.Module] = []
 
-    def wrap(self, teacher: nn.Module, student: nn.Module, loss_learning):
+    def wrap(self, modules: list[nn.Module]) -> list[nn.Module]:
+        """Each module in DDP (teacher, student and an auxiliary head: at most three)."""
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         ids = [self.device.index] if self.device.type == "cuda" else None
         wrapped = []
-        modules = [teacher, student] + ([loss_learning.module] if loss_learning is not None else [])
+        if len(modules) > len(_session.model_groups):
+            raise KtalError(f"several processes train at most {len(_session.model_groups)} modules together")
         for m, group, bn_group in zip(modules, _session.model_groups, _session.bn_groups):
             if self.sync_bn:
                 if self.device.type == "cuda":
@@ -310,8 +246,7 @@ class DDPContext:
                     _convert_to_global_bn(m, bn_group)
                 self._converted.append(m)
             wrapped.append(DDP(m, device_ids=ids, process_group=group))
-        ll = replace(loss_learning, module=wrapped[2]) if loss_learning is not None else None
-        return wrapped[0], wrapped[1], ll
+        return wrapped
 
     def unwrap(self) -> None:
         """Put plain BatchNorm3d back where a synchronised one was (same weights and statistics)."""

@@ -7,26 +7,30 @@ gradient. On CUDA the step runs under bf16 autocast; the labeled set is moved to
 once and batches are drawn there, so there is no host sync inside an epoch (one per epoch,
 for the loss means).
 
+A query strategy may bring an :class:`~.heads.AuxiliaryHead` (learning loss does): it is
+trained with the teacher, its loss added to the teacher's, without training knowing which
+strategy it serves.
+
 Out of GPU memory: the cycle's training restarts from its initial weights with half the
 batch size (a warning and a progress message say so), down to 2; below that it stops with
-a :class:`~.errors.KtalError`. A restarted run is the run that batch size gives from the
-start, so it is as reproducible as any other.
+a :class:`~napari_ktal.core.errors.KtalError`. A restarted run is the run that batch size
+gives from the start, so it is as reproducible as any other.
 
-Several processes (``torchrun``, see :mod:`.distributed`): teacher and student are wrapped
-in DistributedDataParallel and every rank takes its slice of the same seeded global batch,
-so one optimizer step sees the same samples, flips and (with the loss scaled by the local
-share) the same mean gradient as the single-process step. BatchNorm statistics are per rank
-on the CPU (gloo); on CUDA the models use SyncBatchNorm by default, which makes the batch
-statistics those of the global batch too.
+Several processes (``torchrun``, see :mod:`.distributed`): the modules are wrapped in
+DistributedDataParallel and every rank takes its slice of the same seeded global batch, so
+one optimizer step sees the same samples, flips and (with the loss scaled by the local
+share) the same mean gradient as the single-process step. BatchNorm statistics are those of
+the global batch by default (SyncBatchNorm on CUDA, :class:`.distributed.GlobalBatchNorm3d`
+on the CPU).
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -34,14 +38,26 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import KtalError
-from ..models.transfer import TRANSFER_LOSSES
+from ..models import TRANSFER_LOSSES, ResNet3D
 from ..progress import Progress, ProgressCallback, StopFlag, check_cancel, emit
 from ..recipe import TrainSpec, TransferSpec
-from ..strategies.lloss import LossLearning, LossPredictionModule
+from ..seeds import DEFAULT_SEED
 from . import distributed as dist
-from .inference import autocast, channels_last_default, cuda_speedups, memory_format
+from .heads import AuxiliaryHead
+from .speed import SpeedOptions, autocast, cuda_speedups, memory_format
 
 MIN_BATCH = 2  # BatchNorm needs two samples
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """What one cycle's training does (the models and data aside)."""
+
+    train: TrainSpec
+    transfer: TransferSpec
+    seed: int = DEFAULT_SEED
+    cycle: int | None = None  # for progress and messages
+    speed: SpeedOptions = field(default_factory=SpeedOptions)
 
 
 @dataclass(frozen=True)
@@ -55,28 +71,15 @@ class TrainResult:
     batch_size: int = 0  # the batch size the cycle finished with (smaller than the recipe's after an OOM)
 
 
-@dataclass(frozen=True)
-class SpeedOptions:
-    """How a step runs; none of these change what is computed beyond floating-point noise.
+class _Modules(NamedTuple):
+    """What a step runs: teacher, student and an optional head (DDP-wrapped under torchrun)."""
 
-    ``channels_last``: models and inputs in channels_last_3d memory format; None: off unless
-    ``KTAL_CHANNELS_LAST=1`` (see :func:`inference.channels_last_default`).
-    ``compile``: ``torch.compile`` the models (first step compiles: seconds to minutes); None:
-    ``KTAL_COMPILE=1`` in the environment, else off.
-    ``cudnn_benchmark``: let cuDNN time its convolution algorithms (CUDA only).
-    ``sync_batchnorm``: under DDP, BatchNorm over the global batch (None: on), as one process
-    computes it; off, each rank uses its own slice's statistics.
-    """
+    teacher: nn.Module
+    student: nn.Module
+    head: nn.Module | None
 
-    channels_last: bool | None = None
-    compile: bool | None = None
-    cudnn_benchmark: bool = True
-    sync_batchnorm: bool | None = None
-
-    def resolved(self, device: torch.device) -> SpeedOptions:
-        env = os.environ.get("KTAL_COMPILE", "").strip().lower() in ("1", "true", "yes", "on")
-        return replace(self, channels_last=channels_last_default(device, training=True) if self.channels_last is None
-                       else self.channels_last, compile=env if self.compile is None else self.compile)
+    def all(self) -> list[nn.Module]:
+        return [m for m in self if m is not None]
 
 
 def make_optimizer(model: nn.Module, spec: TrainSpec) -> torch.optim.Optimizer:
@@ -117,56 +120,45 @@ def _batches(n: int, batch_size: int, generator: torch.Generator, device: torch.
 
 
 def train_pair(
-    teacher: nn.Module,
-    student: nn.Module,
+    teacher: ResNet3D,
+    student: ResNet3D,
     x: np.ndarray,
     y: np.ndarray,
-    train: TrainSpec,
-    transfer: TransferSpec,
+    job: TrainJob,
+    *,
+    head: AuxiliaryHead | None = None,
     device: torch.device,
-    seed: int = 0,
-    cycle: int | None = None,
     on_progress: ProgressCallback | None = None,
     should_stop: StopFlag | None = None,
-    loss_learning: LossLearning | None = None,
-    speed: SpeedOptions | None = None,
 ) -> TrainResult:
-    """Train ``teacher`` and ``student`` in place on volumes ``x`` (n, b, b, b) with labels ``y``.
-
-    ``loss_learning`` (the ``lloss`` strategy): a loss-prediction module trained jointly with
-    the teacher, its ranking loss added to the teacher's (see :mod:`.lloss`); it gets its own
-    optimizer with the same settings and schedule. ``teacher_loss`` stays the cross-entropy.
-    """
+    """Train ``teacher`` and ``student`` (and ``head``) in place on volumes ``x`` (n, b, b, b), labels ``y``."""
     if len(x) < 2:
         raise ValueError("training needs at least 2 labeled volumes")
-    speed = (speed if speed is not None else SpeedOptions()).resolved(device)
+    job = TrainJob(job.train, job.transfer, job.seed, job.cycle, job.speed.resolved())
     if dist.active():
-        return _train_distributed(teacher, student, x, y, train, transfer, device, seed, cycle, on_progress,
-                                  should_stop, loss_learning, speed)
-    teacher.to(device)
-    student.to(device)
-    if loss_learning is not None:
-        loss_learning.module.to(device)
+        return _train_distributed(_Modules(teacher, student, head), x, y, job, device, on_progress, should_stop)
+    modules = _Modules(teacher, student, head)
+    for m in modules.all():
+        m.to(device)
     xs, ys = _stage(x, y, device)
-    modules = [teacher, student] + ([loss_learning.module] if loss_learning is not None else [])
-    initial = [_snapshot(m) for m in modules]
-    batch_size = train.batch_size
+    initial = [_snapshot(m) for m in modules.all()]
+    batch_size = job.train.batch_size
     while True:
         try:
-            return _fit(teacher, student, xs, ys, train, transfer, device, seed, batch_size, cycle, on_progress,
-                        should_stop, loss_learning, speed)
+            return _fit(modules, xs, ys, job, device, batch_size, on_progress=on_progress, should_stop=should_stop)
         except torch.OutOfMemoryError:
             if batch_size <= MIN_BATCH:
-                _release_memory(modules, device)
+                _release_memory(modules.all(), device)
                 raise KtalError(f"out of {device.type.upper()} memory even with a batch of {batch_size} volumes; "
                                 "use a narrower model ([model] width), a smaller box or another device") from None
-        _release_memory(modules, device)
+        _release_memory(modules.all(), device)
         new = max(MIN_BATCH, batch_size // 2)
-        message = (f"cycle {cycle if cycle is not None else '-'}: out of GPU memory at batch size {batch_size}; "
+        cycle = job.cycle if job.cycle is not None else "-"
+        message = (f"cycle {cycle}: out of GPU memory at batch size {batch_size}; "
                    f"restarting this cycle's training with batch size {new}")
         warnings.warn(message, RuntimeWarning, stacklevel=2)
-        emit(on_progress, Progress("train", 0, 1, cycle, 1, train.epochs, message=message))
-        for m, state in zip(modules, initial):
+        emit(on_progress, Progress("train", 0, 1, job.cycle, 1, job.train.epochs, message=message))
+        for m, state in zip(modules.all(), initial):
             m.load_state_dict(state)
         batch_size = new
 
@@ -202,35 +194,30 @@ def _stage(x: np.ndarray, y: np.ndarray, device: torch.device) -> tuple[torch.Te
 
 
 def _fit(
-    teacher: nn.Module,
-    student: nn.Module,
+    run: _Modules,
     xs: torch.Tensor,
     ys: torch.Tensor,
-    train: TrainSpec,
-    transfer: TransferSpec,
+    job: TrainJob,
     device: torch.device,
-    seed: int,
     batch_size: int,
-    cycle: int | None,
+    *,
     on_progress: ProgressCallback | None,
     should_stop: StopFlag | None,
-    loss_learning: LossLearning | None,
-    speed: SpeedOptions,
     ddp: dist.DDPContext | None = None,
 ) -> TrainResult:
-    """The epochs of one cycle. Under DDP (``ddp``), the models passed are the wrapped ones."""
-    n = len(xs)
-    transfer_fn = TRANSFER_LOSSES[transfer.loss]
-    gen = torch.Generator().manual_seed(seed)
-    aug_gen = torch.Generator(device=device).manual_seed(seed + 1) if device.type == "cuda" else gen
-    raw = [_unwrap(teacher), _unwrap(student)] + ([_unwrap(loss_learning.module)] if loss_learning else [])
-    for m in raw:
+    """The epochs of one cycle. Under DDP (``ddp``), ``run`` holds the wrapped modules."""
+    train, n = job.train, len(xs)
+    transfer_fn = TRANSFER_LOSSES[job.transfer.loss]
+    gen = torch.Generator().manual_seed(job.seed)
+    aug_gen = torch.Generator(device=device).manual_seed(job.seed + 1) if device.type == "cuda" else gen
+    raw = _Modules(*(None if m is None else _unwrap(m) for m in run))
+    for m in raw.all():
         m.train()
-    opts = [make_optimizer(m, train) for m in raw]
+    opts = [make_optimizer(m, train) for m in raw.all()]
     scheds = [torch.optim.lr_scheduler.MultiStepLR(o, train.lr_milestones, train.lr_gamma) for o in opts]
-    run_t, run_s = teacher, student
-    if speed.compile:
-        run_t, run_s = torch.compile(teacher), torch.compile(student)
+    run_t, run_s = run.teacher, run.student
+    if job.speed.compile:
+        run_t, run_s = torch.compile(run_t), torch.compile(run_s)
     world, rank = (ddp.world, ddp.rank) if ddp else (1, 0)
     # BatchNorm needs 2 samples per batch: over the global batch (synchronised, which then cuts
     # batches exactly as one process does), or on each rank; and every rank needs one sample
@@ -241,7 +228,7 @@ def _fit(
     seen = 0
     sums = torch.zeros(3, device=device)
     means = [float("nan")] * 3
-    with memory_format(raw, speed.channels_last), cuda_speedups(device, speed.cudnn_benchmark):
+    with memory_format(raw.all(), job.speed.channels_last), cuda_speedups(device, job.speed.cudnn_benchmark):
         for epoch in range(train.epochs):
             sums.zero_()
             batches = _batches(n, batch_size, gen, xs.device, min_size)
@@ -251,27 +238,27 @@ def _fit(
                 masks = flip_masks(n_global, aug_gen, device) if train.augment == "flips" else None
                 share = 1.0
                 if world > 1:  # this rank's slice of the global batch; masks drawn for the global batch
-                    lo, hi = _slice(n_global, world, rank)
+                    lo, hi = dist.shard_bounds(n_global, world, rank)
                     idx, share = idx[lo:hi], (hi - lo) * world / n_global
                     masks = [mk[lo:hi] for mk in masks] if masks is not None else None
                 xb = xs[idx].to(device, non_blocking=True).float()
                 if masks is not None:
                     xb = apply_flips(xb, masks)
-                if speed.channels_last:
+                if job.speed.channels_last:
                     xb = xb.contiguous(memory_format=torch.channels_last_3d)
                 yb = ys[idx].to(device, non_blocking=True)
                 with autocast(device):
                     out_t = run_t(xb)
                     out_s = run_s(xb)
-                    if loss_learning is None:
+                    if run.head is None:
                         loss_t = F.cross_entropy(out_t.logits.float(), yb)
                         extra = 0.0
                     else:
                         ce = F.cross_entropy(out_t.logits.float(), yb, reduction="none")
                         loss_t = ce.mean()
-                        extra = loss_learning.loss(out_t.stages, ce, epoch)
+                        extra = raw.head.loss(run.head(*raw.head.inputs(out_t, epoch)), ce)
                     l_trans = transfer_fn(out_s, out_t)
-                    loss_s = F.cross_entropy(out_s.logits.float(), yb) + transfer.weight * l_trans
+                    loss_s = F.cross_entropy(out_s.logits.float(), yb) + job.transfer.weight * l_trans
                 for o in opts:
                     o.zero_grad(set_to_none=True)
                 # DDP averages gradients over ranks: scaling by the local share makes that the global mean
@@ -280,7 +267,7 @@ def _fit(
                     o.step()
                 sums += torch.stack([loss_t.detach(), loss_s.detach(), l_trans.detach()]) * len(idx)
                 seen += n_global
-                emit(on_progress, Progress("train", step + 1, len(batches), cycle, epoch + 1, train.epochs))
+                emit(on_progress, Progress("train", step + 1, len(batches), job.cycle, epoch + 1, train.epochs))
             for s in scheds:
                 s.step()
             if ddp is not None:
@@ -288,18 +275,11 @@ def _fit(
             means = (sums / n).tolist()  # one host sync per epoch
             emit(
                 on_progress,
-                Progress("train", len(batches), len(batches), cycle, epoch + 1, train.epochs,
+                Progress("train", len(batches), len(batches), job.cycle, epoch + 1, train.epochs,
                          metrics={"teacher_loss": means[0], "student_loss": means[1], "transfer_loss": means[2]}),
             )
     seconds = time.perf_counter() - t0
     return TrainResult(train.epochs, means[0], means[1], means[2], seconds, seen / max(seconds, 1e-9), batch_size)
-
-
-def _slice(n: int, world: int, rank: int) -> tuple[int, int]:
-    """Rank ``rank``'s contiguous part of ``n`` items split ``world`` ways (sizes differ by <= 1)."""
-    base, extra = divmod(n, world)
-    lo = rank * base + min(rank, extra)
-    return lo, lo + base + (rank < extra)
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -307,59 +287,50 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 
 # -- several processes ------------------------------------------------------------------------
-def _train_distributed(teacher, student, x, y, train, transfer, device, seed, cycle, on_progress, should_stop,
-                       loss_learning, speed) -> TrainResult:
+def _train_distributed(modules: _Modules, x, y, job: TrainJob, device, on_progress, should_stop) -> TrainResult:
     """Rank 0 (the leader) tells the followers to train with it, then all ranks run :func:`_fit`."""
     if dist.is_main():
+        head = modules.head
         dist.leader_call("train", {
-            "teacher": dist.architecture(teacher), "student": dist.architecture(student),
-            "train": train, "transfer": transfer, "seed": seed, "cycle": cycle, "speed": speed,
-            "lloss": None if loss_learning is None else
-            {"weight": loss_learning.weight, "margin": loss_learning.margin,
-             "detach_epoch": loss_learning.detach_epoch},
-            "x": (tuple(x.shape), str(np.asarray(x).dtype)),
+            "teacher": modules.teacher.config, "student": modules.student.config,
+            "head": None if head is None else (type(head), head.config),
+            "job": job, "x": (tuple(x.shape), str(np.asarray(x).dtype)),
         })
-    return _train_ranks(teacher, student, x, y, train, transfer, device, seed, cycle, on_progress, should_stop,
-                        loss_learning, speed)
+    return _train_ranks(modules, x, y, job, device, on_progress, should_stop)
 
 
-def _train_ranks(teacher, student, x, y, train, transfer, device, seed, cycle, on_progress, should_stop,
-                 loss_learning, speed) -> TrainResult:
-    for m in (teacher, student) + ((loss_learning.module,) if loss_learning is not None else ()):
+def _train_ranks(modules: _Modules, x, y, job: TrainJob, device, on_progress, should_stop) -> TrainResult:
+    for m in modules.all():
         m.to(device)
     xs, ys = dist.broadcast_arrays(x, y, device)
-    ddp = dist.DDPContext(device, speed.sync_batchnorm)
+    ddp = dist.DDPContext(device, job.speed.sync_batchnorm)
+    batch = job.train.batch_size
     try:
-        wrapped_t, wrapped_s, ll = ddp.wrap(teacher, student, loss_learning)
-        result = _fit(wrapped_t, wrapped_s, xs, ys, train, transfer, device, seed, train.batch_size,
-                      cycle, on_progress if dist.is_main() else None, should_stop if dist.is_main() else None, ll,
-                      speed, ddp)
+        wrapped = iter(ddp.wrap(modules.all()))
+        run = _Modules(*(None if m is None else next(wrapped) for m in modules))
+        leader = dist.is_main()
+        result = _fit(run, xs, ys, job, device, batch, on_progress=on_progress if leader else None,
+                      should_stop=should_stop if leader else None, ddp=ddp)
     except torch.OutOfMemoryError:
-        raise KtalError(f"out of GPU memory on rank {dist.rank()} at batch size {train.batch_size} "
-                        f"({train.batch_size // dist.world_size()} per GPU); lower [train] batch_size "
+        raise KtalError(f"out of GPU memory on rank {dist.rank()} at batch size {batch} "
+                        f"({batch // dist.world_size()} per GPU); lower [train] batch_size "
                         "(several processes cannot lower it on their own)") from None
     finally:
         with contextlib.suppress(Exception):
             ddp.unwrap()
-    ddp.sync_buffers(teacher, student, loss_learning.module if loss_learning is not None else None)
-    dist.remember_models(teacher, student, loss_learning.module if loss_learning is not None else None)
+    ddp.sync_buffers(*modules.all())
+    dist.remember_models(teacher=modules.teacher, student=modules.student, head=modules.head)
     return result
 
 
-@dist.handler("train")
-def _follow_train(payload: dict, device: torch.device) -> None:
-    """A follower's side of :func:`_train_distributed`: same models (weights come from rank 0)."""
-    teacher = dist.build_architecture(payload["teacher"])
-    student = dist.build_architecture(payload["student"])
-    loss_learning = None
-    if payload["lloss"] is not None:
-        from ..strategies.lloss import stage_channels
-
-        ll = payload["lloss"]
-        loss_learning = LossLearning(LossPredictionModule(stage_channels(teacher)), ll["weight"], ll["margin"],
-                                     ll["detach_epoch"])
+def follow_train(payload: dict, device: torch.device) -> None:
+    """A follower's side of :func:`_train_distributed`: the same modules (weights come from rank 0)."""
+    head = None
+    if payload["head"] is not None:
+        cls, config = payload["head"]
+        head = cls(**config)
+    modules = _Modules(ResNet3D.from_config(payload["teacher"]), ResNet3D.from_config(payload["student"]), head)
     shape, dtype = payload["x"]
     x = np.empty(shape, dtype=dtype)  # filled by the broadcast
     y = np.empty(shape[0], dtype=np.int64)
-    _train_ranks(teacher, student, x, y, payload["train"], payload["transfer"], device, payload["seed"],
-                 payload["cycle"], None, None, loss_learning, payload["speed"])
+    _train_ranks(modules, x, y, payload["job"], device, None, None)

@@ -1,1 +1,51 @@
-"""The active-learning loop: schedule, cycles, oracle runs, labeling session, benchmark."""
+"""The active-learning loop: schedule, cycles, oracle runs, the labeling session, the commands.
+
+- :mod:`.schedule`   the budget: labeled-set size per cycle
+- :mod:`.cycle`      one cycle: train, save, score, write the next batch, log
+- :mod:`.labels`     labels CSVs on the pool, and test sets
+- :mod:`.oracle`     simulated runs answered from known labels
+- :mod:`.session`    labeling a batch: position, labels, skips, undo (what the widget shows)
+- :mod:`.commands`   what both shells run: open/create, prepare and run training, import labels
+- :mod:`.benchmark`, :mod:`.export`, :mod:`.plots`, :mod:`.summary`   outputs
+"""
+
+from .commands import (
+    DEFAULT_RECIPE,
+    TrainingPlan,
+    TrainOutcome,
+    import_labels,
+    load_recipe,
+    open_or_create,
+    prepare_training,
+    project_recipe,
+    train,
+)
+from .cycle import CycleReport, initial_query, train_cycle
+from .export import write_predictions
+from .labels import LabeledSet, load_labeled_set
+from .oracle import oracle_for_pool, run_with_oracle
+from .schedule import budget_schedule
+from .session import LabelingSession, Phase
+
+__all__ = [
+    "DEFAULT_RECIPE",
+    "CycleReport",
+    "LabeledSet",
+    "LabelingSession",
+    "Phase",
+    "TrainOutcome",
+    "TrainingPlan",
+    "budget_schedule",
+    "import_labels",
+    "initial_query",
+    "load_labeled_set",
+    "load_recipe",
+    "open_or_create",
+    "oracle_for_pool",
+    "prepare_training",
+    "project_recipe",
+    "run_with_oracle",
+    "train",
+    "train_cycle",
+    "write_predictions",
+]

@@ -1,6 +1,6 @@
 """Benchmark query strategies against each other on a labeled data set (``ktal-cryo benchmark``).
 
-Every (strategy, seed) pair is one simulated run (:func:`.active_learning.run_with_oracle`)
+Every (strategy, seed) pair is one simulated run (:func:`.oracle.run_with_oracle`)
 in its own project folder, all under one benchmark folder::
 
     DIR/benchmark.json              what was benchmarked: data, oracle, test set, recipe
@@ -11,7 +11,7 @@ in its own project folder, all under one benchmark folder::
     DIR/benchmark.png               accuracy vs labeled fraction, mean +- std bands
 
 Fairness: for a given seed every strategy starts from the same random initial set
-(:func:`.active_learning.initial_query` draws it from the seed and the pool size only), gets
+(:func:`.cycle.initial_query` draws it from the seed and the pool size only), gets
 the same network initialisation and training order per cycle (seeded from seed and cycle),
 the same budget schedule and the same random subset R_U draw per cycle.
 
@@ -37,10 +37,12 @@ import torch
 from ..atomic import atomic_open, atomic_write_text
 from ..errors import KtalError
 from ..progress import ProgressCallback, StopFlag, check_cancel
-from ..project.project import Project
+from ..project import Project
 from ..recipe import Recipe
-from ..strategies.registry import STRATEGIES
-from . import cycle as al
+from ..strategies import STRATEGIES
+from .labels import load_labeled_set
+from .oracle import oracle_for_pool, run_with_oracle
+from .schedule import budget_schedule
 
 RESULT_COLUMNS = ["strategy", "seed", "cycle", "n_labeled", "test_accuracy", "query_seconds", "train_seconds"]
 REFERENCE = "random"  # labels_to_match_random: labels a strategy needs to reach this one's final accuracy
@@ -348,6 +350,7 @@ def run_benchmark(
     recipe: Recipe,
     out: str | Path,
     device: torch.device,
+    *,
     on_run: Callable[[RunOutcome], None] | None = None,
     on_start: Callable[[str, int], None] | None = None,
     on_cycle: Callable | None = None,
@@ -367,11 +370,11 @@ def run_benchmark(
         if base_root.exists():  # an import that was interrupted hard (not cleaned up)
             shutil.rmtree(base_root)
         base = Project.create(base_root, data, recipe, on_progress=on_progress, should_stop=should_stop)
-    oracle = al.oracle_for_pool(base.pool, oracle_csv)
+    oracle = oracle_for_pool(base.pool, oracle_csv)
     base.add_classes(sorted(set(oracle.values())))
-    test = al.load_labeled_set(test_csv, base.classes) if test_csv else None
+    test = load_labeled_set(test_csv, base.classes) if test_csv else None
     n_pool = len(base.pool)
-    n_cycles = len(al.budget_schedule(n_pool, recipe.active))
+    n_cycles = len(budget_schedule(n_pool, recipe.active))
     title = f"{recipe.name}: {n_pool} volumes, {len(seeds)} seed(s)"
     for strategy in strategies:
         run_recipe = recipe.replace(active={"strategy": strategy})
@@ -382,8 +385,8 @@ def run_benchmark(
             if before < n_cycles:
                 if on_start is not None:
                     on_start(strategy, seed)
-                al.run_with_oracle(project, run_recipe, oracle, device, seed, test, on_cycle=on_cycle,
-                                   on_progress=on_progress, should_stop=should_stop)
+                run_with_oracle(project, run_recipe, oracle, device, seed=seed, test=test, on_cycle=on_cycle,
+                                on_progress=on_progress, should_stop=should_stop)
             status = "done" if before >= n_cycles else ("resumed" if before else "ran")
             outcome = RunOutcome(strategy, seed, status, project.history(), n_pool)
             if status != "done":  # keep the tables current while a long benchmark runs

@@ -10,9 +10,9 @@ import numpy as np
 import torch
 
 from ..atomic import atomic_open
-from ..engine.inference import predict
+from ..engine import predict
 from ..progress import ProgressCallback, StopFlag
-from ..project.project import Project
+from ..project import Project
 
 PREDICTION_COLUMNS = ["index", "key", "label", "predicted", "confidence"]
 
@@ -35,7 +35,7 @@ def write_predictions(
     """Every pool volume: its label (if any), the latest teacher's class and confidence."""
     teacher, _, meta = project.load_models(device=device)
     classes, pool = meta["classes"], project.pool
-    pred, conf = predict(teacher, pool.read, np.arange(len(pool)), device, project.recipe().train.eval_batch_size,
+    pred, conf = predict(teacher, pool, np.arange(len(pool)), device, batch_size=project.recipe().train.eval_batch_size,
                          on_progress=on_progress, should_stop=should_stop)
     labels = project.labels()
     with atomic_open(out, "w") as f:

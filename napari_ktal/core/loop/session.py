@@ -1,6 +1,6 @@
 """The labeling session: which batch, which volume, what is labeled, what can be undone.
 
-Plain Python over :class:`~napari_ktal.core.project.project.Project`, no Qt and no viewer, so it is
+Plain Python over :class:`~napari_ktal.core.project.Project`, no Qt and no viewer, so it is
 tested on its own. Everything it shows is derived from the project folder when it opens:
 
 - the batch is the latest ``queries/cycle_NNN.csv`` (cycle 0's random batch is drawn on
@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from enum import Enum
 
 from ..errors import KtalError
-from ..project.project import JUNK_CLASS, Project, QueryItem
+from ..project import JUNK_CLASS, Project, QueryItem
+from ..seeds import DEFAULT_SEED
+from .cycle import initial_query
 
 SKIP_BY = "skip"  # the journal's "by" of an unset record that marks a skip
 MAX_KEYED_CLASSES = 9  # number keys 1..9
@@ -47,7 +49,7 @@ class Change:
 class LabelingSession:
     """The state of labeling one project; derived from its folder, written through at once."""
 
-    def __init__(self, project: Project, seed: int = 0):
+    def __init__(self, project: Project, seed: int = DEFAULT_SEED):
         self.project = project
         self.seed = seed
         self.cycle = 0
@@ -65,8 +67,6 @@ class LabelingSession:
         """Re-derive batch, labels and position from the project folder; empties the undo stack."""
         latest = self.project.latest_query()
         if latest is None:
-            from .cycle import initial_query
-
             self.cycle, self.batch = 0, initial_query(self.project, self.project.recipe(), self.seed)
         else:
             self.cycle, self.batch = latest

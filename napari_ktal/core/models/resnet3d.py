@@ -8,24 +8,59 @@ keeps 32^3 resolution in stage 1; ``strided`` (3x3x3, stride 2) is 8x cheaper.
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from typing import NamedTuple
 
 import torch
 from torch import nn
 
-#: blocks per stage for each supported depth
-DEPTHS: dict[int, tuple[int, int, int, int]] = {
+#: blocks per stage for each supported depth (the recipe's DEPTHS)
+BLOCKS_PER_STAGE: dict[int, tuple[int, int, int, int]] = {
     10: (1, 1, 1, 1),
     18: (2, 2, 2, 2),
     34: (3, 4, 6, 3),
 }
 STAGE_STRIDES = (1, 2, 2, 2)
+STEM_STRIDES = {"cifar": 1, "strided": 2}
 
 
 class ModelOutput(NamedTuple):
     logits: torch.Tensor  # (B, n_classes)
     stages: tuple[torch.Tensor, ...]  # the 4 stage activations, (B, C_l, D_l, H_l, W_l)
     embedding: torch.Tensor  # (B, C_4) pooled features before the classifier
+
+
+def pooled_stages(out: ModelOutput) -> torch.Tensor:
+    """Each stage's activation averaged over space, concatenated: (B, C_1 + ... + C_4)."""
+    return torch.cat([s.float().mean(dim=(2, 3, 4)) for s in out.stages], dim=1)
+
+
+#: what a pass over many volumes can keep of each output, by name (small per-volume tensors)
+OUTPUTS = {
+    "logits": lambda out: out.logits,
+    "embedding": lambda out: out.embedding,
+    "pooled_stages": pooled_stages,
+}
+
+
+def output(out: ModelOutput, name: str) -> torch.Tensor:
+    """The output called ``name`` (a key of :data:`OUTPUTS`) of a forward pass."""
+    try:
+        return OUTPUTS[name](out)
+    except KeyError:
+        raise ValueError(f"unknown model output {name!r}; known: {', '.join(OUTPUTS)}") from None
+
+
+@dataclass(frozen=True)
+class ResNetConfig:
+    """Everything a :class:`ResNet3D` is built from (its weights aside)."""
+
+    depth: int
+    n_classes: int
+    width: int = 64
+    stem: str = "cifar"
+    dropout: float = 0.0
+    in_channels: int = 1
 
 
 class BasicBlock(nn.Module):
@@ -61,18 +96,19 @@ class ResNet3D(nn.Module):
         in_channels: int = 1,
     ):
         super().__init__()
-        if depth not in DEPTHS:
-            raise ValueError(f"depth must be one of {sorted(DEPTHS)}, got {depth}")
-        if stem not in ("cifar", "strided"):
+        if depth not in BLOCKS_PER_STAGE:
+            raise ValueError(f"depth must be one of {sorted(BLOCKS_PER_STAGE)}, got {depth}")
+        if stem not in STEM_STRIDES:
             raise ValueError(f"stem must be 'cifar' or 'strided', got {stem!r}")
+        self.config = ResNetConfig(depth, n_classes, width, stem, float(dropout), in_channels)
         self.depth, self.width, self.n_classes = depth, width, n_classes
         self.stem = nn.Sequential(
-            nn.Conv3d(in_channels, width, 3, stride=1 if stem == "cifar" else 2, padding=1, bias=False),
+            nn.Conv3d(in_channels, width, 3, stride=STEM_STRIDES[stem], padding=1, bias=False),
             nn.BatchNorm3d(width),
             nn.ReLU(inplace=True),
         )
         stages, c_in = [], width
-        for i, (n_blocks, stride) in enumerate(zip(DEPTHS[depth], STAGE_STRIDES)):
+        for i, (n_blocks, stride) in enumerate(zip(BLOCKS_PER_STAGE[depth], STAGE_STRIDES)):
             c_out = width * 2**i
             blocks = [BasicBlock(c_in, c_out, stride)]
             blocks += [BasicBlock(c_out, c_out, 1) for _ in range(n_blocks - 1)]
@@ -96,9 +132,18 @@ class ResNet3D(nn.Module):
             if isinstance(m, BasicBlock):
                 nn.init.zeros_(m.bn2.weight)
 
+    @classmethod
+    def from_config(cls, config: ResNetConfig) -> ResNet3D:
+        return cls(**asdict(config))
+
     @property
     def embedding_dim(self) -> int:
         return self.fc.in_features
+
+    @property
+    def stage_channels(self) -> list[int]:
+        """Channels of each stage's output."""
+        return [self.width * 2**i for i in range(len(self.stages))]
 
     def forward(self, x: torch.Tensor) -> ModelOutput:
         h = self.stem(x)
@@ -110,7 +155,13 @@ class ResNet3D(nn.Module):
         return ModelOutput(self.fc(self.dropout(emb)), tuple(feats), emb)
 
 
+def pair_configs(model_spec, n_classes: int) -> tuple[ResNetConfig, ResNetConfig]:
+    """The (teacher, student) configurations a recipe's ``[model]`` table describes."""
+    kw = dict(n_classes=n_classes, width=model_spec.width, stem=model_spec.stem, dropout=float(model_spec.dropout))
+    return ResNetConfig(model_spec.teacher_depth, **kw), ResNetConfig(model_spec.student_depth, **kw)
+
+
 def build_pair(model_spec, n_classes: int) -> tuple[ResNet3D, ResNet3D]:
     """The (teacher, student) pair a recipe's ``[model]`` table describes."""
-    kw = dict(n_classes=n_classes, width=model_spec.width, stem=model_spec.stem, dropout=model_spec.dropout)
-    return ResNet3D(model_spec.teacher_depth, **kw), ResNet3D(model_spec.student_depth, **kw)
+    teacher, student = pair_configs(model_spec, n_classes)
+    return ResNet3D.from_config(teacher), ResNet3D.from_config(student)

@@ -70,7 +70,7 @@ def _check_pairs(student_stages, teacher_stages) -> None:
             raise ValueError(f"stage {i}: student {tuple(s.shape)} and teacher {tuple(t.shape)} differ in size")
 
 
-#: name -> loss(student_output, teacher_output); outputs are resnet3d.ModelOutput
+#: the recipe's ``[transfer] loss`` -> loss(student_output, teacher_output) (resnet3d.ModelOutput)
 TRANSFER_LOSSES: dict[str, Callable] = {
     "at": lambda s, t: attention_transfer_loss(s.stages, t.stages),
     "mse": lambda s, t: feature_mse_loss(s.stages, t.stages),

@@ -1,17 +1,7 @@
 """The project folder: the contract between the napari widget and ``ktal-cryo``.
 
 Label in napari on a laptop, train with ``ktal-cryo train`` on a GPU node, reopen in
-napari: both read and write only this folder::
-
-    P/project.json            format version, class names, where the data came from
-    P/recipe.toml             the recipe this project trains with (editable)
-    P/pool/                   volumes.npy (memmap), index.csv, info.json
-    P/labels.jsonl            the append-only labels journal
-    P/queries/cycle_NNN.csv   the batch to label that forms cycle NNN's labeled set
-    P/checkpoints/cycle_NNN/  teacher.pt, student.pt (state dicts), meta.json
-    P/history.csv             one row per trained cycle
-    P/learning_curve.png
-    P/.lock                   the write lock (see :mod:`.lock`): who has the project open
+napari: both read and write only this folder (its layout: :mod:`.paths`).
 
 Every file except the journal is written atomically (temp file, fsync, rename). A cycle is
 committed by its row in history.csv, written last: a checkpoint folder counts only when it
@@ -26,60 +16,33 @@ source paths in project.json and pool/index.csv are provenance only (never opene
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
-import math
-import pickle
-import re
 import shutil
 import time
-import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import tomli_w
 
-from ..atomic import atomic_open, atomic_write_text, fsync_dir
+from ..atomic import atomic_write_text
 from ..data.pool import Pool, import_pool
 from ..errors import KtalError, ProjectError
 from ..progress import ProgressCallback, StopFlag
-from ..recipe import ModelSpec, Recipe, load_recipe
+from ..recipe import ModelSpec, Recipe, read_recipe
+from . import checkpoints, history, queries
 from .journal import LabelJournal
 from .lock import LOCK_FILE, ProjectLock
+from .paths import POOL_LEFTOVERS, ROOT_LEFTOVERS, ProjectPaths
+from .queries import QueryItem
 
 if TYPE_CHECKING:  # torch is imported where models are saved or loaded: labeling starts fast
     import torch
 
-    from ..models.resnet3d import ResNet3D
+    from ..models import ResNet3D
 
 FORMAT_VERSION = 1
-HISTORY_COLUMNS = [
-    "cycle", "n_labeled", "test_accuracy", "mean_uncertainty", "train_seconds", "select_seconds",
-    "n_queried", "teacher_loss", "student_loss", "transfer_loss", "samples_per_second", "strategy", "device",
-]
-QUERY_COLUMNS = ["rank", "index", "key", "score", "predicted", "confidence"]
 JUNK_CLASS = "junk"
-ARCHITECTURE_KEYS = ("teacher_depth", "student_depth", "width", "stem")  # what a state dict's shapes depend on
-_CYCLE_DIR = re.compile(r"cycle_(\d+)$")
-# what an import killed half-way leaves in a project folder (no project.json yet)
-_POOL_LEFTOVERS = re.compile(r"(volumes\.npy(\.partial)?|index\.csv|info\.json|\..+\.tmp)$")
-_WRITER_TEMP = re.compile(
-    r"\.(project\.json|recipe\.toml|history\.csv|learning_curve\.png|cycle_\d+\.csv|teacher\.pt|student\.pt"
-    r"|meta\.json)\..+\.tmp")
-_ROOT_LEFTOVERS = re.compile(r"(recipe\.toml|\.(recipe\.toml|project\.json)\..+\.tmp)$")
-
-
-@dataclass(frozen=True)
-class QueryItem:
-    rank: int
-    index: int
-    key: str
-    score: float  # NaN for the random initial batch
-    predicted: str  # teacher's class ("" before any training)
-    confidence: float  # NaN before any training
 
 
 def _valid_class_name(name: str) -> str:
@@ -96,7 +59,8 @@ class Project:
         """Open the project at ``root``; with ``lock`` (what opens it, e.g. "ktal-cryo train"),
         also take its write lock (see :meth:`acquire_lock`)."""
         self.root = Path(root).expanduser().resolve()
-        cfg_path = self.root / "project.json"
+        self.paths = ProjectPaths(self.root)
+        cfg_path = self.paths.config
         if not cfg_path.is_file():
             raise ProjectError(f"{self.root}: not a napari-ktal project (no project.json)")
         try:
@@ -116,7 +80,7 @@ class Project:
         classes = self._config.get("classes")
         if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
             raise ProjectError(f"{cfg_path}: 'classes' must be a list of class names; fix or restore the file")
-        self.journal = LabelJournal(self.root / "labels.jsonl")
+        self.journal = LabelJournal(self.paths.journal)
         self._pool: Pool | None = None
         self._lock: ProjectLock | None = None
         if lock is not None:
@@ -135,7 +99,7 @@ class Project:
         cls = self._config["classes"]
         old, new = rec["from"], rec["to"]
         try:  # project.json written after the rename (e.g. the class was removed later): nothing to finish
-            written_after = (self.root / "project.json").stat().st_mtime >= float(rec.get("t", 0))
+            written_after = self.paths.config.stat().st_mtime >= float(rec.get("t", 0))
         except (OSError, TypeError, ValueError):
             written_after = True
         if old in cls and new not in cls and not written_after:
@@ -160,12 +124,9 @@ class Project:
         Only files that writers, which all hold the lock we now hold, write: never a reader's
         (e.g. predictions.csv written by ``ktal-cryo predict`` at the same time).
         """
-        folders = [self.root, self.root / "queries", *(self.root / "checkpoints").glob("cycle_*")]
-        for folder in folders:
-            for p in folder.glob(".*.tmp"):
-                if _WRITER_TEMP.fullmatch(p.name):
-                    with contextlib.suppress(OSError):
-                        p.unlink()
+        for p in self.paths.writer_temp_files():
+            with contextlib.suppress(OSError):
+                p.unlink()
 
     def release_lock(self) -> None:
         lock, self._lock = self._lock, None
@@ -201,7 +162,8 @@ class Project:
     ) -> Project:
         """Import ``source`` into a new project at ``root`` (which must be new or empty)."""
         root = Path(root).expanduser()
-        if (root / "project.json").exists():
+        paths = ProjectPaths(root)
+        if paths.config.exists():
             raise ProjectError(f"{root}: a project already exists here; open it instead")
         if root.exists() and not root.is_dir():
             raise ProjectError(f"{root}: is a file; choose a new folder for the project")
@@ -216,21 +178,21 @@ class Project:
         except OSError as exc:
             raise ProjectError(f"{root}: cannot create the project folder ({exc.strerror or exc})") from None
         with ProjectLock(root, "a project import"):  # two imports into one folder: the second is refused
-            if (root / "project.json").exists():
+            if paths.config.exists():
                 raise ProjectError(f"{root}: a project already exists here; open it instead")
             if _user_files(root):
                 if not _interrupted_import(root):
                     raise ProjectError(f"{root}: folder is not empty; choose a new folder for the project")
                 _remove_all(root)  # a killed import leaves only its own files behind: start again
             try:
-                pool = import_pool(root / "pool", source, on_progress=on_progress, should_stop=should_stop)
-                atomic_write_text(root / "recipe.toml", tomli_w.dumps(recipe.to_dict()))
+                pool = import_pool(paths.pool, source, on_progress=on_progress, should_stop=should_stop)
+                atomic_write_text(paths.recipe, recipe.to_toml())
             except BaseException:
                 # nothing of value is in a project that failed to import (the folder was empty
                 # when the import began, under the lock): leave the folder as it was
                 _remove_all(root)
                 with contextlib.suppress(OSError):
-                    (root / LOCK_FILE).unlink()
+                    paths.lock.unlink()
                     if created:
                         root.rmdir()
                 raise
@@ -242,16 +204,16 @@ class Project:
                 "box": pool.box,
                 "classes": classes,
             }
-            atomic_write_text(root / "project.json", json.dumps(config, indent=2))  # the commit point
+            atomic_write_text(paths.config, json.dumps(config, indent=2))  # the commit point
         return cls(root)
 
     @staticmethod
     def is_project(root: str | Path) -> bool:
-        return (Path(root).expanduser() / "project.json").exists()
+        return ProjectPaths(Path(root).expanduser()).config.exists()
 
     # -- configuration ---------------------------------------------------------------
     def _save_config(self) -> None:
-        atomic_write_text(self.root / "project.json", json.dumps(self._config, indent=2))
+        atomic_write_text(self.paths.config, json.dumps(self._config, indent=2))
 
     @property
     def classes(self) -> list[str]:
@@ -290,16 +252,17 @@ class Project:
         self._save_config()
 
     def recipe(self) -> Recipe:
-        return load_recipe(self.root / "recipe.toml")
+        """recipe.toml as read (its strategy is checked where it is used: ``loop.check_recipe``)."""
+        return read_recipe(self.paths.recipe)
 
     def set_recipe(self, recipe: Recipe) -> None:
-        atomic_write_text(self.root / "recipe.toml", tomli_w.dumps(recipe.to_dict()))
+        atomic_write_text(self.paths.recipe, recipe.to_toml())
 
     # -- pool and labels ---------------------------------------------------------------
     @property
     def pool(self) -> Pool:
         if self._pool is None:
-            self._pool = Pool.open(self.root / "pool")
+            self._pool = Pool.open(self.paths.pool)
         return self._pool
 
     def labels(self) -> dict[int, str]:
@@ -334,40 +297,16 @@ class Project:
         unknown = sorted(set(labels.values()) - set(lookup))
         if unknown:
             raise ProjectError(f"{self.journal.path}: uses class(es) {', '.join(map(repr, unknown))} that "
-                               f"{self.root / 'project.json'} does not list; add them back to the project's classes")
+                               f"{self.paths.config} does not list; add them back to the project's classes")
         y = np.array([lookup[labels[i]] for i in idx], dtype=np.int64)
         return idx, y, self.pool.read(idx)
 
     # -- queries ---------------------------------------------------------------------
-    def _query_path(self, cycle: int) -> Path:
-        return self.root / "queries" / f"cycle_{cycle:03d}.csv"
-
     def write_query(self, cycle: int, items: list[QueryItem]) -> None:
-        with atomic_open(self._query_path(cycle), "w") as f:
-            w = csv.writer(f)
-            w.writerow(QUERY_COLUMNS)
-            for q in items:
-                w.writerow([q.rank, q.index, q.key, _fmt(q.score), q.predicted, _fmt(q.confidence)])
+        queries.write_query(self.paths.query(cycle), items)
 
     def read_query(self, cycle: int) -> list[QueryItem]:
-        path = self._query_path(cycle)
-        n = len(self.pool)
-        items = []
-        try:
-            with open(path, newline="", encoding="utf-8") as f:
-                reader = csv.DictReader(f)
-                for r in reader:
-                    item = QueryItem(int(r["rank"]), int(r["index"]), r["key"], _num(r["score"]), r["predicted"],
-                                     _num(r["confidence"]))
-                    if not 0 <= item.index < n:
-                        raise ValueError(f"index {item.index} is outside the pool of {n} volumes")
-                    items.append(item)
-        except FileNotFoundError:
-            raise ProjectError(f"{path}: missing; the batch of cycle {cycle} was never written") from None
-        except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError, csv.Error) as exc:
-            where = f"line {reader.line_num}: " if "reader" in locals() else ""
-            raise ProjectError(f"{path}: {where}damaged ({exc}); delete the file to draw the batch again") from None
-        return items
+        return queries.read_query(self.paths.query(cycle), cycle, len(self.pool))
 
     def query_cycles(self) -> list[int]:
         """Cycles whose batch is written and valid: batch k counts once cycle k-1 is committed.
@@ -375,55 +314,26 @@ class Project:
         A batch written by a cycle that died before its history.csv row is ignored (that cycle
         is trained again and writes it again), so nobody labels a batch of an unfinished cycle.
         """
-        pattern = re.compile(r"cycle_(\d+)\.csv$")
-        found = (pattern.match(p.name) for p in (self.root / "queries").glob("cycle_*.csv"))
         trained = self.trained_cycles
-        return sorted(c for c in (int(m.group(1)) for m in found if m) if c <= trained)
+        return [c for c in queries.written_cycles(self.paths.queries) if c <= trained]
 
     def latest_query(self) -> tuple[int, list[QueryItem]] | None:
         cycles = self.query_cycles()
         return (cycles[-1], self.read_query(cycles[-1])) if cycles else None
 
     # -- checkpoints -------------------------------------------------------------------
-    def _ckpt_dir(self, cycle: int) -> Path:
-        return self.root / "checkpoints" / f"cycle_{cycle:03d}"
-
     def save_models(self, cycle: int, teacher: ResNet3D, student: ResNet3D, recipe: Recipe) -> None:
-        import torch
-
-        d = self._ckpt_dir(cycle)
-        # a folder re-written (the cycle is trained again after a kill or a cancel) is incomplete
-        # from here on until its new meta.json lands: never a new teacher beside an old student
-        meta_path = d / "meta.json"
-        if meta_path.exists():
-            meta_path.unlink()
-            fsync_dir(d)
-        for name, model in (("teacher", teacher), ("student", student)):
-            state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-            with atomic_open(d / f"{name}.pt", "wb") as f:
-                torch.save(state, f)
-        meta = {"cycle": cycle, "classes": self.classes, "model": recipe.to_dict()["model"]}
-        # meta.json is written last: a checkpoint folder without it is incomplete and ignored
-        atomic_write_text(meta_path, json.dumps(meta, indent=2))
+        checkpoints.save_models(self.paths.checkpoint(cycle), cycle, teacher, student, self.classes,
+                                recipe.to_dict()["model"])
 
     def checkpoint_cycles(self) -> list[int]:
         """Cycles with a complete checkpoint (meta.json written) that were committed to history.csv."""
         committed = {int(r["cycle"]) for r in self.history()}
-        found = (_CYCLE_DIR.match(p.parent.name) for p in (self.root / "checkpoints").glob("cycle_*/meta.json"))
-        return sorted(c for c in (int(m.group(1)) for m in found if m) if c in committed)
+        return [c for c in checkpoints.complete_cycles(self.paths.checkpoints) if c in committed]
 
     def load_models(self, cycle: int | None = None, device: str | torch.device = "cpu",
                     expect_model: ModelSpec | None = None) -> tuple[ResNet3D, ResNet3D, dict]:
-        """The trained (teacher, student) of ``cycle`` (latest by default), loaded with weights_only=True.
-
-        ``expect_model``: the architecture the caller will copy the weights into (a warm start);
-        a checkpoint of another architecture is refused with a ProjectError naming the keys.
-        Only tensors are ever unpickled: a file holding anything else is refused, not run.
-        """
-        import torch
-
-        from ..models.resnet3d import ResNet3D
-
+        """The trained (teacher, student, meta) of ``cycle`` (latest by default); see :mod:`.checkpoints`."""
         cycles = self.checkpoint_cycles()
         if not cycles:
             raise ProjectError(f"{self.root}: no trained models yet; run a training cycle first")
@@ -432,116 +342,26 @@ class Project:
         elif cycle not in cycles:
             raise ProjectError(f"{self.root}: no complete checkpoint of cycle {cycle} "
                                f"(complete: {', '.join(map(str, cycles))})")
-        d = self._ckpt_dir(cycle)
-        meta_path = d / "meta.json"
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-            spec, n = meta["model"], len(meta["classes"])
-            common = dict(n_classes=n, width=int(spec["width"]), stem=str(spec["stem"]),
-                          dropout=float(spec.get("dropout", 0.0)))
-            depths = (("teacher", int(spec["teacher_depth"])), ("student", int(spec["student_depth"])))
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise ProjectError(f"{meta_path}: damaged ({type(exc).__name__}: {exc}); "
-                               f"delete the folder {d.name} to train that cycle again") from None
-        if expect_model is not None:
-            _require_architecture(d, spec, expect_model)
-        models = []
-        for name, depth in depths:
-            path = d / f"{name}.pt"
-            try:
-                model = ResNet3D(depth, **common)
-            except (ValueError, KeyError, TypeError) as exc:
-                raise ProjectError(f"{meta_path}: describes a model that cannot be built ({exc})") from None
-            try:
-                with warnings.catch_warnings():  # torch's notes on foreign pickle protocols
-                    warnings.simplefilter("ignore")
-                    state = torch.load(path, map_location="cpu", weights_only=True)
-            except pickle.UnpicklingError as exc:
-                found = next((ln.strip() for ln in str(exc).splitlines() if "Unsupported" in ln), "")
-                raise ProjectError(
-                    f"{path}: refused: it holds more than tensors and was not loaded"
-                    + (f" ({found[:160]})" if found else "")
-                    + "; napari-ktal never writes such files: do not trust it, delete the folder "
-                    f"{d.name} to train that cycle again") from None
-            except FileNotFoundError:
-                raise ProjectError(f"{path}: missing; delete the folder {d.name} to train that cycle again") from None
-            except Exception as exc:  # noqa: BLE001 - a torn or foreign file: torch reports it in many ways
-                first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
-                raise ProjectError(f"{path}: damaged or not a checkpoint ({first}); "
-                                   f"delete the folder {d.name} to train that cycle again") from None
-            try:
-                if not isinstance(state, dict):
-                    raise TypeError(f"holds a {type(state).__name__}, not a state dict")
-                model.load_state_dict(state)
-            except (RuntimeError, TypeError, ValueError, KeyError) as exc:
-                raise ProjectError(f"{path}: does not match its meta.json or is damaged "
-                                   f"({str(exc).splitlines()[0][:200]})") from None
-            models.append(model.to(device).eval())
-        return models[0], models[1], meta
+        return checkpoints.load_models(self.paths.checkpoint(cycle), device, expect_model)
 
     def check_warm_start(self, recipe: Recipe) -> None:
-        """Raise ProjectError now if ``recipe`` warm-starts from a checkpoint of another architecture.
-
-        What :meth:`load_models` with ``expect_model`` would find out only when a cycle begins;
-        a command checks it before it writes anything.
-        """
-        if recipe.active.reinit_each_cycle:
-            return
+        """Raise ProjectError now if ``recipe`` warm-starts from a checkpoint of another architecture."""
         cycles = self.checkpoint_cycles()
-        if not cycles:
-            return
-        d = self._ckpt_dir(cycles[-1])
-        try:
-            spec = json.loads((d / "meta.json").read_text(encoding="utf-8"))["model"]
-        except (OSError, ValueError, KeyError, TypeError):
-            return  # load_models names a damaged meta.json when the cycle starts
-        _require_architecture(d, spec, recipe.model)
+        if not recipe.active.reinit_each_cycle and cycles:
+            checkpoints.check_architecture(self.paths.checkpoint(cycles[-1]), recipe.model)
 
     # -- history -----------------------------------------------------------------------
-    @property
-    def history_path(self) -> Path:
-        return self.root / "history.csv"
-
     def history(self) -> list[dict[str, str]]:
-        if not self.history_path.exists():
-            return []
-        try:
-            with open(self.history_path, newline="", encoding="utf-8") as f:
-                rows = list(csv.DictReader(f))
-            for row in rows:
-                int(row["cycle"])
-        except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError, csv.Error) as exc:
-            raise ProjectError(f"{self.history_path}: damaged ({type(exc).__name__}: {exc}); "
-                               "restore it from a backup, or delete it to train every cycle again") from None
-        return rows
+        return history.read_history(self.paths.history)
 
     def record_cycle(self, row: dict) -> None:
-        """Add (or replace) the row of ``row['cycle']`` in history.csv, atomically."""
-        rows = [r for r in self.history() if int(r["cycle"]) != int(row["cycle"])]
-        rows.append({k: _fmt(row.get(k, "")) for k in HISTORY_COLUMNS})
-        rows.sort(key=lambda r: int(r["cycle"]))
-        with atomic_open(self.history_path, "w") as f:
-            w = csv.DictWriter(f, HISTORY_COLUMNS, extrasaction="ignore")
-            w.writeheader()
-            w.writerows(rows)
+        """Add (or replace) the row of ``row['cycle']`` in history.csv, atomically: the cycle's commit."""
+        history.record_cycle(self.paths.history, row)
 
     @property
     def trained_cycles(self) -> int:
         """How many cycles have been trained (the next training is cycle number ``trained_cycles``)."""
         return len(self.history())
-
-
-def _require_architecture(d: Path, spec, expect: ModelSpec) -> None:
-    have = {k: spec.get(k) if isinstance(spec, dict) else None for k in ARCHITECTURE_KEYS}
-    want = {k: getattr(expect, k) for k in ARCHITECTURE_KEYS}
-    diff = [k for k in ARCHITECTURE_KEYS if want[k] != have[k]]
-    if diff:
-        raise ProjectError(
-            f"{d}: trained with [model] " + ", ".join(f"{k} = {have[k]!r}" for k in diff)
-            + " but the recipe asks for " + ", ".join(f"{k} = {want[k]!r}" for k in diff)
-            + "; its weights cannot be carried over (set [active] reinit_each_cycle = true to train "
-            "from scratch, or restore the recipe's [model])"
-        )
 
 
 def _user_files(root: Path) -> list[Path]:
@@ -551,13 +371,13 @@ def _user_files(root: Path) -> list[Path]:
 def _interrupted_import(root: Path) -> bool:
     """Whether ``root`` holds only what an import killed half-way leaves (no project.json)."""
     entries = _user_files(root)
-    if not entries or (root / "project.json").exists():
+    if not entries or ProjectPaths(root).config.exists():
         return False
     for p in entries:
         if p.name == "pool" and p.is_dir() and not p.is_symlink():
-            if not all(q.is_file() and _POOL_LEFTOVERS.fullmatch(q.name) for q in p.iterdir()):
+            if not all(q.is_file() and POOL_LEFTOVERS.fullmatch(q.name) for q in p.iterdir()):
                 return False
-        elif not (p.is_file() and _ROOT_LEFTOVERS.fullmatch(p.name)):
+        elif not (p.is_file() and ROOT_LEFTOVERS.fullmatch(p.name)):
             return False
     return True
 
@@ -567,13 +387,3 @@ def _remove_all(root: Path) -> None:
     for p in _user_files(root):
         with contextlib.suppress(FileNotFoundError):
             shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
-
-
-def _fmt(v) -> str:
-    if isinstance(v, float):
-        return "" if math.isnan(v) else f"{v:.6g}"
-    return str(v)
-
-
-def _num(s: str) -> float:
-    return float(s) if s not in ("", None) else float("nan")

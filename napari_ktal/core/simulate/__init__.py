@@ -1,1 +1,11 @@
-"""The simulator: macromolecule-like templates, CTF, missing wedge and noise."""
+"""The simulator: macromolecule-like templates under random poses, CTF, missing wedge and noise.
+
+- :mod:`.templates`  procedural densities of K distinct classes, rotation and rendering
+- :mod:`.optics`     the contrast transfer function and the missing wedge
+- :mod:`.dataset`    one noisy subtomogram, and whole data sets with labels CSVs
+"""
+
+from .dataset import SimulationConfig, class_name, simulate_dataset, simulate_volume
+from .templates import Template, make_templates
+
+__all__ = ["SimulationConfig", "Template", "class_name", "make_templates", "simulate_dataset", "simulate_volume"]

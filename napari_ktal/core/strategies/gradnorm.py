@@ -19,6 +19,7 @@ batch-size-1 loop gives.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -26,8 +27,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from ..engine.inference import VolumeReader
+from ..data import VolumeSource
 from ..progress import Progress, ProgressCallback, StopFlag, check_cancel, emit
+from ..recipe import check
+from .base import QueryContext, Selection, register
+from .selection import top_m
 
 
 def _logits(out) -> torch.Tensor:
@@ -73,7 +77,7 @@ def per_sample_grad_norms(model: nn.Module, x: torch.Tensor, loss_fn: Callable[[
 
 def gradnorm_scores(
     model: nn.Module,
-    read: VolumeReader,
+    source: VolumeSource,
     indices: np.ndarray,
     device: torch.device,
     loss: str = "expected",
@@ -95,9 +99,40 @@ def gradnorm_scores(
         for start in range(0, len(indices), batch_size):
             check_cancel(should_stop)
             chunk = indices[start : start + batch_size]
-            x = torch.from_numpy(read(chunk)).unsqueeze(1).to(device)
+            x = torch.from_numpy(source.read(chunk)).unsqueeze(1).to(device)
             out.append(per_sample_grad_norms(model, x, loss_fn))
             emit(on_progress, Progress("score", min(start + batch_size, len(indices)), len(indices)))
     finally:
         model.train(was_training)
     return torch.cat(out).double().cpu().numpy() if out else np.empty(0)
+
+
+@dataclass(frozen=True)
+class Options:
+    gradnorm_batch_size: int = 16  # samples per vmap call (memory ~ this x the model's size)
+
+    def validate(self, section: str) -> None:
+        check(1 <= self.gradnorm_batch_size <= 4096, f"{section}.gradnorm_batch_size",
+              "must be between 1 and 4096")
+
+
+COST = "one forward and backward of the teacher per candidate (batched with vmap)"
+
+
+def _gradnorm(ctx: QueryContext, candidates: np.ndarray, m: int, loss: str, opts: Options) -> Selection:
+    scores = gradnorm_scores(ctx.teacher, ctx.source, candidates, ctx.device, loss, opts.gradnorm_batch_size,
+                             ctx.on_progress, ctx.should_stop)
+    return Selection(*top_m(candidates, scores, m))
+
+
+@register("gradnorm-expected", summary="gradient norm of the expected loss (gradnorm)", cost=COST, options=Options)
+def gradnorm_expected_query(ctx: QueryContext, candidates: np.ndarray, m: int, opts: Options) -> Selection:
+    """expected-gradnorm (Wang et al. 2022): top M by the summed per-tensor gradient norms."""
+    return _gradnorm(ctx, candidates, m, "expected", opts)
+
+
+@register("gradnorm-entropy", summary="gradient norm of the prediction entropy (gradnorm)", cost=COST,
+          options=Options)
+def gradnorm_entropy_query(ctx: QueryContext, candidates: np.ndarray, m: int, opts: Options) -> Selection:
+    """entropy-gradnorm (Wang et al. 2022): top M by the summed per-tensor gradient norms."""
+    return _gradnorm(ctx, candidates, m, "entropy", opts)

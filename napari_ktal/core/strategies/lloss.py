@@ -2,7 +2,8 @@
 
 A small module predicts the teacher's per-sample task loss from its intermediate features:
 for each of the 4 stage activations, global average pooling -> FC -> ReLU; the 4 vectors are
-concatenated -> FC to one scalar. It is trained jointly with the teacher, on the same batches:
+concatenated -> FC to one scalar. It is trained jointly with the teacher, on the same batches
+(an :class:`~napari_ktal.core.engine.AuxiliaryHead`):
 
     L_teacher = mean CE  +  weight * L_rank(predicted loss, true CE)
 
@@ -14,10 +15,10 @@ features only for the first part of training: from ``detach_epoch`` on, the modu
 detached features (the original detaches after 120 of 200 epochs, i.e. at 60%), so late in
 training it no longer pulls the backbone away from the task.
 
-Query: the volumes with the largest predicted loss. The module lives only within a cycle:
-``train_cycle`` builds it fresh next to the teacher, trains it with the teacher and scores
-with it before returning; it is not saved in the checkpoint (a warm-started teacher gets a
-fresh module each cycle).
+Query: the volumes with the largest predicted loss, from the teacher's pooled stage features.
+The module lives only within a cycle: the cycle builds it fresh next to the teacher, trains it
+with the teacher and scores with it before returning; it is not saved in the checkpoint (a
+warm-started teacher gets a fresh module each cycle).
 """
 
 from __future__ import annotations
@@ -25,29 +26,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-class LossPredictionModule(nn.Module):
-    """GAP -> FC(C_l, hidden) -> ReLU for each stage l; concat -> FC(n_stages * hidden, 1)."""
-
-    def __init__(self, stage_channels: Sequence[int], hidden: int = 128):
-        super().__init__()
-        self.heads = nn.ModuleList(nn.Linear(c, hidden) for c in stage_channels)
-        self.out = nn.Linear(hidden * len(stage_channels), 1)
-
-    def forward(self, stages: Sequence[torch.Tensor]) -> torch.Tensor:
-        if len(stages) != len(self.heads):
-            raise ValueError(f"{len(stages)} stage activations for {len(self.heads)} heads")
-        feats = [F.relu(head(torch.flatten(F.adaptive_avg_pool3d(s, 1), 1))) for head, s in zip(self.heads, stages)]
-        return self.out(torch.cat(feats, dim=1)).squeeze(1)
-
-
-def stage_channels(model: nn.Module) -> list[int]:
-    """Channels of each stage's output of a :class:`~napari_ktal.core.models.resnet3d.ResNet3D`."""
-    return [stage[-1].bn2.num_features for stage in model.stages]
+from ..engine import AuxiliaryHead
+from ..errors import KtalError
+from ..models import ModelOutput
+from ..recipe import TrainSpec, check
+from .base import QueryContext, Selection, register
+from .selection import top_m
 
 
 def loss_ranking_loss(predicted: torch.Tensor, target: torch.Tensor, margin: float = 1.0) -> torch.Tensor:
@@ -63,24 +52,73 @@ def loss_ranking_loss(predicted: torch.Tensor, target: torch.Tensor, margin: flo
     return torch.clamp(margin - sign * d_pred, min=0).sum() / half
 
 
-@dataclass
-class LossLearning:
-    """A loss-prediction module and how train_pair trains it with the teacher."""
+class LossPredictionHead(AuxiliaryHead):
+    """GAP -> FC(C_l, hidden) -> ReLU for each stage l; concat -> FC(n_stages * hidden, 1).
 
-    module: LossPredictionModule
-    weight: float = 1.0  # lambda of L_rank in the teacher's loss (the original's WEIGHT)
-    margin: float = 1.0  # the original's MARGIN
-    detach_epoch: int = 0  # 0-based epoch from which the module sees detached features
+    ``weight``: lambda of L_rank in the teacher's loss (the original's WEIGHT); ``margin``: the
+    original's MARGIN; ``detach_epoch``: the 0-based epoch from which the head sees detached features.
+    """
 
-    def loss(self, stages: Sequence[torch.Tensor], per_sample_ce: torch.Tensor, epoch: int) -> torch.Tensor:
+    def __init__(self, stage_channels: Sequence[int], hidden: int = 128, weight: float = 1.0, margin: float = 1.0,
+                 detach_epoch: int = 0):
+        super().__init__(stage_channels=list(stage_channels), hidden=hidden, weight=weight, margin=margin,
+                         detach_epoch=detach_epoch)
+        self.stage_channels = list(stage_channels)
+        self.weight, self.margin, self.detach_epoch = weight, margin, detach_epoch
+        self.heads = nn.ModuleList(nn.Linear(c, hidden) for c in stage_channels)
+        self.out = nn.Linear(hidden * len(stage_channels), 1)
+
+    def forward(self, stages: Sequence[torch.Tensor]) -> torch.Tensor:
+        if len(stages) != len(self.heads):
+            raise ValueError(f"{len(stages)} stage activations for {len(self.heads)} heads")
+        pooled = [torch.flatten(F.adaptive_avg_pool3d(s, 1), 1) for s in stages]
+        return self._predict(pooled)
+
+    def from_pooled(self, pooled: torch.Tensor) -> torch.Tensor:
+        """The prediction from the stages' pooled features, concatenated (``models.pooled_stages``)."""
+        return self._predict(list(pooled.split(self.stage_channels, dim=1)))
+
+    def _predict(self, pooled: list[torch.Tensor]) -> torch.Tensor:
+        feats = [F.relu(head(p)) for head, p in zip(self.heads, pooled)]
+        return self.out(torch.cat(feats, dim=1)).squeeze(1)
+
+    def inputs(self, teacher_out: ModelOutput, epoch: int) -> tuple:
+        stages = teacher_out.stages
         if epoch >= self.detach_epoch:
-            stages = [s.detach() for s in stages]
-        predicted = self.module(stages).float()
-        return self.weight * loss_ranking_loss(predicted, per_sample_ce.float(), self.margin)
+            stages = tuple(s.detach() for s in stages)
+        return (stages,)
+
+    def loss(self, prediction: torch.Tensor, per_sample_ce: torch.Tensor) -> torch.Tensor:
+        return self.weight * loss_ranking_loss(prediction.float(), per_sample_ce.float(), self.margin)
 
 
-def build_loss_learning(teacher: nn.Module, epochs: int, weight: float = 1.0, margin: float = 1.0,
-                        detach_fraction: float = 0.6) -> LossLearning:
-    """A fresh module for ``teacher``; features are detached from epoch round(detach_fraction * epochs)."""
-    return LossLearning(LossPredictionModule(stage_channels(teacher)), weight, margin,
-                        int(round(detach_fraction * epochs)))
+@dataclass(frozen=True)
+class Options:
+    lloss_weight: float = 1.0  # lambda of the loss-prediction ranking loss
+    lloss_margin: float = 1.0  # margin of the ranking loss
+    lloss_detach_fraction: float = 0.6  # features are detached after this fraction of epochs
+
+    def validate(self, section: str) -> None:
+        check(self.lloss_weight >= 0, f"{section}.lloss_weight", "must be >= 0")
+        check(self.lloss_margin >= 0, f"{section}.lloss_margin", "must be >= 0")
+        check(0 <= self.lloss_detach_fraction <= 1, f"{section}.lloss_detach_fraction", "must be in [0, 1]")
+
+
+def build_head(teacher: nn.Module, train: TrainSpec, opts: Options) -> LossPredictionHead:
+    """A fresh head for ``teacher``; features are detached from epoch round(detach_fraction * epochs)."""
+    return LossPredictionHead(teacher.stage_channels, weight=opts.lloss_weight, margin=opts.lloss_margin,
+                              detach_epoch=int(round(opts.lloss_detach_fraction * train.epochs)))
+
+
+@register("lloss", summary="learning loss: a module trained to predict the teacher's loss (LL4AL)",
+          cost="a small head trained with the teacher; one pass of the teacher over the candidates",
+          options=Options, head=build_head)
+def lloss_query(ctx: QueryContext, candidates: np.ndarray, m: int, opts: Options) -> Selection:
+    """Top M by the loss the head predicts from the teacher's pooled stage features."""
+    if not isinstance(ctx.head, LossPredictionHead):
+        raise KtalError("strategy 'lloss' needs the loss-prediction head trained with the teacher")
+    (pooled,) = ctx.forward([ctx.teacher], candidates, output="pooled_stages")
+    head = ctx.head.to(ctx.device).eval()
+    with torch.no_grad():
+        pred = head.from_pooled(pooled.to(ctx.device)).float().cpu()
+    return Selection(*top_m(candidates, pred.numpy(), m))

@@ -18,14 +18,18 @@ from __future__ import annotations
 
 import contextlib
 import copy
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..engine.inference import VolumeReader
+from ..data import VolumeSource
 from ..progress import Progress, ProgressCallback, StopFlag, check_cancel, emit
+from ..recipe import check
+from .base import QueryContext, Selection, register
+from .kcenter import kcenter_greedy
 
 
 @torch.no_grad()
@@ -65,7 +69,7 @@ def _softmax_outputs(model: nn.Module, volumes: torch.Tensor, batch_size: int, s
 
 def output_changes(
     model: nn.Module,
-    read: VolumeReader,
+    source: VolumeSource,
     indices: np.ndarray,
     device: torch.device,
     passes: int = 30,
@@ -77,7 +81,7 @@ def output_changes(
 ) -> torch.Tensor:
     """(N, passes * C) concatenated normalised output changes of volumes ``indices``, on ``device``."""
     indices = np.asarray(indices, dtype=np.int64)
-    volumes = torch.from_numpy(read(indices)).to(device=device, dtype=torch.float16)
+    volumes = torch.from_numpy(source.read(indices)).to(device=device, dtype=torch.float16)
     was_training = model.training
     model.eval()
     noisy = copy.deepcopy(model).eval()
@@ -96,3 +100,25 @@ def output_changes(
     finally:
         model.train(was_training)
     return torch.cat(blocks, dim=1) if blocks else torch.empty(len(indices), 0, device=device)
+
+
+@dataclass(frozen=True)
+class Options:
+    noise_passes: int = 30  # K noisy copies of the teacher (the paper uses 30-50)
+    noise_scale: float = 0.001  # ||noise|| = noise_scale * ||W|| for each layer's weight
+
+    def validate(self, section: str) -> None:
+        check(1 <= self.noise_passes <= 1000, f"{section}.noise_passes", "must be between 1 and 1000")
+        check(0 < self.noise_scale <= 1, f"{section}.noise_scale", "must be in (0, 1]")
+
+
+@register("noise-stability", summary="k-center on output changes under small weight noise", options=Options,
+          cost="noise_passes + 1 passes of the teacher over the candidates, then M k-center passes")
+def noise_stability_query(ctx: QueryContext, candidates: np.ndarray, m: int, opts: Options) -> Selection:
+    """Noise stability (Li et al. 2024): greedy k-center from the origin on the concatenated
+    normalised softmax changes under ``noise_passes`` weight-noise draws of relative size
+    ``noise_scale``."""
+    feats = output_changes(ctx.teacher, ctx.source, candidates, ctx.device, opts.noise_passes, opts.noise_scale,
+                           ctx.torch_generator(), ctx.batch_size, ctx.on_progress, ctx.should_stop)
+    order, dist = kcenter_greedy(feats, m, centers=feats.new_zeros(1, feats.shape[1]))
+    return Selection(candidates[order], dist)

@@ -22,8 +22,8 @@ from typing import Any
 from napari.qt.threading import FunctionWorker, create_worker
 from qtpy.QtCore import QObject, Signal
 
-from ..core.errors import Cancelled
-from ..core.progress import Progress, ProgressCallback, StopFlag
+from ...core.errors import Cancelled
+from ...core.progress import Progress, ProgressCallback, StopFlag
 
 Job = Callable[[ProgressCallback, StopFlag], Any]
 

@@ -30,12 +30,11 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..core.loop.session import MAX_KEYED_CLASSES, LabelingSession, Phase
-from ..core.project.project import JUNK_CLASS
+from ...core.loop.session import MAX_KEYED_CLASSES, LabelingSession, Phase
+from ...core.project import JUNK_CLASS
+from ..viewer_bindings import KEYS
 from .fields import RecipeCombo
 from .plot import CyclePlot
-
-KEYS = {"next": "N", "previous": "P", "skip": "S", "undo": "U"}
 
 
 def _button(text: str, parent: QWidget, tip: str = "") -> QPushButton:

@@ -86,7 +86,7 @@ class SetupPanel(QWidget):
     def _candidate_layers(self) -> list:
         from napari.layers import Image
 
-        from .volume_view import VIEW_TAG
+        from ..volume_view import VIEW_TAG
 
         return [layer for layer in self.viewer.layers
                 if isinstance(layer, Image) and layer.ndim in (3, 4) and not layer.rgb

@@ -18,10 +18,11 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..core.project.project import JUNK_CLASS
+from ...core.loop.commands import DEFAULT_RECIPE
+from ...core.project import JUNK_CLASS
 
 BROWSE = "Browse…"
-DEFAULT_RECIPE = "quick"  # runs on a laptop CPU; the paper's recipes want a GPU
+
 
 
 def _shrinkable(combo: QComboBox) -> None:
@@ -37,7 +38,7 @@ class RecipeCombo(QComboBox):
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
-        from ..core.recipe import builtin_recipes
+        from ...core.recipe import builtin_recipes
 
         for name in builtin_recipes():
             self.addItem(name, name)

@@ -1,0 +1,362 @@
+"""The "Active learning" dock widget: label the batch the models ask for, train, repeat.
+
+Qt only: the panels and the viewer's layers. What happens on a click or a key is decided by
+:class:`~napari_ktal._napari.controller.Controller`, which calls back through the hooks
+below. Everything shown is derived from the project folder, so closing napari and opening
+the project again resumes where the user was, and ``ktal-cryo`` can train it in between.
+
+Keys, bound in the viewer while a project is open: 1-9 label the volume with that class,
+N / P next / previous volume, S skip, U undo.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import weakref
+from functools import partial, wraps
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from napari.utils.notifications import notification_manager, show_error, show_info, show_warning
+from qtpy.QtCore import QEvent, Qt
+from qtpy.QtWidgets import (
+    QFileDialog,
+    QScrollArea,
+    QSizePolicy,
+    QStackedWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ...core.errors import KtalError
+from ...core.loop.session import MAX_KEYED_CLASSES
+from ..controller import EXPORT, IMPORT, TRAIN, Controller, Hooks
+from ..viewer_bindings import KEYS, KeyBindings, TextOverlay
+from ..volume_view import VolumeView
+from .session_panel import SessionPanel
+from .setup_panel import NewProject, SetupPanel
+from .worker import TaskRunner
+
+if TYPE_CHECKING:
+    import napari
+
+
+def _reports_errors(method):
+    """Show a KtalError from the core as a napari notification; the widget stays usable."""
+
+    @wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except KtalError as exc:
+            show_error(str(exc))
+            return None
+
+    return wrapper
+
+
+class ActiveLearningWidget(QWidget):
+    """Dock widget; ``napari_viewer`` is injected by napari."""
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.runner = TaskRunner(self)
+        self.controller = Controller(self.runner, _WidgetHooks(self))
+        self.view = VolumeView(napari_viewer)
+        self.keys = KeyBindings()
+        self.overlay = TextOverlay(napari_viewer)
+        self._torn_down = False
+        self._watched: weakref.ref | None = None  # the napari window whose closing closes our project
+
+        self.setup = SetupPanel(napari_viewer, self)
+        self.panel = SessionPanel(self, _theme_colors(napari_viewer))
+        self.pages = QStackedWidget(self)
+        for page in (self.setup, self.panel):
+            scroll = QScrollArea(self.pages)
+            scroll.setWidgetResizable(True)
+            scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)  # fit the dock's width
+            scroll.setWidget(page)
+            self.pages.addWidget(scroll)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addWidget(self.pages)
+        self.setMinimumWidth(340)
+        # fill the dock's height (napari adds a stretch below widgets that do not ask for it)
+        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Expanding)
+        self._connect()
+        self._attach()
+
+    @property
+    def session(self):
+        return self.controller.session
+
+    # -- wiring ----------------------------------------------------------------------------
+    def _connect(self) -> None:
+        c, p = self.controller, self.panel
+        self.setup.openRequested.connect(self.open_project)
+        self.setup.createRequested.connect(self._create_from_form)
+        for button, action in ((p.previous_button, self.previous), (p.next_button, self.next),
+                               (p.skip_button, self.skip), (p.undo_button, self.undo),
+                               (p.train_button, self.start_training), (p.cancel_button, c.cancel_training),
+                               (p.export_button, self._ask_export), (p.close_button, c.close_project),
+                               (p.add_junk_button, self.add_junk_class)):
+            button.clicked.connect(lambda _=False, act=action: act())
+        p.assignRequested.connect(self.assign)
+        p.addClassRequested.connect(self.add_class)
+        p.renameRequested.connect(self.rename_class)
+        p.removeRequested.connect(self.remove_class)
+        p.recipe.recipeChosen.connect(self.set_recipe)
+        p.auto_train.toggled.connect(self._on_auto_train)
+        p.device.currentTextChanged.connect(lambda name: setattr(c, "device", name or "auto"))
+        p.smoothing.valueChanged.connect(self._on_display_changed)
+        p.invert.toggled.connect(self._on_display_changed)
+
+    def _attach(self) -> None:
+        """Follow the viewer (its layer list and theme); undone by :meth:`_teardown`."""
+        self._torn_down = False
+        self.setup.attach()
+        self.viewer.events.theme.connect(self._on_theme)
+
+    # -- actions: buttons, keys and tests come here ------------------------------------------
+    @_reports_errors
+    def open_project(self, root: str | Path):
+        return self.controller.open_project(root)
+
+    def _create_from_form(self, request: NewProject) -> None:
+        self.create_project(request.root, source=request.source, layer=request.layer, classes=request.classes,
+                            recipe=request.recipe)
+
+    @_reports_errors
+    def create_project(self, root, source=None, layer=None, classes=None, recipe="quick"):
+        return self.controller.create_project(root, source, layer, classes, recipe)
+
+    def close_project(self) -> None:
+        self.controller.close_project()
+
+    def _when_open(name):  # noqa: N805 - builds the action methods below
+        def action(self, *args):
+            if self.controller.session is not None:
+                getattr(self.controller, name)(*args)
+
+        action.__name__ = name
+        return _reports_errors(action)
+
+    assign = _when_open("assign")
+    assign_number = _when_open("assign_number")
+    skip = _when_open("skip")
+    undo = _when_open("undo")
+    next = _when_open("next")
+    previous = _when_open("previous")
+    add_class = _when_open("add_class")
+    add_junk_class = _when_open("add_junk_class")
+    rename_class = _when_open("rename_class")
+    remove_class = _when_open("remove_class")
+    set_recipe = _when_open("set_recipe")
+    del _when_open
+
+    @_reports_errors
+    def start_training(self):
+        return self.controller.start_training()
+
+    def cancel_training(self) -> None:
+        self.controller.cancel_training()
+
+    @_reports_errors
+    def export_predictions(self, path: str | Path):
+        return self.controller.export_predictions(path)
+
+    def _ask_export(self) -> None:
+        if self.session is not None:
+            default = str(self.session.project.paths.predictions)
+            path, _ = QFileDialog.getSaveFileName(self, "Export labels and predictions", default, "CSV (*.csv)")
+            if path:
+                self.export_predictions(path)
+
+    def _on_auto_train(self, on: bool) -> None:
+        self.controller.auto_train = on
+        if on:
+            self.controller.maybe_start_training()
+
+    # -- showing -----------------------------------------------------------------------------
+    def show_current(self, reset_camera: bool = False) -> None:
+        s = self.session
+        if s is None:
+            return
+        self.panel.show_state(s, self.controller.training)
+        item = s.item
+        if item is None:
+            return
+        pool = s.project.pool
+        if self.view.show(pool.read([item.index])[0], pool.voxel_size):
+            self._bind_keys()  # the layers are new (first show, or the user deleted them)
+        if reset_camera:
+            self.view.fit()
+        label = s.label_of(item.index) or ("skipped" if s.is_skipped(item.index) else "—")
+        teacher = f"teacher: {item.predicted} {100 * item.confidence:.0f}%" if item.predicted else "random pick"
+        score = "" if math.isnan(item.score) else f" · uncertainty {item.score:.3g}"
+        self.overlay.show(f"cycle {s.cycle} · {s.position + 1} / {len(s)} · {item.key}\n"
+                          f"{teacher}{score} · label: {label}")
+        if self.view.layers and self.viewer.layers.selection.active not in self.view.all_layers:
+            self.viewer.layers.selection.active = self.view.layers[0]  # our keys win over another layer's
+
+    def _on_display_changed(self, *args) -> None:
+        self.view.smoothing = self.panel.smoothing.value()
+        self.view.invert = self.panel.invert.isChecked()
+        self.view.refresh()
+
+    def _on_theme(self, event=None) -> None:
+        self.panel.plot.set_theme(_theme_colors(self.viewer))
+
+    def _bind_keys(self) -> None:
+        actions = {KEYS["next"]: self.next, KEYS["previous"]: self.previous, KEYS["skip"]: self.skip,
+                   KEYS["undo"]: self.undo}
+        n = min(len(self.session.classes), MAX_KEYED_CLASSES) if self.session else 0
+        actions.update({str(k): partial(self.assign_number, k) for k in range(1, n + 1)})
+        self.keys.bind([self.viewer, *self.view.all_layers], actions)
+
+    # -- shutting down ---------------------------------------------------------------------------
+    def _teardown(self) -> None:
+        """Stop workers (and wait), unbind keys, remove our layers. Safe to call twice.
+
+        Also safe after napari closed its window and Qt deleted our child widgets: the
+        Python-side cleanup comes first and Qt calls on deleted widgets are skipped.
+        """
+        if self._torn_down:
+            return
+        self._torn_down = True
+        self.runner.shutdown()
+        self.keys.unbind()
+        self.view.remove()
+        self.overlay.restore()
+        self.controller.release_project()
+        with contextlib.suppress(RuntimeError):  # "wrapped C/C++ object ... has been deleted"
+            self.setup.detach()
+            self.viewer.events.theme.disconnect(self._on_theme)
+            self.pages.setCurrentIndex(0)
+
+    def event(self, event) -> bool:
+        # napari takes the widget out of its dock (parent None) when the dock is closed
+        if event.type() == QEvent.Type.ParentChange:
+            if self.parent() is None:
+                self._teardown()
+            elif self._torn_down:  # docked again
+                self._attach()
+        return super().event(event)
+
+    def watch_window(self) -> None:
+        """Follow the napari window we are docked in: its closing closes the project (see eventFilter)."""
+        window = self.window()
+        watched = self._watched() if self._watched is not None else None
+        if window is self or window is watched:
+            return
+        if watched is not None:
+            with contextlib.suppress(RuntimeError):  # the old window is gone already
+                watched.removeEventFilter(self)
+        window.installEventFilter(self)
+        self._watched = weakref.ref(window)  # a weak reference: we must not keep a closed viewer alive
+
+    def eventFilter(self, obj, event) -> bool:
+        # The napari window closes: a docked widget gets no closeEvent, and Qt deletes it only
+        # later (or never, while Python holds it), so stop the jobs and let go of the project's
+        # lock now. A minimised window (a spontaneous hide) keeps its project.
+        if self._watched is not None and obj is self._watched():
+            if event.type() == QEvent.Type.Hide and not event.spontaneous():
+                self._teardown()
+            elif event.type() == QEvent.Type.Show and self._torn_down and self.parent() is not None:
+                self._attach()  # the window is shown again
+        return False
+
+    def closeEvent(self, event) -> None:
+        self._teardown()
+        super().closeEvent(event)
+
+
+class _WidgetHooks(Hooks):
+    """The controller's hooks, filled in by the widget's panels and layers."""
+
+    def __init__(self, widget: ActiveLearningWidget):
+        self.w = widget
+
+    def show(self, reset_camera: bool = False) -> None:
+        self.w.show_current(reset_camera)
+
+    def classes_changed(self) -> None:
+        self.w.panel.set_classes(self.w.session.classes)
+        self.w._bind_keys()
+
+    def history_changed(self) -> None:
+        from ...core.loop.summary import cycle_summary
+
+        s = self.w.session
+        if s is not None:
+            self.w.panel.plot.update_rows(cycle_summary(s.project, s.labels))
+
+    def opened(self) -> None:
+        from ...core.engine import available_devices
+        from ...core.engine.device import CUDA_BROKEN, cuda_broken
+
+        w, p = self.w, self.w.panel
+        w.watch_window()
+        current = p.device.currentText()
+        p.device.clear()
+        devices = available_devices()
+        p.device.addItems(devices)
+        if cuda_broken(devices):
+            show_warning(CUDA_BROKEN)
+        p.device.setCurrentIndex(max(0, p.device.findText(current)))
+        try:
+            name, label = w.controller.recipe_choice()
+        except KtalError as exc:
+            show_error(f"{exc}; fix it or choose another recipe before training")
+            name, label = str(w.session.project.paths.recipe), "this project's recipe.toml (invalid)"
+        p.recipe.set_recipe(name, label=label)
+        w.pages.setCurrentIndex(1)
+
+    def closed(self) -> None:
+        self.w.keys.unbind()
+        self.w.view.remove()
+        self.w.overlay.restore()
+        self.w.pages.setCurrentIndex(0)
+
+    def status(self, text: str) -> None:
+        self.w.panel.status.setText(text)
+
+    def progress(self, text: str, done: int, total: int) -> None:
+        bar = self.w.panel.progress
+        bar.setRange(0, total)
+        bar.setValue(done)
+        bar.setFormat(text)
+
+    def info(self, text: str) -> None:
+        show_info(text)
+
+    def error(self, exc: BaseException) -> None:
+        if isinstance(exc, KtalError):
+            show_error(str(exc))
+        elif isinstance(exc, Warning):
+            show_warning(str(exc))
+        else:  # a bug: keep the traceback reachable from the notification
+            notification_manager.receive_error(type(exc), exc, exc.__traceback__)
+
+    def job_changed(self, kind: str, running: bool) -> None:
+        p = self.w.panel
+        if kind == TRAIN:
+            p.train_button.setEnabled(not running)
+            p.cancel_button.setEnabled(running)
+        elif kind == IMPORT:
+            self.w.setup.create_button.setEnabled(not running)
+        elif kind == EXPORT:
+            p.export_button.setEnabled(not running)
+
+
+def _theme_colors(viewer) -> dict:
+    try:
+        from napari.utils.theme import get_theme
+
+        theme = get_theme(viewer.theme)
+        return {"background": theme.background.as_hex(), "text": theme.text.as_hex(),
+                "grid": theme.primary.as_hex()}
+    except (KeyError, AttributeError, ValueError):  # an unknown theme: the plot keeps its defaults
+        return {"background": "#262930", "text": "#f0f1f2", "grid": "#5a626c"}

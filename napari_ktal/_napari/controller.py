@@ -1,0 +1,417 @@
+"""What the dock widget does, without Qt: the labeling session, training in the background,
+the next cycle started when a batch is done, and what to tell the user.
+
+The controller holds a :class:`~napari_ktal.core.loop.LabelingSession` (what is labeled, what
+to show next) and runs the long jobs (import, a cycle's training, export) through a *runner*
+(:class:`~napari_ktal._napari._qt.worker.TaskRunner` in napari, a plain one in tests). It tells
+the view what changed through :class:`Hooks`, whose methods do nothing by default: the Qt
+widget fills them in; tests drive the controller alone.
+
+Auto-training: when every volume of the batch is labeled or skipped and "start the next cycle"
+is on, a cycle trains in the background while the user keeps browsing. A label of that batch
+taken back while it trains cancels it (it restarts when the batch is done again); a label
+changed in place is kept for the next cycle.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from functools import partial
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..core.errors import KtalError
+from ..core.loop import LabelingSession, Phase, commands
+from ..core.progress import Progress, describe
+from ..core.seeds import DEFAULT_SEED
+
+LOCK_PURPOSE = "napari (napari-ktal widget)"  # what a refused `ktal-cryo train` is told holds the project
+TRAIN, IMPORT, EXPORT, WARM_UP = "train", "import", "export", "warm-up"
+
+
+class Runner(Protocol):
+    """Runs ``job(on_progress, should_stop)`` off the GUI thread; one job per kind at a time."""
+
+    def start(self, kind: str, job, *, on_progress=None, on_result=None, on_error=None, on_cancelled=None,
+              on_finished=None) -> Any: ...
+
+    def running(self, kind: str | None = None) -> Any: ...
+
+    def busy(self, kind: str | None = None) -> bool: ...
+
+    def cancel(self, kind: str | None = None) -> bool: ...
+
+    def shutdown(self, timeout: float = 30.0) -> bool: ...
+
+
+class Hooks:
+    """What the view does when the controller's state changes; every hook does nothing here."""
+
+    def show(self, reset_camera: bool = False) -> None:
+        """The current volume and the session's numbers changed."""
+
+    def classes_changed(self) -> None:
+        """Classes were added, renamed or removed (buttons, keys)."""
+
+    def history_changed(self) -> None:
+        """A cycle was trained, or labels changed what the per-cycle plot shows."""
+
+    def opened(self) -> None:
+        """A project is open: show the labeling page."""
+
+    def closed(self) -> None:
+        """No project is open: show the setup page."""
+
+    def status(self, text: str) -> None:
+        """A line about training or the batch."""
+
+    def progress(self, text: str, done: int, total: int) -> None:
+        """A long job's progress; ``total`` 0 means busy, no count yet."""
+
+    def info(self, text: str) -> None:
+        """A notification."""
+
+    def error(self, exc: BaseException) -> None:
+        """A problem: a KtalError says what to do; anything else is a bug."""
+
+    def job_changed(self, kind: str, running: bool) -> None:
+        """A job of ``kind`` started or ended (buttons enable and disable)."""
+
+
+def worker_threads() -> int:
+    """Torch threads for a job started from the GUI: all cores but one, which the GUI keeps."""
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
+def warm_up(on_progress=None, should_stop=None) -> None:
+    """Import what torch loads lazily when the first optimizer is made (torch._dynamo, sympy).
+
+    That import takes ~1.5 s of mostly GIL-holding work. Run in a worker as soon as a
+    project opens, it is done long before the first cycle trains, instead of stalling the
+    GUI thread for up to ~0.7 s at a time in the middle of the first training.
+    """
+    import torch
+
+    torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+
+
+def train_job(root: Path, device_name: str, seed: int, threads: int | None, on_progress=None,
+               should_stop=None):
+    """One cycle as ``ktal-cryo train`` runs it, with ``threads`` torch threads in this worker.
+
+    Unlike the CLI, learning_curve.png is not drawn here: matplotlib's Agg renderer holds the
+    GIL for ~0.3 s and would stall the GUI; the dock has its own plot.
+    """
+    import torch
+
+    from ..core.engine import resolve_device
+
+    if threads:
+        torch.set_num_threads(threads)
+    return commands.train_next_cycle(root, resolve_device(device_name), seed=seed, on_progress=on_progress,
+                                     should_stop=should_stop)
+
+
+def export_job(root: Path, out: Path, device_name: str, on_progress=None, should_stop=None):
+    from ..core.engine import resolve_device
+    from ..core.loop import write_predictions
+    from ..core.project import Project
+
+    return write_predictions(Project(root), out, resolve_device(device_name), on_progress, should_stop)
+
+
+class Controller:
+    """The dock's logic over one open project at a time."""
+
+    def __init__(self, runner: Runner, hooks: Hooks | None = None, seed: int = DEFAULT_SEED):
+        self.runner = runner
+        self.hooks = hooks or Hooks()
+        self.seed = seed
+        self.session: LabelingSession | None = None
+        self.auto_train = True
+        self.device = "auto"
+        self._train_cycle: int | None = None  # the batch's cycle the running training was started for
+        self._start_when_free = False  # the batch got done while a cancelled cycle was stopping
+
+    # -- projects --------------------------------------------------------------------------
+    def open_project(self, root: str | Path) -> LabelingSession:
+        """Open a project folder (and take its lock) at the first volume of its latest batch that needs a label."""
+        from ..core.project import Project
+
+        project = Project(root)  # a wrong folder leaves the open project open
+        if self.session is not None and self.session.project.root == project.root:
+            self.close_project()  # opened again: let go of our own lock first
+        # held for as long as the project is open here: a CLI run or another window is refused
+        project.acquire_lock(LOCK_PURPOSE)
+        try:
+            session = LabelingSession(project, seed=self.seed)
+        except BaseException:
+            project.release_lock()
+            raise
+        if self.session is not None:
+            self.close_project()
+        self.session = session
+        self._training_stopped()
+        self.hooks.opened()
+        self.hooks.status("")
+        self.hooks.classes_changed()
+        self.hooks.show(reset_camera=True)
+        self.hooks.history_changed()
+        if "torch._dynamo" not in sys.modules:
+            self.runner.start(WARM_UP, warm_up, on_error=self.hooks.error)
+        self.maybe_start_training()
+        return session
+
+    def create_project(self, root: str | Path, source: str | Path | None = None, layer=None,
+                       classes: list[str] | None = None, recipe: str = commands.DEFAULT_RECIPE):
+        """Import subtomograms (a path, or a napari Image layer) into a new project, then open it."""
+        if not str(root).strip():
+            raise KtalError("choose a folder for the new project")
+        classes = list(classes or [])
+        if layer is not None:
+            voxel = float(layer.scale[-1]) if layer.scale[-1] > 0 else 1.0
+            job = partial(commands.create_from_array, root, layer.data, voxel, layer.name, recipe, classes)
+        elif source:
+            job = partial(commands.create_project, root, source, recipe, classes)
+        else:
+            raise KtalError("choose the subtomograms: a folder, an MRC stack or CSV, or an Image layer")
+
+        def done(project) -> None:
+            self.hooks.job_changed(IMPORT, False)
+            if layer is not None:
+                layer.visible = False  # its volumes are in the project now; keep the canvas for the view
+            self.hooks.info(f"Created project {project.root}")
+            self._reporting(self.open_project, project.root)
+
+        def failed(exc: BaseException) -> None:
+            self.hooks.job_changed(IMPORT, False)
+            self.hooks.error(exc)
+
+        self.hooks.job_changed(IMPORT, True)
+        return self.runner.start(IMPORT, job, on_result=done, on_error=failed,
+                                 on_cancelled=lambda: self.hooks.job_changed(IMPORT, False))
+
+    def close_project(self) -> None:
+        """Stop any job, let go of the project (and its lock)."""
+        self.runner.shutdown()
+        self.release_project()
+        self._train_cycle = None
+        self.hooks.closed()
+
+    def release_project(self) -> None:
+        """Forget the session and let go of the project's lock (after the jobs stopped)."""
+        if self.session is not None:
+            self.session.project.release_lock()
+        self.session = None
+
+    def _reporting(self, fn, *args):
+        try:
+            return fn(*args)
+        except KtalError as exc:
+            self.hooks.error(exc)
+            return None
+
+    # -- labeling ----------------------------------------------------------------------------
+    def assign(self, label: str) -> None:
+        s = self.session
+        item = s.item
+        before = None if item is None else s.label_of(item.index)
+        s.assign(label)
+        self._after_change(changed_label=before is not None and before != label)
+
+    def assign_number(self, number: int) -> None:
+        if number <= len(self.session.classes):
+            self.assign(self.session.classes[number - 1])
+
+    def skip(self) -> None:
+        self.session.skip()
+        self._after_change()
+
+    def undo(self) -> None:
+        if self.session.undo() is not None:
+            self._after_change(changed_label=True)
+
+    def next(self) -> None:
+        self.session.next()
+        self.hooks.show()
+
+    def previous(self) -> None:
+        self.session.previous()
+        self.hooks.show()
+
+    def _after_change(self, changed_label: bool = False) -> None:
+        """After a label change: show the (new) current volume; train, or stop training."""
+        session = self.session
+        if self._train_cycle == session.cycle and self.runner.running(TRAIN):
+            if session.phase is Phase.LABELING:
+                self.runner.cancel(TRAIN)
+                self.hooks.status("The batch changed while training: training stopped. It restarts "
+                                  "when every volume of the batch is labeled or skipped.")
+            elif changed_label:
+                self.hooks.status("A label changed after training started; it counts from the next cycle.")
+        self.hooks.show()
+        self.maybe_start_training()
+
+    # -- classes -------------------------------------------------------------------------------
+    def add_class(self, name: str) -> None:
+        self.session.add_class(name)
+        self._classes_changed()
+
+    def add_junk_class(self) -> None:
+        self.session.add_junk_class()
+        self._classes_changed()
+
+    def rename_class(self, old: str, new: str) -> None:
+        self._refuse_while_training("rename a class")
+        self.session.rename_class(old, new)
+        self._classes_changed()
+
+    def remove_class(self, name: str) -> None:
+        self._refuse_while_training("remove a class")
+        self.session.remove_class(name)
+        self._classes_changed()
+
+    def _refuse_while_training(self, what: str) -> None:
+        if self.runner.running(TRAIN):
+            raise KtalError(f"cannot {what} while a cycle trains; cancel it or wait until it is done")
+
+    def _classes_changed(self) -> None:
+        self.hooks.classes_changed()
+        self.hooks.show()
+        self.hooks.history_changed()
+
+    # -- recipe --------------------------------------------------------------------------------
+    def recipe_choice(self) -> tuple[str, str | None]:
+        """What the recipe chooser shows: (a shipped name or the project's recipe.toml, a label or None).
+
+        Raises KtalError for an invalid recipe.toml (after which the chooser shows the file).
+        """
+        from ..core.recipe import builtin_recipes
+
+        recipe = commands.project_recipe(self.session.project)
+        if recipe.name in builtin_recipes() and commands.load_recipe(recipe.name) == recipe:
+            return recipe.name, None
+        return str(self.session.project.paths.recipe), f"{recipe.name} (this project's recipe.toml)"
+
+    def set_recipe(self, name_or_path: str) -> None:
+        """Use another recipe from the next cycle on (written to the project's recipe.toml)."""
+        if name_or_path == str(self.session.project.paths.recipe):
+            return
+        self.session.project.set_recipe(commands.load_recipe(name_or_path))
+        self.session.refresh_recipe()
+        when = "from the next cycle" if self.runner.running(TRAIN) else "from now on"
+        self.hooks.info(f"Recipe '{Path(name_or_path).stem}' is used {when}")
+        self.hooks.show()
+
+    # -- training --------------------------------------------------------------------------------
+    @property
+    def training(self) -> bool:
+        return self.runner.running(TRAIN) is not None
+
+    def maybe_start_training(self) -> None:
+        """Start the next cycle if the batch is done and auto-training is on."""
+        s = self.session
+        if s is None or not self.auto_train or s.phase is not Phase.READY:
+            return
+        if self.runner.busy(TRAIN):  # a cancelled cycle is still stopping: start when it is gone
+            self._start_when_free = True
+            return
+        blocker = s.training_blocker()
+        if blocker:
+            self.hooks.status(f"Batch done. To train: {blocker}.")
+            return
+        self.start_training()
+
+    def start_training(self):
+        """Train one cycle on the current labels in a worker; labeling goes on meanwhile."""
+        s = self.session
+        if s is None or self.runner.running(TRAIN):
+            return None
+        blocker = s.training_blocker()
+        if blocker:
+            raise KtalError(f"cannot train yet: {blocker}")
+        if self.runner.busy(TRAIN):
+            raise KtalError("the cancelled cycle is still stopping; try again in a moment")
+        self._train_cycle = s.cycle
+        cycle = s.project.trained_cycles
+        self.hooks.progress(f"cycle {cycle}: starting", 0, 0)
+        self.hooks.status(f"Training cycle {cycle} on {len(s.labels)} labeled volumes ({self.device}). "
+                          "You can keep browsing and relabeling.")
+        job = partial(train_job, s.project.root, self.device, self.seed, worker_threads())
+        task = self.runner.start(TRAIN, job, on_progress=self.on_progress, on_result=self._on_trained,
+                                 on_error=self._on_train_error, on_cancelled=self._on_train_cancelled,
+                                 on_finished=self._on_train_finished)
+        self.hooks.job_changed(TRAIN, True)
+        self.hooks.show()
+        return task
+
+    def cancel_training(self) -> None:
+        self._start_when_free = False
+        if self.runner.cancel(TRAIN):
+            self.hooks.status("Training cancelled; nothing of that cycle was saved.")
+
+    def on_progress(self, event: Progress) -> None:
+        done, total = event.steps
+        self.hooks.progress(describe(event), done, max(total, 1))
+        if event.message:  # e.g. out of GPU memory: training restarts with a smaller batch
+            self.hooks.status(event.message)
+
+    def _training_stopped(self) -> None:
+        self._train_cycle = None
+        self.hooks.progress("idle", 0, 1)
+        self.hooks.job_changed(TRAIN, False)
+
+    def _on_trained(self, report) -> None:
+        self._training_stopped()
+        self.hooks.progress(f"cycle {report.cycle} trained", 1, 1)
+        seconds = report.train_seconds + report.select_seconds
+        if report.n_queried:
+            msg = (f"Cycle {report.cycle} trained on {report.n_labeled} volumes in {seconds:.0f} s; "
+                   f"next batch: the {report.n_queried} most uncertain volumes.")
+        else:
+            msg = f"Cycle {report.cycle} trained in {seconds:.0f} s; every volume is labeled or queried."
+        self.hooks.status(msg)
+        self.hooks.info(msg)
+        if self.session is not None:
+            self.session.reload()
+            self.hooks.show()
+            self.hooks.history_changed()
+
+    def _on_train_error(self, exc: BaseException) -> None:
+        self._training_stopped()
+        self.hooks.status(f"Training failed: {exc}")
+        self.hooks.error(exc)
+        self.hooks.show()
+
+    def _on_train_cancelled(self) -> None:
+        self._training_stopped()
+        if self.session is not None:
+            self.hooks.show()
+
+    def _on_train_finished(self) -> None:
+        if self._start_when_free:
+            self._start_when_free = False
+            self.maybe_start_training()
+
+    # -- export ------------------------------------------------------------------------------------
+    def export_predictions(self, path: str | Path):
+        """Write index,key,label,predicted,confidence for every pool volume (in a worker)."""
+        if self.session is None:
+            return None
+        if not self.session.project.checkpoint_cycles():
+            raise KtalError("no trained models yet: label the first batch and train a cycle, then export")
+
+        def done(result) -> None:
+            self.hooks.job_changed(EXPORT, False)
+            self.hooks.info(f"Wrote {result.n_volumes} volumes ({result.n_labeled} labeled, predictions of the "
+                            f"cycle {result.cycle} teacher) to {result.path}")
+
+        def failed(exc: BaseException) -> None:
+            self.hooks.job_changed(EXPORT, False)
+            self.hooks.error(exc)
+
+        self.hooks.job_changed(EXPORT, True)
+        job = partial(export_job, self.session.project.root, Path(path), self.device)
+        return self.runner.start(EXPORT, job, on_result=done, on_error=failed,
+                                 on_cancelled=lambda: self.hooks.job_changed(EXPORT, False))

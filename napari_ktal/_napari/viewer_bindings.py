@@ -1,0 +1,66 @@
+"""What the widget sets on the napari viewer while a project is open: key bindings and the
+canvas text overlay. Both are put back as they were when the project closes. No Qt here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+KEYS = {"next": "N", "previous": "P", "skip": "S", "undo": "U"}  # and 1-9 for the classes
+
+
+class KeyBindings:
+    """Keys bound in the viewer and on our layers (a layer's keys win over the viewer's)."""
+
+    def __init__(self):
+        self._bound: list[tuple[object, str, object]] = []  # (keymap owner, key, previous binding)
+
+    def bind(self, owners: list, actions: dict[str, Callable[[], None]]) -> None:
+        self.unbind()
+        for key, action in actions.items():
+            handler = _key_handler(action, key)
+            for owner in owners:
+                previous = owner.bind_key(key, handler, overwrite=True)
+                self._bound.append((owner, key, previous))
+
+    def unbind(self) -> None:
+        for owner, key, previous in reversed(self._bound):
+            owner.bind_key(key, previous, overwrite=True)  # None unbinds; else restores
+        self._bound = []
+
+
+def _key_handler(action: Callable[[], None], key: str):
+    """A key binding for napari: called with the keymap's owner (viewer or layer), which it ignores."""
+
+    def handler(owner=None) -> None:
+        action()
+
+    handler.__name__ = handler.__qualname__ = f"napari_ktal_key_{key}"  # napari's keymap reads names
+    return handler
+
+
+class TextOverlay:
+    """The canvas text overlay, remembered before first use and restored after."""
+
+    def __init__(self, viewer):
+        self.viewer = viewer
+        self._before: tuple[bool, str, float] | None = None
+
+    def _overlay(self):
+        """``viewer.canvas.overlays.text`` since napari 0.9, ``viewer.text_overlay`` before."""
+        canvas = getattr(self.viewer, "canvas", None)
+        overlays = getattr(canvas, "overlays", None)
+        return overlays.text if overlays is not None and hasattr(overlays, "text") else self.viewer.text_overlay
+
+    def show(self, text: str) -> None:
+        overlay = self._overlay()
+        if self._before is None:
+            self._before = (overlay.visible, overlay.text, overlay.font_size)
+        overlay.text = text
+        overlay.font_size = 9
+        overlay.visible = True
+
+    def restore(self) -> None:
+        if self._before is not None:
+            overlay = self._overlay()
+            overlay.visible, overlay.text, overlay.font_size = self._before
+            self._before = None

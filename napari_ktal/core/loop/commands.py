@@ -1,0 +1,220 @@
+"""The commands both shells run: ``ktal-cryo`` turns arguments into these calls, the napari
+widget turns clicks into them. Each checks every input before it writes anything, so a
+command that fails leaves the project as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import InputError, KtalError, RecipeError
+from ..progress import ProgressCallback, StopFlag
+from ..project import Project, ProjectLock
+from ..recipe import Recipe, read_recipe, recipe_path
+from ..seeds import DEFAULT_SEED
+from ..strategies import check_recipe
+from .benchmark import BenchmarkResult, RunOutcome, run_benchmark
+from .cycle import CycleReport, initial_query, train_cycle
+from .labels import LabeledSet, labels_on_pool, load_labeled_set
+from .oracle import oracle_for_pool, run_with_oracle
+from .schedule import budget_schedule
+
+DEFAULT_RECIPE = "quick"  # runs on a laptop CPU; the paper's recipes want a GPU
+
+
+def load_recipe(name_or_path: str | Path) -> Recipe:
+    """A shipped recipe by name (``quick``) or a TOML file, with its strategy and options checked.
+
+    Every problem is a RecipeError naming the file and the key.
+    """
+    path = recipe_path(name_or_path)
+    recipe = read_recipe(path)
+    try:
+        return check_recipe(recipe)
+    except RecipeError as exc:
+        raise RecipeError(f"{path}: {exc}") from None
+
+
+def project_recipe(project: Project) -> Recipe:
+    """The project's recipe.toml, checked like :func:`load_recipe`."""
+    return load_recipe(project.paths.recipe)
+
+
+# -- opening and creating ---------------------------------------------------------------------
+def open_or_create(root: str | Path, data: str | Path | None = None, *, recipe: Recipe | None = None,
+                   classes: list[str] | None = None, on_progress: ProgressCallback | None = None,
+                   should_stop: StopFlag | None = None) -> tuple[Project, bool]:
+    """The project at ``root`` (not locked), created from ``data`` if there is none yet; and
+    whether it was created."""
+    if Project.is_project(root):
+        return Project(root), False
+    if data is None:
+        if Path(root).is_dir() and any(Path(root).iterdir()):
+            Project(root)  # raises: a folder that is not (or no longer) a project says so
+        raise KtalError(f"{root}: no project there yet; give DATA (a folder, file or labels CSV) to create it")
+    project = Project.create(root, data, recipe or load_recipe(DEFAULT_RECIPE), classes, on_progress, should_stop)
+    return project, True
+
+
+def create_project(root: str | Path, source: str | Path, recipe: str, classes: list[str],
+                   on_progress: ProgressCallback | None = None, should_stop: StopFlag | None = None) -> Project:
+    """A new project at ``root`` (new or empty) from ``source``: a folder of MRC files, an MRC
+    (stack) file or a labels CSV; ``recipe`` a shipped name or a .toml path."""
+    return Project.create(root, source, load_recipe(recipe), classes, on_progress, should_stop)
+
+
+def create_from_array(root: str | Path, volumes: np.ndarray, voxel_size: float, name: str, recipe: str,
+                      classes: list[str], on_progress: ProgressCallback | None = None,
+                      should_stop: StopFlag | None = None) -> Project:
+    """A new project from volumes held in memory (a napari Image layer), by way of an MRC stack.
+
+    The pool keys become ``k@<name>.mrcs`` (RELION's frame notation), so labels and predictions
+    can be traced back to the volumes.
+    """
+    import mrcfile
+
+    volumes = np.asarray(volumes)
+    if volumes.ndim == 3:
+        volumes = volumes[None]
+    if volumes.ndim != 4:
+        raise KtalError(f"layer '{name}' has {volumes.ndim} dimensions; use a volume (z, y, x) "
+                        "or a stack of volumes (n, z, y, x)")
+    if not volumes.shape[1] == volumes.shape[2] == volumes.shape[3]:
+        z, y, x = volumes.shape[1:]
+        raise KtalError(f"layer '{name}': volumes are {z}x{y}x{x} (z, y, x); subtomograms must be cubic")
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip("._") or "layer"
+    with tempfile.TemporaryDirectory(prefix="ktal-layer-") as tmp:
+        path = Path(tmp) / f"{safe}.mrcs"
+        with mrcfile.new(path) as mrc:
+            mrc.set_data(volumes.astype(np.float32, copy=False))  # 4D: a volume stack, ispg 401
+            mrc.voxel_size = float(voxel_size)
+        return create_project(root, path, recipe, classes, on_progress, should_stop)
+
+
+# -- training ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TrainingPlan:
+    """What a training run will use, every input checked."""
+
+    recipe: Recipe
+    oracle: dict[int, str] | None = None
+    test: LabeledSet | None = None
+
+
+def prepare_training(project: Project, *, recipe: Recipe | None = None, strategy: str | None = None,
+                     oracle: str | Path | None = None, test: str | Path | None = None) -> TrainingPlan:
+    """Check every input of a training run, then store what it changes (recipe, classes).
+
+    ``recipe`` or ``strategy`` given: the project trains with them from now on (recipe.toml).
+    """
+    chosen = check_recipe(recipe) if recipe is not None else project_recipe(project)
+    if strategy:
+        chosen = check_recipe(chosen.replace(active={"strategy": strategy}))
+    answers = oracle_for_pool(project.pool, oracle) if oracle else None
+    classes = project.classes
+    if answers is not None:
+        classes = classes + sorted(set(answers.values()) - set(classes))
+    test_set = load_labeled_set(test, classes) if test else None
+    project.check_warm_start(chosen)
+    # everything is checked: from here on, write
+    if recipe is not None or strategy:
+        project.set_recipe(chosen)
+    if answers is not None:
+        project.add_classes(sorted(set(answers.values())))
+    return TrainingPlan(chosen, answers, test_set)
+
+
+@dataclass(frozen=True)
+class TrainOutcome:
+    kind: str  # "done" (every cycle trained before), "oracle" (a full run), "initial" (first batch drawn), "cycle"
+    reports: list[CycleReport]
+    n_cycles: int  # cycles in the recipe's schedule
+    next_batch: Path | None = None  # the batch to label next
+    next_size: int = 0
+
+
+def train(project: Project, plan: TrainingPlan, device: torch.device, *, seed: int = DEFAULT_SEED,
+          on_begin: Callable[[], None] | None = None, on_cycle: Callable[[CycleReport], None] | None = None,
+          on_progress: ProgressCallback | None = None, should_stop: StopFlag | None = None) -> TrainOutcome:
+    """With an oracle, every remaining cycle of the schedule; else one cycle on the project's
+    labels (or, with no labels yet, the random first batch to label). ``on_begin`` is called
+    before the first cycle trains."""
+    n_cycles = len(budget_schedule(len(project.pool), plan.recipe.active))
+    if plan.oracle is not None:
+        if project.trained_cycles >= n_cycles:
+            return TrainOutcome("done", [], n_cycles)
+        if on_begin is not None:
+            on_begin()
+        reports = run_with_oracle(project, plan.recipe, plan.oracle, device, seed=seed, test=plan.test,
+                                  on_cycle=on_cycle, on_progress=on_progress, should_stop=should_stop)
+        return TrainOutcome("oracle", reports, n_cycles)
+    if not project.labels():
+        batch = initial_query(project, plan.recipe, seed)
+        return TrainOutcome("initial", [], n_cycles, project.paths.query(0), len(batch))
+    if on_begin is not None:
+        on_begin()
+    report = train_cycle(project, plan.recipe, device, seed=seed, test=plan.test, on_progress=on_progress,
+                         should_stop=should_stop)
+    if on_cycle is not None:
+        on_cycle(report)
+    nxt = project.paths.query(report.cycle + 1) if report.n_queried else None
+    return TrainOutcome("cycle", [report], n_cycles, nxt, report.n_queried)
+
+
+def train_next_cycle(root: str | Path, device: torch.device, *, seed: int = DEFAULT_SEED,
+                     on_progress: ProgressCallback | None = None, should_stop: StopFlag | None = None
+                     ) -> CycleReport:
+    """One cycle on the labels of the project at ``root``, opened afresh (the widget's job: a
+    class added in the GUI meanwhile cannot change the classes of a cycle in flight)."""
+    project = Project(root)
+    return train_cycle(project, project_recipe(project), device, seed=seed, on_progress=on_progress,
+                       should_stop=should_stop)
+
+
+# -- labels --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ImportResult:
+    n_imported: int
+    n_labeled: int  # labeled volumes in the project afterwards
+    new_classes: list[str]
+
+
+def import_labels(project: Project, csv_path: str | Path, *, add_classes: bool = False) -> ImportResult:
+    """Add the labels of a CSV (path,label) to the project's journal, as ``by="import"``."""
+    found, unmatched = labels_on_pool(project.pool, csv_path)
+    if unmatched:
+        raise InputError(csv_path, f"{unmatched[0]} is not in the project's pool")
+    new = sorted(set(found.values()) - set(project.classes))
+    if new and not add_classes:
+        raise InputError(csv_path, f"unknown class(es) {', '.join(new)}", "pass --add-classes to add them to the project")
+    project.add_classes(new)
+    project.label_many(found, by="import", cycle=project.trained_cycles)
+    return ImportResult(len(found), len(project.labels()), new)
+
+
+# -- benchmark -------------------------------------------------------------------------------------
+def benchmark(data: str | Path, oracle: str | Path, test: str | Path | None, strategies: list[str],
+              seeds: list[int], recipe: Recipe, out: str | Path, device: torch.device, *, lock_purpose: str,
+              on_run: Callable[[RunOutcome], None] | None = None, on_start: Callable[[str, int], None] | None = None,
+              on_cycle: Callable | None = None, on_progress: ProgressCallback | None = None,
+              should_stop: StopFlag | None = None) -> BenchmarkResult:
+    """:func:`.benchmark.run_benchmark` in folder ``out``, one run per folder at a time.
+
+    A folder that holds something else than a benchmark is left untouched (run_benchmark
+    refuses it with a message); a benchmark folder is locked while it runs.
+    """
+    out = Path(out)
+    foreign = (out.exists() and not (out / "benchmark.json").exists()
+               and any(p.name != ".lock" for p in out.iterdir()))
+    if not foreign:
+        out.mkdir(parents=True, exist_ok=True)
+    with contextlib.nullcontext() if foreign else ProjectLock(out, lock_purpose):
+        return run_benchmark(data, oracle, test, strategies, seeds, recipe, out, device, on_run=on_run,
+                             on_start=on_start, on_cycle=on_cycle, on_progress=on_progress, should_stop=should_stop)

@@ -1,0 +1,63 @@
+"""Simulated runs: an oracle (labels known in advance) answers every query until the budget is spent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..data import Pool
+from ..errors import InputError
+from ..progress import ProgressCallback, StopFlag, check_cancel
+from ..project import Project
+from ..recipe import Recipe
+from ..seeds import DEFAULT_SEED
+from .cycle import CycleReport, initial_query, train_cycle
+from .labels import LabeledSet, labels_on_pool
+from .schedule import budget_schedule
+
+
+def oracle_for_pool(pool: Pool, csv_path: str | Path) -> dict[int, str]:
+    """Map a labels CSV onto pool indices (every pool volume must be in it; extra rows are ignored)."""
+    oracle, _ = labels_on_pool(pool, csv_path)
+    missing = len(pool) - len(oracle)
+    if missing:
+        example = next(pool.keys[i] for i in range(len(pool)) if i not in oracle)
+        raise InputError(csv_path, f"has no label for {missing} of the {len(pool)} pool volumes (e.g. {example})",
+                         "an oracle must label every volume of the data set")
+    return oracle
+
+
+def run_with_oracle(
+    project: Project,
+    recipe: Recipe,
+    oracle: dict[int, str],
+    device: torch.device,
+    *,
+    seed: int = DEFAULT_SEED,
+    test: LabeledSet | None = None,
+    on_cycle=None,
+    on_progress: ProgressCallback | None = None,
+    should_stop: StopFlag | None = None,
+) -> list[CycleReport]:
+    """Run every remaining cycle of the schedule, answering each batch from ``oracle``.
+
+    Resumable: cycles already in history.csv are not redone; an answered batch is not re-asked.
+    """
+    project.add_classes(sorted(set(oracle.values())))
+    schedule = budget_schedule(len(project.pool), recipe.active)
+    initial_query(project, recipe, seed)
+    reports = []
+    for cycle in range(project.trained_cycles, len(schedule)):
+        check_cancel(should_stop)
+        batch = project.read_query(cycle)
+        labeled = project.labels()
+        answers = {q.index: oracle[q.index] for q in batch if q.index not in labeled}
+        if answers:
+            project.label_many(answers, by="oracle", cycle=cycle)
+        report = train_cycle(project, recipe, device, seed=seed, test=test, select=cycle < len(schedule) - 1,
+                             on_progress=on_progress, should_stop=should_stop)
+        reports.append(report)
+        if on_cycle is not None:
+            on_cycle(report)
+    return reports

@@ -1,0 +1,88 @@
+"""Where everything of a project lives: the one place that spells the folder's file names.
+
+    P/project.json            format version, class names, where the data came from
+    P/recipe.toml             the recipe this project trains with (editable)
+    P/pool/                   volumes.npy (memmap), index.csv, info.json
+    P/labels.jsonl            the append-only labels journal
+    P/queries/cycle_NNN.csv   the batch to label that forms cycle NNN's labeled set
+    P/checkpoints/cycle_NNN/  teacher.pt, student.pt (state dicts), meta.json
+    P/history.csv             one row per trained cycle
+    P/learning_curve.png
+    P/predictions.csv         where ``ktal-cryo predict`` and the widget's export write by default
+    P/.lock                   the write lock (see :mod:`.lock`): who has the project open
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .lock import LOCK_FILE
+
+CYCLE_NAME = re.compile(r"cycle_(\d+)$")  # a checkpoint folder, or a query file's stem
+
+
+@dataclass(frozen=True)
+class ProjectPaths:
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "project.json"
+
+    @property
+    def recipe(self) -> Path:
+        return self.root / "recipe.toml"
+
+    @property
+    def pool(self) -> Path:
+        return self.root / "pool"
+
+    @property
+    def journal(self) -> Path:
+        return self.root / "labels.jsonl"
+
+    @property
+    def queries(self) -> Path:
+        return self.root / "queries"
+
+    def query(self, cycle: int) -> Path:
+        return self.queries / f"cycle_{cycle:03d}.csv"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    def checkpoint(self, cycle: int) -> Path:
+        return self.checkpoints / f"cycle_{cycle:03d}"
+
+    @property
+    def history(self) -> Path:
+        return self.root / "history.csv"
+
+    @property
+    def learning_curve(self) -> Path:
+        return self.root / "learning_curve.png"
+
+    @property
+    def predictions(self) -> Path:
+        return self.root / "predictions.csv"
+
+    @property
+    def lock(self) -> Path:
+        return self.root / LOCK_FILE
+
+    def writer_temp_files(self) -> list[Path]:
+        """Temp files of atomic writes by a project writer (which all hold the lock)."""
+        folders = [self.root, self.queries, *self.checkpoints.glob("cycle_*")]
+        return [p for folder in folders for p in folder.glob(".*.tmp") if WRITER_TEMP.fullmatch(p.name)]
+
+
+# what writers leave behind when killed mid-write (never a reader's, e.g. predictions.csv)
+WRITER_TEMP = re.compile(
+    r"\.(project\.json|recipe\.toml|history\.csv|learning_curve\.png|cycle_\d+\.csv|teacher\.pt|student\.pt"
+    r"|meta\.json)\..+\.tmp")
+# what an import killed half-way leaves in a project folder (no project.json yet)
+POOL_LEFTOVERS = re.compile(r"(volumes\.npy(\.partial)?|index\.csv|info\.json|\..+\.tmp)$")
+ROOT_LEFTOVERS = re.compile(r"(recipe\.toml|\.(recipe\.toml|project\.json)\..+\.tmp)$")

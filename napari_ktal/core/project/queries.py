@@ -1,0 +1,59 @@
+"""queries/cycle_NNN.csv: the batches to label, one file per cycle."""
+
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..atomic import atomic_open
+from ..errors import ProjectError
+from .history import fmt, num
+
+QUERY_COLUMNS = ["rank", "index", "key", "score", "predicted", "confidence"]
+_QUERY_FILE = re.compile(r"cycle_(\d+)\.csv$")
+
+
+@dataclass(frozen=True)
+class QueryItem:
+    rank: int
+    index: int
+    key: str
+    score: float  # NaN for the random initial batch
+    predicted: str  # teacher's class ("" before any training)
+    confidence: float  # NaN before any training
+
+
+def write_query(path: Path, items: list[QueryItem]) -> None:
+    with atomic_open(path, "w") as f:
+        w = csv.writer(f)
+        w.writerow(QUERY_COLUMNS)
+        for q in items:
+            w.writerow([q.rank, q.index, q.key, fmt(q.score), q.predicted, fmt(q.confidence)])
+
+
+def read_query(path: Path, cycle: int, n_pool: int) -> list[QueryItem]:
+    """The batch of ``cycle`` at ``path``; every index must be in a pool of ``n_pool`` volumes."""
+    items = []
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            for r in reader:
+                item = QueryItem(int(r["rank"]), int(r["index"]), r["key"], num(r["score"]), r["predicted"],
+                                 num(r["confidence"]))
+                if not 0 <= item.index < n_pool:
+                    raise ValueError(f"index {item.index} is outside the pool of {n_pool} volumes")
+                items.append(item)
+    except FileNotFoundError:
+        raise ProjectError(f"{path}: missing; the batch of cycle {cycle} was never written") from None
+    except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError, csv.Error) as exc:
+        where = f"line {reader.line_num}: " if "reader" in locals() else ""
+        raise ProjectError(f"{path}: {where}damaged ({exc}); delete the file to draw the batch again") from None
+    return items
+
+
+def written_cycles(folder: Path) -> list[int]:
+    """Cycles with a query file in ``folder`` (complete or not: see ``Project.query_cycles``)."""
+    found = (_QUERY_FILE.match(p.name) for p in folder.glob("cycle_*.csv"))
+    return sorted(int(m.group(1)) for m in found if m)
