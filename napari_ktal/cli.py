@@ -5,6 +5,7 @@
     ktal-cryo import-labels LABELS.csv --project P
     ktal-cryo predict --project P [--out predictions.csv]
     ktal-cryo benchmark DATA --oracle LABELS --test TEST --strategies kt,random,... --seeds 3 --recipe R --out DIR
+    ktal-cryo strategies
 
 Errors a user can fix are one line on stderr and exit code 2; no traceback.
 """
@@ -265,6 +266,13 @@ def cmd_benchmark(args) -> int:
     return 0
 
 
+def cmd_strategies(args) -> int:
+    from .core.strategies import strategy_table
+
+    print(strategy_table())
+    return 0
+
+
 # -- parser ------------------------------------------------------------------------------
 def strategy_names() -> list[str]:
     from .core.strategies import STRATEGIES
@@ -343,6 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", required=True, help="benchmark folder (created; reuse it to continue)")
     b.add_argument("--device", default="auto", help="auto, cpu or cuda:N (default auto)")
     b.set_defaults(func=cmd_benchmark)
+
+    q = sub.add_parser("strategies", help="list the query strategies (a Markdown table: name, what, cost, options)")
+    q.set_defaults(func=cmd_strategies)
     return p
 
 

@@ -27,3 +27,11 @@ def test_readme_main_command_uses_shipped_recipe_and_real_subcommands():
     used = re.findall(r"ktal-cryo (\S+)", main_cmd)
     assert used == ["simulate", "train"] and set(used) <= subcommands
     assert re.search(r"--recipe (\S+)", main_cmd).group(1) in builtin_recipes()
+
+
+def test_readme_strategy_table_is_the_registry():
+    from napari_ktal.core.strategies import strategy_table
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"<!-- strategies:start -->\n(.*?)\n<!-- strategies:end -->", readme, flags=re.S)
+    assert block, "README.md has no strategy table between its markers"
+    assert block.group(1) == strategy_table(), "README's strategy table is stale: paste `ktal-cryo strategies`"

@@ -339,10 +339,10 @@ class Controller:
         self.hooks.status(f"Training cycle {cycle} on {len(s.labels)} labeled volumes ({self.device}). "
                           "You can keep browsing and relabeling.")
         job = partial(train_job, s.project.root, self.device, self.seed, worker_threads())
+        self.hooks.job_changed(TRAIN, True)
         task = self.runner.start(TRAIN, job, on_progress=self.on_progress, on_result=self._on_trained,
                                  on_error=self._on_train_error, on_cancelled=self._on_train_cancelled,
                                  on_finished=self._on_train_finished)
-        self.hooks.job_changed(TRAIN, True)
         self.hooks.show()
         return task
 

@@ -151,7 +151,8 @@ class VolumeView:
     def fit(self) -> None:
         """Fit the grid in the canvas, with a margin for the captions and the text overlay."""
         self.viewer.reset_view()
-        self.viewer.camera.zoom *= 0.85
+        camera = getattr(self.viewer, "scene", self.viewer).camera  # viewer.scene since napari 0.9
+        camera.zoom *= 0.85
 
     def refresh(self) -> None:
         """Show the last volume again (after a change of smoothing or contrast inversion)."""

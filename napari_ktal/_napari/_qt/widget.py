@@ -18,7 +18,7 @@ from functools import partial, wraps
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from napari.utils.notifications import notification_manager, show_error, show_info, show_warning
+from napari.utils.notifications import show_error
 from qtpy.QtCore import QEvent, Qt
 from qtpy.QtWidgets import (
     QFileDialog,
@@ -31,9 +31,10 @@ from qtpy.QtWidgets import (
 
 from ...core.errors import KtalError
 from ...core.loop.session import MAX_KEYED_CLASSES
-from ..controller import EXPORT, IMPORT, TRAIN, Controller, Hooks
+from ..controller import Controller
 from ..viewer_bindings import KEYS, KeyBindings, TextOverlay
 from ..volume_view import VolumeView
+from .hooks import WidgetHooks
 from .session_panel import SessionPanel
 from .setup_panel import NewProject, SetupPanel
 from .worker import TaskRunner
@@ -63,7 +64,7 @@ class ActiveLearningWidget(QWidget):
         super().__init__(parent)
         self.viewer = napari_viewer
         self.runner = TaskRunner(self)
-        self.controller = Controller(self.runner, _WidgetHooks(self))
+        self.controller = Controller(self.runner, WidgetHooks(self))
         self.view = VolumeView(napari_viewer)
         self.keys = KeyBindings()
         self.overlay = TextOverlay(napari_viewer)
@@ -271,84 +272,6 @@ class ActiveLearningWidget(QWidget):
     def closeEvent(self, event) -> None:
         self._teardown()
         super().closeEvent(event)
-
-
-class _WidgetHooks(Hooks):
-    """The controller's hooks, filled in by the widget's panels and layers."""
-
-    def __init__(self, widget: ActiveLearningWidget):
-        self.w = widget
-
-    def show(self, reset_camera: bool = False) -> None:
-        self.w.show_current(reset_camera)
-
-    def classes_changed(self) -> None:
-        self.w.panel.set_classes(self.w.session.classes)
-        self.w._bind_keys()
-
-    def history_changed(self) -> None:
-        from ...core.loop.summary import cycle_summary
-
-        s = self.w.session
-        if s is not None:
-            self.w.panel.plot.update_rows(cycle_summary(s.project, s.labels))
-
-    def opened(self) -> None:
-        from ...core.engine import available_devices
-        from ...core.engine.device import CUDA_BROKEN, cuda_broken
-
-        w, p = self.w, self.w.panel
-        w.watch_window()
-        current = p.device.currentText()
-        p.device.clear()
-        devices = available_devices()
-        p.device.addItems(devices)
-        if cuda_broken(devices):
-            show_warning(CUDA_BROKEN)
-        p.device.setCurrentIndex(max(0, p.device.findText(current)))
-        try:
-            name, label = w.controller.recipe_choice()
-        except KtalError as exc:
-            show_error(f"{exc}; fix it or choose another recipe before training")
-            name, label = str(w.session.project.paths.recipe), "this project's recipe.toml (invalid)"
-        p.recipe.set_recipe(name, label=label)
-        w.pages.setCurrentIndex(1)
-
-    def closed(self) -> None:
-        self.w.keys.unbind()
-        self.w.view.remove()
-        self.w.overlay.restore()
-        self.w.pages.setCurrentIndex(0)
-
-    def status(self, text: str) -> None:
-        self.w.panel.status.setText(text)
-
-    def progress(self, text: str, done: int, total: int) -> None:
-        bar = self.w.panel.progress
-        bar.setRange(0, total)
-        bar.setValue(done)
-        bar.setFormat(text)
-
-    def info(self, text: str) -> None:
-        show_info(text)
-
-    def error(self, exc: BaseException) -> None:
-        if isinstance(exc, KtalError):
-            show_error(str(exc))
-        elif isinstance(exc, Warning):
-            show_warning(str(exc))
-        else:  # a bug: keep the traceback reachable from the notification
-            notification_manager.receive_error(type(exc), exc, exc.__traceback__)
-
-    def job_changed(self, kind: str, running: bool) -> None:
-        p = self.w.panel
-        if kind == TRAIN:
-            p.train_button.setEnabled(not running)
-            p.cancel_button.setEnabled(running)
-        elif kind == IMPORT:
-            self.w.setup.create_button.setEnabled(not running)
-        elif kind == EXPORT:
-            p.export_button.setEnabled(not running)
 
 
 def _theme_colors(viewer) -> dict:

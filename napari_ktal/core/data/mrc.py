@@ -35,6 +35,9 @@ from .labels_csv import LabelRow, read_label_rows
 __all__ = [
     "VOLUME_SUFFIXES",
     "MrcInfo",
+    "MrcLayout",
+    "inspect_layout",
+    "memory_map",
     "VolumeRef",
     "find_volumes",
     "inspect_mrc",
@@ -50,6 +53,8 @@ VOLUME_SUFFIXES = (".mrc", ".mrcs", ".map", ".rec")
 
 _READABLE_MODES = {0: "int8", 1: "int16", 2: "float32", 6: "uint16", 12: "float16"}
 _COMPLEX_MODES = (3, 4)
+_OTHER_MODES = {16: "RGB", 101: "4-bit"}  # valid MRC, but not real-valued volumes
+_HEADER_BYTES = 1024
 _MAX_SIDE = 65536  # larger nx / ny / mz can only come from a corrupt header
 _BOX_MULTIPLE = 8
 _REL_STD_FLOOR = 1e-6  # std below this fraction of max |value| is float rounding noise
@@ -134,7 +139,7 @@ def _read_header(path: Path) -> _Header:
             # A full strict read also refuses modes mrcfile does not know; the
             # permissive read may fix those by swapping the byte order.
             mode = int(mrc.header.mode)
-            if mode in _READABLE_MODES or mode in _COMPLEX_MODES:
+            if mode in _READABLE_MODES or mode in _COMPLEX_MODES or mode in _OTHER_MODES:
                 return _Header(mrc.header.copy(), _voxel_size_zyx(mrc), None)
     except ValueError:
         pass
@@ -161,6 +166,8 @@ def _layout_problem(header: np.recarray, file_size: int) -> str | None:
     mode = int(header.mode)
     if mode in _COMPLEX_MODES:
         return f"complex data (mode {mode}) is not supported; subtomograms must be real-valued"
+    if mode in _OTHER_MODES:
+        return f"{_OTHER_MODES[mode]} data (mode {mode}) is not supported; only real-valued maps are read"
     if mode not in _READABLE_MODES:
         readable = ", ".join(f"{m} {name}" for m, name in _READABLE_MODES.items())
         return f"corrupt header: unknown data mode {mode} (readable modes: {readable})"
@@ -214,11 +221,29 @@ def _existing_file(path: str | Path) -> Path:
     return path
 
 
-def _inspect(path: str | Path) -> tuple[MrcInfo, bool]:
-    """Check a file's header; return its info and whether it must be read permissively."""
+@dataclass(frozen=True)
+class MrcLayout:
+    """What the header of any readable MRC file says, checked against the file's size."""
+
+    path: Path
+    shape: tuple[int, ...]
+    """The data's shape as mrcfile reads it: (y, x), (z, y, x), or (n, z, y, x) for a volume stack."""
+    mode: int
+    voxel_size: tuple[float, float, float]
+    """Angstrom per voxel along (z, y, x); 1.0 where the header leaves it unset."""
+    origin: tuple[float, float, float]
+    """The header's origin in Angstrom, (z, y, x)."""
+    permissive: bool
+    """Whether mrcfile must read it permissively (the header is slightly off)."""
+
+
+def _layout(path: str | Path) -> tuple[MrcLayout, list[str]]:
+    """The checked layout of ``path`` and what was forgiven about it (not yet warned)."""
     path = _existing_file(path)
     try:
         file_size = path.stat().st_size
+        if file_size < _HEADER_BYTES:
+            raise InputError(path, "not an MRC file", f"only {file_size} bytes; an MRC header alone is {_HEADER_BYTES}")
         header, size, lenient = _read_header(path)
     except OSError as err:
         raise InputError(path, f"cannot be read ({err.strerror or err})") from err
@@ -227,19 +252,63 @@ def _inspect(path: str | Path) -> tuple[MrcInfo, bool]:
         if bytes(header.map)[:3] != MAP_ID[:3]:  # mrcfile's own test for the map ID
             raise InputError(path, "not an MRC file", f"no 'MAP ' ID at byte 208; {problem}")
         raise InputError(path, problem)
-    shape = mrc_utils.data_shape_from_header(header)
-    n_volumes, box = _volume_geometry(path, shape)
     notes = [lenient] if lenient else []
     extra = file_size - _expected_file_size(header)
     if extra:
         notes.append(f"{extra} bytes after the data block were ignored")
+    origin = tuple(float(v) if math.isfinite(float(v)) else 0.0
+                   for v in (header.origin.z, header.origin.y, header.origin.x))
+    layout = MrcLayout(path, tuple(mrc_utils.data_shape_from_header(header)), int(header.mode), size, origin,
+                       lenient is not None)
+    return layout, notes
+
+
+def _warn_lenient(path: Path, notes: list[str]) -> None:
     if notes:
         warnings.warn(
             f"{path}: read permissively, the header is slightly off: {'; '.join(notes)}",
             InputWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
-    return MrcInfo(path, n_volumes, box, int(header.mode), size), lenient is not None
+
+
+def inspect_layout(path: str | Path) -> MrcLayout:
+    """Check any real-valued MRC file (a subtomogram, a stack, a tomogram, an image); header only.
+
+    Raises:
+        InputError: the file is missing, not MRC, truncated, has a corrupt header or holds
+            data that is not real-valued.
+
+    Warns:
+        InputWarning: the header is slightly off (map ID, machine stamp, extra bytes)
+            but the data is usable.
+    """
+    layout, notes = _layout(path)
+    _warn_lenient(layout.path, notes)
+    return layout
+
+
+def memory_map(layout: MrcLayout) -> np.ndarray:
+    """The data of a checked file, memory-mapped read-only by mrcfile: only what is used is read."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # inspecting the file warned already
+        try:
+            mrc = mrcfile.mmap(layout.path, mode="r", permissive=layout.permissive)
+        except (ValueError, OSError) as err:  # the file changed since it was checked
+            raise InputError(layout.path, "data block cannot be read", str(err)) from err
+    with mrc:  # closing leaves the array mapped (read-only)
+        data = mrc.data
+    if data is None or tuple(data.shape) != layout.shape:
+        raise InputError(layout.path, "data block cannot be read")
+    return data
+
+
+def _inspect(path: str | Path) -> tuple[MrcInfo, bool]:
+    """Check a subtomogram file's header; return its info and whether it must be read permissively."""
+    layout, notes = _layout(path)
+    n_volumes, box = _volume_geometry(layout.path, layout.shape)
+    _warn_lenient(layout.path, notes)
+    return MrcInfo(layout.path, n_volumes, box, layout.mode, layout.voxel_size), layout.permissive
 
 
 def inspect_mrc(path: str | Path) -> MrcInfo:
@@ -266,11 +335,11 @@ def voxel_size(path: str | Path) -> tuple[float, float, float]:
 
 @contextmanager
 def _mapped_volumes(info: MrcInfo, permissive: bool) -> Iterator[np.ndarray]:
-    """Memory-map a checked file's data as a ``(n_volumes, box, box, box)`` array."""
+    """A checked subtomogram file's data as a ``(n_volumes, box, box, box)`` memory map."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # _inspect already warned
         try:
-            mrc = mrcfile.mmap(info.path, permissive=permissive)
+            mrc = mrcfile.mmap(info.path, mode="r", permissive=permissive)
         except (ValueError, OSError) as err:  # the file changed since it was checked
             raise InputError(info.path, "data block cannot be read", str(err)) from err
     with mrc:

@@ -3,25 +3,17 @@
 - :mod:`.base`        QueryContext, Selection, Strategy, :func:`register`, the registry, recipe checks
 - :mod:`.heuristics`  pure scores of prediction arrays (entropy, margin, least confidence, BALD)
 - :mod:`.kcenter`     greedy k-center; :mod:`.selection`: top-M and the random subset R_U
-- one module per strategy: kt, uniform (random), softmax, bald, coreset, gradnorm,
-  noise_stability, lloss. Every module of this package is imported here, so a new strategy is
-  one new file.
+- one module per strategy (or family: softmax holds entropy, margin and least confidence).
+  Every module of this package is imported here, so a new strategy is one new file.
 """
 
 import importlib
 import pkgutil
 
-from .base import (
-    STRATEGIES,
-    QueryContext,
-    Selection,
-    Strategy,
-    check_recipe,
-    get_strategy,
-    register,
-)
+from .base import STRATEGIES, QueryContext, Selection, Strategy, check_recipe, get_strategy, register, strategy_table
 
-__all__ = ["STRATEGIES", "QueryContext", "Selection", "Strategy", "check_recipe", "get_strategy", "register"]
+__all__ = ["STRATEGIES", "QueryContext", "Selection", "Strategy", "check_recipe", "get_strategy", "register",
+           "strategy_table"]
 
 FIRST = ("kt", "random")  # the method, then its baseline; the rest by name
 

@@ -165,3 +165,12 @@ def check_recipe(recipe: Recipe) -> Recipe:
         s.parse_options(table)
     kept = {k: v for k, v in table.items() if v != defaults[k] or type(v) is not type(defaults[k])}
     return dataclasses.replace(recipe, active=dataclasses.replace(recipe.active, options=kept))
+
+
+def strategy_table() -> str:
+    """Every strategy as a Markdown table (the README's, and ``ktal-cryo strategies``)."""
+    rows = ["| strategy | what it picks | cost of a query | options (`[active.options]`) |", "|---|---|---|---|"]
+    for s in STRATEGIES.values():
+        options = ", ".join(f"`{f.name}` = {f.default!r}" for f in dataclasses.fields(s.options)) or "-"
+        rows.append(f"| `{s.name}` | {s.summary} | {s.cost} | {options} |")
+    return "\n".join(rows)

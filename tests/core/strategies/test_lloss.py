@@ -9,10 +9,14 @@ import torch
 from napari_ktal.core.engine import TrainJob, train_pair
 from napari_ktal.core.errors import KtalError
 from napari_ktal.core.models import build_pair, pooled_stages
-from napari_ktal.core.strategies import STRATEGIES
 from napari_ktal.core.recipe import TrainSpec
-from napari_ktal.core.strategies.lloss import LossPredictionHead, Options, build_head, loss_ranking_loss
-
+from napari_ktal.core.strategies import STRATEGIES
+from napari_ktal.core.strategies.lloss import (
+    LossPredictionHead,
+    Options,
+    build_head,
+    loss_ranking_loss,
+)
 
 
 def test_head_shape_and_ranking_loss_by_hand(tiny_net):

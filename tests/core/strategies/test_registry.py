@@ -13,7 +13,6 @@ from napari_ktal.core.loop import load_recipe
 from napari_ktal.core.recipe import recipe_from_dict
 from napari_ktal.core.strategies import STRATEGIES, check_recipe
 
-
 HELPERS = {"base", "heuristics", "kcenter", "selection"}  # modules that register no strategy
 
 

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from napari_ktal.core.errors import Cancelled, ProjectError
 from napari_ktal.core import loop as al
-from napari_ktal.core.project import Project
+from napari_ktal.core.errors import Cancelled, ProjectError
 from napari_ktal.core.loop import load_recipe
+from napari_ktal.core.project import Project
 from napari_ktal.core.simulate import SimulationConfig, simulate_dataset
 
 TINY = load_recipe("quick").replace(model={"width": 4}, train={"epochs": 2, "lr_milestones": [], "batch_size": 8})
@@ -151,6 +151,15 @@ def test_a_truncated_checkpoint_is_a_clear_project_error(project, keep):
     message = str(caught.value)
     assert "teacher.pt" in message and "\n" not in message
     assert "delete the folder cycle_000" in message or "does not match" in message
+
+
+def test_a_checkpoint_loads_back_the_weights_it_saved(project):
+    p, _ = project
+    t, s, meta = p.load_models()
+    assert meta["cycle"] == 0 and t.depth == 18 and s.depth == 10
+    saved = torch.load(p.paths.checkpoint(0) / "teacher.pt", weights_only=True)
+    assert torch.equal(saved["fc.weight"], t.fc.weight.detach())
+    assert t(torch.from_numpy(p.pool.read([0, 1])).unsqueeze(1)).logits.shape == (2, 3)
 
 
 def test_meta_json_that_does_not_match_the_tensors(project):

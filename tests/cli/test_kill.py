@@ -35,30 +35,14 @@ from pathlib import Path
 import pytest
 
 from napari_ktal.core import loop as al
-from napari_ktal.core.project.journal import LabelJournal
-from napari_ktal.core.project import Project
 from napari_ktal.core.loop import load_recipe
+from napari_ktal.core.project import Project
+from napari_ktal.core.project.journal import LabelJournal
 from napari_ktal.core.simulate import SimulationConfig, simulate_dataset
 
 LABEL_TRIALS = int(os.environ.get("KTAL_LABEL_KILL_TRIALS", "30"))
 TRAIN_TRIALS = int(os.environ.get("KTAL_TRAIN_KILL_TRIALS", "10"))
-REPO = Path(__file__).resolve().parents[1]
-
-TINY_TOML = """
-name = "tiny"
-[model]
-width = 4
-stem = "strided"
-teacher_depth = 10
-[train]
-epochs = 1
-lr_milestones = []
-batch_size = 8
-eval_batch_size = 64
-[active]
-final_fraction = 0.8
-"""
-
+REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory) -> Path:
@@ -282,9 +266,9 @@ class _Run:
         return "".join(self.lines)
 
 
-def test_training_survives_sigkill_and_resumes(tmp_path, sim, capsys):
-    recipe = tmp_path / "tiny.toml"
-    recipe.write_text(TINY_TOML)
+@pytest.mark.slow
+def test_training_survives_sigkill_and_resumes(tmp_path, sim, capsys, tiny_recipe_file):
+    recipe = tiny_recipe_file("[active]\nfinal_fraction = 0.8\n")
     oracle = sim / "labels.csv"
     with open(oracle, newline="") as f:
         oracle_by_key = {r["path"]: r["label"] for r in csv.DictReader(f)}

@@ -21,11 +21,11 @@ import pytest
 
 from napari_ktal.cli import main
 from napari_ktal.core.errors import ProjectError
+from napari_ktal.core.project import Project
 from napari_ktal.core.project import lock as lock_module
 from napari_ktal.core.project.lock import LOCK_FILE, ProjectLock, ProjectLocked, read_lock_info
-from napari_ktal.core.project import Project
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 HOLDER = """
 import sys, time
 from napari_ktal.core.project.lock import ProjectLock

@@ -24,15 +24,15 @@ import pytest
 import torch
 
 from napari_ktal.cli import main
+from napari_ktal.core import loop as al
 from napari_ktal.core.data.mrc import read_labels_csv
 from napari_ktal.core.errors import InputError, ProjectError, RecipeError
-from napari_ktal.core import loop as al
+from napari_ktal.core.loop import load_recipe
 from napari_ktal.core.loop.session import LabelingSession
 from napari_ktal.core.project import Project
-from napari_ktal.core.loop import load_recipe
 from napari_ktal.core.simulate import SimulationConfig, simulate_dataset
 
-PACKAGE = Path(__file__).resolve().parents[1] / "napari_ktal"
+PACKAGE = Path(__file__).resolve().parents[3] / "napari_ktal"
 TINY = load_recipe("quick").replace(model={"width": 4}, train={"epochs": 1, "lr_milestones": [], "batch_size": 8})
 MARKER = Path("/tmp/ktal-security-marker")
 

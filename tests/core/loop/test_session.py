@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from napari_ktal.core.errors import KtalError
 from napari_ktal.core import loop as al
+from napari_ktal.core.errors import KtalError
 from napari_ktal.core.loop.session import SKIP_BY, LabelingSession, Phase
 from napari_ktal.core.project import Project
 

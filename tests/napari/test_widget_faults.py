@@ -13,25 +13,27 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from mrcfiles import noise, write_mrc
 from napari.components import ViewerModel
-from test_volumes import noise, write_mrc
 
+from napari_ktal._napari._qt import hooks as hooks_module
 from napari_ktal._napari._qt import widget as widget_module
 from napari_ktal._napari._qt.widget import ActiveLearningWidget
 from napari_ktal._napari.controller import LOCK_PURPOSE
 from napari_ktal.cli import main
 from napari_ktal.core.engine import device
-from napari_ktal.core.project.lock import ProjectLock
 from napari_ktal.core.project import Project
+from napari_ktal.core.project.lock import ProjectLock
 
 
 @pytest.fixture
 def notes(monkeypatch):
     """Every notification the widget shows: [(level, text)]."""
     seen: list[tuple[str, str]] = []
-    monkeypatch.setattr(widget_module, "show_error", lambda text: seen.append(("error", str(text))))
-    monkeypatch.setattr(widget_module, "show_warning", lambda text: seen.append(("warning", str(text))))
-    monkeypatch.setattr(widget_module, "show_info", lambda text: seen.append(("info", str(text))))
+    for module in (widget_module, hooks_module):
+        for level in ("error", "warning", "info"):
+            if hasattr(module, f"show_{level}"):
+                monkeypatch.setattr(module, f"show_{level}", lambda text, lv=level: seen.append((lv, str(text))))
     return seen
 
 

@@ -12,7 +12,7 @@ from napari_ktal._napari.reader import get_reader, read_mrc
 from napari_ktal._napari.sample_data import simulated_subtomograms
 from napari_ktal.core.errors import InputError
 
-MANIFEST = Path(__file__).resolve().parents[1] / "napari.yaml"
+MANIFEST = Path(__file__).resolve().parents[2] / "napari_ktal" / "napari.yaml"
 
 
 def _write(path, data, voxel_size=(1.0, 1.0, 1.0)):

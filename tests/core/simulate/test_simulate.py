@@ -15,7 +15,13 @@ import numpy as np
 import pytest
 
 from napari_ktal.core.errors import KtalError
-from napari_ktal.core.simulate import SimulationConfig, Template, class_name, simulate_dataset, simulate_volume
+from napari_ktal.core.simulate import (
+    SimulationConfig,
+    Template,
+    class_name,
+    simulate_dataset,
+    simulate_volume,
+)
 from napari_ktal.core.simulate.dataset import random_pose, simulate_parts
 from napari_ktal.core.simulate.optics import ctf_3d, missing_wedge_mask
 from napari_ktal.core.simulate.templates import make_templates, render

@@ -1,8 +1,8 @@
 import pytest
 
 from napari_ktal.core.errors import RecipeError
-from napari_ktal.core.recipe import builtin_recipes
 from napari_ktal.core.loop import load_recipe
+from napari_ktal.core.recipe import builtin_recipes
 
 
 def test_shipped_recipes_load_and_follow_the_paper():

@@ -30,7 +30,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_volumes import noise, poke, write_mrc
+from mrcfiles import noise, poke, write_mrc
 
 from napari_ktal.cli import main
 from napari_ktal.core.data.mrc import read_labels_csv
@@ -38,18 +38,6 @@ from napari_ktal.core.errors import InputError, KtalError
 from napari_ktal.core.project import Project
 from napari_ktal.core.simulate import SimulationConfig, simulate_dataset
 
-TINY_TOML = """
-name = "tiny"
-[model]
-width = 4
-stem = "strided"
-teacher_depth = 10
-[train]
-epochs = 1
-lr_milestones = []
-batch_size = 8
-eval_batch_size = 64
-"""
 CLASSES = "class_00,class_01,class_02"
 
 
@@ -62,7 +50,7 @@ class World:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory) -> World:
+def world(tmp_path_factory, tiny_recipe_file) -> World:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     tmp = tmp_path_factory.mktemp("inputs")
@@ -70,8 +58,7 @@ def world(tmp_path_factory) -> World:
     train = labels.parent
     with open(labels, newline="") as f:
         truth = {r["path"]: r["label"] for r in csv.DictReader(f)}
-    recipe = tmp / "tiny.toml"
-    recipe.write_text(TINY_TOML)
+    recipe = tiny_recipe_file()
     base = tmp / "base"
     assert main(["train", str(train), "--project", str(base), "--recipe", str(recipe), "--device", "cpu",
                  "--classes", CLASSES]) == 0
@@ -545,11 +532,11 @@ def test_damaged_project_is_one_line_and_not_made_worse(world, tmp_path, capsys,
     assert not _Evil.marker.exists()
 
 
-def test_checkpoint_of_another_architecture_refuses_a_warm_start(world, tmp_path, capsys):
+def test_checkpoint_of_another_architecture_refuses_a_warm_start(world, tmp_path, capsys, tiny_recipe_file):
     project = tmp_path / "P"
     shutil.copytree(world.base, project)
-    recipe = tmp_path / "warm.toml"
-    recipe.write_text(TINY_TOML.replace("width = 4", "width = 8") + "[active]\nreinit_each_cycle = false\n")
+    recipe = tiny_recipe_file("[active]\nreinit_each_cycle = false\n")
+    recipe.write_text(recipe.read_text().replace("width = 4", "width = 8"))
     before = snapshot(project)
     run_failing(["train", "--project", project, "--recipe", recipe, "--device", "cpu"], capsys, "cycle_000",
                 ["width = 4", "width = 8", "reinit_each_cycle = true"])

@@ -12,9 +12,9 @@ import torch
 from napari_ktal.core.data import ArraySource
 from napari_ktal.core.engine import TrainJob, forward_outputs, train_pair
 from napari_ktal.core.errors import KtalError
+from napari_ktal.core.loop import load_recipe
 from napari_ktal.core.models.resnet3d import build_pair
 from napari_ktal.core.progress import Progress
-from napari_ktal.core.loop import load_recipe
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

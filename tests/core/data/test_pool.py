@@ -1,6 +1,6 @@
-"""The pool at scale: chunked import equals per-volume normalisation, pread reads equal the
-memory map, and reading a whole pool does not grow the resident set (benchmarks/pool_scale.py
-measures the same at 10^5 volumes)."""
+"""The pool: normalised float16 volumes in source order; at scale, chunked import equals
+per-volume normalisation, pread reads equal the memory map, and reading a whole pool does not
+grow the resident set (benchmarks/pool_scale.py measures the same at 10^5 volumes)."""
 
 import csv
 import json
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from napari_ktal.core.data import pool as pool_mod
-from napari_ktal.core.data.mrc import find_volumes, iter_volumes, normalize
+from napari_ktal.core.data.mrc import find_volumes, iter_volumes, normalize, read_volumes
 from napari_ktal.core.data.pool import Pool, _KeyCache, import_pool, normalize_many
 from napari_ktal.core.errors import InputError
 
@@ -22,6 +22,17 @@ def _stack(path, n, box=16, seed=0, offset=0.0):
     with mrcfile.new(path, overwrite=True) as m:
         m.set_data(data)
     return data
+
+
+def test_pool_is_normalised_float16_memmap_in_source_order(new_project, sim_with_test):
+    pool = new_project().pool
+    assert isinstance(pool.volumes, np.memmap) and pool.volumes.dtype == np.float16
+    assert len(pool) == 30 and pool.box == 32 and pool.voxel_size == pytest.approx(10.0)
+    v = pool.read([5, 1])
+    assert v.dtype == np.float32 and v.shape == (2, 32, 32, 32)
+    assert abs(v[0].mean()) < 1e-2 and v[0].std() == pytest.approx(1.0, abs=1e-2)
+    raw = read_volumes(sim_with_test[0] / "train" / pool.keys[1])[0]
+    np.testing.assert_allclose(v[1], (raw - raw.mean()) / raw.std(), atol=5e-3)
 
 
 def test_chunked_import_equals_per_volume_normalisation(tmp_path, monkeypatch):

@@ -10,6 +10,7 @@ import torch
 
 from napari_ktal.cli import main
 from napari_ktal.core.errors import Cancelled, KtalError
+from napari_ktal.core.loop import load_recipe
 from napari_ktal.core.loop.benchmark import (
     RESULT_COLUMNS,
     aubc,
@@ -18,7 +19,6 @@ from napari_ktal.core.loop.benchmark import (
     run_benchmark,
     summarize,
 )
-from napari_ktal.core.loop import load_recipe
 from napari_ktal.core.simulate import SimulationConfig, simulate_dataset
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

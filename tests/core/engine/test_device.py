@@ -1,4 +1,5 @@
-"""No CUDA, or a broken CUDA install: 'auto' computes on the CPU and says so; explicit CUDA is refused."""
+"""Devices: only those that work are offered; with no CUDA, or a broken CUDA install, 'auto'
+computes on the CPU and says so, and explicit CUDA is refused."""
 
 from __future__ import annotations
 
@@ -16,6 +17,18 @@ from napari_ktal.core.engine.device import (
     resolve_device,
 )
 from napari_ktal.core.errors import KtalError
+
+
+def test_devices_offered_work():
+    devices = available_devices()
+    assert devices[0] == "auto" and devices[-1] == "cpu"
+    for d in devices:
+        torch.zeros(1, device=resolve_device(d))
+    with pytest.raises(KtalError, match="unknown device"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(KtalError, match="not available"):
+            resolve_device("cuda:0")
 
 
 @pytest.fixture

@@ -316,7 +316,7 @@ def plugin_registered():
     added = "napari-ktal" not in pm._manifests
     if added:
         with pm.events.blocked():
-            pm.register(PluginManifest.from_file(Path(__file__).resolve().parents[1] / "napari.yaml"))
+            pm.register(PluginManifest.from_file(Path(__file__).resolve().parents[2] / "napari_ktal" / "napari.yaml"))
     yield pm
     if added:
         with pm.events.blocked():

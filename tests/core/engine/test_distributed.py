@@ -25,7 +25,8 @@ from napari_ktal.cli import main
 from napari_ktal.core.engine.distributed import shard_bounds
 from napari_ktal.core.simulate import SimulationConfig, simulate_dataset
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
+pytestmark = pytest.mark.distributed
 TINY_TOML = """
 name = "tiny-ddp"
 [model]

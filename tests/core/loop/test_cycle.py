@@ -1,0 +1,50 @@
+"""A cycle and a simulated run: seeding, progress, cancel, other box sizes."""
+
+
+import numpy as np
+import pytest
+import torch
+
+from napari_ktal.core import loop as al
+from napari_ktal.core.errors import Cancelled
+from napari_ktal.core.project import Project
+from napari_ktal.core.simulate import SimulationConfig, simulate_dataset
+
+
+def test_same_seed_same_run_different_seed_different_queries(new_project, sim_with_test, small_recipe):
+    recipe = small_recipe.replace(active={"final_fraction": 0.2})
+    runs = []
+    for name, seed in (("a", 5), ("b", 5), ("c", 6)):
+        p = new_project(name)
+        test = al.load_labeled_set(sim_with_test[2], sorted(set(al.oracle_for_pool(p.pool, sim_with_test[1]).values())))
+        reports = al.run_with_oracle(p, recipe, al.oracle_for_pool(p.pool, sim_with_test[1]), torch.device("cpu"), seed=seed, test=test)
+        runs.append(([r.test_accuracy for r in reports], [r.teacher_loss for r in reports],
+                     [[q.index for q in p.read_query(c)] for c in p.query_cycles()]))
+    assert runs[0] == runs[1]
+    assert runs[0][2] != runs[2][2]
+
+
+def test_progress_reports_epochs_and_losses_and_cancel_stops(new_project, sim_with_test, small_recipe):
+    p = new_project()
+    oracle = al.oracle_for_pool(p.pool, sim_with_test[1])
+    p.add_classes(sorted(set(oracle.values())))
+    batch = al.initial_query(p, small_recipe, seed=0)
+    p.label_many({q.index: oracle[q.index] for q in batch}, by="oracle")
+    events = []
+    al.train_cycle(p, small_recipe, torch.device("cpu"), on_progress=events.append)
+    epochs = [e for e in events if e.phase == "train" and e.metrics]
+    assert [e.epoch for e in epochs] == [1, 2] and all(np.isfinite(e.metrics["student_loss"]) for e in epochs)
+    assert any(e.phase == "score" for e in events)
+    # cancel at the first training step: nothing of the cycle is saved
+    with pytest.raises(Cancelled):
+        al.train_cycle(p, small_recipe, torch.device("cpu"), should_stop=lambda: True)
+    assert p.trained_cycles == 1 and p.checkpoint_cycles() == [0]
+
+
+def test_other_box_sizes_and_a_labels_csv_as_data(tmp_path, small_recipe):
+    train, _ = simulate_dataset(tmp_path / "d", SimulationConfig(classes=2, per_class=10, snr=2, box=16, seed=1))
+    p = Project.create(tmp_path / "p", train, small_recipe)  # DATA may be the labels CSV itself
+    assert len(p.pool) == 20 and p.pool.box == 16
+    reports = al.run_with_oracle(p, small_recipe.replace(active={"final_fraction": 0.2}), al.oracle_for_pool(p.pool, train),
+                                 torch.device("cpu"))
+    assert [r.n_labeled for r in reports] == [2, 3, 4]
