@@ -53,6 +53,20 @@ print("plugin OK from", napari_ktal.__file__)
 '''
 
 
+def _installed() -> str:
+    """Where this environment's napari-ktal is installed (the test must leave it alone)."""
+    import importlib.metadata as md
+
+    return str(md.distribution("napari-ktal")._path)
+
+
+@pytest.fixture(autouse=True)
+def _environment_untouched():
+    before = _installed()
+    yield
+    assert _installed() == before, "installing elsewhere changed this environment's napari-ktal"
+
+
 def _pip(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", *args], check=True,
                    capture_output=True, text=True, timeout=600)
@@ -66,7 +80,7 @@ def _check(site_dir: Path, package_root: Path) -> str:
 
 
 def test_an_editable_install_gives_a_working_plugin(tmp_path):
-    _pip("install", "--no-deps", "-e", str(ROOT), "--prefix", str(tmp_path / "prefix"))
+    _pip("install", "--no-deps", "--ignore-installed", "-e", str(ROOT), "--prefix", str(tmp_path / "prefix"))
     (site_dir,) = (tmp_path / "prefix").glob("lib/python*/site-packages")
     assert "plugin OK" in _check(site_dir, ROOT / "napari_ktal")
 
@@ -81,6 +95,6 @@ def test_a_wheel_carries_the_manifest_recipes_and_sample_data_and_works(tmp_path
     assert "napari-ktal = napari_ktal:napari.yaml" in entry_points
     assert {f"napari_ktal/models/{r}.toml" for r in ("quick", "paper-simulated", "paper-real")} <= names
     assert {f"napari_ktal/sample_data/{p.name}" for p in (ROOT / "sample_data").iterdir()} <= names
-    _pip("install", "--no-deps", "--target", str(tmp_path / "target"), str(wheel))
+    _pip("install", "--no-deps", "--ignore-installed", "--target", str(tmp_path / "target"), str(wheel))
     target = tmp_path / "target"
     assert "plugin OK" in _check(target, target / "napari_ktal")
