@@ -40,9 +40,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from napari_ktal.core.engine.inference import autocast, forward_outputs
 from napari_ktal.core.engine.training import SpeedOptions, train_pair
+from napari_ktal.core.loop import load_recipe
 from napari_ktal.core.models.resnet3d import build_pair
 from napari_ktal.core.models.transfer import TRANSFER_LOSSES
-from napari_ktal.core.loop import load_recipe
 
 #: dense (no sparsity) bf16 tensor-core peak, FLOP/s, by a substring of the device name
 DENSE_BF16_PEAK = [

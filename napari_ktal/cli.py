@@ -56,8 +56,8 @@ class ProgressPrinter:
             self._bar = None
 
 
-TABLE = [("cycle", "{:>5}"), ("labeled", "{:>9}"), ("test acc", "{:>8}"), ("uncert.", "{:>8}"),
-         ("train s", "{:>8}"), ("select s", "{:>8}")]
+TABLE = [("cycle", "{:>5}"), ("labeled", "{:>9}"), ("test acc", "{:>8}"), ("bal. acc", "{:>8}"),
+         ("uncert.", "{:>8}"), ("train s", "{:>8}"), ("select s", "{:>8}")]
 
 
 def _table_header() -> str:
@@ -72,7 +72,8 @@ def _table_row(r, n_pool: int) -> str:
         return "-" if math.isnan(v) else fmt.format(v)
 
     vals = [r.cycle, f"{r.n_labeled} ({100 * r.n_labeled / n_pool:.0f}%)", pct(r.test_accuracy),
-            num(r.mean_uncertainty, "{:.4f}"), f"{r.train_seconds:.1f}", f"{r.select_seconds:.1f}"]
+            pct(r.test_balanced_accuracy), num(r.mean_uncertainty, "{:.4f}"), f"{r.train_seconds:.1f}",
+            f"{r.select_seconds:.1f}"]
     return "  ".join(f.format(v) for (_, f), v in zip(TABLE, vals))
 
 
@@ -96,12 +97,13 @@ def cmd_simulate(args) -> int:
     from .core.simulate import SimulationConfig, simulate_dataset
 
     cfg = SimulationConfig(classes=args.classes, per_class=args.per_class, test_per_class=args.test_per_class,
-                           snr=args.snr, box=args.box, seed=args.seed)
+                           snr=args.snr, box=args.box, seed=args.seed, imbalance=args.imbalance,
+                           neighbours=args.neighbours)
     bar = ProgressPrinter()
     train, test = simulate_dataset(Path(args.out), cfg, progress=lambda d, t: bar(Progress("simulate", d, t)))
     bar.close()
     n_test = cfg.classes * cfg.test_per_class
-    print(f"wrote {cfg.classes * cfg.per_class} training volumes ({train})"
+    print(f"wrote {sum(cfg.class_counts())} training volumes ({train})"
           + (f" and {n_test} test volumes ({test})" if test else ""))
     return 0
 
@@ -257,7 +259,7 @@ def cmd_benchmark(args) -> int:
         print(outcome.line(), flush=True)
 
     result = commands.benchmark(args.data, args.oracle, args.test, strategies, seeds, recipe, out, device,
-                                lock_purpose=f"{PROG} benchmark", on_run=on_run, on_start=on_start,
+                                lock_purpose=f"{PROG} benchmark", metric=args.metric, on_run=on_run, on_start=on_start,
                                 on_cycle=on_cycle, on_progress=bar, should_stop=threading.Event().is_set)
     bar.close()
     print()
@@ -295,6 +297,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--test-per-class", type=int, default=0, help="test volumes per class (default 0)")
     s.add_argument("--snr", type=float, default=0.05, help="signal variance / noise variance (default 0.05)")
     s.add_argument("--box", type=int, default=32, help="box side in voxels, a multiple of 8 (default 32)")
+    s.add_argument("--imbalance", type=float, default=1.0,
+                   help="largest / smallest class in the training set: per-class counts fall geometrically "
+                        "from --per-class (default 1, balanced; test sets stay balanced)")
+    s.add_argument("--neighbours", type=int, default=0,
+                   help="neighbouring particles reaching into each box: a crowded sample (default 0)")
     s.add_argument("--seed", type=int, default=DEFAULT_SEED)
     s.set_defaults(func=cmd_simulate)
 
@@ -333,17 +340,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("benchmark", help="compare query strategies over seeds on a fully labeled data set",
                        description="Run a simulated active-learning run for every strategy and seed (each its own "
-                                   "project under OUT/runs, sharing one imported pool), then write OUT/results.csv, "
-                                   "OUT/summary.csv (mean +- std accuracy per budget, AUBC, labels needed to reach "
-                                   "random's final accuracy, query time) and OUT/benchmark.png. Rerun the same "
-                                   "command to continue an interrupted benchmark: finished runs are not redone.")
+                                   "project under OUT/runs, sharing one imported pool and, per seed, one initial "
+                                   "labeled set), then write OUT/results.csv, OUT/summary.csv (mean +- std accuracy "
+                                   "per budget; AUBC with a 95% bootstrap interval; the AUBC difference to random "
+                                   "and to kt, paired by seed, with its interval and a Wilcoxon signed-rank test; "
+                                   "labels needed to reach random's final accuracy; query time) and "
+                                   "OUT/benchmark.png. Rerun the same command to continue an interrupted "
+                                   "benchmark: finished runs are not redone.")
     b.add_argument("data", help="subtomograms of the pool: a folder of MRC files, an MRC (stack) file, or a labels CSV")
     b.add_argument("--oracle", required=True, help="labels CSV (path,label) of every pool volume")
     b.add_argument("--test", help="labels CSV of a held-out test set (accuracy per cycle)")
     b.add_argument("--strategies", default="kt,random",
                    help="comma-separated strategy names, or all (default kt,random); known: "
                         + ", ".join(strategy_names()))
-    b.add_argument("--seeds", type=int, default=3, help="number of seeds per strategy (default 3)")
+    b.add_argument("--seeds", type=int, default=5,
+                   help="number of seeds per strategy (default 5; paired tests need 6 or more to reach p < 0.05)")
+    b.add_argument("--metric", choices=("accuracy", "balanced"), default="accuracy",
+                   help="what the summary compares: test accuracy, or balanced accuracy (mean recall over "
+                        "classes, for imbalanced sets); default accuracy")
     b.add_argument("--first-seed", type=int, default=DEFAULT_SEED,
                    help=f"seeds are first-seed, first-seed+1, ... (default {DEFAULT_SEED})")
     b.add_argument("--recipe", help="shipped recipe name or a .toml path (default quick); [active] strategy is "

@@ -19,6 +19,7 @@ PHASES = {  # what each phase is called on screen
     "score": "scoring unlabeled volumes",
     "predict": "predicting",
     "simulate": "simulating",
+    "pretrain": "pretraining on the pool",
 }
 
 
@@ -36,7 +37,7 @@ class Progress:
     @property
     def steps(self) -> tuple[int, int]:
         """(done, total) over the whole phase: a training's batches count across all its epochs."""
-        if self.phase == "train" and self.epochs:
+        if self.phase in ("train", "pretrain") and self.epochs:
             return ((self.epoch or 1) - 1) * self.total + self.done, self.total * self.epochs
         return self.done, self.total
 
@@ -47,6 +48,9 @@ StopFlag = Callable[[], bool]
 
 def describe(p: Progress, with_counts: bool = True) -> str:
     """One line for a progress bar: ``cycle 3: epoch 5/30 · loss 0.412`` or ``predicting: 40/100``."""
+    if p.phase == "pretrain" and p.epochs:
+        loss = p.metrics.get("contrastive_loss")
+        return f"pretraining: epoch {p.epoch}/{p.epochs}" + (f" · loss {loss:.3f}" if loss is not None else "")
     if p.phase == "train" and p.epochs:
         text = f"cycle {p.cycle}: epoch {p.epoch}/{p.epochs}" if p.cycle is not None else \
             f"epoch {p.epoch}/{p.epochs}"

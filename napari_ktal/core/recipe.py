@@ -7,6 +7,7 @@ A recipe is a small TOML file (see ``models/*.toml``) with four tables::
     [train]    optimizer, lr schedule, epochs, batch size, augmentation
     [active]   strategy, initial fraction, step, final budget, subset factor, re-init
     [active.options]  settings of the query strategies (each strategy reads its own keys)
+    [pretrain] self-supervised pretraining of the encoder on the pool (optional)
 
 Every key is checked: an unknown key (a typo) or an out-of-range value raises
 :class:`RecipeError` naming the key, so a recipe never silently runs with defaults.
@@ -97,6 +98,13 @@ class TrainSpec:
     batch_size: int = 128
     augment: str = "flips"  # "flips": random flips of z, y, x (keeps the missing wedge); "none"
     eval_batch_size: int = 256
+    #: at least this many optimizer steps per cycle: a small labeled set gets more epochs (and the
+    #: lr milestones move with them); 0 trains exactly ``epochs`` epochs, as the paper does
+    min_steps: int = 0
+    class_balance: str = "none"  # "loss": cross-entropy weighted by inverse class frequency
+    #: after training, recompute the BatchNorm statistics over the labeled set (train mode, no
+    #: gradient): short, steep training leaves the running averages behind the weights
+    recalibrate_bn: bool = False
 
     def validate(self, section: str = "train") -> None:
         check(self.optimizer in ("sgd", "adamw"), f"{section}.optimizer", "must be 'sgd' or 'adamw'")
@@ -114,6 +122,47 @@ class TrainSpec:
         check(2 <= self.batch_size <= 65_536, f"{section}.batch_size", "must be between 2 and 65536")
         check(self.augment in ("flips", "none"), f"{section}.augment", "must be 'flips' or 'none'")
         check(1 <= self.eval_batch_size <= 65_536, f"{section}.eval_batch_size", "must be between 1 and 65536")
+        check(0 <= self.min_steps <= 10_000_000, f"{section}.min_steps", "must be between 0 and 10000000")
+        check(self.class_balance in ("none", "loss"), f"{section}.class_balance", "must be 'none' or 'loss'")
+
+    def steps_per_epoch(self, n_labeled: int) -> int:
+        """Optimizer steps in one epoch over ``n_labeled`` volumes (a lone last sample is folded in)."""
+        full, rest = divmod(max(n_labeled, 0), self.batch_size)
+        return max(1, full + (1 if rest >= 2 or full == 0 else 0))
+
+    def for_labeled(self, n_labeled: int) -> TrainSpec:
+        """This spec for a cycle on ``n_labeled`` volumes: enough epochs for ``min_steps`` steps,
+        the lr milestones at the same fractions of training."""
+        steps = self.steps_per_epoch(n_labeled)
+        epochs = max(self.epochs, -(-self.min_steps // steps))
+        if epochs == self.epochs:
+            return self
+        milestones = sorted({min(epochs - 1, max(1, round(m * epochs / self.epochs))) for m in self.lr_milestones})
+        return dataclasses.replace(self, epochs=epochs, lr_milestones=milestones)
+
+
+@dataclass(frozen=True)
+class PretrainSpec:
+    """Self-supervised pretraining of the encoder on the pool (once per project; reused every cycle)."""
+
+    method: str = "none"  # "simclr": contrast between wedge-preserving views of each volume
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 1e-3
+    temperature: float = 0.2
+    shift: int = 2  # voxels a view may be shifted by, per axis
+    noise: float = 0.5  # std of the Gaussian noise added to a view (volumes are normalised to std 1)
+    max_volumes: int = 20_000  # volumes per epoch at most (a random subset of a larger pool)
+
+    def validate(self, section: str = "pretrain") -> None:
+        check(self.method in ("none", "simclr"), f"{section}.method", "must be 'none' or 'simclr'")
+        check(1 <= self.epochs <= 10_000, f"{section}.epochs", "must be between 1 and 10000")
+        check(4 <= self.batch_size <= 65_536, f"{section}.batch_size", "must be between 4 and 65536")
+        check(0 < self.lr <= 10, f"{section}.lr", "must be in (0, 10]")
+        check(0 < self.temperature <= 10, f"{section}.temperature", "must be in (0, 10]")
+        check(0 <= self.shift <= 16, f"{section}.shift", "must be between 0 and 16")
+        check(0 <= self.noise <= 10, f"{section}.noise", "must be between 0 and 10")
+        check(self.max_volumes >= 4, f"{section}.max_volumes", "must be at least 4")
 
 
 @dataclass(frozen=True)
@@ -126,6 +175,9 @@ class ActiveSpec:
     final_fraction: float = 0.40
     subset_factor: float = 10.0  # score a random subset of ~subset_factor * M unlabeled volumes
     reinit_each_cycle: bool = True  # train from scratch every cycle (the paper); False warm-starts
+    #: cycle 0's batch: "random" (the paper), or "typiclust": the most typical volume of each of M
+    #: clusters of the pretrained features (needs [pretrain] method)
+    initial: str = "random"
     #: [active.options]: the strategies' settings, checked by the strategy registry
     options: dict[str, OptionValue] = field(default_factory=dict)
 
@@ -139,6 +191,7 @@ class ActiveSpec:
             "must be between initial_fraction and 1",
         )
         check(self.subset_factor >= 1, f"{section}.subset_factor", "must be >= 1")
+        check(self.initial in ("random", "typiclust"), f"{section}.initial", "must be 'random' or 'typiclust'")
 
 
 @dataclass(frozen=True)
@@ -149,12 +202,16 @@ class Recipe:
     transfer: TransferSpec = field(default_factory=TransferSpec)
     train: TrainSpec = field(default_factory=TrainSpec)
     active: ActiveSpec = field(default_factory=ActiveSpec)
+    pretrain: PretrainSpec = field(default_factory=PretrainSpec)
 
     def validate(self) -> Recipe:
         self.model.validate()
         self.transfer.validate()
         self.train.validate()
         self.active.validate()
+        self.pretrain.validate()
+        check(self.active.initial != "typiclust" or self.pretrain.method != "none", "active.initial",
+              "'typiclust' needs pretrained features: set [pretrain] method")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -165,6 +222,8 @@ class Recipe:
         data = self.to_dict()
         if not data["active"]["options"]:
             del data["active"]["options"]
+        if self.pretrain == PretrainSpec():
+            del data["pretrain"]
         return tomli_w.dumps(data)
 
     def replace(self, **sections: dict[str, Any]) -> Recipe:
@@ -186,7 +245,8 @@ class Recipe:
         return recipe_from_dict(data)
 
 
-_SECTIONS = {"model": ModelSpec, "transfer": TransferSpec, "train": TrainSpec, "active": ActiveSpec}
+_SECTIONS = {"model": ModelSpec, "transfer": TransferSpec, "train": TrainSpec, "active": ActiveSpec,
+             "pretrain": PretrainSpec}
 
 
 def _unknown_key(key: str, known: list[str], where: str) -> RecipeError:

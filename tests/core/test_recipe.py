@@ -52,3 +52,27 @@ def test_replace_revalidates():
     assert r.train.epochs == 2
     with pytest.raises(RecipeError):
         load_recipe("quick").replace(train={"epochs": 0})
+
+
+def test_a_small_labeled_set_gets_enough_epochs_for_the_step_floor():
+    from napari_ktal.core.recipe import TrainSpec
+
+    spec = TrainSpec(epochs=30, lr_milestones=[24], batch_size=32, min_steps=300)
+    assert spec.steps_per_epoch(24) == 1 and spec.steps_per_epoch(33) == 1 and spec.steps_per_epoch(34) == 2
+    small = spec.for_labeled(24)  # 1 step per epoch: 300 epochs, the lr step at the same 80%
+    assert small.epochs == 300 and small.lr_milestones == [240]
+    assert spec.for_labeled(320) is spec  # 10 steps x 30 epochs is enough already
+    assert TrainSpec(epochs=30, lr_milestones=[24]).for_labeled(24).epochs == 30  # no floor: the paper's epochs
+
+
+def test_pretraining_and_typiclust_settings_are_checked():
+    from napari_ktal.core.errors import RecipeError
+    from napari_ktal.core.recipe import recipe_from_dict
+
+    with pytest.raises(RecipeError, match="active.initial.*needs pretrained features"):
+        recipe_from_dict({"active": {"initial": "typiclust"}})
+    r = recipe_from_dict({"active": {"initial": "typiclust"}, "pretrain": {"method": "simclr", "epochs": 3}})
+    assert r.pretrain.epochs == 3 and "[pretrain]" in r.to_toml()
+    assert "[pretrain]" not in recipe_from_dict({}).to_toml()  # the default is not written
+    with pytest.raises(RecipeError, match="pretrain.method"):
+        recipe_from_dict({"pretrain": {"method": "mae"}})

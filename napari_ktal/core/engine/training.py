@@ -108,6 +108,26 @@ def apply_flips(x: torch.Tensor, masks: list[torch.Tensor]) -> torch.Tensor:
     return x
 
 
+def class_weights(y: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """Cross-entropy weights n / (K * n_k) for the K classes present (absent classes: 1)."""
+    counts = torch.bincount(y, minlength=n_classes).float()
+    present = counts > 0
+    w = torch.ones(n_classes, device=y.device)
+    w[present] = counts.sum() / (present.sum() * counts[present])
+    return w
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(models: list[nn.Module], xs: torch.Tensor, device: torch.device, batch_size: int) -> None:
+    """BatchNorm running statistics recomputed as the plain average over the labeled set (torch's
+    ``swa_utils.update_bn``: train mode, no gradient, each batch weighted alike)."""
+    batches = [x.to(device, non_blocking=True).float() for x in xs.split(max(2, batch_size))]
+    if len(batches) > 1 and len(batches[-1]) < 2:  # BatchNorm needs two samples in a batch
+        batches[-2] = torch.cat([batches[-2], batches.pop()])
+    for m in models:
+        torch.optim.swa_utils.update_bn(batches, m)
+
+
 def _batches(n: int, batch_size: int, generator: torch.Generator, device: torch.device,
              min_size: int = MIN_BATCH) -> list[torch.Tensor]:
     """A seeded (CPU) permutation of ``range(n)``, moved to ``device`` once, cut into batches."""
@@ -145,7 +165,10 @@ def train_pair(
     batch_size = job.train.batch_size
     while True:
         try:
-            return _fit(modules, xs, ys, job, device, batch_size, on_progress=on_progress, should_stop=should_stop)
+            result = _fit(modules, xs, ys, job, device, batch_size, on_progress=on_progress, should_stop=should_stop)
+            if job.train.recalibrate_bn:
+                recalibrate_batchnorm([teacher, student], xs, device, job.train.eval_batch_size)
+            return result
         except torch.OutOfMemoryError:
             if batch_size <= MIN_BATCH:
                 _release_memory(modules.all(), device)
@@ -208,6 +231,8 @@ def _fit(
     """The epochs of one cycle. Under DDP (``ddp``), ``run`` holds the wrapped modules."""
     train, n = job.train, len(xs)
     transfer_fn = TRANSFER_LOSSES[job.transfer.loss]
+    n_classes = _unwrap(run.teacher).fc.out_features
+    weight = class_weights(ys.to(device), n_classes) if train.class_balance == "loss" else None
     gen = torch.Generator().manual_seed(job.seed)
     aug_gen = torch.Generator(device=device).manual_seed(job.seed + 1) if device.type == "cuda" else gen
     raw = _Modules(*(None if m is None else _unwrap(m) for m in run))
@@ -250,15 +275,17 @@ def _fit(
                 with autocast(device):
                     out_t = run_t(xb)
                     out_s = run_s(xb)
+                    if run.head is None or weight is not None:
+                        loss_t = F.cross_entropy(out_t.logits.float(), yb, weight=weight)
                     if run.head is None:
-                        loss_t = F.cross_entropy(out_t.logits.float(), yb)
                         extra = 0.0
-                    else:
+                    else:  # the head learns the plain per-sample loss
                         ce = F.cross_entropy(out_t.logits.float(), yb, reduction="none")
-                        loss_t = ce.mean()
+                        if weight is None:
+                            loss_t = ce.mean()
                         extra = raw.head.loss(run.head(*raw.head.inputs(out_t, epoch)), ce)
                     l_trans = transfer_fn(out_s, out_t)
-                    loss_s = F.cross_entropy(out_s.logits.float(), yb) + job.transfer.weight * l_trans
+                    loss_s = F.cross_entropy(out_s.logits.float(), yb, weight=weight) + job.transfer.weight * l_trans
                 for o in opts:
                     o.zero_grad(set_to_none=True)
                 # DDP averages gradients over ranks: scaling by the local share makes that the global mean
@@ -318,6 +345,8 @@ def _train_ranks(modules: _Modules, x, y, job: TrainJob, device, on_progress, sh
     finally:
         with contextlib.suppress(Exception):
             ddp.unwrap()
+    if job.train.recalibrate_bn:  # every rank holds the whole labeled set: the same statistics everywhere
+        recalibrate_batchnorm([modules.teacher, modules.student], xs, device, job.train.eval_batch_size)
     ddp.sync_buffers(*modules.all())
     dist.remember_models(teacher=modules.teacher, student=modules.student, head=modules.head)
     return result

@@ -23,12 +23,13 @@ rewritten from the runs' history files after every run.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import os
 import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -43,9 +44,13 @@ from ..strategies import STRATEGIES
 from .labels import load_labeled_set
 from .oracle import oracle_for_pool, run_with_oracle
 from .schedule import budget_schedule
+from .stats import PairedComparison, bootstrap_ci, min_wilcoxon_p, paired_comparison
 
-RESULT_COLUMNS = ["strategy", "seed", "cycle", "n_labeled", "test_accuracy", "query_seconds", "train_seconds"]
+RESULT_COLUMNS = ["strategy", "seed", "cycle", "n_labeled", "test_accuracy", "test_balanced_accuracy",
+                  "query_seconds", "train_seconds"]
 REFERENCE = "random"  # labels_to_match_random: labels a strategy needs to reach this one's final accuracy
+COMPARE_TO = ("random", "kt")  # every strategy is tested, paired by seed, against these
+METRICS = {"accuracy": "test_accuracy", "balanced": "test_balanced_accuracy"}
 CONFIG_FILE = "benchmark.json"
 
 
@@ -103,11 +108,20 @@ class StrategyCurve:
     query_seconds: float  # mean over the cycles that queried
     train_seconds: float  # mean over cycles
     labels_to_match_reference: float = float("nan")
+    aubc_by_seed: dict[int, float] = field(default_factory=dict)
+    aubc_ci: tuple[float, float] = (float("nan"), float("nan"))  # 95% bootstrap interval of the mean AUBC
+    versus: dict[str, PairedComparison] = field(default_factory=dict)  # reference -> paired test of the AUBC
 
 
 def summarize(rows: Sequence[dict], n_pool: int, strategies: Sequence[str] | None = None,
-              reference: str = REFERENCE) -> list[StrategyCurve]:
-    """Per-strategy curves from result rows (``RESULT_COLUMNS``; numbers or numeric strings)."""
+              reference: str = REFERENCE, metric: str = "accuracy") -> list[StrategyCurve]:
+    """Per-strategy curves from result rows (``RESULT_COLUMNS``; numbers or numeric strings).
+
+    ``metric``: "accuracy" or "balanced" (mean recall over classes). Each curve carries its AUBC per
+    seed, a bootstrap interval of the mean AUBC, and paired tests against random and kt.
+    """
+    column = METRICS[metric]
+
     def num(v):
         try:
             return float(v)
@@ -122,21 +136,24 @@ def summarize(rows: Sequence[dict], n_pool: int, strategies: Sequence[str] | Non
             continue
         seeds = sorted({int(r["seed"]) for r in mine})
         budgets = sorted({int(num(r["n_labeled"])) for r in mine})
-        by_seed = {s: {int(num(r["n_labeled"])): num(r["test_accuracy"]) for r in mine if int(r["seed"]) == s}
+        by_seed = {s: {int(num(r["n_labeled"])): num(r.get(column)) for r in mine if int(r["seed"]) == s}
                    for s in seeds}
         stats = [_mean_std([by_seed[s][n] for s in seeds if n in by_seed[s]]) for n in budgets]
-        per_seed_aubc = [aubc([n / n_pool for n in sorted(c)], [c[n] for n in sorted(c)]) for c in by_seed.values()]
-        a_mean, a_std = _mean_std(per_seed_aubc)
+        per_seed_aubc = {s: aubc([n / n_pool for n in sorted(c)], [c[n] for n in sorted(c)]) for s, c in by_seed.items()}
+        a_mean, a_std = _mean_std(list(per_seed_aubc.values()))
         q = [num(r["query_seconds"]) for r in mine]
         t = [num(r["train_seconds"]) for r in mine]
         curves.append(StrategyCurve(name, len(seeds), budgets, [m for m, _ in stats], [s for _, s in stats],
-                                    a_mean, a_std, _mean_std(q)[0], _mean_std(t)[0]))
-    ref = next((c for c in curves if c.strategy == reference), None)
-    if ref is None:
-        return curves
-    target = ref.acc_mean[-1]
-    return [StrategyCurve(**{**c.__dict__, "labels_to_match_reference": labels_to_reach(c.n_labeled, c.acc_mean, target)})
-            for c in curves]
+                                    a_mean, a_std, _mean_std(q)[0], _mean_std(t)[0], aubc_by_seed=per_seed_aubc,
+                                    aubc_ci=bootstrap_ci(list(per_seed_aubc.values()))))
+    by_name = {c.strategy: c for c in curves}
+    ref = by_name.get(reference)
+    target = ref.acc_mean[-1] if ref is not None else float("nan")
+    return [dataclasses.replace(
+        c, labels_to_match_reference=labels_to_reach(c.n_labeled, c.acc_mean, target),
+        versus={other: paired_comparison(c.aubc_by_seed, by_name[other].aubc_by_seed)
+                for other in COMPARE_TO if other in by_name and other != c.strategy})
+        for c in curves]
 
 
 def _fmt(v: float, digits: int = 4) -> str:
@@ -149,37 +166,55 @@ def summary_rows(curves: Sequence[StrategyCurve]) -> tuple[list[str], list[dict]
     columns = ["strategy", "n_runs"]
     for n in budgets:
         columns += [f"acc_mean@{n}", f"acc_std@{n}"]
-    columns += ["aubc", "aubc_std", f"labels_to_match_{REFERENCE}", "query_seconds_mean", "train_seconds_mean"]
+    columns += ["aubc", "aubc_std", "aubc_ci_low", "aubc_ci_high"]
+    for other in COMPARE_TO:
+        columns += [f"vs_{other}_aubc_diff", f"vs_{other}_ci_low", f"vs_{other}_ci_high", f"vs_{other}_wins",
+                    f"vs_{other}_seeds", f"vs_{other}_wilcoxon_p"]
+    columns += [f"labels_to_match_{REFERENCE}", "query_seconds_mean", "train_seconds_mean"]
     rows = []
     for c in curves:
         row = {"strategy": c.strategy, "n_runs": c.n_runs}
         for n, m, s in zip(c.n_labeled, c.acc_mean, c.acc_std):
             row[f"acc_mean@{n}"], row[f"acc_std@{n}"] = _fmt(m), _fmt(s)
-        row.update(aubc=_fmt(c.aubc_mean), aubc_std=_fmt(c.aubc_std),
-                   query_seconds_mean=_fmt(c.query_seconds, 3), train_seconds_mean=_fmt(c.train_seconds, 3))
+        row.update(aubc=_fmt(c.aubc_mean), aubc_std=_fmt(c.aubc_std), aubc_ci_low=_fmt(c.aubc_ci[0]),
+                   aubc_ci_high=_fmt(c.aubc_ci[1]), query_seconds_mean=_fmt(c.query_seconds, 3),
+                   train_seconds_mean=_fmt(c.train_seconds, 3))
+        for other, cmp in c.versus.items():
+            row.update({f"vs_{other}_aubc_diff": _fmt(cmp.mean_difference), f"vs_{other}_ci_low": _fmt(cmp.ci[0]),
+                        f"vs_{other}_ci_high": _fmt(cmp.ci[1]), f"vs_{other}_wins": cmp.wins,
+                        f"vs_{other}_seeds": cmp.n, f"vs_{other}_wilcoxon_p": _fmt(cmp.p_value)})
         row[f"labels_to_match_{REFERENCE}"] = _fmt(c.labels_to_match_reference, 1)
         rows.append(row)
     return columns, rows
 
 
 def summary_table(curves: Sequence[StrategyCurve], n_pool: int) -> str:
-    """The summary as a fixed-width text table (final accuracy, AUBC, labels to match random, query time)."""
+    """The summary as a fixed-width text table: final accuracy, AUBC with its 95% bootstrap interval,
+    the paired AUBC difference to random and to kt (interval, Wilcoxon p, seeds won), labels to
+    match random, query time."""
     def pct(v):
         return "-" if not math.isfinite(v) else f"{100 * v:.1f}"
 
-    head = f"{'strategy':<18} {'runs':>4} {'final acc %':>13} {'AUBC %':>12} {'labels to ' + REFERENCE:>17} {'query s':>8}"
+    head = (f"{'strategy':<18} {'runs':>4} {'final acc %':>13} {'AUBC % [95% CI]':>20} "
+            + " ".join(f"{'vs ' + o + ': dAUBC [CI] p (wins)':>36}" for o in COMPARE_TO)
+            + f" {'labels to ' + REFERENCE:>17} {'query s':>8}")
     lines = [head]
     for c in curves:
         final = f"{pct(c.acc_mean[-1])}" + (f" ±{pct(c.acc_std[-1])}" if math.isfinite(c.acc_std[-1]) else "")
-        auc = pct(c.aubc_mean) + (f" ±{pct(c.aubc_std)}" if math.isfinite(c.aubc_std) else "")
+        auc = pct(c.aubc_mean) + (f" [{pct(c.aubc_ci[0])}, {pct(c.aubc_ci[1])}]" if math.isfinite(c.aubc_ci[0]) else "")
+        vs = " ".join(f"{c.versus[o].describe() if o in c.versus else '-':>36}" for o in COMPARE_TO)
         need = c.labels_to_match_reference
         need_s = "-" if not math.isfinite(need) else f"{need:.0f} ({100 * need / n_pool:.0f}%)"
         q = "-" if not math.isfinite(c.query_seconds) else f"{c.query_seconds:.2f}"
-        lines.append(f"{c.strategy:<18} {c.n_runs:>4} {final:>13} {auc:>12} {need_s:>17} {q:>8}")
+        lines.append(f"{c.strategy:<18} {c.n_runs:>4} {final:>13} {auc:>20} {vs} {need_s:>17} {q:>8}")
+    n_seeds = max((c.n_runs for c in curves), default=0)
+    lines.append(f"dAUBC: paired by seed, in accuracy points; p: exact two-sided Wilcoxon signed-rank over "
+                 f"{n_seeds} seeds (its floor with {n_seeds} seeds: {min_wilcoxon_p(n_seeds):.3g}).")
     return "\n".join(lines)
 
 
-def benchmark_png(curves: Sequence[StrategyCurve], path: str | Path, n_pool: int, title: str = "") -> Path:
+def benchmark_png(curves: Sequence[StrategyCurve], path: str | Path, n_pool: int, title: str = "",
+                  metric: str = "accuracy") -> Path:
     """Test accuracy against the labeled fraction, one line per strategy with a mean +- std band."""
     from matplotlib.figure import Figure  # imported here: keeps `import napari_ktal.core` light
 
@@ -189,12 +224,14 @@ def benchmark_png(curves: Sequence[StrategyCurve], path: str | Path, n_pool: int
         x = 100 * np.asarray(c.n_labeled, float) / n_pool
         m, s = 100 * np.asarray(c.acc_mean), 100 * np.asarray(c.acc_std)
         style = dict(color=f"C{i % 10}", ls=("-", "--", ":")[(i // 10) % 3], marker="osD"[(i // 10) % 3])
-        (line,) = ax.plot(x, m, ms=3, **style, label=f"{c.strategy} (AUBC {_fmt(100 * c.aubc_mean, 1) or '-'}%)")
+        ci = f" [{_fmt(100 * c.aubc_ci[0], 1)}, {_fmt(100 * c.aubc_ci[1], 1)}]" if math.isfinite(c.aubc_ci[0]) else ""
+        p = f", vs random p={c.versus['random'].p_value:.2g}" if "random" in c.versus else ""
+        (line,) = ax.plot(x, m, ms=3, **style, label=f"{c.strategy}: AUBC {_fmt(100 * c.aubc_mean, 1) or '-'}%{ci}{p}")
         band = np.isfinite(s)
         if band.any():
             ax.fill_between(x[band], (m - s)[band], (m + s)[band], color=line.get_color(), alpha=0.2, lw=0)
     ax.set_xlabel(f"labeled fraction of the pool (%) — {n_pool} volumes")
-    ax.set_ylabel("teacher test accuracy (%)")
+    ax.set_ylabel("teacher test " + ("balanced accuracy" if metric == "balanced" else "accuracy") + " (%)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     ax.set_title(title or "napari-ktal benchmark")
@@ -312,25 +349,26 @@ def collect_results(out: Path, strategies: Sequence[str], seeds: Sequence[int]) 
                 queried = int(h.get("n_queried") or 0) > 0
                 rows.append({"strategy": strategy, "seed": seed, "cycle": int(h["cycle"]),
                              "n_labeled": int(h["n_labeled"]), "test_accuracy": h["test_accuracy"],
+                             "test_balanced_accuracy": h.get("test_balanced_accuracy", ""),
                              "query_seconds": h["select_seconds"] if queried else "",
                              "train_seconds": h["train_seconds"]})
     return rows
 
 
-def write_outputs(out: Path, strategies: Sequence[str], seeds: Sequence[int], n_pool: int, title: str = ""
-                  ) -> list[StrategyCurve]:
+def write_outputs(out: Path, strategies: Sequence[str], seeds: Sequence[int], n_pool: int, title: str = "",
+                  metric: str = "accuracy") -> list[StrategyCurve]:
     rows = collect_results(out, strategies, seeds)
     with atomic_open(out / "results.csv", "w") as f:
         w = csv.DictWriter(f, RESULT_COLUMNS)
         w.writeheader()
         w.writerows(rows)
-    curves = summarize(rows, n_pool, strategies)
+    curves = summarize(rows, n_pool, strategies, metric=metric)
     columns, srows = summary_rows(curves)
     with atomic_open(out / "summary.csv", "w") as f:
         w = csv.DictWriter(f, columns)
         w.writeheader()
         w.writerows(srows)
-    benchmark_png(curves, out / "benchmark.png", n_pool, title)
+    benchmark_png(curves, out / "benchmark.png", n_pool, title, metric)
     return curves
 
 
@@ -351,13 +389,17 @@ def run_benchmark(
     out: str | Path,
     device: torch.device,
     *,
+    metric: str = "accuracy",
     on_run: Callable[[RunOutcome], None] | None = None,
     on_start: Callable[[str, int], None] | None = None,
     on_cycle: Callable | None = None,
     on_progress: ProgressCallback | None = None,
     should_stop: StopFlag | None = None,
 ) -> BenchmarkResult:
-    """Run (or continue) every (strategy, seed) run, then write results.csv, summary.csv, benchmark.png."""
+    """Run (or continue) every (strategy, seed) run, then write results.csv, summary.csv, benchmark.png.
+
+    ``metric`` ("accuracy" or "balanced") is what the summary's curves, AUBC and tests use.
+    """
     out = Path(out)
     for s in strategies:
         if s not in STRATEGIES:
@@ -390,7 +432,7 @@ def run_benchmark(
             status = "done" if before >= n_cycles else ("resumed" if before else "ran")
             outcome = RunOutcome(strategy, seed, status, project.history(), n_pool)
             if status != "done":  # keep the tables current while a long benchmark runs
-                write_outputs(out, strategies, seeds, n_pool, title)
+                write_outputs(out, strategies, seeds, n_pool, title, metric)
             if on_run is not None:
                 on_run(outcome)
-    return BenchmarkResult(write_outputs(out, strategies, seeds, n_pool, title), n_pool, out)
+    return BenchmarkResult(write_outputs(out, strategies, seeds, n_pool, title, metric), n_pool, out)

@@ -202,7 +202,7 @@ def import_labels(project: Project, csv_path: str | Path, *, add_classes: bool =
 # -- benchmark -------------------------------------------------------------------------------------
 def benchmark(data: str | Path, oracle: str | Path, test: str | Path | None, strategies: list[str],
               seeds: list[int], recipe: Recipe, out: str | Path, device: torch.device, *, lock_purpose: str,
-              on_run: Callable[[RunOutcome], None] | None = None, on_start: Callable[[str, int], None] | None = None,
+              metric: str = "accuracy", on_run: Callable[[RunOutcome], None] | None = None, on_start: Callable[[str, int], None] | None = None,
               on_cycle: Callable | None = None, on_progress: ProgressCallback | None = None,
               should_stop: StopFlag | None = None) -> BenchmarkResult:
     """:func:`.benchmark.run_benchmark` in folder ``out``, one run per folder at a time.
@@ -216,5 +216,5 @@ def benchmark(data: str | Path, oracle: str | Path, test: str | Path | None, str
     if not foreign:
         out.mkdir(parents=True, exist_ok=True)
     with contextlib.nullcontext() if foreign else ProjectLock(out, lock_purpose):
-        return run_benchmark(data, oracle, test, strategies, seeds, recipe, out, device, on_run=on_run,
+        return run_benchmark(data, oracle, test, strategies, seeds, recipe, out, device, metric=metric, on_run=on_run,
                              on_start=on_start, on_cycle=on_cycle, on_progress=on_progress, should_stop=should_stop)

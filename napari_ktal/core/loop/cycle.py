@@ -29,6 +29,8 @@ from ..seeds import DEFAULT_SEED, derive_seed, seeded_rng
 from ..strategies import QueryContext, check_recipe, get_strategy
 from ..strategies.selection import random_subset
 from .labels import LabeledSet
+from .metrics import score_predictions
+from .pretraining import initialise_from, pool_features, pretrained_state, typiclust
 from .schedule import budget_schedule, next_query_size
 
 
@@ -48,18 +50,31 @@ class CycleReport:
     strategy: str
     device: str
     class_counts: dict[str, int]
+    test_balanced_accuracy: float = float("nan")
+    test_recall: str = ""  # per-class recall on the test set: "name=0.93;other=0.5"
+    epochs: int = 0  # epochs trained (more than the recipe's for a small labeled set: [train] min_steps)
 
     def history_row(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "class_counts"}
 
 
-def initial_query(project: Project, recipe: Recipe, seed: int = DEFAULT_SEED) -> list[QueryItem]:
-    """Cycle 0's batch: a random ``initial_fraction`` of the pool (written once, then reused)."""
+def initial_query(project: Project, recipe: Recipe, seed: int = DEFAULT_SEED, *,
+                  device: torch.device | None = None, on_progress: ProgressCallback | None = None,
+                  should_stop: StopFlag | None = None) -> list[QueryItem]:
+    """Cycle 0's batch (written once, then reused): a random ``initial_fraction`` of the pool, or
+    with ``[active] initial = "typiclust"`` the typical and diverse volumes of the pretrained
+    features (the encoder is pretrained first if the project has none yet)."""
     if 0 in project.query_cycles():
         return project.read_query(0)
     n = len(project.pool)
     size = budget_schedule(n, recipe.active)[0]
-    chosen = seeded_rng(seed, "initial").choice(n, size=size, replace=False)
+    if recipe.active.initial == "typiclust":
+        device = device or torch.device("cpu")
+        state = pretrained_state(project, recipe, device, seed=seed, on_progress=on_progress, should_stop=should_stop)
+        feats = pool_features(project, recipe, state, device, should_stop=should_stop)
+        chosen = typiclust(feats, size, seeded_rng(seed, "initial"))
+    else:
+        chosen = seeded_rng(seed, "initial").choice(n, size=size, replace=False)
     items = [QueryItem(r, int(i), project.pool.keys[i], float("nan"), "", float("nan")) for r, i in enumerate(chosen)]
     project.write_query(0, items)
     return items
@@ -87,26 +102,30 @@ def train_cycle(
         raise KtalError(f"cycle {cycle}: only {len(idx)} volume(s) labeled; label the current batch first")
     if len(classes) < 2:
         raise KtalError("define at least 2 classes before training")
+    pretrained = pretrained_state(project, recipe, device, seed=seed, on_progress=on_progress, should_stop=should_stop)
     torch.manual_seed(derive_seed(seed, "init", 0 if recipe.active.reinit_each_cycle else cycle))
     teacher, student = build_pair(recipe.model, len(classes))
+    if pretrained is not None:
+        initialise_from(pretrained, teacher, student)
     if not recipe.active.reinit_each_cycle and project.checkpoint_cycles():
         prev_t, prev_s, meta = project.load_models(expect_model=recipe.model)  # another architecture: clear error
         if meta["classes"] == classes:
             teacher.load_state_dict(prev_t.state_dict())
             student.load_state_dict(prev_s.state_dict())
-    head = strategy.make_head(teacher, recipe.train, options)
-    job = TrainJob(recipe.train, recipe.transfer, derive_seed(seed, "train", cycle), cycle)
+    train = recipe.train.for_labeled(len(idx))
+    head = strategy.make_head(teacher, train, options)
+    job = TrainJob(train, recipe.transfer, derive_seed(seed, "train", cycle), cycle)
     result = train_pair(teacher, student, x, y, job, head=head, device=device, on_progress=on_progress,
                         should_stop=should_stop)
     check_cancel(should_stop)
     project.save_models(cycle, teacher, student, recipe)
     batch_size = recipe.train.eval_batch_size
 
-    acc = float("nan")
+    scores = score_predictions([], [], classes)
     if test is not None and len(test.y):
         pred, _ = predict(teacher, test.source, np.arange(len(test.y)), device, batch_size=batch_size,
                           should_stop=should_stop)
-        acc = float((pred == test.y).mean())
+        scores = score_predictions(pred, test.y, classes)
 
     n_pool = len(project.pool)
     mean_unc, select_s, n_queried = float("nan"), 0.0, 0
@@ -132,8 +151,9 @@ def train_cycle(
         select_s = time.perf_counter() - t0
 
     counts = {c: int((y == k).sum()) for k, c in enumerate(classes)}
-    report = CycleReport(cycle, len(idx), acc, mean_unc, result.seconds, select_s, n_queried,
+    report = CycleReport(cycle, len(idx), scores.accuracy, mean_unc, result.seconds, select_s, n_queried,
                          result.teacher_loss, result.student_loss, result.transfer_loss,
-                         result.samples_per_second, recipe.active.strategy, str(device), counts)
+                         result.samples_per_second, recipe.active.strategy, str(device), counts,
+                         scores.balanced_accuracy, scores.recall_text(), result.epochs)
     project.record_cycle(report.history_row())
     return report

@@ -20,10 +20,14 @@ def learning_curve_png(history: list[dict], path: str | Path, n_pool: int | None
 
     n = [_num(r["n_labeled"]) for r in history]
     acc = [_num(r["test_accuracy"]) * 100 for r in history]
+    bal = [_num(r.get("test_balanced_accuracy")) * 100 for r in history]
     unc = [_num(r["mean_uncertainty"]) for r in history]
     fig = Figure(figsize=(6, 4), dpi=120, layout="constrained")
     ax = fig.add_subplot()
     ax.plot(n, acc, "o-", color="tab:blue", label="teacher test accuracy")
+    if any(b == b for b in bal):  # any non-NaN
+        ax.plot(n, bal, "s:", color="tab:blue", alpha=0.7, label="balanced accuracy (mean recall per class)")
+        ax.legend(loc="lower right", fontsize="small")
     ax.set_xlabel("labeled volumes" + (f" (pool of {n_pool})" if n_pool else ""))
     ax.set_ylabel("test accuracy (%)", color="tab:blue")
     ax.grid(alpha=0.3)

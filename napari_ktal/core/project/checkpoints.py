@@ -134,3 +134,31 @@ def require_architecture(folder: Path, spec, expect: ModelSpec) -> None:
             + "; its weights cannot be carried over (set [active] reinit_each_cycle = true to train "
             "from scratch, or restore the recipe's [model])"
         )
+
+
+def save_state(folder: Path, name: str, state: dict, meta: dict) -> None:
+    """``state`` (tensors) as ``name``.pt and ``meta`` as meta.json, written last (the folder is
+    complete only then), e.g. the pretrained encoder."""
+    import torch
+
+    meta_path = folder / META
+    if meta_path.exists():
+        meta_path.unlink()
+        fsync_dir(folder)
+    with atomic_open(folder / f"{name}.pt", "wb") as f:
+        torch.save({k: v.detach().cpu() for k, v in state.items()}, f)
+    atomic_write_text(meta_path, json.dumps(meta, indent=2))
+
+
+def load_state(folder: Path, name: str) -> tuple[dict, dict] | None:
+    """(state, meta) saved by :func:`save_state`, or None if the folder is incomplete or damaged."""
+    import torch
+
+    try:
+        meta = json.loads((folder / META).read_text(encoding="utf-8"))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            state = torch.load(folder / f"{name}.pt", map_location="cpu", weights_only=True)
+    except (OSError, ValueError, pickle.UnpicklingError, RuntimeError, EOFError):
+        return None
+    return (state, meta) if isinstance(state, dict) and isinstance(meta, dict) else None

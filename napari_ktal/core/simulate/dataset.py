@@ -93,6 +93,12 @@ class SimulationConfig:
             about the y axis; in (0, 90], 90 meaning no missing wedge.
         max_shift: each coordinate of the random shift is uniform in
             ``[-max_shift, max_shift]`` voxels; at most ``box / 8``.
+        imbalance: training volumes per class fall geometrically from ``per_class`` (class 0)
+            to ``per_class / imbalance`` (the last class); 1 is balanced. Test splits stay
+            balanced (``test_per_class`` each), so every class is measured alike.
+        neighbours: other particles (of random classes, in random poses) around each one,
+            centred 0.45-0.7 box sides away from it so that they reach into its box: a
+            crowded cytoplasm or a dense picking.
     """
 
     classes: int
@@ -108,6 +114,8 @@ class SimulationConfig:
     amplitude_contrast: float = 0.07
     tilt_range_deg: float = 60.0
     max_shift: float = 2.0
+    imbalance: float = 1.0
+    neighbours: int = 0
 
     def __post_init__(self) -> None:
         _check_int(self, "classes", minimum=1)
@@ -125,6 +133,15 @@ class SimulationConfig:
         _check_float(self, "amplitude_contrast", low=0.0, high=1.0, high_inclusive=False)
         _check_float(self, "tilt_range_deg", low=0.0, low_inclusive=False, high=90.0)
         _check_float(self, "max_shift", low=0.0, high=self.box / 8)
+        _check_float(self, "imbalance", low=1.0, high=1000.0)
+        _check_int(self, "neighbours", minimum=0)
+
+    def class_counts(self) -> list[int]:
+        """Training volumes of each class (``per_class`` each when balanced)."""
+        if self.classes == 1 or self.imbalance == 1.0:
+            return [self.per_class] * self.classes
+        return [max(1, round(self.per_class * self.imbalance ** (-c / (self.classes - 1))))
+                for c in range(self.classes)]
 
 
 def _check_int(config: SimulationConfig, name: str, minimum: int) -> None:
@@ -220,12 +237,21 @@ def _simulate_parts64(
     config: SimulationConfig,
     signal_filter: NDArray[np.float64],
     noise_filter: NDArray[np.bool_],
+    neighbours: list[Template] | None = None,
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Filtered signal and noise (float64) scaled to ``var(noise) = 1``, ``var(signal) = snr``."""
+    """Filtered signal and noise (float64) scaled to ``var(noise) = 1``, ``var(signal) = snr``.
+
+    ``neighbours``: the templates ``config.neighbours`` neighbouring particles are drawn from.
+    """
     box = config.box
     shape = (box, box, box)
     rotation, shift = random_pose(rng, config.max_shift)
     density = render_density(template, rotation, shift, box)
+    for _ in range(config.neighbours if neighbours else 0):
+        other = neighbours[rng.integers(len(neighbours))]
+        direction = rng.standard_normal(3)
+        offset = direction / np.linalg.norm(direction) * rng.uniform(0.45, 0.7) * box
+        density += render_density(other, random_rotation(rng), offset, box)
     signal = sfft.irfftn(sfft.rfftn(density) * signal_filter, s=shape)
     noise = sfft.irfftn(sfft.rfftn(rng.standard_normal(shape)) * noise_filter, s=shape)
     signal *= math.sqrt(config.snr / np.var(signal))
@@ -305,7 +331,7 @@ def _write_mrc(path: Path, volume: NDArray[np.float32], voxel_size: float) -> No
 def _write_split(
     folder: Path,
     templates: list[Template],
-    count_per_class: int,
+    counts: list[int],
     seed_sequence: np.random.SeedSequence,
     order_rng: np.random.Generator,
     config: SimulationConfig,
@@ -315,22 +341,24 @@ def _write_split(
     """Write one split (train or test) into ``folder``; return its ``labels.csv``.
 
     Volume ``j`` of class ``c`` is drawn from child seed
-    ``seed_sequence.spawn(K)[c].spawn(count_per_class)[j]``, so its content depends on
-    neither the file order nor on how many volumes other classes have. Files are named
+    ``seed_sequence.spawn(K)[c].spawn(counts[c])[j]``, so its content depends on neither
+    the file order nor on how many volumes other classes have. Files are named
     ``sub_NNNNNN.mrc`` in a random order so the name does not reveal the class.
     """
     folder.mkdir(parents=True, exist_ok=True)
     n_classes = len(templates)
-    total = n_classes * count_per_class
+    total = sum(counts)
     class_seeds = seed_sequence.spawn(n_classes)
-    volume_seeds = [s.spawn(count_per_class) for s in class_seeds]
-    order = order_rng.permutation(total)  # file position -> volume index (c * count + j)
+    volume_seeds = [s.spawn(n) for s, n in zip(class_seeds, counts)]
+    starts = np.cumsum([0, *counts])
+    order = order_rng.permutation(total)  # file position -> volume index (classes one after the other)
     width = max(6, len(str(total - 1)))
     rows = []
     for position, volume_index in enumerate(order):
-        c, j = divmod(int(volume_index), count_per_class)
+        c = int(np.searchsorted(starts, volume_index, side="right")) - 1
+        j = int(volume_index) - int(starts[c])
         rng = np.random.default_rng(volume_seeds[c][j])
-        signal, noise = _simulate_parts64(templates[c], rng, config, *filters)
+        signal, noise = _simulate_parts64(templates[c], rng, config, *filters, neighbours=templates)
         name = f"sub_{position:0{width}d}.mrc"
         _write_mrc(folder / name, (signal + noise).astype(np.float32), config.voxel_size)
         rows.append((name, class_name(c, n_classes)))
@@ -381,7 +409,8 @@ def simulate_dataset(
     order_rng = np.random.default_rng(order_ss)
     ctf, wedge = _transfer(config)
     filters = (ctf * wedge, wedge)
-    total = config.classes * (config.per_class + config.test_per_class)
+    counts = config.class_counts()
+    total = sum(counts) + config.classes * config.test_per_class
     done = 0
 
     def tick() -> None:
@@ -395,16 +424,11 @@ def simulate_dataset(
         (out_dir / "simulation.json").write_text(
             json.dumps(dataclasses.asdict(config), indent=2) + "\n", encoding="utf-8"
         )
-        train = _write_split(
-            out_dir / "train", templates, config.per_class, train_ss, order_rng, config,
-            filters, tick,
-        )
+        train = _write_split(out_dir / "train", templates, counts, train_ss, order_rng, config, filters, tick)
         test = None
         if config.test_per_class > 0:
-            test = _write_split(
-                out_dir / "test", templates, config.test_per_class, test_ss, order_rng, config,
-                filters, tick,
-            )
+            test = _write_split(out_dir / "test", templates, [config.test_per_class] * config.classes, test_ss,
+                                order_rng, config, filters, tick)
     except OSError as exc:
         raise KtalError(f"cannot write the simulated data set to {out_dir}: {exc}") from exc
     return train, test

@@ -67,6 +67,19 @@ def test_summarize_mean_std_aubc_and_labels_to_match_random():
     assert kt.labels_to_match_reference == pytest.approx(10 + 10 * 0.2 / 0.25)
     assert rnd.labels_to_match_reference == pytest.approx(30)
     assert kt.query_seconds == pytest.approx(1.0) and kt.train_seconds == pytest.approx(2.0)
+    # paired by seed: kt beats random on both seeds by 0.075 and 0.125 of AUBC
+    vs = kt.versus["random"]
+    assert vs.n == 2 and vs.wins == 2 and vs.mean_difference == pytest.approx(0.1) and vs.p_value == pytest.approx(0.5)
+    assert "kt" not in kt.versus and rnd.versus["kt"].mean_difference == pytest.approx(-0.1)
+    assert kt.aubc_ci[0] <= kt.aubc_mean <= kt.aubc_ci[1]
+
+
+def test_summarize_balanced_accuracy_when_asked():
+    data = [{"strategy": "kt", "seed": 0, "cycle": c, "n_labeled": n, "test_accuracy": 0.9,
+             "test_balanced_accuracy": b, "query_seconds": "", "train_seconds": 1.0}
+            for c, (n, b) in enumerate(zip([10, 20], [0.4, 0.6]))]
+    (kt,) = summarize(data, n_pool=100, metric="balanced")
+    assert kt.acc_mean == pytest.approx([0.4, 0.6]) and kt.aubc_mean == pytest.approx(0.5)
 
 
 def test_strategy_names_are_checked():
@@ -174,6 +187,13 @@ def test_cli_benchmark_prints_runs_and_summary(tmp_path, sim, capsys):
     text = capsys.readouterr().out
     assert "random-seed0" in text and "least-confidence-seed0" in text and "2 cycles" in text
     assert "AUBC" in text and "labels to random" in text
+    # the verdict: the AUBC interval and the paired test against random, with the Wilcoxon floor
+    assert "AUBC % [95% CI]" in text and "vs random: dAUBC [CI] p (wins)" in text and "Wilcoxon signed-rank" in text
+    assert "p=1 (0/1)" in text or "p=" in text.split("least-confidence", 2)[-1]
+    summary = _read_csv(tmp_path / "b" / "summary.csv")
+    assert {"aubc_ci_low", "aubc_ci_high", "vs_random_wilcoxon_p", "vs_random_aubc_diff", "vs_kt_wilcoxon_p"} <= set(
+        summary[0])
+    assert summary[1]["vs_random_seeds"] == "1"
     assert main(args) == 0
     assert capsys.readouterr().out.count("done before, skipped") == 2
     assert main([*args[:6], "--strategies", "kt,bogus", *args[8:]]) == 2

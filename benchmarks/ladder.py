@@ -1,0 +1,174 @@
+"""The data-set ladder: strategy comparisons on simulated sets a CPU can run, mirroring the paper's.
+
+    python benchmarks/ladder.py --list
+    python benchmarks/ladder.py 10c-snr005 --strategies kt,random,entropy,margin,coreset --seeds 5
+    python benchmarks/ladder.py 10c-snr005 --baseline          # nearest class mean on z-scored volumes
+    python benchmarks/ladder.py --tiny                         # a seconds-long smoke run (CI)
+
+Each set is simulated once under ``--root`` (default benchmarks/results/ladder/), then
+``ktal-cryo benchmark`` runs there (resumable: rerun to continue) and its summary (AUBC with
+95% bootstrap intervals, paired Wilcoxon tests against random and kt) is printed and saved as
+JSON beside the benchmark. ``--baseline`` scores a nearest-class-mean classifier on the
+normalised voxels, given random labeled sets of the schedule's final size: the floor a network
+must clear to be learning anything from the labels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent / "results" / "ladder"
+
+
+@dataclass(frozen=True)
+class Rung:
+    about: str
+    sim: dict  # SimulationConfig keyword arguments
+    recipe: str = "quick"
+    metric: str = "accuracy"
+    changes: dict = field(default_factory=dict)  # recipe.replace(**changes)
+
+
+LADDER: dict[str, Rung] = {
+    "4c-snr1-240": Rung("the issue's small pool: 4 classes at SNR 1, 60 per class",
+                        dict(classes=4, per_class=60, test_per_class=15, snr=1.0, seed=1)),
+    "10c-snr005": Rung("10 classes at SNR 0.05 (the paper's noise level), 100 per class",
+                       dict(classes=10, per_class=100, test_per_class=30, snr=0.05, seed=11)),
+    "10c-snr01": Rung("10 classes at SNR 0.1, 100 per class",
+                      dict(classes=10, per_class=100, test_per_class=30, snr=0.1, seed=12)),
+    "50c-snr005": Rung("50 classes at SNR 0.05 (the paper's simulated set, smaller), 40 per class",
+                       dict(classes=50, per_class=40, test_per_class=10, snr=0.05, seed=13)),
+    "10c-imbalanced": Rung("10 classes at SNR 0.1, 160 down to 60 per class (the real set's 876/320 ratio ~2.7)",
+                           dict(classes=10, per_class=160, test_per_class=30, snr=0.1, seed=14, imbalance=2.7),
+                           metric="balanced"),
+    "10c-crowded": Rung("10 classes at SNR 0.1, 100 per class, two neighbouring particles in every box",
+                        dict(classes=10, per_class=100, test_per_class=30, snr=0.1, seed=15, neighbours=2)),
+    "tiny": Rung("a smoke test: 3 classes of 16^3 at SNR 2",
+                 dict(classes=3, per_class=8, test_per_class=3, snr=2.0, box=16, seed=0),
+                 changes={"model": {"width": 2}, "train": {"epochs": 2, "lr_milestones": [], "min_steps": 0,
+                                                           "batch_size": 8},
+                          "active": {"final_fraction": 0.3}}),
+}
+
+
+def simulate(name: str, root: Path) -> Path:
+    from napari_ktal.core.simulate import SimulationConfig, simulate_dataset
+
+    folder = root / name / "data"
+    if not (folder / "train" / "labels.csv").exists():
+        print(f"{name}: simulating into {folder}", flush=True)
+        simulate_dataset(folder, SimulationConfig(**LADDER[name].sim))
+    return folder
+
+
+def recipe_file(name: str, root: Path) -> Path:
+    from napari_ktal.core.loop import load_recipe
+
+    rung = LADDER[name]
+    recipe = load_recipe(rung.recipe)
+    if rung.changes:
+        recipe = recipe.replace(**rung.changes)
+    path = root / name / "recipe.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(recipe.to_toml())
+    return path
+
+
+def nearest_class_mean(name: str, root: Path, seeds: int) -> dict:
+    """Accuracy of a nearest-class-mean classifier on normalised voxels, random labeled sets of the
+    schedule's final size (the same size the strategies end with)."""
+    from napari_ktal.core.data import iter_volumes, normalize
+    from napari_ktal.core.data.mrc import read_labels_csv
+    from napari_ktal.core.loop import budget_schedule, load_recipe
+    from napari_ktal.core.loop.metrics import score_predictions
+
+    data = simulate(name, root)
+
+    def load(csv_path: Path):
+        items = read_labels_csv(csv_path)
+        x = np.stack([normalize(v, r.path).ravel() for r, v in iter_volumes([r for r, _ in items])])
+        return x, [lab for _, lab in items]
+
+    x, labels = load(data / "train" / "labels.csv")
+    xt, tlabels = load(data / "test" / "labels.csv")
+    classes = sorted(set(labels))
+    y, yt = np.array([classes.index(c) for c in labels]), np.array([classes.index(c) for c in tlabels])
+    size = budget_schedule(len(x), load_recipe(LADDER[name].recipe).active)[-1]
+    results = []
+    for seed in range(seeds):
+        pick = np.random.default_rng(seed).choice(len(x), size=size, replace=False)
+        present = sorted(set(y[pick]))
+        means = np.stack([x[pick][y[pick] == k].mean(axis=0) for k in present])
+        d = ((xt[:, None, :] - means[None]) ** 2).sum(axis=2)
+        pred = np.array(present)[d.argmin(axis=1)]
+        s = score_predictions(pred, yt, classes)
+        results.append({"seed": seed, "accuracy": s.accuracy, "balanced_accuracy": s.balanced_accuracy})
+    acc = [r["accuracy"] for r in results]
+    return {"set": name, "labeled": int(size), "pool": len(x), "chance": 1 / len(classes),
+            "accuracy_mean": float(np.mean(acc)), "accuracy_std": float(np.std(acc, ddof=1)) if seeds > 1 else math.nan,
+            "runs": results}
+
+
+def run(name: str, root: Path, strategies: str, seeds: int, first_seed: int, device: str) -> dict:
+    from napari_ktal.cli import main
+
+    data = simulate(name, root)
+    out = root / name / "benchmark"
+    args = ["benchmark", str(data / "train"), "--oracle", str(data / "train" / "labels.csv"),
+            "--test", str(data / "test" / "labels.csv"), "--strategies", strategies, "--seeds", str(seeds),
+            "--first-seed", str(first_seed), "--recipe", str(recipe_file(name, root)), "--out", str(out),
+            "--device", device, "--metric", LADDER[name].metric]
+    t0 = time.perf_counter()
+    code = main(args)
+    if code:
+        raise SystemExit(code)
+    return {"set": name, "about": LADDER[name].about, "sim": LADDER[name].sim, "metric": LADDER[name].metric,
+            "command": "ktal-cryo " + " ".join(args), "seconds": round(time.perf_counter() - t0, 1),
+            "summary": (out / "summary.csv").read_text()}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("set", nargs="?", help="a ladder set (see --list)")
+    p.add_argument("--list", action="store_true")
+    p.add_argument("--tiny", action="store_true", help="the tiny set, 2 strategies x 2 seeds, and its baseline")
+    p.add_argument("--strategies", default="kt,random,entropy,margin,coreset")
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--first-seed", type=int, default=0)
+    p.add_argument("--baseline", action="store_true", help="only the nearest-class-mean baseline")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--root", type=Path, default=ROOT)
+    args = p.parse_args(argv)
+    if args.list:
+        for name, rung in LADDER.items():
+            print(f"{name:<16} {rung.about}")
+        return 0
+    if args.tiny:
+        args.set, args.strategies, args.seeds = "tiny", "kt,random", 2
+    if args.set not in LADDER:
+        p.error(f"choose a set: {', '.join(LADDER)}")
+    args.root.mkdir(parents=True, exist_ok=True)
+    result = {}
+    if args.baseline or args.tiny:
+        result["baseline"] = nearest_class_mean(args.set, args.root, max(args.seeds, 3))
+        b = result["baseline"]
+        print(f"{args.set}: nearest class mean with {b['labeled']} random labels: "
+              f"{100 * b['accuracy_mean']:.1f}% (chance {100 * b['chance']:.1f}%)", flush=True)
+    if not args.baseline:
+        result["benchmark"] = run(args.set, args.root, args.strategies, args.seeds, args.first_seed, args.device)
+    path = args.root / args.set / ("baseline.json" if args.baseline else "ladder.json")
+    path.write_text(json.dumps(result, indent=2, default=str))
+    print(f"saved {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""Test-set scores (balanced accuracy, recall) and the benchmark's statistics, on constructed cases."""
+
+import math
+
+import numpy as np
+import pytest
+
+from napari_ktal.core.loop.metrics import parse_recall, score_predictions
+from napari_ktal.core.loop.stats import bootstrap_ci, min_wilcoxon_p, paired_comparison
+
+
+def test_balanced_accuracy_is_the_mean_recall_over_the_classes_present():
+    truth = np.array([0, 0, 0, 0, 0, 0, 1, 1, 2, 2])
+    pred = np.array([0, 0, 0, 0, 0, 0, 0, 0, 2, 1])  # the majority class alone is right
+    s = score_predictions(pred, truth, ["a", "b", "c"])
+    assert s.accuracy == pytest.approx(0.7) and s.balanced_accuracy == pytest.approx((1 + 0 + 0.5) / 3)
+    assert s.recall == {"a": 1.0, "b": 0.0, "c": 0.5}
+    assert parse_recall(s.recall_text()) == s.recall
+    assert math.isnan(score_predictions([], [], ["a"]).balanced_accuracy)
+    with pytest.raises(ValueError):
+        score_predictions([0], [0, 1], ["a", "b"])
+
+
+def test_bootstrap_interval_covers_the_mean_and_shrinks_with_more_seeds():
+    rng = np.random.default_rng(0)
+    few, many = rng.normal(0.5, 0.05, 5), rng.normal(0.5, 0.05, 50)
+    lo, hi = bootstrap_ci(few)
+    assert lo < few.mean() < hi
+    lo2, hi2 = bootstrap_ci(many)
+    assert hi2 - lo2 < hi - lo
+    assert all(math.isnan(v) for v in bootstrap_ci([0.5]))
+
+
+def test_paired_wilcoxon_over_seeds_and_its_floor():
+    better = {s: 0.6 + 0.01 * s for s in range(5)}
+    worse = {s: 0.5 + 0.012 * s for s in range(5)}
+    c = paired_comparison(better, worse)
+    assert c.n == 5 and c.wins == 5 and c.mean_difference > 0
+    assert c.p_value == pytest.approx(min_wilcoxon_p(5)) == pytest.approx(0.0625)  # 5 seeds cannot reach 0.05
+    assert c.ci[0] > 0
+    eight = paired_comparison({s: 1.0 + s for s in range(8)}, {s: float(s) for s in range(8)})
+    assert eight.p_value < 0.01
+    mixed = paired_comparison({0: 0.5, 1: 0.6, 2: 0.4}, {0: 0.5, 1: 0.5, 2: 0.5})
+    assert mixed.p_value > 0.5 and mixed.wins == 1
+    assert paired_comparison({0: 0.5}, {1: 0.5}).n == 0  # no seed in common
+    assert paired_comparison({0: 0.5, 1: 0.5}, {0: 0.5, 1: 0.5}).p_value == 1.0
+    assert "p=0.0625 (5/5)" in c.describe()

@@ -1,0 +1,35 @@
+"""The benchmark scripts run end to end in their small modes (what CI can afford)."""
+
+import json
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
+
+
+def _run(script: str, *args: str, monkeypatch) -> None:
+    monkeypatch.setattr(sys, "argv", [script, *args])
+    with pytest.raises(SystemExit) as done:
+        runpy.run_path(str(ROOT / "benchmarks" / script), run_name="__main__")
+    assert done.value.code == 0
+
+
+def test_gpu_protocol_dry_mode_times_every_step(tmp_path, monkeypatch):
+    _run("gpu_protocol.py", "--dry", "--out", str(tmp_path), monkeypatch=monkeypatch)
+    result = json.loads((tmp_path / "gpu_protocol.json").read_text())
+    assert result["dry"] and result["throughput"]["train_samples_per_s"] > 0
+    cycle = result["cycle_40pct"]
+    assert cycle["labeled"] == 14 and cycle["queried"] == 2 and cycle["epochs_run"] == 2  # 35% of 40, then 5%
+    assert result["ddp_2gpu"].startswith("skipped")
+
+
+def test_ladder_tiny_mode_runs_the_benchmark_and_the_baseline(tmp_path, monkeypatch, capsys):
+    _run("ladder.py", "--tiny", "--root", str(tmp_path), "--device", "cpu", monkeypatch=monkeypatch)
+    result = json.loads((tmp_path / "tiny" / "ladder.json").read_text())
+    assert 0 <= result["baseline"]["accuracy_mean"] <= 1 and result["baseline"]["labeled"] == 7
+    assert "vs_random_wilcoxon_p" in result["benchmark"]["summary"]
+    assert "AUBC % [95% CI]" in capsys.readouterr().out
