@@ -101,7 +101,7 @@ def nearest_class_mean(name: str, root: Path, seeds: int) -> dict:
     xt, tlabels = load(data / "test" / "labels.csv")
     classes = sorted(set(labels))
     y, yt = np.array([classes.index(c) for c in labels]), np.array([classes.index(c) for c in tlabels])
-    size = budget_schedule(len(x), load_recipe(LADDER[name].recipe).active)[-1]
+    size = budget_schedule(len(x), load_recipe(recipe_file(name, root)).active)[-1]  # the rung's own recipe
     results = []
     for seed in range(seeds):
         pick = np.random.default_rng(seed).choice(len(x), size=size, replace=False)
