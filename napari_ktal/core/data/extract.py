@@ -128,6 +128,8 @@ class ExtractionPlan:
             "options": self.options.to_dict(),
             "convention": self.picks.convention.describe(),
             "tomograms_source": None if self.tomograms_source is None else str(self.tomograms_source),
+            "names": {name: int(self.tomogram_of_row[i]) for name, i in
+                      {n: i for i, n in reversed(list(enumerate(self.picks.tomograms)))}.items()},
             "tomograms": [{"name": t.name, "path": str(t.path), "geometry": g.to_dict(),
                            "tilt_series_pixel": None if e is None else e.tilt_series_pixel}
                           for t, e, g in zip(self.tomograms, self.entries, self.geometries())],

@@ -45,10 +45,10 @@ def _catalogue(path: Path) -> tuple[dict[int, str], Path | None]:
     """Tomogram number -> path as written, from TABLE.doc or TABLE.vll beside the table."""
     doc, vll = path.with_suffix(".doc"), path.with_suffix(".vll")
     if doc.is_file():
-        import dynamotable
+        from dynamotable.io import read_table_map
 
         try:
-            table = dynamotable.read_table_map(str(doc))
+            table = read_table_map(str(doc))
         except Exception as err:  # noqa: BLE001
             raise InputError(doc, f"is not a readable Dynamo table map ({type(err).__name__}: {err})",
                              "one 'number path' per line") from err
@@ -105,11 +105,11 @@ def read(path: Path, options: PickOptions) -> PickList:
                     notes=notes)
 
 
-def write_classes(source: Path, out: Path, values: list[int]) -> None:
-    """Write the table ``source`` to ``out`` with column 22 (class) set to ``values``."""
+def write_classes(source: Path, out: Path, values: list[int | None]) -> None:
+    """Write the table ``source`` to ``out`` with column 22 (class) set to ``values`` (None: kept)."""
     table = _table(source)
     if len(table) != len(values):
         raise InputError(source, f"has {len(table)} rows, the project {len(values)}",
                          "the project's copy of the table was changed")
-    table["class"] = np.asarray(values, dtype=np.int64)
+    table["class"] = [c if v is None else int(v) for v, c in zip(values, table["class"].tolist())]
     atomic_write_text(out, table.to_csv(sep=" ", header=False, index=False, lineterminator="\n"))
