@@ -212,14 +212,23 @@ def _check_inside(picks: PickList, plan_voxels: np.ndarray, tomo_of_row, tomogra
 
 
 def _check_duplicates(picks: PickList, plan_voxels: np.ndarray, tomo_of_row: np.ndarray) -> None:
-    keys = np.column_stack([tomo_of_row, np.rint(plan_voxels).astype(np.int64)])
-    _, first, counts = np.unique(keys, axis=0, return_index=True, return_counts=True)
-    if (counts > 1).any():
-        dup_key = keys[first[np.flatnonzero(counts > 1)[0]]]
-        rows = np.flatnonzero((keys == dup_key).all(axis=1))
-        i, j = int(rows[0]), int(rows[1])
-        raise InputError(picks.path, f"{picks.where(j)} picks the same particle as {picks.where(i)} (the same voxel "
-                                     f"of tomogram {picks.tomograms[i]})", "remove one of the two")
+    """Two picks of one particle: closer than a voxel, or on the same voxel (they would give one box twice)."""
+    from scipy.spatial import cKDTree
+
+    pairs: list[tuple[int, int]] = []
+    for t in np.unique(tomo_of_row).tolist():
+        rows = np.flatnonzero(tomo_of_row == t)
+        close = cKDTree(plan_voxels[rows]).query_pairs(r=1.0, output_type="ndarray")
+        pairs += [(int(rows[a]), int(rows[b])) for a, b in close]
+        keys = np.rint(plan_voxels[rows]).astype(np.int64)
+        _, inverse, counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
+        for k in np.flatnonzero(counts > 1).tolist():
+            same = rows[inverse.reshape(-1) == k]
+            pairs.append((int(same[0]), int(same[1])))
+    if pairs:
+        i, j = min((min(a, b), max(a, b)) for a, b in pairs)
+        raise InputError(picks.path, f"{picks.where(j)} picks the same particle as {picks.where(i)} (less than a "
+                                     f"voxel apart in tomogram {picks.tomograms[i]})", "remove one of the two")
 
 
 def extraction_box(box: int, voxel_size: float | None, tomogram_voxel: float, where: Path) -> tuple[int, float]:

@@ -10,6 +10,7 @@ or subset (RELION 5 picks labelled by a Dynamo table with classes, say) still fi
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -95,3 +96,68 @@ def _fill_pixel_sizes(picks: PickList, rows: np.ndarray, tomo: dict) -> None:
             raise InputError(picks.path, f"{picks.where(int(missing[0]))}: RELION 4 coordinates need the tilt-series "
                                          "pixel size (rlnTomoTiltSeriesPixelSize)", "pass --pick-pixel-size")
         picks.pixel_size[missing] = tomo["tilt_series_pixel"]
+
+
+# ----------------------------------------------------------------------------- context
+
+
+@dataclass(frozen=True)
+class SiteContext:
+    """A slab of a tomogram around one pool volume's pick, with its box, for showing it in place."""
+
+    slab: np.ndarray
+    """(z, y, x) float32: the box's depth of z planes, ``width`` voxels across, as the pool stores
+    contrast (dark particles)."""
+    origin: tuple[int, int, int]
+    """(z, y, x) voxel of the tomogram at ``slab[0, 0, 0]``."""
+    box: tuple[int, int, int, int]
+    """(z0, y0, x0, side): the box's first voxel in slab coordinates, and its side (tomogram voxels)."""
+    voxel_size: float
+    tomogram: str
+    path: str
+    clipped: bool
+
+    def outline(self) -> np.ndarray:
+        """The box's rectangle in (y, x) slab voxels (4 corners, for a napari Shapes layer)."""
+        _, y0, x0, side = self.box
+        return np.array([[y0, x0], [y0, x0 + side], [y0 + side, x0 + side], [y0 + side, x0]], np.float64) - 0.5
+
+
+def site_context(pool: Pool, record: dict, index: int, *, width_boxes: float = 4.0) -> SiteContext:
+    """The slab around pool volume ``index``: only those voxels of its tomogram are read."""
+    from .particles import PickOptions
+    from .tomograms import open_tomogram
+
+    if pool.sites is None or record is None:
+        raise InputError(None, "this project's volumes were not cut from tomograms: there is no context to show")
+    site = pool.sites[index]
+    aliases = dict(record.get("names", {}))
+    k = aliases.get(site.tomogram)
+    if k is None:
+        k = next((j for j, t in enumerate(record["tomograms"]) if t["name"] == site.tomogram), 0)
+    info = record["tomograms"][k]
+    path = Path(info["path"])
+    if record.get("format") == "copick" and not path.is_file():
+        from .particles.copick_picks import run_tomogram
+
+        tomo = run_tomogram(Path(record["extra"]["config"]), site.tomogram,
+                            PickOptions.from_dict(record.get("options", {})))
+    else:
+        if not path.is_file():
+            raise InputError(path, f"tomogram {info['name']} is not there any more (moved?); the context is read "
+                                   "from it")
+        tomo = open_tomogram(CatalogueEntry(info["name"], path, str(path)))
+    try:
+        side = int(record.get("box_in", pool.box))
+        cx, cy, cz = site.centre
+        half, wide = side // 2, int(round(width_boxes * side)) // 2
+        z0, y0, x0 = cz - half, cy - wide, cx - wide
+        slab = tomo.read_region((z0, z0 + side), (y0, y0 + 2 * wide), (x0, x0 + 2 * wide))
+        nz, ny, nx = tomo.shape
+        oz, oy, ox = max(z0, 0), max(y0, 0), max(x0, 0)
+        if record.get("invert"):
+            np.negative(slab, out=slab)
+        return SiteContext(slab, (oz, oy, ox), (z0 - oz, cy - half - oy, cx - half - ox, side), tomo.voxel_size,
+                           site.tomogram, str(tomo.path), site.clipped)
+    finally:
+        tomo.close()

@@ -88,9 +88,11 @@ def extract(source: PickSource, out: str | Path, *, on_progress: ProgressCallbac
 
 
 def create_from_picks(root: str | Path, source: PickSource, recipe: Recipe | str, classes: list[str] | None,
-                      *, on_progress: ProgressCallback | None = None, should_stop: StopFlag | None = None,
+                      on_progress: ProgressCallback | None = None, should_stop: StopFlag | None = None, *,
                       on_plan: Callable[[ExtractionPlan], None] | None = None) -> Project:
-    """A new project whose pool is cut from the tomograms at the picks (no intermediate files)."""
+    """A new project whose pool is cut from the tomograms at the picks (no intermediate files).
+
+    ``on_progress`` and ``should_stop`` come last and positional, as the widget's task runner passes them."""
     recipe = load_recipe(recipe) if isinstance(recipe, (str, Path)) else recipe
     if Project.is_project(root):
         raise KtalError(f"{root}: a project already exists here; open it instead")
@@ -101,6 +103,15 @@ def create_from_picks(root: str | Path, source: PickSource, recipe: Recipe | str
         return Project.create(root, source.picks, recipe, classes, on_progress, should_stop, picks=plan)
     finally:
         plan.close()
+
+
+def particle_context(project: Project, index: int, *, width_boxes: float = 4.0):
+    """A slab of the tomogram around pool volume ``index`` and its box (:class:`~..data.sites.SiteContext`),
+    reading only that slab; InputError for a project not made from a particle list, or a tomogram
+    that has moved."""
+    from ..data.sites import site_context
+
+    return site_context(project.pool, project.source_record(), index, width_boxes=width_boxes)
 
 
 # -- opening and creating ---------------------------------------------------------------------
