@@ -185,3 +185,14 @@ def test_bad_labels_leave_an_existing_project_unchanged(base, tmp_path, capsys):
     run_failing(["export", "--project", project, "--out", tmp_path / "x.tbl", "--format", "dynamo"], capsys,
                 ["--format dynamo"], ["relion5 particle list"])
     assert snapshot(project) == before
+
+
+def test_a_copick_project_without_copick_installed(base, tmp_path, capsys, monkeypatch):
+    import sys
+
+    tmp, *_ = base
+    config = tmp_path / "copick.json"
+    config.write_text('{"config_type": "filesystem", "pickable_objects": [], "overlay_root": "local:///nowhere"}')
+    monkeypatch.setitem(sys.modules, "copick", None)  # as if the optional extra were not installed
+    _both_commands(tmp_path, capsys, config, None, ["copick.json"], ["copick package is not installed",
+                                                                     "napari-ktal[copick]"])

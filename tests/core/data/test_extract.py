@@ -150,6 +150,7 @@ def test_dynamo_one_based_with_shifts_and_doc(world, tmp_path):
 
 
 def test_copick_angstrom_with_transform_shifts(world, tmp_path):
+    pytest.importorskip("copick")  # an optional dependency: pip install napari-ktal[copick]
     _, names, positions, _, volumes = world
     picks = {}
     for name in SHAPES:

@@ -148,6 +148,7 @@ def test_csv_round_trip(world, tmp_path, small_recipe):
 
 
 def test_copick_round_trip(world, tmp_path, small_recipe):
+    pytest.importorskip("copick")  # an optional dependency: pip install napari-ktal[copick]
     _, names, positions, _, volumes = world
     picks = {}
     for name in SHAPES:
