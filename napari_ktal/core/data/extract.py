@@ -24,7 +24,7 @@ Conventions:
   within 1% of the one asked for.
 - Contrast: raw reconstructions show protein dark, Warp's tomograms (inverted by default)
   bright. Pools keep it dark (what the simulator makes and the viewer inverts for display).
-  ``invert="auto"`` looks at up to 256 picks: if their centres are significantly brighter than
+  ``invert="auto"`` looks at up to 100 picks: if their centres are significantly brighter than
   the rest of their boxes, the tomograms are inverted while cutting; the decision, its
   statistic and the word ``auto`` are stored.
 """
@@ -49,14 +49,14 @@ from ..progress import Progress, ProgressCallback, StopFlag, check_cancel, emit
 from .particles import PickList, PickOptions, read_picks, to_voxels
 from .particles.base import PIXELS
 from .pool import SITE_COLUMNS, Pool, PoolWriter
-from .tomograms import Catalogue, CatalogueEntry, Geometry, Tomogram, catalogue, open_tomogram
+from .tomograms import Catalogue, CatalogueEntry, Geometry, PlaneStream, Tomogram, catalogue, open_tomogram
 
 __all__ = ["Contrast", "ExtractionPlan", "ExtractResult", "extract_to_folder", "fourier_crop", "import_picks_pool",
            "iter_boxes", "plan_extraction"]
 
 SLAB_BYTES = 256 * 2**20  # one tomogram's slab of z planes held at a time (float32)
 INVERT_CHOICES = ("auto", "yes", "no")
-CONTRAST_SAMPLE = 256
+CONTRAST_SAMPLE = 100
 CONTRAST_T = 3.0  # |t| below this: the data do not say; kept as is
 BOX_MULTIPLE = 8
 
@@ -330,7 +330,7 @@ def _cut(region: np.ndarray, lo: np.ndarray, box: int, shape: tuple[int, int, in
     inside = region[:, ys:ye, xs:xe]
     zs, ze = max(z0, 0), min(z0 + box, nz)
     if (zs, ze, ys, ye, xs, xe) == (z0, z0 + box, y0, y0 + box, x0, x0 + box):
-        return np.array(inside, dtype=np.float32), False
+        return inside, False  # a view: the caller copies it
     out = np.full((box, box, box), float(inside.mean()) if inside.size else 0.0, np.float32)
     out[zs - z0: ze - z0, ys - y0: ye - y0, xs - x0: xe - x0] = inside
     return out, True
@@ -357,7 +357,7 @@ def fourier_crop(volume: np.ndarray, box: int) -> np.ndarray:
 
 
 def decide_contrast(plan: ExtractionPlan) -> Contrast:
-    """Whether the particles are bright (invert) or dark (keep), from up to 256 of the picks."""
+    """Whether the particles are bright (invert) or dark (keep), from up to 100 of the picks."""
     n = len(plan)
     rows = np.unique(np.linspace(0, n - 1, min(n, CONTRAST_SAMPLE)).round().astype(np.int64))
     b = plan.box_in
@@ -421,8 +421,10 @@ def read_box(plan: ExtractionPlan, row: int) -> np.ndarray:
 def iter_boxes(plan: ExtractionPlan, should_stop: StopFlag | None = None) -> Iterator[tuple[int, np.ndarray, bool]]:
     """``(row, box float32 (box, box, box) z-y-x, clipped)`` for every row, tomogram by tomogram.
 
-    Each tomogram is read once, in slabs of whole z planes (at most :data:`SLAB_BYTES`), in the
-    order of the picks' z; planes shared by consecutive slabs are kept, not read again.
+    Each tomogram is read once, plane by plane in z order, by a thread that reads ahead into a
+    ring of at most :data:`SLAB_BYTES` (:class:`~.tomograms.PlaneStream`) while this one cuts the
+    boxes of the picks in the order of their z. A box is a view into the ring where it can be
+    (no inversion, no cropping, not clipped): use it before asking for the next one.
     """
     b = plan.box_in
     half = b // 2
@@ -433,29 +435,23 @@ def iter_boxes(plan: ExtractionPlan, should_stop: StopFlag | None = None) -> Ite
             continue
         rows = rows[np.argsort(centres[rows, 2], kind="stable")]
         nz, ny, nx = tomo.shape
-        depth = max(b + 1, min(nz, SLAB_BYTES // max(1, ny * nx * 4)))
-        buf = np.empty((min(depth, nz), ny, nx), np.float32)
-        a = e = 0  # the buffer holds planes a .. e - 1
-        for k, row in enumerate(rows.tolist()):
-            if k % 64 == 0:
-                check_cancel(should_stop)
-            lo = centres[row] - half
-            z0, z1 = max(int(lo[2]), 0), min(int(lo[2]) + b, nz)
-            if z1 > e or z0 < a:
-                start = z0
-                stop = min(nz, start + len(buf))
-                if a <= start < e:  # keep the planes already read
-                    keep = e - start
-                    buf[:keep] = buf[start - a: e - a]
-                    tomo.read_planes(e, stop, buf[keep: stop - start])
-                else:
-                    tomo.read_planes(start, stop, buf[: stop - start])
-                a, e = start, stop
-            region = buf[z0 - a: z1 - a]
-            volume, clipped = _cut(region, lo, b, tomo.shape)
-            if plan.contrast.invert:
-                np.negative(volume, out=volume)
-            yield row, fourier_crop(volume, plan.box), clipped
+        plane = max(1, ny * nx * 4)
+        chunk = max(1, min(b, (32 * 2**20) // plane))
+        first = max(0, int(centres[rows[0], 2]) - half)
+        stream = PlaneStream(tomo, first, max(b + 2 * chunk, SLAB_BYTES // plane), chunk)
+        try:
+            for k, row in enumerate(rows.tolist()):
+                if k % 64 == 0:
+                    check_cancel(should_stop)
+                lo = centres[row] - half
+                z0, z1 = max(int(lo[2]), 0), min(int(lo[2]) + b, nz)
+                stream.release(z0)
+                volume, clipped = _cut(stream.planes(z0, z1), lo, b, tomo.shape)
+                if plan.contrast.invert:
+                    volume = np.negative(volume)
+                yield row, fourier_crop(volume, plan.box), clipped
+        finally:
+            stream.close()
 
 
 # ------------------------------------------------------------------------- outputs

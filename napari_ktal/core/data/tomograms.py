@@ -380,3 +380,77 @@ def open_tomogram(entry: CatalogueEntry, *, used_by: str = "") -> Tomogram:
 def close_all(tomograms: Iterable[Tomogram]) -> None:
     for t in tomograms:
         t.close()
+
+
+class PlaneStream:
+    """The z planes of a tomogram read ahead, in order, each once, by a thread into a ring buffer.
+
+    The consumer asks for planes with :meth:`planes` (waiting until the reader has them) and says
+    with :meth:`release` which planes it will not ask for again; the reader refills the ring
+    behind it, ``chunk`` planes per ``pread``. So reading overlaps with cutting boxes, and the
+    memory held is the ring: ``capacity`` planes.
+    """
+
+    def __init__(self, tomogram: Tomogram, start: int, capacity: int, chunk: int):
+        nz, ny, nx = tomogram.shape
+        self.tomogram, self.nz = tomogram, nz
+        self.capacity = max(1, min(capacity, nz - start))
+        self.chunk = max(1, min(chunk, self.capacity))
+        self.ring = np.empty((self.capacity, ny, nx), np.float32)
+        self.filled = self.released = start
+        self._stop = False
+        self._error: BaseException | None = None
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="ktal-tomogram-read", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while True:
+                with self._cond:
+                    while not self._stop and self.filled < self.nz and \
+                            self.filled + min(self.chunk, self.nz - self.filled) - self.released > self.capacity:
+                        self._cond.wait()
+                    if self._stop or self.filled >= self.nz:
+                        return
+                    z0 = self.filled
+                z1 = min(self.nz, z0 + self.chunk)
+                z = z0
+                while z < z1:  # the chunk may wrap around the ring's end
+                    k = z % self.capacity
+                    n = min(z1 - z, self.capacity - k)
+                    self.tomogram.read_planes(z, z + n, self.ring[k: k + n])
+                    z += n
+                with self._cond:
+                    self.filled = z1
+                    self._cond.notify_all()
+        except BaseException as exc:  # noqa: BLE001 (raised in the consumer's thread)
+            with self._cond:
+                self._error = exc
+                self._cond.notify_all()
+
+    def planes(self, z0: int, z1: int) -> np.ndarray:
+        """Planes ``z0:z1`` (within the tomogram, not released): a view of the ring where they lie in
+        one piece (valid until released), else a copy."""
+        with self._cond:
+            while self.filled < z1 and self._error is None:
+                self._cond.wait()
+            if self._error is not None:
+                raise self._error
+        k0, k1 = z0 % self.capacity, (z1 - 1) % self.capacity + 1
+        if k0 < k1:
+            return self.ring[k0:k1]
+        return np.concatenate([self.ring[k0:], self.ring[:k1]])
+
+    def release(self, z: int) -> None:
+        """Planes below ``z`` are not needed any more."""
+        with self._cond:
+            if z > self.released:
+                self.released = z
+                self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        self._thread.join()
