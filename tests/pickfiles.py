@@ -51,6 +51,7 @@ def write_tomograms_star(path: Path, files: dict[str, Path], shapes: dict[str, t
         "rlnTomoTomogramBinning": binning,
         "rlnTomoReconstructedTomogram": [str(files[n]) for n in names],
     })
+    path.parent.mkdir(parents=True, exist_ok=True)
     starfile.write({"global": df}, path)
     return path
 
