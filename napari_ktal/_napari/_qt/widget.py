@@ -31,9 +31,9 @@ from qtpy.QtWidgets import (
 
 from ...core.errors import KtalError
 from ...core.loop.session import MAX_KEYED_CLASSES
+from ..context_view import ContextView
 from ..controller import Controller
 from ..viewer_bindings import KEYS, KeyBindings, TextOverlay
-from ..context_view import ContextView
 from ..volume_view import VolumeView
 from .hooks import WidgetHooks
 from .session_panel import SessionPanel

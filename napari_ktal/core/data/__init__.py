@@ -9,6 +9,7 @@
 - :mod:`.extract`     boxes cut from tomograms: checked plans, MRC files, pools
 """
 
+from .extract import ExtractionPlan, extract_to_folder, import_picks_pool, plan_extraction
 from .mrc import (
     VolumeRef,
     find_volumes,
@@ -18,7 +19,6 @@ from .mrc import (
     read_labels_csv,
     read_volumes,
 )
-from .extract import ExtractionPlan, extract_to_folder, import_picks_pool, plan_extraction
 from .particles import PickList, PickOptions, read_picks
 from .pool import Pool, Site, import_pool
 from .source import ArraySource, VolumeSource

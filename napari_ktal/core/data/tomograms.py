@@ -144,7 +144,6 @@ class Catalogue:
 
 def _candidates(name: str) -> list[str]:
     name = str(name).strip()
-    out = [name]
     base = name.replace("\\", "/").rsplit("/", 1)[-1]
     stem = base
     changed = True

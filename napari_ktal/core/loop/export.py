@@ -105,8 +105,7 @@ def export_labels(project: Project, out: str | Path, *, fmt: str | None = None, 
     by a number keeps it). copick: one picks file per class (``out`` is the copick configuration).
     CSV: path,tomogram,x,y,z,label,confidence,source.
     """
-    from ..data.particles import FAMILIES, class_numbers
-    from ..data.particles import copick_picks, csv_picks, dynamo, star
+    from ..data.particles import FAMILIES, class_numbers, copick_picks, csv_picks, dynamo, star
     from ..errors import InputError
 
     out = Path(out).expanduser()

@@ -36,7 +36,16 @@ import numpy as np
 from ...atomic import atomic_write_text
 from ...errors import InputError
 from ..star_io import read_star_blocks
-from .base import CENTRED, FRACTION, PIXELS, ANGSTROM, Convention, PickList, PickOptions, label_of_number
+from .base import (
+    ANGSTROM,
+    CENTRED,
+    FRACTION,
+    PIXELS,
+    Convention,
+    PickList,
+    PickOptions,
+    label_of_number,
+)
 
 CLASS_COLUMN = "rlnClassNumber"
 _R5 = ("rlnCenteredCoordinateXAngst", "rlnCenteredCoordinateYAngst", "rlnCenteredCoordinateZAngst")
