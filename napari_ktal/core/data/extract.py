@@ -321,16 +321,16 @@ def plan_extraction(picks: str | Path | PickList, tomograms: str | Path | None, 
 # ------------------------------------------------------------------------- boxes
 
 
-def _cut(region: np.ndarray, lo: np.ndarray, box: int, shape: tuple[int, int, int]) -> tuple[np.ndarray, bool]:
-    """The box whose first voxel (x, y, z) is ``lo`` from ``region`` (the planes it needs, whole
-    rows); padded with the inside's mean where it leaves the tomogram."""
+def _cut(stream: PlaneStream, lo: np.ndarray, box: int, shape: tuple[int, int, int]) -> tuple[np.ndarray, bool]:
+    """The box whose first voxel (x, y, z) is ``lo``, from the planes ``stream`` holds; padded with the
+    inside's mean where it leaves the tomogram (else a view of the stream's ring: copy it)."""
     nz, ny, nx = shape
     x0, y0, z0 = (int(v) for v in lo)
-    ys, ye, xs, xe = max(y0, 0), min(y0 + box, ny), max(x0, 0), min(x0 + box, nx)
-    inside = region[:, ys:ye, xs:xe]
-    zs, ze = max(z0, 0), min(z0 + box, nz)
+    zs, ze, ys, ye, xs, xe = max(z0, 0), min(z0 + box, nz), max(y0, 0), min(y0 + box, ny), max(x0, 0), \
+        min(x0 + box, nx)
+    inside = stream.region((zs, ze), (ys, ye), (xs, xe))
     if (zs, ze, ys, ye, xs, xe) == (z0, z0 + box, y0, y0 + box, x0, x0 + box):
-        return inside, False  # a view: the caller copies it
+        return inside, False
     out = np.full((box, box, box), float(inside.mean()) if inside.size else 0.0, np.float32)
     out[zs - z0: ze - z0, ys - y0: ye - y0, xs - x0: xe - x0] = inside
     return out, True
@@ -444,9 +444,8 @@ def iter_boxes(plan: ExtractionPlan, should_stop: StopFlag | None = None) -> Ite
                 if k % 64 == 0:
                     check_cancel(should_stop)
                 lo = centres[row] - half
-                z0, z1 = max(int(lo[2]), 0), min(int(lo[2]) + b, nz)
-                stream.release(z0)
-                volume, clipped = _cut(stream.planes(z0, z1), lo, b, tomo.shape)
+                stream.release(max(int(lo[2]), 0))
+                volume, clipped = _cut(stream, lo, b, tomo.shape)
                 if plan.contrast.invert:
                     volume = np.negative(volume)
                 yield row, fourier_crop(volume, plan.box), clipped

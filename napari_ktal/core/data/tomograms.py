@@ -428,9 +428,10 @@ class PlaneStream:
                 self._error = exc
                 self._cond.notify_all()
 
-    def planes(self, z0: int, z1: int) -> np.ndarray:
-        """Planes ``z0:z1`` (within the tomogram, not released): a view of the ring where they lie in
-        one piece (valid until released), else a copy."""
+    def region(self, z: tuple[int, int], y: tuple[int, int], x: tuple[int, int]) -> np.ndarray:
+        """Voxels ``[z0:z1, y0:y1, x0:x1]`` (planes within the tomogram, not released): a view of the
+        ring where the planes lie in one piece (valid until released), else a copy of the window."""
+        (z0, z1), (y0, y1), (x0, x1) = z, y, x
         with self._cond:
             while self.filled < z1 and self._error is None:
                 self._cond.wait()
@@ -438,8 +439,12 @@ class PlaneStream:
                 raise self._error
         k0, k1 = z0 % self.capacity, (z1 - 1) % self.capacity + 1
         if k0 < k1:
-            return self.ring[k0:k1]
-        return np.concatenate([self.ring[k0:], self.ring[:k1]])
+            return self.ring[k0:k1, y0:y1, x0:x1]
+        return np.concatenate([self.ring[k0:, y0:y1, x0:x1], self.ring[:k1, y0:y1, x0:x1]])
+
+    def planes(self, z0: int, z1: int) -> np.ndarray:
+        """Whole planes ``z0:z1`` (see :meth:`region`)."""
+        return self.region((z0, z1), (0, self.ring.shape[1]), (0, self.ring.shape[2]))
 
     def release(self, z: int) -> None:
         """Planes below ``z`` are not needed any more."""
