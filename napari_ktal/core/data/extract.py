@@ -533,28 +533,28 @@ POOL_COLUMNS = ["index", "key", "path", "frame", *SITE_COLUMNS]
 
 def import_picks_pool(directory: str | Path, plan: ExtractionPlan, dtype: str = "float16", *,
                       on_progress: ProgressCallback | None = None, should_stop: StopFlag | None = None) -> Pool:
-    """A project's pool cut straight from the tomograms (no intermediate files), in the list's row order."""
+    """A project's pool cut straight from the tomograms (no intermediate files).
+
+    Volumes are stored in the order they are cut (tomogram by tomogram, by z), so the pool file is
+    written front to back; each volume's :class:`~.pool.Site` keeps its row of the list.
+    """
     n = len(plan)
     writer = PoolWriter(directory, n, plan.box, dtype)
     keys = plan.keys()
-    clipped = np.zeros(n, bool)
-    step, done = max(1, n // 100), 0
+    rows: list[list] = []
     try:
-        for row, volume, was_clipped in iter_boxes(plan, should_stop):
+        step = max(1, n // 100)
+        for k, (row, volume, clipped) in enumerate(iter_boxes(plan, should_stop)):
             error = writer.first_error()
             if error is not None:
                 raise error
-            writer.add(row, volume, f"{plan.picks.path.name} {plan.picks.where(row)}")
-            clipped[row] = was_clipped
-            done += 1
-            if done % step == 0 or done == n:
-                emit(on_progress, Progress("import", done, n, message=keys[row]))
-        rows = []
-        for i in range(n):
-            x, y, z = plan.voxels[i]
-            tomo = plan.tomograms[plan.tomogram_of_row[i]]
-            rows.append([i, keys[i], str(tomo.path), "", plan.picks.tomograms[i], repr(float(x)), repr(float(y)),
-                         repr(float(z)), i, int(clipped[i])])
+            writer.add(k, volume, f"{plan.picks.path.name} {plan.picks.where(row)}")
+            x, y, z = plan.voxels[row]
+            tomo = plan.tomograms[plan.tomogram_of_row[row]]
+            rows.append([k, keys[row], str(tomo.path), "", plan.picks.tomograms[row], repr(float(x)), repr(float(y)),
+                         repr(float(z)), row, int(clipped)])
+            if (k + 1) % step == 0 or k + 1 == n:
+                emit(on_progress, Progress("import", k + 1, n, message=keys[row]))
         return writer.finish(rows, POOL_COLUMNS, {"root": str(plan.picks.path.parent), "voxel_size": plan.voxel_size,
                                                   "source": "picks"})
     except BaseException:

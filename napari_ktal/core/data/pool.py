@@ -369,6 +369,9 @@ class _KeyCache:
         return ref.label_key(self.root) if name is None else f"{ref.frame + 1}@{name}"
 
 
+WRITERS = 2  # threads that normalise and write: numpy and torch release the GIL; a busy machine shares its cores
+
+
 class PoolWriter:
     """A new pool written volume by volume, each at its own row, in any order (an import from a
     particle list cuts boxes tomogram by tomogram and slab by slab, not in the list's order).
@@ -395,22 +398,28 @@ class PoolWriter:
         self._row_bytes = box ** 3 * self.dtype.itemsize
         self._f.truncate(self._data_offset + n * self._row_bytes)
         self._written = np.zeros(n, bool)
-        self._worker = ThreadPoolExecutor(1, thread_name_prefix="ktal-pool-write")
+        self._worker = ThreadPoolExecutor(WRITERS, thread_name_prefix="ktal-pool-write")
         chunk = max(1, min(IMPORT_CHUNK, n))
-        self._raws = [np.empty((chunk, box, box, box), np.float32) for _ in range(2)]
-        self._outs = [np.empty((chunk, box, box, box), self.dtype) for _ in range(2)]
-        self._work = np.empty((chunk, box, box, box), np.float32)
-        self._jobs: list = [None, None]
+        turns = WRITERS + 1  # the caller fills one buffer while each worker normalises and writes another
+        self._raws = [np.empty((chunk, box, box, box), np.float32) for _ in range(turns)]
+        self._outs = [np.empty((chunk, box, box, box), self.dtype) for _ in range(turns)]
+        self._works = [np.empty((chunk, box, box, box), np.float32) for _ in range(turns)]
+        self._jobs: list = [None] * turns
         self._turn, self._k, self._rows, self._names = 0, 0, [], []
 
     def _process(self, turn: int, k: int, rows: list[int], names: list) -> None:
-        normalize_many(self._raws[turn][:k], self._outs[turn], names, self._work)
+        normalize_many(self._raws[turn][:k], self._outs[turn], names, self._works[turn])
         fd = self._f.fileno()
-        for j, row in enumerate(rows):
-            data = memoryview(self._outs[turn][j].reshape(-1).view(np.uint8))
-            offset, done = self._data_offset + row * self._row_bytes, 0
+        j = 0
+        while j < k:  # one pwrite per run of consecutive rows
+            e = j + 1
+            while e < k and rows[e] == rows[e - 1] + 1:
+                e += 1
+            data = memoryview(self._outs[turn][j:e].reshape(-1).view(np.uint8))
+            offset, done = self._data_offset + rows[j] * self._row_bytes, 0
             while done < len(data):
                 done += os.pwrite(fd, data[done:], offset + done)
+            j = e
 
     def _wait(self, turn: int) -> None:
         job, self._jobs[turn] = self._jobs[turn], None
@@ -432,14 +441,14 @@ class PoolWriter:
     def _flush(self) -> None:
         if self._k:
             self._jobs[self._turn] = self._worker.submit(self._process, self._turn, self._k, self._rows, self._names)
-            self._turn, self._k, self._rows, self._names = 1 - self._turn, 0, [], []
+            self._turn, self._k, self._rows, self._names = (self._turn + 1) % len(self._jobs), 0, [], []
 
     def finish(self, index_rows: list[list], columns: list[str], info: dict) -> Pool:
         """Write the last volumes, index.csv (``columns``, one row per volume) and info.json; rename."""
         try:
             self._flush()
-            self._wait(1 - self._turn)
-            self._wait(self._turn)
+            for t in range(len(self._jobs)):
+                self._wait((self._turn + t) % len(self._jobs))  # in submission order
             if not self._written.all():
                 raise ProjectError(f"{self.partial}: {int((~self._written).sum())} volumes were not written")
             self._f.flush()
@@ -461,7 +470,7 @@ class PoolWriter:
 
     def abort(self) -> None:
         """Stop and remove the partial file (what the worker was writing is waited for)."""
-        for t in (0, 1):
+        for t in range(len(self._jobs)):
             job, self._jobs[t] = self._jobs[t], None
             if job is not None:
                 job.exception()  # waits; an error there is not this call's to raise
@@ -472,8 +481,8 @@ class PoolWriter:
 
     def first_error(self) -> BaseException | None:
         """A problem the worker found (a constant volume, a full disk), raised by the next add or finish."""
-        for t in (1 - self._turn, self._turn):
-            job = self._jobs[t]
+        for t in range(len(self._jobs)):
+            job = self._jobs[(self._turn + t) % len(self._jobs)]
             if job is not None and job.done() and job.exception() is not None:
                 return job.exception()
         return None

@@ -160,7 +160,8 @@ def export_labels(project: Project, out: str | Path, *, fmt: str | None = None, 
         sites, pool = project.pool.sites, project.pool
         cells = record.get("extra", {}).get("cells") if record and record["format"] == "csv" else None
         table = []
-        for i, (label, who, conf) in enumerate(rows):
+        for i in (np.argsort(order, kind="stable") if sites is not None else range(n)):  # the list's row order
+            label, who, conf = rows[i]
             if cells is not None:
                 where = cells[sites[i].row]
             elif sites is not None:

@@ -56,10 +56,16 @@ def _project(tmp_path, picks, tomograms, recipe, options=None):
     return create_from_picks(tmp_path / "project", src, recipe, CLASSES)
 
 
+def _index_of_row(project) -> dict[int, int]:
+    """The pool stores volumes in the order they were cut: list row -> pool index."""
+    return {s.row: i for i, s in enumerate(project.pool.sites)}
+
+
 def _label(project, every=3):
-    """Label some rows: 1, 2, junk in turn; returns {row: class}."""
-    given = {i: CLASSES[(i // every) % 3] for i in range(0, len(project.pool), every)}
-    project.label_many(given)
+    """Label some rows of the list: 1, 2, junk in turn; returns {row: class}."""
+    given = {r: CLASSES[(r // every) % 3] for r in range(0, len(project.pool), every)}
+    index = _index_of_row(project)
+    project.label_many({index[r]: c for r, c in given.items()})
     return given
 
 
@@ -189,20 +195,22 @@ def test_oracle_and_import_from_a_particle_list_match_by_position(world, tmp_pat
                          doc={k: files[n] for n, k in numbers.items()}, classes=[int(truth[i]) for i in order])
     result = import_labels(project, table)
     assert result.n_imported == len(order)
-    assert project.labels() == {int(i): truth[i] for i in order}
+    row_of = {i: s.row for i, s in enumerate(project.pool.sites)}
+    assert {row_of[i]: c for i, c in project.labels().items()} == {int(i): truth[i] for i in order}
     with pytest.raises(InputError, match="has no label for 2"):
         prepare_training(project, oracle=table)
     full = relion5_star(tmp_path / "truth.star", names, positions, SHAPES, classes=[int(t) for t in truth])
     plan = prepare_training(project, oracle=full)
-    assert plan.oracle == {i: truth[i] for i in range(len(names))}
+    assert {row_of[i]: c for i, c in plan.oracle.items()} == {i: truth[i] for i in range(len(names))}
 
 
 def test_export_adds_the_teachers_classes_and_confidence(world, tmp_path, small_recipe, one_torch_thread):
     tmp, names, positions, _, _ = world
     picks = pick_csv(tmp_path / "p.csv", names, positions)
     project = _project(tmp_path, picks, tmp / "tomograms", small_recipe)
-    given = {i: CLASSES[i % 3] for i in range(len(names)) if i % 2 == 0}
-    project.label_many(given)
+    given = {i: CLASSES[i % 3] for i in range(len(names)) if i % 2 == 0}  # by row of the list
+    index = _index_of_row(project)
+    project.label_many({index[r]: c for r, c in given.items()})
     train_cycle(project, small_recipe, torch.device("cpu"), seed=0, select=False)
     out = tmp_path / "out.csv"
     result = export_labels(project, out, device=torch.device("cpu"))
