@@ -80,6 +80,13 @@ def test_wrong_pixel_size_names_both_numbers(base, tmp_path, capsys):
     _both_commands(tmp_path, capsys, picks, star, ["TS_01.mrc"], ["10 A in the header", "= 5 A"])
 
 
+def test_optics_and_tomograms_star_disagree_on_the_tilt_series_pixel(base, tmp_path, capsys):
+    tmp, names, positions, files, _ = base
+    star = write_tomograms_star(tmp_path / "tomograms.star", files, SHAPES, binning=2.0)  # 5 A tilt series
+    picks = relion5_star(tmp_path / "p.star", names, positions, SHAPES, binning=4.0)  # optics: 2.5 A
+    _both_commands(tmp_path, capsys, picks, star, ["p.star", "row 1"], ["2.5 A", "5 A"])
+
+
 def test_a_finer_extraction_voxel_size_names_both_numbers(base, tmp_path, capsys):
     tmp, names, positions, files, picks = base
     _both_commands(tmp_path, capsys, picks, tmp / "tomograms", ["picks.star"], ["5 A", "10 A"],

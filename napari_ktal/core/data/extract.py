@@ -176,7 +176,19 @@ def _find_tomogram(picks: PickList, name: str, row: int, cat: Catalogue | None, 
 
 
 def _pixel_sizes(picks: PickList, tomo_of_row: np.ndarray, entries: list[CatalogueEntry | None]) -> None:
-    """RELION 4 rows without a pixel size take their tomogram's tilt-series pixel (tomograms.star)."""
+    """RELION's tilt-series pixel: where data_optics and tomograms.star both give it they must agree;
+    RELION 4 rows without one take their tomogram's (tomograms.star)."""
+    relion = picks.format in ("relion4", "relion5") and picks.pixel_size is not None
+    for t, entry in enumerate(entries):
+        if not relion or entry is None or not entry.tilt_series_pixel:
+            continue
+        rows = np.flatnonzero((tomo_of_row == t) & np.isfinite(picks.pixel_size))
+        bad = rows[np.abs(picks.pixel_size[rows] - entry.tilt_series_pixel) > 0.01 * entry.tilt_series_pixel]
+        if len(bad):
+            i = int(bad[0])
+            raise InputError(picks.path, f"{picks.where(i)}: data_optics says the tilt-series pixel is "
+                                         f"{picks.pixel_size[i]:g} A, tomograms.star says {entry.tilt_series_pixel:g} "
+                                         f"A for tomogram {entry.name}", "are these picks from this RELION project?")
     if picks.convention.kind != PIXELS or picks.pixel_size is None or not picks.extra.get("tilt_series_pixels"):
         return
     missing = ~np.isfinite(picks.pixel_size)

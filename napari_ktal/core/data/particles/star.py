@@ -150,8 +150,10 @@ def read(path: Path, options: PickOptions) -> PickList:
         shifts = _origins_angstrom(path, table)
         if shifts is not None:
             coords = coords - shifts
+        # not needed to place the picks (Angstrom), but checked against tomograms.star's
+        pixel = _optics_pixel_sizes(path, blocks, table)
         return PickList(path, "relion5", [str(t) for t in table["rlnTomoName"]], coords, Convention(CENTRED),
-                        classes=classes, files=[path], extra=extra)
+                        pixel_size=pixel, classes=classes, files=[path], extra=extra)
     _require(path, table, _PX, "coordinates")
     coords = _numbers(path, table, _PX, "rlnCoordinateX/Y/Z")
     if "rlnTomoName" in table.columns:  # RELION 4: unbinned tilt-series pixels
