@@ -10,7 +10,10 @@ that was cancelled or killed half-way is never loaded; it is trained again.
 
 Nothing is executed from a project folder: recipe.toml is parsed as TOML, the journal and
 project.json as JSON, checkpoints are loaded with ``torch.load(weights_only=True)``, and the
-source paths in project.json and pool/index.csv are provenance only (never opened).
+source paths in project.json and pool/index.csv are provenance only (never opened), except that
+showing a particle in its tomogram (napari's context view) reads a slab of the tomogram the
+project records for it, read-only. A project made from a particle list keeps a copy of the list in
+P/source/, which ``export`` writes back; the user's own file is never opened again.
 """
 
 from __future__ import annotations
