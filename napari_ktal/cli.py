@@ -1,8 +1,11 @@
 """``ktal-cryo``: the headless shell over the compute core.
 
     ktal-cryo simulate OUT --classes K --per-class N [--test-per-class T] [--snr S] [--box 32] [--seed X]
-    ktal-cryo train [DATA] --project P [--recipe R] [--oracle LABELS.csv] [--test TEST.csv] [--device D] [--seed X]
-    ktal-cryo import-labels LABELS.csv --project P
+    ktal-cryo simulate-scene OUT [--classes K] [--per-class N] [--junk J] [--tomograms T] [--snr S] [--seed X]
+    ktal-cryo extract PICKS --tomograms TOMOS --out DIR [--box 32] [--voxel-size A] [--invert auto|yes|no]
+    ktal-cryo train [DATA | PICKS --tomograms TOMOS] --project P [--recipe R] [--oracle LABELS] [--test TEST.csv] ...
+    ktal-cryo import-labels LABELS --project P
+    ktal-cryo export --project P --out FILE [--format star|dynamo|copick|csv]
     ktal-cryo predict --project P [--out predictions.csv]
     ktal-cryo benchmark DATA --oracle LABELS --test TEST --strategies kt,random,... --seeds 3 --recipe R --out DIR
     ktal-cryo strategies
@@ -108,6 +111,68 @@ def cmd_simulate(args) -> int:
     return 0
 
 
+def _pick_source(args, picks):
+    """The particle list of ``extract`` / ``train`` and how to cut it, from the command line."""
+    from .core.data import PickOptions
+    from .core.loop import commands
+
+    options = PickOptions(units=args.units, pick_pixel_size=args.pick_pixel_size, copick_user=args.copick_user,
+                          copick_session=args.copick_session,
+                          copick_objects=tuple(o.strip() for o in args.copick_objects.split(","))
+                          if args.copick_objects else None,
+                          copick_tomo_type=args.copick_tomo_type, copick_voxel_size=args.copick_voxel_size)
+    return commands.PickSource(Path(picks), Path(args.tomograms) if args.tomograms else None, box=args.box,
+                               voxel_size=args.voxel_size, invert=args.invert, options=options)
+
+
+def _say_plan(plan) -> None:
+    print(plan.summary())
+    for note in plan.notes:
+        print(f"  {note}")
+
+
+def cmd_extract(args) -> int:
+    from .core.loop import commands
+
+    bar = ProgressPrinter()
+    result = commands.extract(_pick_source(args, args.picks), args.out, on_progress=bar, on_plan=_say_plan)
+    bar.close()
+    clipped = f" ({result.n_clipped} cross the tomogram's edge: padded, clipped=1)" if result.n_clipped else ""
+    print(f"wrote {result.n} particles at {result.voxel_size:g} A{clipped} to {result.folder}; list: {result.table}")
+    return 0
+
+
+def cmd_simulate_scene(args) -> int:
+    from .core.simulate import SceneConfig, write_scene
+
+    shape = tuple(int(v) for v in args.shape.lower().replace("x", ",").split(","))
+    cfg = SceneConfig(classes=args.classes, per_class=args.per_class, junk=args.junk, tomograms=args.tomograms,
+                      shape=shape[::-1], snr=args.snr, seed=args.seed, invert=args.invert)
+    picks = write_scene(Path(args.out), cfg)
+    n = cfg.classes * cfg.per_class + cfg.junk
+    print(f"wrote {cfg.tomograms} tomograms ({'x'.join(map(str, cfg.shape[::-1]))}) with {n} picks: {picks} "
+          f"(classes: {picks.with_name('truth.star')}, names: {picks.with_name('classes.csv')})")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .core.engine import resolve_device
+    from .core.loop import export_labels
+    from .core.project import Project
+
+    project = Project(args.project)
+    bar = ProgressPrinter()
+    device = resolve_device(args.device) if not args.no_predictions and project.checkpoint_cycles() else None
+    result = export_labels(project, args.out, fmt=args.format, device=device, predictions=not args.no_predictions,
+                           copick_user=args.copick_user, copick_session=args.copick_session, on_progress=bar)
+    bar.close()
+    teacher = f", {result.n_predicted} predicted by the cycle {result.cycle} teacher" if result.cycle is not None else ""
+    print(f"wrote {result.n_rows} rows ({result.n_labeled} labeled{teacher}) as {result.format} to {result.path}")
+    for note in result.notes:
+        print(f"  {note}")
+    return 0
+
+
 def cmd_train(args) -> int:
     from .core.engine import resolve_device
     from .core.loop import commands
@@ -116,8 +181,11 @@ def cmd_train(args) -> int:
     recipe = commands.load_recipe(args.recipe) if args.recipe else None
     bar = ProgressPrinter()
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
+    picks = None
+    if args.data is not None and (args.tomograms or commands.is_particle_list(args.data)):
+        picks = _pick_source(args, args.data)
     project, created = commands.open_or_create(args.project, args.data, recipe=recipe, classes=classes,
-                                               on_progress=bar)
+                                               picks=picks, on_progress=bar, on_plan=_say_plan)
     bar.close()
     if created:
         print(f"created project {project.root} with {len(project.pool)} volumes of {project.pool.box}^3")
@@ -282,6 +350,30 @@ def strategy_names() -> list[str]:
     return list(STRATEGIES)
 
 
+def _add_pick_options(p: argparse.ArgumentParser, required: bool = True) -> None:
+    """Where the tomograms are, how to cut boxes, and what a particle list may not say itself."""
+    g = p.add_argument_group("particle lists and tomograms")
+    g.add_argument("--tomograms", required=False,
+                   help="a folder of tomograms (matched by name) or RELION 5's tomograms.star"
+                        + ("" if required else "; with a particle list as DATA"))
+    g.add_argument("--box", type=int, default=32, help="box side in voxels, a multiple of 8 (default 32)")
+    g.add_argument("--voxel-size", type=float, metavar="A",
+                   help="voxel size of the boxes in Angstrom (default: the tomograms'; coarser is Fourier-cropped)")
+    g.add_argument("--invert", choices=["auto", "yes", "no"], default="auto",
+                   help="invert the contrast (auto: decided from the data and said; default auto)")
+    g.add_argument("--units", choices=["px", "A", "fraction"],
+                   help="CSV and Warp coordinates: pixels, Angstrom, or 0-1 fractions (default: CSV px, Warp decided "
+                        "from the values)")
+    g.add_argument("--pick-pixel-size", type=float, metavar="A",
+                   help="Angstrom per pixel of pixel coordinates where the list does not say (Warp's --coords_angpix; "
+                        "default: the tomograms' voxel size)")
+    g.add_argument("--copick-user", help="copick: only picks of this user")
+    g.add_argument("--copick-session", help="copick: only picks of this session")
+    g.add_argument("--copick-objects", help="copick: only these objects (comma-separated)")
+    g.add_argument("--copick-tomo-type", help="copick: the tomogram type to cut from (default: the first)")
+    g.add_argument("--copick-voxel-size", type=float, help="copick: the voxel spacing to cut from (default: the finest)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .core.seeds import DEFAULT_SEED
 
@@ -305,15 +397,43 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=DEFAULT_SEED)
     s.set_defaults(func=cmd_simulate)
 
+    c = sub.add_parser("simulate-scene", help="write simulated tomograms with particles and junk, and their picks",
+                       description="Simulate whole tomograms: K template classes and junk at random positions and "
+                                   "orientations, imaged like `simulate` (CTF, +-60 deg wedge, noise at SNR), with "
+                                   "the picks as RELION 5 STAR files (particles.star; truth.star adds rlnClassNumber) "
+                                   "and tomograms.star.")
+    c.add_argument("out", help="output folder")
+    c.add_argument("--classes", type=int, default=3, help="number of classes K (default 3)")
+    c.add_argument("--per-class", type=int, default=40, help="particles of each class over all tomograms (default 40)")
+    c.add_argument("--junk", type=int, default=20, help="junk picks: empty ice and blobs (default 20)")
+    c.add_argument("--tomograms", type=int, default=2, help="number of tomograms (default 2)")
+    c.add_argument("--shape", default="256x256x64", help="x x y x z voxels of each tomogram (default 256x256x64)")
+    c.add_argument("--snr", type=float, default=1.0, help="signal / noise variance inside the particles (default 1)")
+    c.add_argument("--invert", action="store_true", help="bright particles, as Warp writes tomograms")
+    c.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    c.set_defaults(func=cmd_simulate_scene)
+
+    e = sub.add_parser("extract", help="cut one MRC per pick out of tomograms (and particles.csv)",
+                       description="Read a particle list (RELION 5 or 4 STAR, Warp STAR, Dynamo .tbl, copick "
+                                   "configuration, CSV tomogram,x,y,z), find its tomograms, check every pick, and "
+                                   "write OUT/subtomograms/*.mrc and OUT/particles.csv (path,tomogram,x,y,z,clipped: "
+                                   "the box centre in 0-based voxels, in the list's order).")
+    e.add_argument("picks", help="particle list")
+    e.add_argument("--out", required=True, help="a new or empty folder")
+    _add_pick_options(e)
+    e.set_defaults(func=cmd_extract)
+
     t = sub.add_parser("train", help="run active-learning cycles on a project",
                        description="With --oracle: a full simulated run, answering queries from the labels file. "
                                    "Without: one cycle on the project's labels, writing the next batch to label.")
     t.add_argument("data", nargs="?", help="subtomograms: a folder of MRC files, an MRC (stack) file, or a labels "
-                                          "CSV; needed only when the project is created")
+                                          "CSV; or a particle list (with --tomograms); needed only when the project "
+                                          "is created")
     t.add_argument("--project", required=True, help="project folder (created if it does not exist)")
     t.add_argument("--recipe", help="shipped recipe name (quick, paper-simulated, paper-real) or a .toml path; "
                                     "default: the project's recipe, or quick for a new project")
-    t.add_argument("--oracle", help="labels CSV (path,label) that answers every query: a simulated run")
+    t.add_argument("--oracle", help="labels CSV (path,label), or a particle list with classes, that answers every "
+                                    "query: a simulated run")
     t.add_argument("--test", help="labels CSV of a held-out test set, scored every cycle")
     t.add_argument("--strategy", help="query strategy, overriding the recipe's [active] strategy: "
                                       + ", ".join(strategy_names()))
@@ -324,13 +444,31 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train with N processes (DistributedDataParallel; one per GPU, or N CPU processes with "
                         "--device cpu): starts torchrun; the same as `torchrun --nproc-per-node N -m "
                         "napari_ktal.cli train ...` (default 1)")
+    _add_pick_options(t, required=False)
     t.set_defaults(func=cmd_train_launch)
 
-    i = sub.add_parser("import-labels", help="add labels from a CSV (path,label) to a project's journal")
-    i.add_argument("labels", help="labels CSV; paths relative to the CSV's folder")
+    i = sub.add_parser("import-labels", help="add labels from a CSV (path,label) or a particle list with classes")
+    i.add_argument("labels", help="labels CSV (paths relative to its folder), or a particle list that carries classes "
+                                  "(rlnClassNumber, Dynamo's column 22, a label column), matched by tomogram and "
+                                  "position")
     i.add_argument("--project", required=True)
     i.add_argument("--add-classes", action="store_true", help="add classes the project does not have yet")
     i.set_defaults(func=cmd_import_labels)
+
+    x = sub.add_parser("export", help="the labels (and the teacher's predictions) in the particle list's own format",
+                       description="STAR: the user's file with every block, row, column and value kept and "
+                                   "rlnClassNumber set (numbers in OUT.classes.csv); Dynamo: column 22 set; copick: "
+                                   "one picks file per class; CSV: path,tomogram,x,y,z,label,confidence,source. "
+                                   "Rows without a label get the latest teacher's class, where one is trained.")
+    x.add_argument("--project", required=True)
+    x.add_argument("--out", required=True, help="file to write (copick: the project's configuration .json)")
+    x.add_argument("--format", choices=["star", "dynamo", "copick", "csv"],
+                   help="default: the format the particles came in")
+    x.add_argument("--no-predictions", action="store_true", help="only the labels given; no teacher's classes")
+    x.add_argument("--copick-user", help="copick user the picks are written under (default: the source's)")
+    x.add_argument("--copick-session", help="copick session the picks are written under (default: ktal)")
+    x.add_argument("--device", default="auto")
+    x.set_defaults(func=cmd_export)
 
     r = sub.add_parser("predict", help="class and confidence of every pool volume from the latest teacher")
     r.add_argument("--project", required=True)

@@ -164,14 +164,19 @@ class Controller:
         return session
 
     def create_project(self, root: str | Path, source: str | Path | None = None, layer=None,
-                       classes: list[str] | None = None, recipe: str = commands.DEFAULT_RECIPE):
-        """Import subtomograms (a path, or a napari Image layer) into a new project, then open it."""
+                       classes: list[str] | None = None, recipe: str = commands.DEFAULT_RECIPE,
+                       tomograms: str | Path | None = None):
+        """Import subtomograms (a path, or a napari Image layer; or a particle list and its
+        ``tomograms``) into a new project, then open it."""
         if not str(root).strip():
             raise KtalError("choose a folder for the new project")
         classes = list(classes or [])
         if layer is not None:
             voxel = float(layer.scale[-1]) if layer.scale[-1] > 0 else 1.0
             job = partial(commands.create_from_array, root, layer.data, voxel, layer.name, recipe, classes)
+        elif source and (tomograms or commands.is_particle_list(source)):  # boxes cut at the picks
+            picks = commands.PickSource(Path(source), Path(tomograms) if tomograms else None)
+            job = partial(commands.create_from_picks, root, picks, recipe, classes)
         elif source:
             job = partial(commands.create_project, root, source, recipe, classes)
         else:
@@ -211,6 +216,12 @@ class Controller:
         except KtalError as exc:
             self.hooks.error(exc)
             return None
+
+    def context(self):
+        """The current volume's pick in its tomogram (a slab and the box), read now; KtalError if none."""
+        if self.session is None or self.session.item is None:
+            raise KtalError("no volume is shown")
+        return commands.particle_context(self.session.project, self.session.item.index)
 
     # -- labeling ----------------------------------------------------------------------------
     def assign(self, label: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-KEYS = {"next": "N", "previous": "P", "skip": "S", "undo": "U"}  # and 1-9 for the classes
+KEYS = {"next": "N", "previous": "P", "skip": "S", "undo": "U", "context": "C"}  # and 1-9 for the classes
 
 
 class KeyBindings:

@@ -15,6 +15,7 @@ from .errors import Cancelled
 
 PHASES = {  # what each phase is called on screen
     "import": "importing",
+    "extract": "extracting",
     "train": "training",
     "score": "scoring unlabeled volumes",
     "predict": "predicting",

@@ -26,6 +26,7 @@ from .fields import ClassListEditor, PathField, RecipeCombo, _shrinkable
 
 FROM_FOLDER = "Folder of MRC files"
 FROM_FILE = "MRC stack file or labels CSV"
+FROM_PICKS = "Particle list + tomograms"
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class NewProject:
     layer: object | None  # a napari Image layer
     classes: list[str]
     recipe: str
+    tomograms: str | None = None  # with a particle list: a folder of tomograms or a tomograms.star
 
 
 class SetupPanel(QWidget):
@@ -57,6 +59,7 @@ class SetupPanel(QWidget):
         self.source_kind.setToolTip("Where the subtomograms come from: files, or an Image layer\n"
                                     "holding one volume (z, y, x) or a stack (n, z, y, x)")
         self.source_path = PathField("folder with .mrc files", "Choose the folder of subtomograms")
+        self.tomograms_path = PathField("folder of tomograms, or tomograms.star", "Choose the tomograms")
         self.project_path = PathField("a new or empty folder", "Choose a new or empty project folder")
         self.classes = ClassListEditor(new_box)
         self.recipe = RecipeCombo(new_box)
@@ -65,6 +68,7 @@ class SetupPanel(QWidget):
         form = QFormLayout(new_box)
         form.addRow("Subtomograms", self.source_kind)
         form.addRow("", self.source_path)
+        form.addRow("", self.tomograms_path)
         form.addRow("Project folder", self.project_path)
         form.addRow("Classes", self.classes)
         form.addRow("Recipe", self.recipe)
@@ -98,6 +102,7 @@ class SetupPanel(QWidget):
         self.source_kind.clear()
         self.source_kind.addItem(FROM_FOLDER, None)
         self.source_kind.addItem(FROM_FILE, None)
+        self.source_kind.addItem(FROM_PICKS, None)
         for layer in self._candidate_layers():
             self.source_kind.addItem(f"layer: {layer.name}", layer)
         found = self.source_kind.findText(current)
@@ -113,7 +118,12 @@ class SetupPanel(QWidget):
     def _on_source_kind(self, index: int | None = None) -> None:
         layer = self.source_kind.currentData()
         self.source_path.setVisible(layer is None)
-        if self.source_kind.currentText() == FROM_FILE:
+        picks = self.source_kind.currentText() == FROM_PICKS
+        self.tomograms_path.setVisible(picks)
+        if picks:
+            self.source_path.set_mode(False, "Particle lists (*.star *.tbl *.json *.csv)")
+            self.source_path.edit.setPlaceholderText("picks: RELION/Warp .star, Dynamo .tbl, copick .json, CSV")
+        elif self.source_kind.currentText() == FROM_FILE:
             self.source_path.set_mode(False, "Subtomograms (*.mrc *.mrcs *.map *.rec *.csv)")
             self.source_path.edit.setPlaceholderText("a .mrcs stack, or a labels CSV (path,label)")
         else:
@@ -135,7 +145,8 @@ class SetupPanel(QWidget):
         if not root and source:
             root = str(Path(source).with_name(Path(source).stem + "_ktal"))
             self.project_path.set_path(root)
-        return NewProject(root, source, layer, self.classes.classes(), self.recipe.recipe())
+        tomograms = (self.tomograms_path.path() or None) if self.source_kind.currentText() == FROM_PICKS else None
+        return NewProject(root, source, layer, self.classes.classes(), self.recipe.recipe(), tomograms)
 
     def _request_create(self) -> None:
         self.createRequested.emit(self.new_project())

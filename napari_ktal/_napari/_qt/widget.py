@@ -6,7 +6,7 @@ below. Everything shown is derived from the project folder, so closing napari an
 the project again resumes where the user was, and ``ktal-cryo`` can train it in between.
 
 Keys, bound in the viewer while a project is open: 1-9 label the volume with that class,
-N / P next / previous volume, S skip, U undo.
+N / P next / previous volume, S skip, U undo, C the particle in its tomogram (context).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from qtpy.QtWidgets import (
 
 from ...core.errors import KtalError
 from ...core.loop.session import MAX_KEYED_CLASSES
+from ..context_view import ContextView
 from ..controller import Controller
 from ..viewer_bindings import KEYS, KeyBindings, TextOverlay
 from ..volume_view import VolumeView
@@ -66,6 +67,7 @@ class ActiveLearningWidget(QWidget):
         self.runner = TaskRunner(self)
         self.controller = Controller(self.runner, WidgetHooks(self))
         self.view = VolumeView(napari_viewer)
+        self.context_view = ContextView(napari_viewer)
         self.keys = KeyBindings()
         self.overlay = TextOverlay(napari_viewer)
         self._torn_down = False
@@ -127,11 +129,16 @@ class ActiveLearningWidget(QWidget):
 
     def _create_from_form(self, request: NewProject) -> None:
         self.create_project(request.root, source=request.source, layer=request.layer, classes=request.classes,
-                            recipe=request.recipe)
+                            recipe=request.recipe, tomograms=request.tomograms)
 
     @_reports_errors
-    def create_project(self, root, source=None, layer=None, classes=None, recipe="quick"):
-        return self.controller.create_project(root, source, layer, classes, recipe)
+    def create_project(self, root, source=None, layer=None, classes=None, recipe="quick", tomograms=None):
+        return self.controller.create_project(root, source, layer, classes, recipe, tomograms)
+
+    @_reports_errors
+    def toggle_context(self):
+        """Show the current particle in its tomogram (a slab, the box outlined), or go back (key C)."""
+        return self.context_view.toggle(self.controller.context, hide=self.view.all_layers)
 
     def close_project(self) -> None:
         self.controller.close_project()
@@ -190,6 +197,7 @@ class ActiveLearningWidget(QWidget):
         if item is None:
             return
         pool = s.project.pool
+        self.context_view.hide()  # another volume, or a label given: back to the volume
         if self.view.show(pool.read([item.index])[0], pool.voxel_size):
             self._bind_keys()  # the layers are new (first show, or the user deleted them)
         if reset_camera:
@@ -212,7 +220,7 @@ class ActiveLearningWidget(QWidget):
 
     def _bind_keys(self) -> None:
         actions = {KEYS["next"]: self.next, KEYS["previous"]: self.previous, KEYS["skip"]: self.skip,
-                   KEYS["undo"]: self.undo}
+                   KEYS["undo"]: self.undo, KEYS["context"]: self.toggle_context}
         n = min(len(self.session.classes), MAX_KEYED_CLASSES) if self.session else 0
         actions.update({str(k): partial(self.assign_number, k) for k in range(1, n + 1)})
         self.keys.bind([self.viewer, *self.view.all_layers], actions)
@@ -229,6 +237,7 @@ class ActiveLearningWidget(QWidget):
         self._torn_down = True
         self.runner.shutdown()
         self.keys.unbind()
+        self.context_view.hide()
         self.view.remove()
         self.overlay.restore()
         self.controller.release_project()

@@ -4,8 +4,12 @@
 - :mod:`.labels_csv`  the text layer of a labels CSV (path,label)
 - :mod:`.pool`        a project's volumes, normalised, in one memory-mapped file
 - :mod:`.source`      the VolumeSource protocol the engine reads through
+- :mod:`.particles`   particle lists (RELION 4/5, Warp, Dynamo, copick, CSV), read and written back
+- :mod:`.tomograms`   finding tomograms by name, opening them, reading slabs
+- :mod:`.extract`     boxes cut from tomograms: checked plans, MRC files, pools
 """
 
+from .extract import ExtractionPlan, extract_to_folder, import_picks_pool, plan_extraction
 from .mrc import (
     VolumeRef,
     find_volumes,
@@ -15,11 +19,20 @@ from .mrc import (
     read_labels_csv,
     read_volumes,
 )
-from .pool import Pool, import_pool
+from .particles import PickList, PickOptions, read_picks
+from .pool import Pool, Site, import_pool
 from .source import ArraySource, VolumeSource
 
 __all__ = [
     "ArraySource",
+    "ExtractionPlan",
+    "PickList",
+    "PickOptions",
+    "Site",
+    "extract_to_folder",
+    "import_picks_pool",
+    "plan_extraction",
+    "read_picks",
     "Pool",
     "VolumeRef",
     "VolumeSource",

@@ -87,19 +87,20 @@ def _delimiter(text: str) -> str:
     return ","
 
 
-def _cells(csv_path: Path) -> Iterator[tuple[int, dict[str, str]]]:
+def _cells(csv_path: Path, required: tuple[str, ...] = ("path", "label"),
+           example: str = "path,label") -> Iterator[tuple[int, dict[str, str]]]:
     """``(line, {column: stripped cell})`` for each non-blank row after the header."""
     text = _text(csv_path)
     try:
         reader = csv.reader(io.StringIO(text, newline=""), delimiter=_delimiter(text))
         header = [name.strip().casefold() for name in next(reader, [])]
-        missing = [repr(name) for name in ("path", "label") if name not in header]
+        missing = [repr(name) for name in required if name not in header]
         if missing:
             found = ", ".join(header) or "none"
             raise InputError(
                 csv_path,
                 f"line 1: no {' or '.join(missing)} column (found columns: {found})",
-                "the first row must name the columns, e.g. path,label",
+                f"the first row must name the columns, e.g. {example}",
             )
         for row in reader:
             if any(cell.strip() for cell in row):
@@ -134,6 +135,22 @@ def _target(csv_path: Path, line: int, cell: str) -> tuple[Path, int | None]:
     if not path.is_file():
         raise InputError(csv_path, f"line {line}: {cell!r} does not exist")
     return path, frame
+
+
+def table_rows(csv_path: Path, required: tuple[str, ...], example: str) -> Iterator[tuple[int, dict[str, str]]]:
+    """``(line, {lower-case column: stripped cell})`` of any CSV read as labels CSVs are (encodings,
+    separators); InputError names a missing required column."""
+    return _cells(Path(csv_path), required, example)
+
+
+def header_of(csv_path: Path) -> list[str]:
+    """The lower-case column names of a CSV's first row ([] if it cannot be read as text)."""
+    try:
+        text = _text(Path(csv_path))
+    except InputError:
+        return []
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    return [c.strip().casefold() for c in next(csv.reader([first], delimiter=_delimiter(text)), [])]
 
 
 def read_label_rows(csv_path: str | Path) -> list[LabelRow]:

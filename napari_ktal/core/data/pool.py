@@ -63,13 +63,39 @@ class _FileReader:
         self._f.close()
 
 
+@dataclass(frozen=True)
+class Site:
+    """Where a volume cut from a tomogram came from (pools made from a particle list)."""
+
+    tomogram: str
+    """The tomogram's name, as the particle list gives it."""
+    x: float
+    y: float
+    z: float
+    """The pick's position in 0-based voxels of the tomogram as read (the box is centred on the
+    voxel nearest to it)."""
+    row: int
+    """0-based row of the particle list."""
+    clipped: bool
+    """Whether the box crossed the tomogram's edge (the outside was padded)."""
+
+    @property
+    def centre(self) -> tuple[int, int, int]:
+        """The box's centre voxel (x, y, z)."""
+        return (int(round(self.x)), int(round(self.y)), int(round(self.z)))
+
+
+SITE_COLUMNS = ["tomogram", "x", "y", "z", "row", "clipped"]
+
+
 @dataclass
 class Pool:
     directory: Path
     volumes: np.ndarray  # read-only memmap (N, box, box, box)
     keys: list[str]  # label keys relative to the data root: "sub_001.mrc", "3@stack.mrcs"
-    refs: list[VolumeRef]  # where each volume came from
+    refs: list[VolumeRef]  # where each volume came from (for a particle list: the tomogram file)
     voxel_size: float  # Angstrom
+    sites: list[Site] | None = None  # where in its tomogram each volume was cut (particle lists only)
     _file: _FileReader | None = field(default=None, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
@@ -129,6 +155,9 @@ class Pool:
             self._file = None
 
     def index_of(self) -> dict[VolumeRef, int]:
+        """Volume file (and frame) -> row, for volumes imported from MRC files (not cut from tomograms)."""
+        if self.sites is not None:
+            return {}
         return {r: i for i, r in enumerate(self.refs)}
 
     def reopen(self) -> Reopen:
@@ -150,7 +179,14 @@ class Pool:
         paths: dict[str, Path] = {}  # one Path per file: a stack's 1000 frames share it (10^5 rows load fast)
         refs = [VolumeRef(paths.get(r["path"]) or paths.setdefault(r["path"], Path(r["path"])),
                           int(r["frame"]) if r["frame"] != "" else None) for r in rows]
-        return cls(directory, volumes, [r["key"] for r in rows], refs, float(info.get("voxel_size", 1.0)))
+        sites = None
+        if rows and all(r.get(c) not in (None, "") for c in SITE_COLUMNS for r in rows[:1]):
+            try:  # written by an import from a particle list; older index.csv files have no such columns
+                sites = [Site(r["tomogram"], float(r["x"]), float(r["y"]), float(r["z"]), int(r["row"]),
+                              r["clipped"] == "1") for r in rows]
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ProjectError(f"{directory}: index.csv has a damaged row ({exc})") from None
+        return cls(directory, volumes, [r["key"] for r in rows], refs, float(info.get("voxel_size", 1.0)), sites)
 
 
 IMPORT_CHUNK = 32  # volumes normalised and written per step (4 MiB of float32 at 32^3: stays in cache)
@@ -331,3 +367,122 @@ class _KeyCache:
             return key
         name = self.names[ref.path]
         return ref.label_key(self.root) if name is None else f"{ref.frame + 1}@{name}"
+
+
+WRITERS = 2  # threads that normalise and write: numpy and torch release the GIL; a busy machine shares its cores
+
+
+class PoolWriter:
+    """A new pool written volume by volume, each at its own row, in any order (an import from a
+    particle list cuts boxes tomogram by tomogram and slab by slab, not in the list's order).
+
+    Volumes are normalised :data:`IMPORT_CHUNK` at a time and written with ``pwrite`` by a worker
+    thread while the caller cuts the next ones. The file is ``volumes.npy.partial`` until
+    :meth:`finish` has checked that every row was written, then it is renamed; :meth:`abort`
+    removes it.
+    """
+
+    def __init__(self, directory: str | Path, n: int, box: int, dtype: str = "float16"):
+        self.directory = Path(directory)
+        if (self.directory / VOLUMES_FILE).exists():
+            raise ProjectError(f"{self.directory}: a pool already exists here")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.n, self.box, self.dtype = n, box, np.dtype(dtype)
+        self.partial = self.directory / (VOLUMES_FILE + ".partial")
+        self._f = open(self.partial, "w+b")  # noqa: SIM115 (closed in finish/abort)
+        np.lib.format.write_array_header_1_0(
+            self._f, {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
+                      "shape": (n, box, box, box)})
+        self._f.flush()
+        self._data_offset = self._f.tell()
+        self._row_bytes = box ** 3 * self.dtype.itemsize
+        self._f.truncate(self._data_offset + n * self._row_bytes)
+        self._written = np.zeros(n, bool)
+        self._worker = ThreadPoolExecutor(WRITERS, thread_name_prefix="ktal-pool-write")
+        chunk = max(1, min(IMPORT_CHUNK, n))
+        turns = WRITERS + 1  # the caller fills one buffer while each worker normalises and writes another
+        self._raws = [np.empty((chunk, box, box, box), np.float32) for _ in range(turns)]
+        self._outs = [np.empty((chunk, box, box, box), self.dtype) for _ in range(turns)]
+        self._works = [np.empty((chunk, box, box, box), np.float32) for _ in range(turns)]
+        self._jobs: list = [None] * turns
+        self._turn, self._k, self._rows, self._names = 0, 0, [], []
+
+    def _process(self, turn: int, k: int, rows: list[int], names: list) -> None:
+        normalize_many(self._raws[turn][:k], self._outs[turn], names, self._works[turn])
+        fd = self._f.fileno()
+        j = 0
+        while j < k:  # one pwrite per run of consecutive rows
+            e = j + 1
+            while e < k and rows[e] == rows[e - 1] + 1:
+                e += 1
+            data = memoryview(self._outs[turn][j:e].reshape(-1).view(np.uint8))
+            offset, done = self._data_offset + rows[j] * self._row_bytes, 0
+            while done < len(data):
+                done += os.pwrite(fd, data[done:], offset + done)
+            j = e
+
+    def _wait(self, turn: int) -> None:
+        job, self._jobs[turn] = self._jobs[turn], None
+        if job is not None:
+            job.result()
+
+    def add(self, row: int, volume: np.ndarray, name: str) -> None:
+        """Stage ``volume`` (box^3, any float dtype) for ``row``; ``name`` says which in an error."""
+        if self._k == 0:
+            self._wait(self._turn)
+        self._raws[self._turn][self._k] = volume
+        self._rows.append(int(row))
+        self._names.append(name)
+        self._written[row] = True
+        self._k += 1
+        if self._k == len(self._raws[0]):
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._k:
+            self._jobs[self._turn] = self._worker.submit(self._process, self._turn, self._k, self._rows, self._names)
+            self._turn, self._k, self._rows, self._names = (self._turn + 1) % len(self._jobs), 0, [], []
+
+    def finish(self, index_rows: list[list], columns: list[str], info: dict) -> Pool:
+        """Write the last volumes, index.csv (``columns``, one row per volume) and info.json; rename."""
+        try:
+            self._flush()
+            for t in range(len(self._jobs)):
+                self._wait((self._turn + t) % len(self._jobs))  # in submission order
+            if not self._written.all():
+                raise ProjectError(f"{self.partial}: {int((~self._written).sum())} volumes were not written")
+            self._f.flush()
+            os.fsync(self._f.fileno())
+            self._f.close()
+            self._worker.shutdown()
+            with atomic_open(self.directory / INDEX_FILE, "w") as f:
+                w = csv.writer(f)
+                w.writerow(columns)
+                w.writerows(index_rows)
+            atomic_write_text(self.directory / INFO_FILE, json.dumps(
+                {"n": self.n, "box": self.box, "dtype": self.dtype.name} | info, indent=2))
+            os.replace(self.partial, self.directory / VOLUMES_FILE)
+            fsync_dir(self.directory)
+        except BaseException:
+            self.abort()
+            raise
+        return Pool.open(self.directory)
+
+    def abort(self) -> None:
+        """Stop and remove the partial file (what the worker was writing is waited for)."""
+        for t in range(len(self._jobs)):
+            job, self._jobs[t] = self._jobs[t], None
+            if job is not None:
+                job.exception()  # waits; an error there is not this call's to raise
+        self._worker.shutdown()
+        if not self._f.closed:
+            self._f.close()
+        self.partial.unlink(missing_ok=True)
+
+    def first_error(self) -> BaseException | None:
+        """A problem the worker found (a constant volume, a full disk), raised by the next add or finish."""
+        for t in range(len(self._jobs)):
+            job = self._jobs[(self._turn + t) % len(self._jobs)]
+            if job is not None and job.done() and job.exception() is not None:
+                return job.exception()
+        return None

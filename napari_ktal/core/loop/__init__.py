@@ -5,14 +5,16 @@
 - :mod:`.labels`     labels CSVs on the pool, and test sets
 - :mod:`.oracle`     simulated runs answered from known labels
 - :mod:`.session`    labeling a batch: position, labels, skips, undo (what the widget shows)
-- :mod:`.commands`   what both shells run: open/create, prepare and run training, import labels
+- :mod:`.commands`   what both shells run: open/create (also from picks), extract, train, import labels
 - :mod:`.benchmark`, :mod:`.export`, :mod:`.plots`, :mod:`.summary`   outputs
 """
 
 from .commands import (
     DEFAULT_RECIPE,
+    PickSource,
     TrainingPlan,
     TrainOutcome,
+    extract,
     import_labels,
     load_recipe,
     open_or_create,
@@ -21,7 +23,7 @@ from .commands import (
     train,
 )
 from .cycle import CycleReport, initial_query, train_cycle
-from .export import write_predictions
+from .export import export_labels, write_predictions
 from .labels import LabeledSet, load_labeled_set
 from .oracle import oracle_for_pool, run_with_oracle
 from .schedule import budget_schedule
@@ -29,6 +31,7 @@ from .session import LabelingSession, Phase
 
 __all__ = [
     "DEFAULT_RECIPE",
+    "PickSource",
     "CycleReport",
     "LabeledSet",
     "LabelingSession",
@@ -36,6 +39,8 @@ __all__ = [
     "TrainOutcome",
     "TrainingPlan",
     "budget_schedule",
+    "export_labels",
+    "extract",
     "import_labels",
     "initial_query",
     "load_labeled_set",

@@ -14,6 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..data import ExtractionPlan, PickOptions, extract_to_folder, plan_extraction
+from ..data.extract import ExtractResult
+from ..data.particles import is_pick_list
 from ..errors import InputError, KtalError, RecipeError
 from ..progress import ProgressCallback, StopFlag
 from ..project import Project, ProjectLock
@@ -47,18 +50,87 @@ def project_recipe(project: Project) -> Recipe:
     return load_recipe(project.paths.recipe)
 
 
+# -- particle lists and tomograms ------------------------------------------------------------------
+@dataclass(frozen=True)
+class PickSource:
+    """A particle list and its tomograms, and how to cut boxes from them (``--box``, ``--voxel-size``,
+    ``--invert``; what the list does not say: :class:`~napari_ktal.core.data.PickOptions`)."""
+
+    picks: Path
+    tomograms: Path | None = None
+    box: int = 32
+    voxel_size: float | None = None
+    invert: str = "auto"
+    options: PickOptions = PickOptions()
+
+    def plan(self) -> ExtractionPlan:
+        """Read and check the list, its tomograms and every position; nothing is written."""
+        return plan_extraction(self.picks, self.tomograms, box=self.box, voxel_size=self.voxel_size,
+                               invert=self.invert, options=self.options)
+
+
+def is_particle_list(path: str | Path | None) -> bool:
+    """Whether DATA is a particle list (STAR, Dynamo .tbl, copick .json, CSV with tomogram,x,y,z)."""
+    return path is not None and Path(path).is_file() and is_pick_list(Path(path))
+
+
+def extract(source: PickSource, out: str | Path, *, on_progress: ProgressCallback | None = None,
+            should_stop: StopFlag | None = None, on_plan: Callable[[ExtractionPlan], None] | None = None
+            ) -> ExtractResult:
+    """``ktal-cryo extract``: one MRC per pick and particles.csv in ``out`` (new or empty)."""
+    plan = source.plan()
+    try:
+        if on_plan is not None:
+            on_plan(plan)
+        return extract_to_folder(plan, out, on_progress=on_progress, should_stop=should_stop)
+    finally:
+        plan.close()
+
+
+def create_from_picks(root: str | Path, source: PickSource, recipe: Recipe | str, classes: list[str] | None,
+                      on_progress: ProgressCallback | None = None, should_stop: StopFlag | None = None, *,
+                      on_plan: Callable[[ExtractionPlan], None] | None = None) -> Project:
+    """A new project whose pool is cut from the tomograms at the picks (no intermediate files).
+
+    ``on_progress`` and ``should_stop`` come last and positional, as the widget's task runner passes them."""
+    recipe = load_recipe(recipe) if isinstance(recipe, (str, Path)) else recipe
+    if Project.is_project(root):
+        raise KtalError(f"{root}: a project already exists here; open it instead")
+    plan = source.plan()
+    try:
+        if on_plan is not None:
+            on_plan(plan)
+        return Project.create(root, source.picks, recipe, classes, on_progress, should_stop, picks=plan)
+    finally:
+        plan.close()
+
+
+def particle_context(project: Project, index: int, *, width_boxes: float = 4.0):
+    """A slab of the tomogram around pool volume ``index`` and its box (:class:`~..data.sites.SiteContext`),
+    reading only that slab; InputError for a project not made from a particle list, or a tomogram
+    that has moved."""
+    from ..data.sites import site_context
+
+    return site_context(project.pool, project.source_record(), index, width_boxes=width_boxes)
+
+
 # -- opening and creating ---------------------------------------------------------------------
 def open_or_create(root: str | Path, data: str | Path | None = None, *, recipe: Recipe | None = None,
-                   classes: list[str] | None = None, on_progress: ProgressCallback | None = None,
-                   should_stop: StopFlag | None = None) -> tuple[Project, bool]:
-    """The project at ``root`` (not locked), created from ``data`` if there is none yet; and
-    whether it was created."""
+                   classes: list[str] | None = None, picks: PickSource | None = None,
+                   on_progress: ProgressCallback | None = None, should_stop: StopFlag | None = None,
+                   on_plan: Callable[[ExtractionPlan], None] | None = None) -> tuple[Project, bool]:
+    """The project at ``root`` (not locked), created from ``data`` (or from ``picks``, a particle list
+    and its tomograms) if there is none yet; and whether it was created."""
     if Project.is_project(root):
         return Project(root), False
-    if data is None:
+    if data is None and picks is None:
         if Path(root).is_dir() and any(Path(root).iterdir()):
             Project(root)  # raises: a folder that is not (or no longer) a project says so
         raise KtalError(f"{root}: no project there yet; give DATA (a folder, file or labels CSV) to create it")
+    if picks is not None:
+        project = create_from_picks(root, picks, recipe or load_recipe(DEFAULT_RECIPE), classes,
+                                    on_progress=on_progress, should_stop=should_stop, on_plan=on_plan)
+        return project, True
     project = Project.create(root, data, recipe or load_recipe(DEFAULT_RECIPE), classes, on_progress, should_stop)
     return project, True
 
@@ -117,7 +189,7 @@ def prepare_training(project: Project, *, recipe: Recipe | None = None, strategy
     chosen = check_recipe(recipe) if recipe is not None else project_recipe(project)
     if strategy:
         chosen = check_recipe(chosen.replace(active={"strategy": strategy}))
-    answers = oracle_for_pool(project.pool, oracle) if oracle else None
+    answers = oracle_for_pool(project.pool, oracle, project.source_record()) if oracle else None
     classes = project.classes
     if answers is not None:
         classes = classes + sorted(set(answers.values()) - set(classes))
@@ -188,7 +260,7 @@ class ImportResult:
 
 def import_labels(project: Project, csv_path: str | Path, *, add_classes: bool = False) -> ImportResult:
     """Add the labels of a CSV (path,label) to the project's journal, as ``by="import"``."""
-    found, unmatched = labels_on_pool(project.pool, csv_path)
+    found, unmatched = labels_on_pool(project.pool, csv_path, project.source_record())
     if unmatched:
         raise InputError(csv_path, f"{unmatched[0]} is not in the project's pool")
     new = sorted(set(found.values()) - set(project.classes))

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import ArraySource, Pool, iter_volumes, normalize, read_labels_csv
+from ..data import ArraySource, PickOptions, Pool, iter_volumes, normalize, read_labels_csv, read_picks
+from ..data.particles import is_pick_list
+from ..data.sites import match_picks
 from ..errors import InputError
 
 
@@ -39,13 +41,21 @@ def load_labeled_set(csv_path: str | Path, classes: list[str]) -> LabeledSet:
     return LabeledSet(vols, np.array([lookup[lab] for _, lab in items], np.int64), keys)
 
 
-def labels_on_pool(pool: Pool, csv_path: str | Path) -> tuple[dict[int, str], list[str]]:
+def labels_on_pool(pool: Pool, csv_path: str | Path, record: dict | None = None) -> tuple[dict[int, str], list[str]]:
     """A labels CSV mapped onto pool indices, and the CSV's keys that are not in the pool.
 
     A row matches by its resolved file (and frame), or else by its key relative to the CSV's
     folder, so a CSV still matches a pool imported from another copy of the same folder.
+
+    A particle list that carries classes (STAR rlnClassNumber, Dynamo's class column, a CSV
+    label column, copick objects) matches a pool cut from a particle list (``record``: the
+    project's P/source/picks.json) by tomogram and position (:mod:`..data.sites`).
     """
     csv_path = Path(csv_path)
+    if is_pick_list(csv_path):
+        record = record or {}
+        picks = read_picks(csv_path, PickOptions.from_dict(record.get("options", {})))
+        return match_picks(picks, pool, record)
     by_ref, by_key = pool.index_of(), {k: i for i, k in enumerate(pool.keys)}
     root = csv_path.parent.resolve()
     found: dict[int, str] = {}

@@ -17,9 +17,10 @@ from .labels import LabeledSet, labels_on_pool
 from .schedule import budget_schedule
 
 
-def oracle_for_pool(pool: Pool, csv_path: str | Path) -> dict[int, str]:
-    """Map a labels CSV onto pool indices (every pool volume must be in it; extra rows are ignored)."""
-    oracle, _ = labels_on_pool(pool, csv_path)
+def oracle_for_pool(pool: Pool, csv_path: str | Path, record: dict | None = None) -> dict[int, str]:
+    """Map a labels CSV (or a particle list with classes, for a pool cut from one: ``record`` is the
+    project's source record) onto pool indices (every pool volume must be in it; extra rows are ignored)."""
+    oracle, _ = labels_on_pool(pool, csv_path, record)
     missing = len(pool) - len(oracle)
     if missing:
         example = next(pool.keys[i] for i in range(len(pool)) if i not in oracle)

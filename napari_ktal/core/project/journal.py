@@ -19,7 +19,7 @@ import os
 import time
 import warnings
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..atomic import fsync_dir
@@ -30,6 +30,7 @@ from ..errors import InputWarning, ProjectError
 class LabelState:
     labels: dict[int, str]  # pool index -> class name
     renames: dict[str, str]  # old name -> current name (already applied to `labels`)
+    by: dict[int, str] = field(default_factory=dict)  # pool index -> who gave its label (user, oracle, import)
 
 
 class LabelJournal:
@@ -127,12 +128,15 @@ class LabelJournal:
     def state(self) -> LabelState:
         labels: dict[int, str] = {}
         renames: dict[str, str] = {}
+        by: dict[int, str] = {}
         for rec in self.records():
             op = rec["op"]
             if op == "set":
                 labels[int(rec["index"])] = rec["label"]
+                by[int(rec["index"])] = str(rec.get("by", "user"))
             elif op == "unset":
                 labels.pop(int(rec["index"]), None)
+                by.pop(int(rec["index"]), None)
             elif op == "rename":
                 old, new = rec["from"], rec["to"]
                 labels = {i: (new if lab == old else lab) for i, lab in labels.items()}
@@ -140,7 +144,7 @@ class LabelJournal:
                 renames[old] = new
             else:
                 raise ProjectError(f"{self.path}: unknown journal record {op!r} (written by a newer napari-ktal?)")
-        return LabelState(labels, renames)
+        return LabelState(labels, renames, by)
 
     def labels(self) -> dict[int, str]:
         return self.state().labels

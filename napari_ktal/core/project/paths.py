@@ -3,6 +3,8 @@
     P/project.json            format version, class names, where the data came from
     P/recipe.toml             the recipe this project trains with (editable)
     P/pool/                   volumes.npy (memmap), index.csv, info.json
+    P/source/                 for a project made from a particle list: picks.json (format, tomograms,
+                              voxel sizes, contrast) and a copy of the list, which export writes back
     P/labels.jsonl            the append-only labels journal
     P/queries/cycle_NNN.csv   the batch to label that forms cycle NNN's labeled set
     P/checkpoints/cycle_NNN/  teacher.pt, student.pt (state dicts), meta.json
@@ -39,6 +41,14 @@ class ProjectPaths:
     @property
     def pool(self) -> Path:
         return self.root / "pool"
+
+    @property
+    def source(self) -> Path:
+        return self.root / "source"
+
+    @property
+    def source_record(self) -> Path:
+        return self.source / "picks.json"
 
     @property
     def journal(self) -> Path:
@@ -91,3 +101,5 @@ WRITER_TEMP = re.compile(
 # what an import killed half-way leaves in a project folder (no project.json yet)
 POOL_LEFTOVERS = re.compile(r"(volumes\.npy(\.partial)?|index\.csv|info\.json|\..+\.tmp)$")
 ROOT_LEFTOVERS = re.compile(r"(recipe\.toml|\.(recipe\.toml|project\.json)\..+\.tmp)$")
+# the copy of a particle list an import from one writes before project.json (any names: the user's)
+SOURCE_FOLDER = "source"

@@ -10,7 +10,10 @@ that was cancelled or killed half-way is never loaded; it is trained again.
 
 Nothing is executed from a project folder: recipe.toml is parsed as TOML, the journal and
 project.json as JSON, checkpoints are loaded with ``torch.load(weights_only=True)``, and the
-source paths in project.json and pool/index.csv are provenance only (never opened).
+source paths in project.json and pool/index.csv are provenance only (never opened), except that
+showing a particle in its tomogram (napari's context view) reads a slab of the tomogram the
+project records for it, read-only. A project made from a particle list keeps a copy of the list in
+P/source/, which ``export`` writes back; the user's own file is never opened again.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..atomic import atomic_write_text
+from ..atomic import atomic_open, atomic_write_text
+from ..data.extract import ExtractionPlan, import_picks_pool
 from ..data.pool import Pool, import_pool
 from ..errors import KtalError, ProjectError
 from ..progress import ProgressCallback, StopFlag
@@ -33,7 +37,7 @@ from ..recipe import ModelSpec, Recipe, read_recipe
 from . import checkpoints, history, queries
 from .journal import LabelJournal
 from .lock import LOCK_FILE, ProjectLock
-from .paths import POOL_LEFTOVERS, ROOT_LEFTOVERS, ProjectPaths
+from .paths import POOL_LEFTOVERS, ROOT_LEFTOVERS, SOURCE_FOLDER, ProjectPaths
 from .queries import QueryItem
 
 if TYPE_CHECKING:  # torch is imported where models are saved or loaded: labeling starts fast
@@ -159,8 +163,14 @@ class Project:
         classes: list[str] | None = None,
         on_progress: ProgressCallback | None = None,
         should_stop: StopFlag | None = None,
+        *,
+        picks: ExtractionPlan | None = None,
     ) -> Project:
-        """Import ``source`` into a new project at ``root`` (which must be new or empty)."""
+        """Import ``source`` into a new project at ``root`` (which must be new or empty).
+
+        With ``picks`` (a checked extraction plan of a particle list and its tomograms), the pool
+        is cut from the tomograms, and P/source/ keeps a copy of the list and what was decided.
+        """
         root = Path(root).expanduser()
         paths = ProjectPaths(root)
         if paths.config.exists():
@@ -185,7 +195,11 @@ class Project:
                     raise ProjectError(f"{root}: folder is not empty; choose a new folder for the project")
                 _remove_all(root)  # a killed import leaves only its own files behind: start again
             try:
-                pool = import_pool(paths.pool, source, on_progress=on_progress, should_stop=should_stop)
+                if picks is None:
+                    pool = import_pool(paths.pool, source, on_progress=on_progress, should_stop=should_stop)
+                else:
+                    pool = import_picks_pool(paths.pool, picks, on_progress=on_progress, should_stop=should_stop)
+                    _write_source(paths, picks)
                 atomic_write_text(paths.recipe, recipe.to_toml())
             except BaseException:
                 # nothing of value is in a project that failed to import (the folder was empty
@@ -200,6 +214,7 @@ class Project:
                 "format_version": FORMAT_VERSION,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
                 "source": str(Path(source).expanduser().resolve()),  # provenance only: never opened
+                **({"source_kind": "picks", "voxel_size": picks.voxel_size} if picks is not None else {}),
                 "n_volumes": len(pool),
                 "box": pool.box,
                 "classes": classes,
@@ -259,6 +274,19 @@ class Project:
         atomic_write_text(self.paths.recipe, recipe.to_toml())
 
     # -- pool and labels ---------------------------------------------------------------
+    def source_record(self) -> dict | None:
+        """What P/source/picks.json says of a project made from a particle list; None for other projects."""
+        path = self.paths.source_record
+        if not path.is_file():
+            return None
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ProjectError(f"{path}: cannot be read ({exc}); restore it from a backup") from None
+        if not isinstance(record, dict) or "format" not in record:
+            raise ProjectError(f"{path}: is not what napari-ktal writes there; restore it from a backup")
+        return record
+
     @property
     def pool(self) -> Pool:
         if self._pool is None:
@@ -364,6 +392,17 @@ class Project:
         return len(self.history())
 
 
+def _write_source(paths: ProjectPaths, plan: ExtractionPlan) -> None:
+    """P/source/: a copy of the particle list (and its companions) and picks.json."""
+    paths.source.mkdir(exist_ok=True)
+    for f in plan.picks.files:
+        with open(f, "rb") as src:
+            data = src.read()
+        with atomic_open(paths.source / f.name, "wb") as dst:
+            dst.write(data)
+    atomic_write_text(paths.source_record, json.dumps(plan.record(), indent=1))
+
+
 def _user_files(root: Path) -> list[Path]:
     return [p for p in root.iterdir() if p.name != LOCK_FILE]
 
@@ -376,6 +415,9 @@ def _interrupted_import(root: Path) -> bool:
     for p in entries:
         if p.name == "pool" and p.is_dir() and not p.is_symlink():
             if not all(q.is_file() and POOL_LEFTOVERS.fullmatch(q.name) for q in p.iterdir()):
+                return False
+        elif p.name == SOURCE_FOLDER and p.is_dir() and not p.is_symlink():
+            if not all(q.is_file() and not q.is_symlink() for q in p.iterdir()):
                 return False
         elif not (p.is_file() and ROOT_LEFTOVERS.fullmatch(p.name)):
             return False

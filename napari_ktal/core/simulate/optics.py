@@ -15,15 +15,21 @@ from numpy.typing import NDArray
 from scipy import constants
 
 
+def _shape(box: int | tuple[int, int, int]) -> tuple[int, int, int]:
+    """A cubic side, or a (z, y, x) shape (a whole tomogram), as a (z, y, x) shape."""
+    return (box, box, box) if np.isscalar(box) else tuple(int(s) for s in box)
+
+
 def _rfft_frequencies(
-    box: int,
+    box: int | tuple[int, int, int],
 ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
-    """``(kz, ky, kx)`` in cycles per voxel, broadcastable to the rfftn layout of ``box**3``."""
-    k_full = np.fft.fftfreq(box)
+    """``(kz, ky, kx)`` in cycles per voxel, broadcastable to the rfftn layout of ``box**3``
+    (or of a (z, y, x) shape)."""
+    nz, ny, nx = _shape(box)
     return (
-        k_full[:, None, None],
-        k_full[None, :, None],
-        np.fft.rfftfreq(box)[None, None, :],
+        np.fft.fftfreq(nz)[:, None, None],
+        np.fft.fftfreq(ny)[None, :, None],
+        np.fft.rfftfreq(nx)[None, None, :],
     )
 
 
@@ -39,7 +45,7 @@ def electron_wavelength(voltage_kv: float) -> float:
 
 
 def ctf_3d(
-    box: int,
+    box: int | tuple[int, int, int],
     voxel_size: float,
     defocus_um: float,
     voltage_kv: float,
@@ -62,7 +68,7 @@ def ctf_3d(
     simplification for subtomogram simulation.
 
     Args:
-        box: cubic side of the volume in voxels.
+        box: cubic side of the volume in voxels, or a (z, y, x) shape.
         voxel_size: Angstrom per voxel (Nyquist is ``1 / (2 voxel_size)``).
         defocus_um: defocus in micrometres, negative for underfocus.
         voltage_kv: acceleration voltage in kV.
@@ -83,7 +89,7 @@ def ctf_3d(
     return -math.sqrt(1.0 - a * a) * np.sin(chi) - a * np.cos(chi)
 
 
-def missing_wedge_mask(box: int, tilt_range_deg: float) -> NDArray[np.bool_]:
+def missing_wedge_mask(box: int | tuple[int, int, int], tilt_range_deg: float) -> NDArray[np.bool_]:
     """Fourier coefficients a +-``tilt_range_deg`` single-axis tilt series samples.
 
     The beam runs along z and the tilt axis is y, so each tilt contributes a central
@@ -100,4 +106,5 @@ def missing_wedge_mask(box: int, tilt_range_deg: float) -> NDArray[np.bool_]:
     tilt = math.radians(tilt_range_deg)
     # |kz| cos(t) <= |kx| sin(t) avoids tan(90 deg); the epsilon keeps boundary points
     sampled = np.abs(kz) * math.cos(tilt) <= np.abs(kx) * math.sin(tilt) + 1e-12
-    return np.broadcast_to(sampled, (box, box, box // 2 + 1)).copy()
+    nz, ny, nx = _shape(box)
+    return np.broadcast_to(sampled, (nz, ny, nx // 2 + 1)).copy()

@@ -1,0 +1,139 @@
+"""A project made from a particle list in the dock, and a particle shown in its tomogram.
+
+The controller part runs without Qt (an inline runner); the widget part needs a display
+(``xvfb-run -a``): the setup form's "Particle list + tomograms" choice, and the key C that
+shows the current particle in a slab of its tomogram with the box outlined, and takes it away.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pickfiles import blob_tomogram, random_positions, relion5_star, write_tomograms
+
+from napari_ktal._napari.controller import Controller, Hooks
+from napari_ktal.core.data.sites import site_context
+from napari_ktal.core.errors import KtalError
+
+SHAPES = {"TS_01": (32, 64, 64), "TS_02": (32, 56, 64)}
+
+
+class NowRunner:
+    """Runs each job at once, in the calling thread."""
+
+    def start(self, kind, job, *, on_progress=None, on_result=None, on_error=None, on_cancelled=None,
+              on_finished=None):
+        try:
+            result = job(on_progress or (lambda p: None), lambda: False)
+        except BaseException as exc:  # noqa: BLE001 - delivered like the Qt runner does
+            if on_error:
+                on_error(exc)
+        else:
+            if on_result:
+                on_result(result)
+        if on_finished:
+            on_finished()
+
+    def running(self, kind=None):
+        return None
+
+    def busy(self, kind=None):
+        return False
+
+    def cancel(self, kind=None):
+        return False
+
+    def shutdown(self, timeout=30.0):
+        return True
+
+
+class Errors(Hooks):
+    def __init__(self):
+        self.errors = []
+
+    def error(self, exc):
+        self.errors.append(exc)
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("context")
+    rng = np.random.default_rng(11)
+    names, positions, volumes = [], [], {}
+    for k, (name, shape) in enumerate(SHAPES.items()):
+        pos = random_positions(shape, 5, rng, margin=8)
+        volumes[name] = blob_tomogram(shape, pos, seed=k, noise=0.3)
+        names += [name] * len(pos)
+        positions.append(pos)
+    positions = np.concatenate(positions)
+    write_tomograms(tmp / "tomograms", volumes)
+    picks = relion5_star(tmp / "picks.star", names, positions, SHAPES)
+    return tmp, picks, names, positions, volumes
+
+
+def test_controller_creates_from_picks_and_reads_the_context_slab(scene, tmp_path):
+    tmp, picks, names, positions, volumes = scene
+    hooks = Errors()
+    ctl = Controller(NowRunner(), hooks)
+    ctl.create_project(tmp_path / "p", source=picks, tomograms=tmp / "tomograms", classes=["a", "b"])
+    assert not hooks.errors, hooks.errors
+    project = ctl.session.project
+    assert project.pool.box == 32 and project.pool.sites is not None
+    index = ctl.session.item.index
+    context = ctl.context()
+    site = project.pool.sites[index]
+    cx, cy, cz = site.centre
+    oz, oy, ox = context.origin
+    z0, y0, x0, side = context.box
+    assert side == 32 and (z0 + oz, y0 + oy, x0 + ox) == (cz - 16, cy - 16, cx - 16)
+    # only the slab is read: the box's depth, four boxes across (clipped to the tomogram)
+    vol = volumes[site.tomogram]
+    np.testing.assert_array_equal(context.slab, vol[oz: oz + context.slab.shape[0], oy: oy + context.slab.shape[1],
+                                                    ox: ox + context.slab.shape[2]])
+    assert context.slab.shape[0] <= 32 and context.slab.shape[1] <= 128
+    corners = context.outline()
+    assert np.allclose(corners.mean(axis=0) + 0.5, [y0 + 16, x0 + 16])
+
+
+def test_no_context_for_a_project_of_subtomogram_files(project):
+    with pytest.raises(KtalError, match="not cut from tomograms"):
+        site_context(project.pool, project.source_record(), 0)
+
+
+@pytest.mark.gui
+def test_setup_form_and_key_c_show_the_particle_in_its_tomogram(make_napari_viewer, qtbot, scene, tmp_path,
+                                                                 one_torch_thread):
+    from napari_ktal._napari._qt.setup_panel import FROM_PICKS
+    from napari_ktal._napari._qt.widget import ActiveLearningWidget
+
+    tmp, picks, *_ = scene
+    viewer = make_napari_viewer(show=True)
+    widget = ActiveLearningWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Active learning", area="right")
+    try:
+        form = widget.setup
+        assert not form.tomograms_path.isVisibleTo(form)
+        form.source_kind.setCurrentIndex(form.source_kind.findText(FROM_PICKS))
+        assert form.tomograms_path.isVisibleTo(form)
+        form.source_path.set_path(picks)
+        form.tomograms_path.set_path(tmp / "tomograms")
+        form.project_path.set_path(tmp_path / "proj")
+        form.classes.set_classes(["a", "b"])
+        request = form.new_project()
+        assert request.tomograms == str(tmp / "tomograms") and request.source == str(picks)
+        form.create_button.click()
+        qtbot.waitUntil(lambda: widget.session is not None, timeout=30_000)
+        canvas = viewer.window._qt_viewer.canvas.native
+        assert viewer.dims.ndisplay == 3
+        qtbot.keyClick(canvas, "c")
+        names = [layer.name for layer in viewer.layers]
+        assert "ktal context" in names and "ktal context box" in names
+        assert viewer.dims.ndisplay == 2 and not any(layer.visible for layer in widget.view.layers)
+        qtbot.keyClick(canvas, "c")
+        assert "ktal context" not in [layer.name for layer in viewer.layers]
+        assert viewer.dims.ndisplay == 3 and all(layer.visible for layer in widget.view.layers)
+        qtbot.keyClick(canvas, "c")
+        qtbot.keyClick(canvas, "n")  # another volume: back to the volume view
+        assert "ktal context" not in [layer.name for layer in viewer.layers] and viewer.dims.ndisplay == 3
+    finally:
+        widget._teardown()
