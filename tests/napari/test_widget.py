@@ -69,8 +69,8 @@ def test_two_cycle_session_driven_by_keys(make_widget, qtbot, tmp_path, sim_trai
     s = widget.session
     s.project.set_recipe(tiny_recipe)  # the quick recipe, cut to 2 epochs
     assert s.cycle == 0 and len(s) == 3 and s.position == 0
-    assert [layer.name for layer in widget.view.layers] == ["ktal 3D", "ktal XY", "ktal XZ", "ktal YZ"]
-    assert viewer.dims.ndisplay == 3
+    assert [layer.name for layer in widget.view.layers] == ["ktal panels"]  # projection + 3 slices, in 2D
+    assert viewer.dims.ndisplay == 2
 
     # a wrong key, undone with U; then the right one
     first = s.item
@@ -287,7 +287,7 @@ def test_closing_the_dock_or_napari_stops_training_and_cleans_up(make_widget, qt
     viewer, widget = make_widget()
     widget.open_project(project.root)
     task = widget.runner.running("train")
-    assert task is not None and len(viewer.layers) == 5
+    assert task is not None and len(viewer.layers) == 2  # the panels and their captions
     viewer.window.remove_dock_widget(widget)
     assert task.done.is_set()  # stopped and waited for
     assert len(viewer.layers) == 0  # our layers are gone

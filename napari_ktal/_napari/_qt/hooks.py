@@ -21,7 +21,21 @@ class WidgetHooks(Hooks):
 
     def classes_changed(self) -> None:
         self.w.panel.set_classes(self.w.session.classes)
+        self.w.browser_panel.classes_changed()
         self.w._bind_keys()
+
+    def batch_changed(self) -> None:
+        self.w.browser_panel.batch_changed()
+
+    def labels_changed(self) -> None:
+        self.w.browser_panel.labels_changed()
+
+    def thumbnails_ready(self, indices: list[int]) -> None:
+        self.w.browser_panel.thumbnails_ready(indices)
+
+    def teacher_changed(self) -> None:
+        self.w.browser_panel.teacher_changed()
+        self.w.show_current()  # a visited volume's "teacher says"
 
     def history_changed(self) -> None:
         from ...core.loop.summary import cycle_summary
@@ -50,11 +64,15 @@ class WidgetHooks(Hooks):
             name, label = str(w.session.project.paths.recipe), "this project's recipe.toml (invalid)"
         p.recipe.set_recipe(name, label=label)
         w.pages.setCurrentIndex(1)
+        w.browser_panel.set_session(w.session)
+        w.browser_panel.dock()
 
     def closed(self) -> None:
         self.w.keys.unbind()
         self.w.view.remove()
         self.w.overlay.restore()
+        self.w.browser_panel.set_session(None)
+        self.w.browser_panel.undock()
         self.w.pages.setCurrentIndex(0)
 
     def status(self, text: str) -> None:

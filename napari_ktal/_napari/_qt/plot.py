@@ -12,8 +12,42 @@ from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 
 from ...core.loop.summary import CycleRow
+from ...core.progress import clock
+from ..palette import class_color
 
 DEFAULT_THEME = {"background": "#262930", "text": "#f0f1f2", "grid": "#5a626c"}
+TOOLTIP = (
+    "Top: labeled volumes per class after each cycle's batch (the classes' colours, as on their buttons).\n"
+    "Bottom, green: how often the previous cycle's teacher predicted the label you gave, on the\n"
+    "batch it queried (the volumes it was least sure of: a pessimistic accuracy estimate).\n"
+    "Blue: test accuracy (dashed: balanced), when the project is trained with a test set (ktal-cryo train --test).\n"
+    "Orange (right axis): mean knowledge-transfer uncertainty of the batch.")
+
+
+def theme_colors(viewer) -> dict:
+    """The plot's colours from the viewer's napari theme."""
+    try:
+        from napari.utils.theme import get_theme
+
+        theme = get_theme(viewer.theme)
+        return {"background": theme.background.as_hex(), "text": theme.text.as_hex(),
+                "grid": theme.primary.as_hex()}
+    except (KeyError, AttributeError, ValueError):  # an unknown theme: the plot keeps its defaults
+        return dict(DEFAULT_THEME)
+
+
+def times_text(rows: list[CycleRow], last: int = 4) -> str:
+    """Per cycle: how long labeling its batch and training it took (the last few cycles)."""
+    lines = []
+    for r in rows[-last:]:
+        lab = "—" if math.isnan(r.labeling_seconds) else clock(r.labeling_seconds)
+        train = "not trained yet" if math.isnan(r.train_seconds) else clock(r.train_seconds)
+        lines.append(f"cycle {r.cycle}: labeling {lab}, training {train}")
+    return "\n".join(lines)
+
+
+def _key(rows: list[CycleRow]) -> str:
+    return repr(rows)  # NaN != NaN: compare what is drawn by its text
 
 
 class CyclePlot(FigureCanvasQTAgg):
@@ -32,12 +66,7 @@ class CyclePlot(FigureCanvasQTAgg):
         super().__init__(fig)
         self.setParent(parent)
         self.setFixedHeight(self.HEIGHT)
-        self.setToolTip(
-            "Top: labeled volumes per class after each cycle's batch.\n"
-            "Bottom, green: how often the previous cycle's teacher predicted the label you gave, on the\n"
-            "batch it queried (the volumes it was least sure of: a pessimistic accuracy estimate).\n"
-            "Blue: test accuracy, when the project is trained with a test set (ktal-cryo train --test).\n"
-            "Orange (right axis): mean knowledge-transfer uncertainty of the batch.")
+        self.setToolTip(TOOLTIP)
         self.rows: list[CycleRow] | None = None
         self.update_rows([])
 
@@ -56,9 +85,11 @@ class CyclePlot(FigureCanvasQTAgg):
         ax.xaxis.label.set_color(t["text"])
 
     def update_rows(self, rows: list[CycleRow]) -> None:
-        if rows == self.rows:
+        if self.rows is not None and _key(rows) == _key(self.rows):
             return
         self.rows = rows
+        times = times_text(rows)
+        self.setToolTip(TOOLTIP + ("\n\n" + times if times else ""))
         fig = self.figure
         fig.clear()
         fig.patch.set_facecolor(self._theme["background"])
@@ -70,9 +101,9 @@ class CyclePlot(FigureCanvasQTAgg):
         legend = {"fontsize": 6, "frameon": False, "labelcolor": self._theme["text"]}
         if rows:
             base = [0] * len(rows)
-            for name in rows[-1].counts:
+            for k, name in enumerate(rows[-1].counts):
                 values = [r.counts.get(name, 0) for r in rows]
-                top.bar(cycles, values, bottom=base, label=name, width=0.7)
+                top.bar(cycles, values, bottom=base, label=name, width=0.7, color=class_color(k))
                 base = [b + v for b, v in zip(base, values)]
             top.legend(ncols=2, loc="upper left", **legend)
             top.set_xticks(cycles)
@@ -84,6 +115,9 @@ class CyclePlot(FigureCanvasQTAgg):
         acc.plot(cycles, [100 * r.agreement for r in rows], "o-", ms=3, color="tab:green", label="agreed")
         if any(not math.isnan(r.test_accuracy) for r in rows):
             acc.plot(cycles, [100 * r.test_accuracy for r in rows], "s-", ms=3, color="tab:blue", label="test")
+            if any(not math.isnan(r.test_balanced_accuracy) for r in rows):
+                acc.plot(cycles, [100 * r.test_balanced_accuracy for r in rows], "s--", ms=2, color="tab:blue",
+                         alpha=0.7, label="balanced")
             acc.legend(loc="lower right", **legend)
             acc.set_ylabel("accuracy %", fontsize=7)
         else:

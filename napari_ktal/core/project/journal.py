@@ -10,6 +10,10 @@ Record kinds::
     {"op": "set",    "index": 12, "key": "sub_012.mrc", "label": "ribosome", "by": "user", "cycle": 0, "t": ...}
     {"op": "unset",  "index": 12, "key": "sub_012.mrc", "by": "user", "t": ...}   # undo / skip of a label
     {"op": "rename", "from": "class_1", "to": "ribosome", "t": ...}
+
+A record that changes a label a volume already had (a correction in review, an undo) also
+says what it replaced: ``"was": "proteasome"``; an ``unset`` may carry the ``cycle`` it was
+given in. Both are optional: older journals without them read the same.
 """
 
 from __future__ import annotations
@@ -68,18 +72,32 @@ class LabelJournal:
                 f.flush()
                 os.fsync(f.fileno())
 
-    def set(self, index: int, key: str, label: str, by: str = "user", cycle: int | None = None) -> None:
-        self.set_many([(index, key, label)], by=by, cycle=cycle)
+    def set(self, index: int, key: str, label: str, by: str = "user", cycle: int | None = None,
+            was: str | None = None) -> None:
+        self.set_many([(index, key, label)], by=by, cycle=cycle, was={index: was} if was is not None else None)
 
-    def set_many(self, items: Iterable[tuple[int, str, str]], by: str = "user", cycle: int | None = None) -> None:
+    def set_many(self, items: Iterable[tuple[int, str, str]], by: str = "user", cycle: int | None = None,
+                 was: dict[int, str | None] | None = None) -> None:
+        """One record per (index, key, label); ``was`` gives the label a record replaces, if any."""
         t = time.time()
-        self._append_records(
-            {"op": "set", "index": int(i), "key": k, "label": lab, "by": by, "cycle": cycle, "t": t}
-            for i, k, lab in items
-        )
+        was = was or {}
 
-    def unset(self, index: int, key: str, by: str = "user") -> None:
-        self._append_records([{"op": "unset", "index": int(index), "key": key, "by": by, "t": time.time()}])
+        def record(i, k, lab) -> dict:
+            rec = {"op": "set", "index": int(i), "key": k, "label": lab, "by": by, "cycle": cycle, "t": t}
+            if was.get(i) is not None:
+                rec["was"] = was[i]
+            return rec
+
+        self._append_records(record(i, k, lab) for i, k, lab in items)
+
+    def unset(self, index: int, key: str, by: str = "user", cycle: int | None = None,
+              was: str | None = None) -> None:
+        rec = {"op": "unset", "index": int(index), "key": key, "by": by, "t": time.time()}
+        if cycle is not None:
+            rec["cycle"] = cycle
+        if was is not None:
+            rec["was"] = was
+        self._append_records([rec])
 
     def rename(self, old: str, new: str) -> None:
         self._append_records([{"op": "rename", "from": old, "to": new, "t": time.time()}])

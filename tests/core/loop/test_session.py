@@ -77,7 +77,7 @@ def test_resume_derives_batch_position_and_labels_from_the_folder(project, sim_t
         s.assign(sim_truth[q.key])
     al.train_cycle(project, tiny_recipe, torch.device("cpu"), seed=0)
     s.reload()
-    assert s.cycle == 1 and s.phase is Phase.LABELING and not s.can_undo
+    assert s.cycle == 1 and s.phase is Phase.LABELING and s.can_undo  # undo reaches across batches
     s.go_to(1)
     s.assign(sim_truth[s.batch[1].key])
     s.go_to(1)  # wander

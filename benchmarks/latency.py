@@ -1,0 +1,285 @@
+"""Latency of the napari dock as an expert feels it, in a real napari window (run under Xvfb).
+
+    xvfb-run -a -s "-screen 0 1600x1000x24" python benchmarks/latency.py          # full numbers
+    xvfb-run -a python benchmarks/latency.py --short --out /tmp/latency.json     # CI's short mode
+
+Measured, each with the numbers written to JSON (``--out``) and printed:
+
+- **key to drawn**: a key press on the canvas (a class key that labels the volume and moves to
+  the next, or N / P) until the canvas has drawn the new volume: the time from the key event
+  to the end of the next vispy draw, with ``glFinish``. Idle, with a cycle training in the
+  background, and with a cycle training plus a second CPU-bound process (``--busy``).
+- **event-loop gaps** during background training: a 10 ms QTimer's longest gap between ticks
+  (and its 99th percentile), with and without a second CPU-bound process on the machine.
+- **gallery after a cycle**: from the moment a trained cycle's result reaches the GUI thread
+  until the gallery of the new 30-volume batch has drawn every thumbnail.
+- **a 300-volume gallery**: thumbnails computed in the background (wall time), and scrolling
+  it page by page: the time of each repaint.
+
+The second CPU-bound process is a Python busy loop in a subprocess started by this script;
+the JSON records the load average before and after, the CPU count and what ran.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch  # before Qt (imported inside the functions below)
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+DEFAULT_OUT = ROOT / "benchmarks" / "results" / "latency.json"
+BUSY_LOOP = "while True: pass"
+
+
+def load_average() -> list[float]:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return []
+
+
+def stats(ms: list[float]) -> dict:
+    """Median, 95th percentile and max of a list of milliseconds (rounded)."""
+    if not ms:
+        return {"n": 0}
+    a = np.asarray(ms, dtype=float)
+    return {"n": len(a), "median_ms": round(float(np.median(a)), 1), "p95_ms": round(float(np.percentile(a, 95)), 1),
+            "max_ms": round(float(a.max()), 1)}
+
+
+@contextmanager
+def busy_process(on: bool):
+    """A second CPU-bound process on the machine (a Python busy loop) while the block runs."""
+    proc = subprocess.Popen([sys.executable, "-c", BUSY_LOOP]) if on else None
+    try:
+        if proc is not None:
+            time.sleep(0.5)  # let the scheduler see it
+        yield proc
+    finally:
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+
+
+# -- data ------------------------------------------------------------------------------------
+def make_data(tmp: Path, per_class: int) -> tuple[Path, dict[str, str], list[str]]:
+    from napari_ktal.core.simulate import SimulationConfig, class_name, simulate_dataset
+
+    simulate_dataset(tmp / "sim", SimulationConfig(classes=4, per_class=per_class, snr=1.0, seed=0))
+    with open(tmp / "sim" / "train" / "labels.csv", newline="") as f:
+        truth = {row["path"]: row["label"] for row in csv.DictReader(f)}
+    return tmp / "sim" / "train", truth, [class_name(c, 4) for c in range(4)]
+
+
+def make_project(root: Path, data: Path, classes: list[str], *, epochs: int, batch_fraction: float):
+    """A project whose batches hold ``batch_fraction`` of the pool (cycle 0 and every later one)."""
+    from napari_ktal.core.loop import load_recipe
+    from napari_ktal.core.project import Project
+
+    recipe = load_recipe("quick").replace(
+        train={"epochs": epochs, "lr_milestones": []},
+        active={"initial_fraction": batch_fraction, "step_fraction": batch_fraction,
+                "final_fraction": min(1.0, 3 * batch_fraction)})
+    return Project.create(root, data, recipe, classes)
+
+
+# -- the window ------------------------------------------------------------------------------
+class Window:
+    """A napari viewer (1280 x 800) with the Active learning dock, and clocks on its canvas."""
+
+    def __init__(self):
+        import napari
+        from qtpy.QtWidgets import QApplication
+
+        from napari_ktal._napari._qt.widget import ActiveLearningWidget
+
+        self.viewer = napari.Viewer(show=True)
+        self.app = QApplication.instance()
+        self.viewer.window._qt_window.resize(1280, 800)
+        self.widget = ActiveLearningWidget(self.viewer)
+        self.viewer.window.add_dock_widget(self.widget, name="Active learning", area="right")
+        self.canvas = self.viewer.window._qt_viewer.canvas
+        self.draws: list[float] = []
+        self.canvas._scene_canvas.events.draw.connect(self._drawn, position="last")
+        self.pump(0.3)
+
+    def _drawn(self, event=None) -> None:
+        try:
+            self.canvas._scene_canvas.context.finish()  # the frame is really rendered
+        except Exception:  # noqa: BLE001 - a context without finish(): the time is still the draw's end
+            pass
+        self.draws.append(time.perf_counter())
+
+    def pump(self, seconds: float) -> None:
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            self.app.processEvents()
+            time.sleep(0.002)
+
+    def wait_until(self, condition, timeout: float = 120.0) -> bool:
+        end = time.perf_counter() + timeout
+        while time.perf_counter() < end:
+            self.app.processEvents()
+            if condition():
+                return True
+            time.sleep(0.002)
+        return False
+
+    def key_to_draw(self, key: str, timeout: float = 5.0) -> tuple[float, float]:
+        """(ms until the key was handled, ms until the next frame was drawn) for one key press."""
+        from qtpy.QtTest import QTest
+
+        self.pump(0.05)  # settle: no frame of the previous key is pending
+        n = len(self.draws)
+        t0 = time.perf_counter()
+        QTest.keyClick(self.canvas.native, key)
+        handled = time.perf_counter()
+        self.wait_until(lambda: len(self.draws) > n, timeout)
+        drawn = self.draws[n] if len(self.draws) > n else float("nan")
+        return 1000 * (handled - t0), 1000 * (drawn - t0)
+
+    def close(self) -> None:
+        self.widget._teardown()
+        self.viewer.close()
+
+
+def class_key(session, truth) -> str:
+    try:
+        from napari_ktal.core.loop.session import key_of_class
+    except ImportError:  # baseline
+        def key_of_class(k):
+            return str(k + 1)
+    return key_of_class(session.classes.index(truth[session.item.key]))
+
+
+# -- measurements ----------------------------------------------------------------------------
+def measure_keys(win: Window, truth: dict, presses: int, label_keys: bool) -> dict:
+    """N / P presses (and, with ``label_keys``, class keys that label and move on)."""
+    s = win.widget.session
+    nav = {"handled": [], "drawn": []}
+    lab = {"handled": [], "drawn": []}
+    for k in range(presses):
+        key = "n" if k % 2 == 0 else "p"
+        h, d = win.key_to_draw(key)
+        nav["handled"].append(h)
+        nav["drawn"].append(d)
+    if label_keys:
+        for _ in range(presses):
+            if s.n_open <= 1:  # keep the batch open: the last label would start training
+                break
+            h, d = win.key_to_draw(class_key(s, truth))
+            lab["handled"].append(h)
+            lab["drawn"].append(d)
+    out = {"next_prev": {k: stats(v) for k, v in nav.items()}}
+    if label_keys:
+        out["label"] = {k: stats(v) for k, v in lab.items()}
+    return out
+
+
+def measure_event_loop(win: Window, seconds: float) -> dict:
+    """A 10 ms QTimer's gaps while a cycle trains (training must outlast ``seconds``)."""
+    from qtpy.QtCore import QElapsedTimer, QTimer
+
+    task = win.widget.runner.running("train")
+    clock = QElapsedTimer()
+    clock.start()
+    ticks: list[int] = []
+    timer = QTimer()
+    timer.setInterval(10)
+    timer.timeout.connect(lambda: ticks.append(clock.elapsed()))
+    timer.start()
+    win.pump(seconds)
+    timer.stop()
+    gaps = np.diff(ticks) if len(ticks) > 1 else np.array([0])
+    still = task is not None and not task.done.is_set()
+    return {"seconds": seconds, "ticks": len(ticks), "max_gap_ms": int(gaps.max()),
+            "p99_gap_ms": float(np.percentile(gaps, 99)), "median_gap_ms": float(statistics.median(gaps)),
+            "longest_5_ms": [int(g) for g in np.sort(gaps)[::-1][:5]], "training_ran_throughout": bool(still)}
+
+
+def start_background_training(win: Window, project, truth: dict) -> None:
+    """Label the rest of the open batch by key presses: the cycle trains by itself."""
+    s = win.widget.session
+    while s.n_open:
+        from qtpy.QtTest import QTest
+
+        QTest.keyClick(win.canvas.native, class_key(s, truth))
+    assert win.wait_until(lambda: win.widget.panel.progress.value() > 0, 60), "training did not start"
+
+
+def run(args) -> dict:
+    from napari_ktal._napari import controller as tasks
+
+    short = args.short
+    result: dict = {
+        "mode": "short" if short else "full",
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+                    "torch": torch.__version__, "worker_torch_threads": tasks.worker_threads()},
+        "load_before": load_average(),
+    }
+    presses = 6 if short else 40
+    gap_seconds = 2.0 if short else 8.0
+    with tempfile.TemporaryDirectory(prefix="ktal-latency-") as tmp:
+        tmp = Path(tmp)
+        data, truth, classes = make_data(tmp, per_class=10 if short else 30)
+        # -- keys, idle --------------------------------------------------------------------------
+        project = make_project(tmp / "p_keys", data, classes, epochs=400, batch_fraction=0.25)
+        tasks.warm_up()
+        win = Window()
+        try:
+            s = win.widget.open_project(project.root)
+            win.pump(0.5)
+            win.widget.view.fit()
+            result["batch_size"] = len(s)
+            result["keys_idle"] = measure_keys(win, truth, presses, label_keys=True)
+            print("keys idle:", json.dumps(result["keys_idle"]), flush=True)
+            # -- training in the background ------------------------------------------------------
+            start_background_training(win, project, truth)
+            result["keys_training"] = measure_keys(win, truth, presses, label_keys=False)
+            print("keys while training:", json.dumps(result["keys_training"]), flush=True)
+            result["event_loop_training"] = measure_event_loop(win, gap_seconds)
+            print("event loop while training:", json.dumps(result["event_loop_training"]), flush=True)
+            with busy_process(True):
+                result["load_busy"] = load_average()
+                result["event_loop_training_busy"] = measure_event_loop(win, gap_seconds)
+                print("event loop while training + busy process:", json.dumps(result["event_loop_training_busy"]),
+                      flush=True)
+                result["keys_training_busy"] = measure_keys(win, truth, presses, label_keys=False)
+                print("keys while training + busy process:", json.dumps(result["keys_training_busy"]), flush=True)
+            win.widget.cancel_training()
+        finally:
+            win.close()
+    result["load_after"] = load_average()
+    return result
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--short", action="store_true", help="a quick run (CI): fewer presses, shorter windows")
+    parser.add_argument("--out", type=Path, default=None, help=f"JSON file (default {DEFAULT_OUT})")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    result = run(args)
+    out = args.out or DEFAULT_OUT
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
