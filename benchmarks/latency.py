@@ -52,6 +52,33 @@ def load_average() -> list[float]:
         return []
 
 
+def cpu_counters() -> tuple[float, float, float]:
+    """(machine busy CPU seconds, machine total CPU seconds, this process's CPU seconds incl. threads)."""
+    with open("/proc/stat") as f:
+        fields = [float(v) for v in f.readline().split()[1:]]
+    tick = os.sysconf("SC_CLK_TCK")
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)
+    t = os.times()
+    return (sum(fields) - idle) / tick, sum(fields) / tick, t.user + t.system
+
+
+class CpuWatch:
+    """What the machine's CPUs did between start and stop: cores busy in all, and by others than us."""
+
+    def __init__(self):
+        self.start = cpu_counters()
+        self.wall = time.perf_counter()
+
+    def stop(self, busy_child: bool = False) -> dict:
+        end = cpu_counters()
+        wall = time.perf_counter() - self.wall
+        busy = (end[0] - self.start[0]) / wall
+        ours = (end[2] - self.start[2]) / wall
+        return {"wall_s": round(wall, 2), "cores_busy": round(busy, 2), "cores_busy_this_process": round(ours, 2),
+                "cores_busy_by_others": round(max(0.0, busy - ours), 2),
+                "of_which_our_busy_loop": 1.0 if busy_child else 0.0, "load_average": load_average()}
+
+
 def stats(ms: list[float]) -> dict:
     """Median, 95th percentile and max of a list of milliseconds (rounded)."""
     if not ms:
@@ -152,6 +179,15 @@ class Window:
         drawn = self.draws[n] if len(self.draws) > n else float("nan")
         return 1000 * (handled - t0), 1000 * (drawn - t0)
 
+    def gl_renderer(self) -> str:
+        try:
+            from vispy.gloo import gl
+
+            self.canvas.native.makeCurrent()
+            return f"{gl.glGetParameter(gl.GL_RENDERER)} / {gl.glGetParameter(gl.GL_VERSION)}"
+        except Exception as exc:  # noqa: BLE001 - only for the record
+            return f"unknown ({exc})"
+
     def close(self) -> None:
         self.widget._teardown()
         self.viewer.close()
@@ -211,6 +247,90 @@ def measure_event_loop(win: Window, seconds: float) -> dict:
             "longest_5_ms": [int(g) for g in np.sort(gaps)[::-1][:5]], "training_ran_throughout": bool(still)}
 
 
+def visible_rows(g) -> list[int]:
+    """Rows of the gallery whose cells are (at least partly) on screen."""
+    view = g.list.viewport().rect()
+    return [r for r in range(g.model.rowCount()) if g.list.visualRect(g.model.index(r)).intersects(view)]
+
+
+def measure_gallery_after_cycle(win: Window, truth: dict, busy: bool) -> dict:
+    """Press the batch's last key: a short cycle trains; time from its result reaching the GUI thread
+    until the gallery has painted every thumbnail of the new batch; the event loop's gaps throughout."""
+    from qtpy.QtCore import QElapsedTimer, QTimer
+    from qtpy.QtTest import QTest
+
+    w = win.widget
+    s = w.session
+    g = w.browser_panel.gallery
+    trained: list[float] = []
+    original_trained = w.controller._on_trained
+
+    def on_trained(report):
+        trained.append(time.perf_counter())
+        original_trained(report)
+
+    w.controller._on_trained = on_trained
+    clock = QElapsedTimer()
+    clock.start()
+    ticks: list[int] = []
+    timer = QTimer()
+    timer.setInterval(10)
+    timer.timeout.connect(lambda: ticks.append(clock.elapsed()))
+    try:
+        with busy_process(busy):
+            watch = CpuWatch()
+            timer.start()
+            t_key = time.perf_counter() - clock.elapsed() / 1000  # the clock's zero, in perf_counter time
+            QTest.keyClick(win.canvas.native, class_key(s, truth))  # the batch's last label: the cycle trains
+            assert win.wait_until(lambda: bool(trained), 300), "the cycle did not finish"
+
+            def all_drawn() -> bool:  # every visible cell has painted its thumbnail (made while painting)
+                return s.cycle == 1 and bool(visible_rows(g)) and all(
+                    g._pixmaps.get(g.model.rows[r].index) is not None for r in visible_rows(g))
+
+            assert win.wait_until(all_drawn, 60), "the gallery did not fill"
+            drawn = time.perf_counter()
+            win.pump(0.3)
+            timer.stop()
+            cpu = watch.stop(busy)
+    finally:
+        w.controller._on_trained = original_trained
+    gaps = np.diff(ticks) if len(ticks) > 1 else np.array([0])
+    # where the longest gaps were: seconds before (-) or after (+) the cycle's result reached the GUI
+    t_trained = (trained[0] - t_key) * 1000
+    worst = np.argsort(gaps)[::-1][:5]
+    where = [round((ticks[k] - t_trained) / 1000, 2) for k in worst]
+    return {"batch": len(s), "visible_cells": len(visible_rows(g)), "longest_gaps_at_s_from_result": where,
+            "cycle_seconds": round(t_trained / 1000, 2), "gallery_drawn_ms": round(1000 * (drawn - trained[0]), 1),
+            "event_loop_max_gap_ms": int(gaps.max()), "event_loop_p99_gap_ms": float(np.percentile(gaps, 99)),
+            "event_loop_longest_5_ms": [int(x) for x in np.sort(gaps)[::-1][:5]],
+            "busy_process": busy, "cpu": cpu}
+
+
+def measure_big_gallery(win: Window, steps: int) -> dict:
+    """A big batch: thumbnails made in the background (wall time), then scrolling it page by page."""
+    w = win.widget
+    s = w.session
+    g = w.browser_panel.gallery
+    w.browser_panel.setCurrentWidget(g)
+    b = w.controller.browser
+    t0 = time.perf_counter()
+    assert win.wait_until(lambda: all(b.thumbnail(q.index) is not None for q in s.batch), 120)
+    made = time.perf_counter() - t0
+
+    bar = g.list.verticalScrollBar()
+    frames = []
+    for k in range(steps):
+        value = (k + 1) * bar.pageStep() % max(1, bar.maximum())
+        win.pump(0.02)
+        t = time.perf_counter()
+        bar.setValue(value)
+        g.list.viewport().repaint()  # synchronous: the time to draw one screenful
+        frames.append(1000 * (time.perf_counter() - t))
+    return {"batch": len(s), "thumbnails_made_s": round(made, 2), "scroll_range_px": bar.maximum(),
+            "scroll_page_ms": stats(frames), "visible_cells": len(visible_rows(g))}
+
+
 def start_background_training(win: Window, project, truth: dict) -> None:
     """Label the rest of the open batch by key presses: the cycle trains by itself."""
     s = win.widget.session
@@ -228,39 +348,79 @@ def run(args) -> dict:
     result: dict = {
         "mode": "short" if short else "full",
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                    "torch": torch.__version__, "worker_torch_threads": tasks.worker_threads()},
+                    "torch": torch.__version__, "worker_torch_threads": tasks.worker_threads(),
+                    "gl": None},
         "load_before": load_average(),
+        "busy_process": f"a second process running `python -c '{BUSY_LOOP}'` where a phase says busy",
     }
     presses = 6 if short else 40
     gap_seconds = 2.0 if short else 8.0
+    tasks.warm_up()
     with tempfile.TemporaryDirectory(prefix="ktal-latency-") as tmp:
         tmp = Path(tmp)
         data, truth, classes = make_data(tmp, per_class=10 if short else 30)
-        # -- keys, idle --------------------------------------------------------------------------
-        project = make_project(tmp / "p_keys", data, classes, epochs=400, batch_fraction=0.25)
-        tasks.warm_up()
         win = Window()
+        result["machine"]["gl"] = win.gl_renderer()
         try:
+            # -- keys, idle --------------------------------------------------------------------------
+            project = make_project(tmp / "p_keys", data, classes, epochs=400, batch_fraction=0.25)
             s = win.widget.open_project(project.root)
-            win.pump(0.5)
+            win.pump(1.0)
             win.widget.view.fit()
             result["batch_size"] = len(s)
+            watch = CpuWatch()
             result["keys_idle"] = measure_keys(win, truth, presses, label_keys=True)
+            result["keys_idle"]["cpu"] = watch.stop()
             print("keys idle:", json.dumps(result["keys_idle"]), flush=True)
+            if not short:  # the rotatable 3D view, for the record
+                modes = win.widget.panel.view_mode
+                modes.setCurrentIndex(modes.findData("3d"))
+                win.pump(1.0)
+                result["keys_idle_3d_view"] = measure_keys(win, truth, presses // 2, label_keys=False)
+                print("keys idle, 3D view:", json.dumps(result["keys_idle_3d_view"]), flush=True)
+                modes.setCurrentIndex(modes.findData("panels"))
+                win.pump(1.0)
             # -- training in the background ------------------------------------------------------
             start_background_training(win, project, truth)
+            watch = CpuWatch()
             result["keys_training"] = measure_keys(win, truth, presses, label_keys=False)
+            result["keys_training"]["cpu"] = watch.stop()
             print("keys while training:", json.dumps(result["keys_training"]), flush=True)
+            watch = CpuWatch()
             result["event_loop_training"] = measure_event_loop(win, gap_seconds)
+            result["event_loop_training"]["cpu"] = watch.stop()
             print("event loop while training:", json.dumps(result["event_loop_training"]), flush=True)
             with busy_process(True):
-                result["load_busy"] = load_average()
+                watch = CpuWatch()
                 result["event_loop_training_busy"] = measure_event_loop(win, gap_seconds)
+                result["event_loop_training_busy"]["cpu"] = watch.stop(busy_child=True)
                 print("event loop while training + busy process:", json.dumps(result["event_loop_training_busy"]),
                       flush=True)
+                watch = CpuWatch()
                 result["keys_training_busy"] = measure_keys(win, truth, presses, label_keys=False)
+                result["keys_training_busy"]["cpu"] = watch.stop(busy_child=True)
                 print("keys while training + busy process:", json.dumps(result["keys_training_busy"]), flush=True)
             win.widget.cancel_training()
+            win.wait_until(lambda: not win.widget.runner.busy("train"), 30)
+
+            # -- the gallery after a cycle ends (a short cycle), with a busy process -------------------
+            p2 = make_project(tmp / "p_gallery", data, classes, epochs=2 if short else 5, batch_fraction=0.25)
+            s2 = win.widget.open_project(p2.root)
+            win.pump(1.0)
+            for q in s2.batch[:-1]:
+                s2.go_to(s2.batch.index(q))
+                win.widget.assign(truth[q.key])
+            win.pump(1.0)
+            result["gallery_after_cycle_busy"] = measure_gallery_after_cycle(win, truth, busy=True)
+            print("gallery after a cycle (+ busy process):", json.dumps(result["gallery_after_cycle_busy"]), flush=True)
+
+            # -- a 300-volume batch --------------------------------------------------------------------
+            big_data, _, _ = make_data(tmp / "big", per_class=25 if short else 80)
+            n_big = 100 if short else 320
+            p3 = make_project(tmp / "p_big", big_data, classes, epochs=2, batch_fraction=(90 if short else 300) / n_big)
+            win.widget.open_project(p3.root)
+            result["big_gallery"] = measure_big_gallery(win, steps=5 if short else 20)
+            print("big gallery:", json.dumps(result["big_gallery"]), flush=True)
         finally:
             win.close()
     result["load_after"] = load_average()

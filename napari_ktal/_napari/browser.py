@@ -54,6 +54,7 @@ class Browser:
         self._pending: list[int] = []  # thumbnails asked for while a job runs
         self._running: set[int] = set()  # thumbnails the running job makes
         self._job = 0  # which thumbnail job is the current one (a cancelled one finishes later)
+        self._teacher_next = False  # ask the teacher once the batch's thumbnails are made
 
     @property
     def session(self):
@@ -74,12 +75,22 @@ class Browser:
         self._pending, self._running = [], set()
 
     def batch_changed(self) -> None:
-        """A new batch is on screen: its thumbnails first, then the teacher's opinion."""
+        """A new batch is on screen: its thumbnails first, then (when they are made) the teacher's opinion.
+
+        One after the other: both want the CPU, and the gallery is what the user waits for.
+        """
         s = self.session
         if s is None:
             return
+        self._teacher_next = True
         self.request([q.index for q in s.batch])
-        self.update_teacher()
+        if self.c.runner.running(THUMBNAILS) is None:
+            self._start_teacher_if_due()
+
+    def _start_teacher_if_due(self) -> None:
+        if self._teacher_next:
+            self._teacher_next = False
+            self.update_teacher()
 
     # -- thumbnails ------------------------------------------------------------------------------
     def thumbnail(self, index: int):
@@ -137,6 +148,8 @@ class Browser:
         pending, self._pending = self._pending, []
         if pending and self.session is not None:
             self.request(pending)
+        if self.c.runner.running(THUMBNAILS) is None and self.session is not None:
+            self._start_teacher_if_due()
 
     # -- the teacher's opinion -------------------------------------------------------------------
     def update_teacher(self) -> None:

@@ -216,6 +216,7 @@ class Controller:
             raise
         if self.session is not None:
             self.close_project()
+        project.journal.fsync_in_background()  # a key press does not wait for the disk (see journal.py)
         self.session = session
         self._training_stopped()
         self.hooks.opened()
@@ -268,10 +269,15 @@ class Controller:
 
     def release_project(self) -> None:
         """Forget the session and let go of the project's lock (after the jobs stopped)."""
-        if self.session is not None:
-            self.session.project.release_lock()
-        self.session = None
+        session, self.session = self.session, None
         self.browser.closed()
+        if session is not None:
+            try:
+                session.project.journal.fsync_in_foreground()  # every label on disk before we let go
+            except KtalError as exc:
+                self.hooks.error(exc)
+            finally:
+                session.project.release_lock()
 
     def _reporting(self, fn, *args):
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-KEYS = {"next": "N", "previous": "P", "skip": "S", "undo": "U"}  # and 1-9 for the classes
+KEYS = {"next": "N", "previous": "P", "skip": "S", "undo": "U"}  # and 1-9, 0, letters for the classes
 
 
 class KeyBindings:
@@ -13,9 +13,11 @@ class KeyBindings:
 
     def __init__(self):
         self._bound: list[tuple[object, str, object]] = []  # (keymap owner, key, previous binding)
+        self.actions: dict[str, Callable[[], None]] = {}  # key (upper case) -> action, while bound
 
     def bind(self, owners: list, actions: dict[str, Callable[[], None]]) -> None:
         self.unbind()
+        self.actions = {key.upper(): action for key, action in actions.items()}
         for key, action in actions.items():
             handler = _key_handler(action, key)
             for owner in owners:
@@ -26,6 +28,7 @@ class KeyBindings:
         for owner, key, previous in reversed(self._bound):
             owner.bind_key(key, previous, overwrite=True)  # None unbinds; else restores
         self._bound = []
+        self.actions = {}
 
 
 def _key_handler(action: Callable[[], None], key: str):

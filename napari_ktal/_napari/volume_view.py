@@ -14,8 +14,9 @@ Two modes, the user's choice (the dock's *View* setting):
 - ``3d``: four Image layers in the same grid (placed with ``translate``), the first a 3D
   rendering that the user can rotate, as before; a frame costs ~10x more to draw without a GPU.
 
-Both are captioned by a Points layer that holds only text. Only the GUI thread may call
-:class:`VolumeView`.
+The 3D grid is captioned by a Points layer that holds only text; the panels are not (text
+costs a software OpenGL renderer ~15 ms a frame; the dock says what each panel is). Only
+the GUI thread may call :class:`VolumeView`.
 
 Why this rendering, for noisy cryo-ET: a raw subtomogram at low SNR is mostly noise, and
 a maximum-intensity projection of raw noise shows noise. Smoothing with a Gaussian of about
@@ -100,7 +101,8 @@ class VolumeView:
     names3d = ("ktal 3D", "ktal XY", "ktal XZ", "ktal YZ")
     panels_name = "ktal panels"
     captions = ("3D · max. projection", "XY · central slice", "XZ · central slice", "YZ · central slice")
-    panel_captions = ("max. projection (z)", "XY · central slice", "XZ · central slice", "YZ · central slice")
+    legend = {"panels": "top: max. projection (z) | XY slice · bottom: XZ | YZ slice (central slices)",
+              "3d": "top: 3D volume (drag to rotate) | XY slice · bottom: XZ | YZ slice"}
     caption_layer = "ktal captions"
 
     def __init__(self, viewer, smoothing: float = 1.0, invert: bool = True, mode: str = "panels"):
@@ -142,27 +144,28 @@ class VolumeView:
     # -- making the layers ---------------------------------------------------------------------
     def _ensure_layers(self, data: ViewData, scale: float) -> bool:
         """Make sure all our layers are in the viewer; True if any had to be (re)created."""
-        want = len(self.names) + 1
-        if len(self.all_layers) == want:
+        want = len(self.names) + (self.mode == "3d")  # + the captions
+        if len(self.all_layers) == want and len(self._layers) == len(self.names):
             return False
         for layer in self.all_layers:  # a user deleted some: start over with a clean set
             self.viewer.layers.remove(layer)
         common = {"colormap": "gray", "metadata": {VIEW_TAG: True}, "units": "angstrom"}
+        self._captions = None
         if self.mode == "panels":
             self._layers = [self.viewer.add_image(mosaic(data), name=self.panels_name, scale=(scale,) * 2,
                                                   contrast_limits=(0.0, 1.0), **common)]
-            captions = self.panel_captions
-        else:
-            vol = self.viewer.add_image(data.volume, name=self.names3d[0], rendering=RENDERING, scale=(scale,) * 3,
-                                        contrast_limits=data.volume_limits, **common)
-            slices = [self.viewer.add_image(arr, name=name, scale=(scale,) * 2, contrast_limits=data.limits, **common)
-                      for arr, name in zip((data.xy, data.xz, data.yz), self.names3d[1:])]
-            self._layers = [vol, *slices]
-            captions = self.captions
+            self.viewer.layers.selection.active = self._layers[0]
+            self._geometry = None
+            return True
+        vol = self.viewer.add_image(data.volume, name=self.names3d[0], rendering=RENDERING, scale=(scale,) * 3,
+                                    contrast_limits=data.volume_limits, **common)
+        slices = [self.viewer.add_image(arr, name=name, scale=(scale,) * 2, contrast_limits=data.limits, **common)
+                  for arr, name in zip((data.xy, data.xz, data.yz), self.names3d[1:])]
+        self._layers = [vol, *slices]
         self._captions = self.viewer.add_points(
             np.zeros((4, 2)), name=self.caption_layer, size=0, border_width=0, face_color="transparent",
             border_color="transparent",
-            text={"string": list(captions), "anchor": "center", "color": "#c8c8c8", "size": 9},
+            text={"string": list(self.captions), "anchor": "center", "color": "#c8c8c8", "size": 9},
             metadata={VIEW_TAG: True}, units="angstrom",
         )
         self._captions.editable = False
@@ -174,14 +177,14 @@ class VolumeView:
         if self._geometry == (self.mode, box, scale):
             return
         if self.mode == "panels":
-            step = (box + gap_pixels(box)) * scale
-        else:
-            step = box * scale * (1 + GAP)
-            vol, xy, xz, yz = self._layers
-            vol.scale, vol.translate = (scale,) * 3, (0.0, 0.0, 0.0)
-            for layer, (row, col) in zip((xy, xz, yz), ((0, 1), (1, 0), (1, 1))):
-                layer.scale = (scale, scale)
-                layer.translate = (row * step, col * step)
+            self._geometry = (self.mode, box, scale)
+            return
+        step = box * scale * (1 + GAP)
+        vol, xy, xz, yz = self._layers
+        vol.scale, vol.translate = (scale,) * 3, (0.0, 0.0, 0.0)
+        for layer, (row, col) in zip((xy, xz, yz), ((0, 1), (1, 0), (1, 1))):
+            layer.scale = (scale, scale)
+            layer.translate = (row * step, col * step)
         # captions centred just above each cell, in world coordinates (the points layer keeps scale 1)
         above, centre = -0.07 * box * scale, 0.5 * (box - 1) * scale
         cells = ((0, 0), (0, 1), (1, 0), (1, 1))
@@ -215,7 +218,7 @@ class VolumeView:
         side = 2 * data.volume.shape[-1] + gap_pixels(data.volume.shape[-1])
         if isinstance(target, np.ndarray) and target.shape == (side, side) and target.dtype == np.float32:
             mosaic(data, out=target)  # in place: no new extent, no dims update, one texture upload
-            layer.refresh(extent=False)
+            layer.refresh(extent=False, thumbnail=False)  # the layer list keeps the first thumbnail
         else:  # another box size
             layer.data = mosaic(data)
             layer.scale = (scale, scale)

@@ -213,7 +213,9 @@ def test_thumbnails_and_the_teacher_opinion_are_made_in_the_background(ctl, proj
     _label_batch(controller, sim_truth)
     runner.run(TRAIN)  # the cycle ends: the new batch's thumbnails, then the teacher's opinion
     assert hooks.said("batch_changed") and s.cycle == 1
-    assert runner.running(THUMBNAILS) is not None and runner.running(TEACHER) is not None
+    assert runner.running(THUMBNAILS) is not None and runner.running(TEACHER) is None  # the gallery first
+    runner.run(THUMBNAILS)
+    assert runner.running(TEACHER) is not None
     runner.run()
     assert all(b.thumbnail(q.index) is not None for q in s.batch)
     assert b.teacher is not None and b.teacher.cycle == 0 and hooks.said("teacher_changed")

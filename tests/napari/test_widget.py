@@ -287,7 +287,7 @@ def test_closing_the_dock_or_napari_stops_training_and_cleans_up(make_widget, qt
     viewer, widget = make_widget()
     widget.open_project(project.root)
     task = widget.runner.running("train")
-    assert task is not None and len(viewer.layers) == 2  # the panels and their captions
+    assert task is not None and len(viewer.layers) == 1  # the panels
     viewer.window.remove_dock_widget(widget)
     assert task.done.is_set()  # stopped and waited for
     assert len(viewer.layers) == 0  # our layers are gone

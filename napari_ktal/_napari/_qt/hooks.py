@@ -66,9 +66,11 @@ class WidgetHooks(Hooks):
         w.pages.setCurrentIndex(1)
         w.browser_panel.set_session(w.session)
         w.browser_panel.dock()
+        w.canvas_keys.attach(w.viewer)
 
     def closed(self) -> None:
         self.w.keys.unbind()
+        self.w.canvas_keys.detach()
         self.w.view.remove()
         self.w.overlay.restore()
         self.w.browser_panel.set_session(None)

@@ -35,6 +35,7 @@ from ...core.project import JUNK_CLASS
 from ..palette import class_color
 from ..viewer_bindings import KEYS
 from ..volume_view import MODES as VIEW_MODES
+from ..volume_view import VolumeView
 from .common import swatch
 from .fields import RecipeCombo
 from .plot import CyclePlot
@@ -52,6 +53,21 @@ def _fmt_score(value: float) -> str:
     if math.isnan(value):
         return "—"
     return f"{value:.3g}"
+
+
+class ProgressBar(QProgressBar):
+    """A progress bar that repaints with the next frame, not at once.
+
+    QProgressBar.setValue repaints synchronously; in a napari window (an OpenGL canvas in
+    it) each repaint composes the whole window, 20-40 ms without a GPU. Updates are
+    coalesced with everything else that changes in the same event-loop turn.
+    """
+
+    def setValue(self, value: int) -> None:  # noqa: N802 - Qt's name
+        self.setUpdatesEnabled(False)
+        super().setValue(value)
+        self.setUpdatesEnabled(True)
+        self.update()
 
 
 class SessionPanel(QWidget):
@@ -90,10 +106,14 @@ class SessionPanel(QWidget):
         facts.addRow("Uncertainty", self.score)
         facts.addRow("Teacher says", self.teacher)
         facts.addRow("Your label", self.label)
+        self.legend = QLabel(VolumeView.legend["panels"], vol_box)
+        self.legend.setWordWrap(True)
+        self.legend.setStyleSheet("color: gray;")
         vol_layout = QVBoxLayout(vol_box)
         vol_layout.addLayout(top)
         vol_layout.addLayout(facts)
         vol_layout.addLayout(nav)
+        vol_layout.addWidget(self.legend)
 
         # -- classes -----------------------------------------------------------------------
         self.class_box = QGroupBox("Classes: press a class's key in the viewer or the gallery", self)
@@ -117,7 +137,7 @@ class SessionPanel(QWidget):
         self.auto_train = QCheckBox("Start the next cycle when the batch is labeled", train_box)
         self.auto_train.setChecked(True)
         self.auto_train.setFocusPolicy(Qt.FocusPolicy.NoFocus)
-        self.progress = QProgressBar(train_box)
+        self.progress = ProgressBar(train_box)
         self.progress.setTextVisible(True)
         self.progress.setFormat("idle")
         self.progress.setValue(0)
@@ -159,6 +179,8 @@ class SessionPanel(QWidget):
             self.view_mode.addItem(text, key)
         self.view_mode.setToolTip("Projection + slices draw fast everywhere; the 3D volume can be rotated but\n"
                                   "costs ~10x more per frame without a GPU")
+        self.view_mode.currentIndexChanged.connect(
+            lambda _: self.legend.setText(VolumeView.legend[self.view_mode.currentData()]))
         self.browser_button = _button("Show the gallery and review dock", settings,
                                       "The batch as thumbnails, every label for review, examples of each class")
         self.export_button = _button("Export labels + predictions…", settings,

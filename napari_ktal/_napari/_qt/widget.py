@@ -37,6 +37,7 @@ from ..controller import Controller
 from ..viewer_bindings import KEYS, KeyBindings, TextOverlay
 from ..volume_view import VolumeView
 from .browser_panel import BrowserPanel
+from .canvas_keys import CanvasKeys
 from .hooks import WidgetHooks
 from .plot import theme_colors
 from .session_panel import SessionPanel
@@ -71,6 +72,7 @@ class ActiveLearningWidget(QWidget):
         self.controller = Controller(self.runner, WidgetHooks(self))
         self.view = VolumeView(napari_viewer)
         self.keys = KeyBindings()
+        self.canvas_keys = CanvasKeys(self.keys, self)
         self.overlay = TextOverlay(napari_viewer)
         self._torn_down = False
         self._watched: weakref.ref | None = None  # the napari window whose closing closes our project
@@ -258,6 +260,7 @@ class ActiveLearningWidget(QWidget):
         self._torn_down = True
         self.runner.shutdown()
         self.keys.unbind()
+        self.canvas_keys.detach()
         self.view.remove()
         self.overlay.restore()
         self.controller.release_project()
