@@ -140,7 +140,8 @@ class Window:
         self.widget = ActiveLearningWidget(self.viewer)
         self.viewer.window.add_dock_widget(self.widget, name="Active learning", area="right")
         self.canvas = self.viewer.window._qt_viewer.canvas
-        self.draws: list[float] = []
+        self.draws: list[float] = []  # end of each canvas frame (glFinish)
+        self.presented: list[float] = []  # the event-loop turn that drew it is over: the window is composed
         self.canvas._scene_canvas.events.draw.connect(self._drawn, position="last")
         self.pump(0.3)
 
@@ -150,6 +151,9 @@ class Window:
         except Exception:  # noqa: BLE001 - a context without finish(): the time is still the draw's end
             pass
         self.draws.append(time.perf_counter())
+        from qtpy.QtCore import QTimer
+
+        QTimer.singleShot(0, lambda: self.presented.append(time.perf_counter()))
 
     def pump(self, seconds: float) -> None:
         end = time.perf_counter() + seconds
@@ -166,18 +170,30 @@ class Window:
             time.sleep(0.002)
         return False
 
-    def key_to_draw(self, key: str, timeout: float = 5.0) -> tuple[float, float]:
-        """(ms until the key was handled, ms until the next frame was drawn) for one key press."""
+    def key_to_draw(self, key: str, timeout: float = 5.0) -> tuple[float, float, float]:
+        """For one key press: ms until it was handled, until the canvas drew the next frame, and until
+        that event-loop turn was over (the window composed, what reaches the screen)."""
         from qtpy.QtTest import QTest
 
-        self.pump(0.05)  # settle: no frame of the previous key is pending
-        n = len(self.draws)
+        self.settle()
         t0 = time.perf_counter()
         QTest.keyClick(self.canvas.native, key)
         handled = time.perf_counter()
-        self.wait_until(lambda: len(self.draws) > n, timeout)
-        drawn = self.draws[n] if len(self.draws) > n else float("nan")
-        return 1000 * (handled - t0), 1000 * (drawn - t0)
+        # the first frame that began after the key was handled shows the new volume (the GUI thread
+        # was busy handling it until then)
+        self.wait_until(lambda: any(t > handled for t in self.presented), timeout)
+        drawn = next((t for t in self.draws if t > handled), float("nan"))
+        presented = next((t for t in self.presented if t > drawn), float("nan"))
+        return 1000 * (handled - t0), 1000 * (drawn - t0), 1000 * (presented - t0)
+
+    def settle(self, quiet: float = 0.1, limit: float = 2.0) -> None:
+        """Pump events until no frame has been drawn for ``quiet`` seconds (at most ``limit``)."""
+        end = time.perf_counter() + limit
+        while time.perf_counter() < end:
+            self.pump(0.02)
+            last = max(self.presented[-1:] + self.draws[-1:] + [0.0])
+            if time.perf_counter() - last > quiet:
+                return
 
     def gl_renderer(self) -> str:
         try:
@@ -206,20 +222,18 @@ def class_key(session, truth) -> str:
 def measure_keys(win: Window, truth: dict, presses: int, label_keys: bool) -> dict:
     """N / P presses (and, with ``label_keys``, class keys that label and move on)."""
     s = win.widget.session
-    nav = {"handled": [], "drawn": []}
-    lab = {"handled": [], "drawn": []}
+    nav = {"handled": [], "drawn": [], "presented": []}
+    lab = {"handled": [], "drawn": [], "presented": []}
     for k in range(presses):
         key = "n" if k % 2 == 0 else "p"
-        h, d = win.key_to_draw(key)
-        nav["handled"].append(h)
-        nav["drawn"].append(d)
+        for name, v in zip(nav, win.key_to_draw(key)):
+            nav[name].append(v)
     if label_keys:
         for _ in range(presses):
             if s.n_open <= 1:  # keep the batch open: the last label would start training
                 break
-            h, d = win.key_to_draw(class_key(s, truth))
-            lab["handled"].append(h)
-            lab["drawn"].append(d)
+            for name, v in zip(lab, win.key_to_draw(class_key(s, truth))):
+                lab[name].append(v)
     out = {"next_prev": {k: stats(v) for k, v in nav.items()}}
     if label_keys:
         out["label"] = {k: stats(v) for k, v in lab.items()}

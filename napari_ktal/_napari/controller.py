@@ -102,6 +102,10 @@ class Hooks:
     def teacher_changed(self) -> None:
         """The teacher's opinion of the labels is new (review table, examples)."""
 
+    def defer(self, fn) -> None:
+        """Run ``fn`` a little later, after what changed so far is on screen (here: at once)."""
+        fn()
+
 
 def worker_threads() -> int:
     """Torch threads for a job started from the GUI: all cores but one, which the GUI keeps."""
@@ -517,14 +521,20 @@ class Controller:
                    f"next batch: the {report.n_queried} most uncertain volumes.")
         else:
             msg = f"Cycle {report.cycle} trained ({took}); every volume is labeled or queried."
+        # the status line says it (a notification's slide-in animation costs a software-rendered
+        # window ~0.3 s of GUI time, just as the new batch wants to be drawn)
         self.hooks.status(msg)
-        self.hooks.info(msg)
         if self.session is not None:
             self.session.reload()
-            self.hooks.show()
-            self.hooks.batch_changed()
-            self.browser.batch_changed()
-            self.hooks.history_changed()
+            self.hooks.show()  # the new batch's first volume first; the gallery and the plot follow
+
+            def rest() -> None:
+                if self.session is not None:
+                    self.hooks.batch_changed()
+                    self.browser.batch_changed()
+                    self.hooks.history_changed()
+
+            self.hooks.defer(rest)
 
     def _on_train_error(self, exc: BaseException) -> None:
         self._training_stopped()

@@ -17,7 +17,7 @@ from ..core.progress import check_cancel
 from .volume_view import PERCENTILES
 
 MODES = {"projection": "max. projection (z)", "slice": "central slice (XY)"}
-CHUNK = 16  # volumes per delivery: a 300-volume gallery fills in steps
+CHUNK = 32  # volumes per delivery: a usual batch in one, a 300-volume gallery in steps
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 KEYS = {"next": "N", "previous": "P", "skip": "S", "undo": "U"}  # and 1-9, 0, letters for the classes
+OVERLAY_CHARS = ("0123456789%·:/.,;()-_@ —abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
 class KeyBindings:
@@ -61,6 +62,12 @@ class TextOverlay:
         overlay.text = text
         overlay.font_size = 9
         overlay.visible = True
+
+    def prewarm(self, text: str) -> None:
+        """Show ``text`` (every character the overlay will need) so that the next frame renders its
+        glyphs once: a glyph drawn for the first time costs 10-30 ms without a GPU, too much for
+        the frame after a key press or at a cycle's end."""
+        self.show(text)
 
     def restore(self) -> None:
         if self._before is not None:

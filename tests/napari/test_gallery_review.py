@@ -191,3 +191,25 @@ def test_the_3d_view_is_a_choice(make_widget, qtbot, project):
     assert s.label_of(s.batch[0].index) == s.classes[0]
     modes.setCurrentIndex(modes.findData("panels"))
     assert [layer.name for layer in widget.view.layers] == ["ktal panels"] and viewer.dims.ndisplay == 2
+
+
+def test_held_keys_keep_moving_but_never_label_twice(make_widget, qtbot, project):
+    from qtpy.QtCore import QEvent
+    from qtpy.QtGui import QKeyEvent
+    from qtpy.QtWidgets import QApplication
+
+    viewer, widget = make_widget()
+    widget.panel.auto_train.setChecked(False)
+    s = widget.open_project(project.root)
+
+    def held(key, text):  # the repeats a held key sends
+        QApplication.sendEvent(canvas(viewer), QKeyEvent(QEvent.Type.KeyPress, key, Qt.KeyboardModifier.NoModifier,
+                                                         text, True))
+
+    held(Qt.Key.Key_1, "1")
+    assert s.labels == {}  # a repeat of a class key does nothing
+    held(Qt.Key.Key_N, "n")
+    held(Qt.Key.Key_N, "n")
+    assert s.position == 2  # N held down skims through the batch
+    press(qtbot, canvas(viewer), "1")
+    assert s.label_of(s.batch[2].index) == s.classes[0]

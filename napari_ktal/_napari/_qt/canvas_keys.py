@@ -41,6 +41,13 @@ class CanvasKeys(QObject):
         self._canvas = weakref.ref(native)
         return True
 
+    def draw_now(self) -> None:
+        """Draw the canvas at once (not at the next event-loop turn)."""
+        canvas = self._canvas() if self._canvas is not None else None
+        if canvas is not None:
+            with contextlib.suppress(RuntimeError):
+                canvas.repaint()
+
     def detach(self) -> None:
         canvas = self._canvas() if self._canvas is not None else None
         self._canvas = None

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import math
 
-from qtpy.QtCore import QAbstractListModel, QRect, QSize, Qt, Signal
-from qtpy.QtGui import QColor, QPen
+from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -23,114 +22,18 @@ from qtpy.QtWidgets import (
     QLabel,
     QListView,
     QMenu,
-    QStyle,
-    QStyledItemDelegate,
     QVBoxLayout,
     QWidget,
 )
 
 from ...core.loop.session import CLASS_KEYS, class_of_key
-from ..palette import UNLABELED, class_colors
+from ..palette import class_colors
 from ..thumbnails import MODES as THUMB_MODES
 from .common import ACTION_KEYS, event_key, pixmap_of
+from .gallery_cells import CELL, THUMB, CellDelegate, GalleryModel
 
-THUMB = 88  # thumbnail side in pixels
-CELL = QSize(THUMB + 16, THUMB + 46)
 ORDERS = {"rank": "batch order", "teacher": "teacher's class", "score": "most uncertain first",
           "label": "your label"}
-
-
-class GalleryModel(QAbstractListModel):
-    """The batch in display order; the view's state (labels, thumbnails) is read when painting."""
-
-    def __init__(self, parent=None):
-        super().__init__(parent)
-        self.rows: list = []  # QueryItem per row, in display order
-        self.position: dict[int, int] = {}  # pool index -> batch position
-
-    def rowCount(self, parent=None) -> int:  # noqa: N802 - Qt's name
-        return 0 if parent is not None and parent.isValid() else len(self.rows)
-
-    def data(self, index, role=Qt.ItemDataRole.DisplayRole):
-        if not index.isValid():
-            return None
-        item = self.rows[index.row()]
-        if role == Qt.ItemDataRole.DisplayRole:
-            return item.key
-        if role == Qt.ItemDataRole.UserRole:
-            return item
-        return None
-
-    def set_rows(self, rows: list, positions: dict[int, int]) -> None:
-        self.beginResetModel()
-        self.rows, self.position = list(rows), dict(positions)
-        self.endResetModel()
-
-    def row_of(self, pool_index: int) -> int | None:
-        for r, item in enumerate(self.rows):
-            if item.index == pool_index:
-                return r
-        return None
-
-    def touch(self) -> None:
-        """Everything may look different (labels, the current volume): repaint the visible cells."""
-        if self.rows:
-            self.dataChanged.emit(self.index(0), self.index(len(self.rows) - 1))
-
-
-class _Delegate(QStyledItemDelegate):
-    def __init__(self, gallery: GalleryView):
-        super().__init__(gallery)
-        self.g = gallery
-
-    def sizeHint(self, option, index) -> QSize:  # noqa: N802 - Qt's name
-        return CELL
-
-    def paint(self, painter, option, index) -> None:
-        g, item = self.g, index.data(Qt.ItemDataRole.UserRole)
-        r = option.rect.adjusted(2, 2, -2, -2)
-        painter.save()
-        if option.state & QStyle.StateFlag.State_Selected:
-            painter.fillRect(r, option.palette.highlight())
-        box = QRect(r.x() + (r.width() - THUMB) // 2, r.y() + 3, THUMB, THUMB)
-        pix = g.pixmap(item.index)
-        if pix is not None:
-            painter.drawPixmap(box.x() + (THUMB - pix.width()) // 2, box.y() + (THUMB - pix.height()) // 2, pix)
-        else:
-            painter.fillRect(box, QColor("#1a1c20"))
-        label = g.label_of(item.index)
-        pos = g.model.position.get(item.index, 0)
-        if label is not None:
-            painter.setPen(QPen(QColor(g.colors.get(label, UNLABELED)), 4))
-        elif g.is_skipped(item.index):
-            painter.setPen(QPen(QColor(UNLABELED), 2, Qt.PenStyle.DashLine))
-        else:
-            painter.setPen(QPen(QColor(UNLABELED), 1))
-        painter.drawRect(box.adjusted(-1, -1, 1, 1))
-        if pos == g.current:
-            painter.setPen(QPen(QColor("#ffffff"), 2))
-            painter.drawRect(box.adjusted(-4, -4, 4, 4))
-        text = option.palette.text().color()
-        painter.setPen(text)
-        font = painter.font()
-        font.setPointSizeF(max(6.0, font.pointSizeF() - 1.5))
-        painter.setFont(font)
-        line = painter.fontMetrics().lineSpacing()
-        y = box.bottom() + 4
-        score = "" if math.isnan(item.score) else f" · {item.score:.3g}"
-        painter.drawText(QRect(r.x(), y, r.width(), line), Qt.AlignmentFlag.AlignHCenter, f"{pos + 1}{score}")
-        if item.predicted:
-            color = QColor(g.colors.get(item.predicted, UNLABELED))
-            painter.fillRect(QRect(r.x() + 3, y + line + line // 4, line // 2, line // 2), color)
-            teacher = f"{item.predicted} {100 * item.confidence:.0f}%"
-            painter.drawText(QRect(r.x() + 3 + line // 2 + 2, y + line, r.width() - line // 2 - 5, line),
-                             Qt.AlignmentFlag.AlignLeft, painter.fontMetrics().elidedText(
-                                 teacher, Qt.TextElideMode.ElideRight, r.width() - line // 2 - 5))
-        if label is not None:
-            painter.setPen(QColor(g.colors.get(label, UNLABELED)))
-            painter.drawText(QRect(r.x(), y + 2 * line, r.width(), line), Qt.AlignmentFlag.AlignHCenter,
-                             painter.fontMetrics().elidedText(label, Qt.TextElideMode.ElideRight, r.width()))
-        painter.restore()
 
 
 class _List(QListView):
@@ -161,6 +64,7 @@ class GalleryView(QWidget):
         self.colors: dict[str, str] = {}
         self.current = -1
         self._pixmaps: dict[int, object] = {}
+        self._state: dict[int, tuple] = {}  # pool index -> (label, skipped) as last painted
 
         self.mode = QComboBox(self)
         for key, text in THUMB_MODES.items():
@@ -184,7 +88,7 @@ class GalleryView(QWidget):
         self.model = GalleryModel(self)
         self.list = _List(self)
         self.list.setModel(self.model)
-        self.list.setItemDelegate(_Delegate(self))
+        self.list.setItemDelegate(CellDelegate(self))
         self.list.setViewMode(QListView.ViewMode.IconMode)
         self.list.setFlow(QListView.Flow.LeftToRight)
         self.list.setWrapping(True)
@@ -233,6 +137,7 @@ class GalleryView(QWidget):
         self.colors = class_colors(session.classes)
         rows = sorted(session.batch, key=self._order_key(session))
         self.model.set_rows(rows, {q.index: pos for pos, q in enumerate(session.batch)})
+        self._state = {}
         self.refresh_state(session)
 
     def _order_key(self, session):
@@ -248,14 +153,21 @@ class GalleryView(QWidget):
         return lambda q: q.rank
 
     def refresh_state(self, session) -> None:
-        """Labels or the current volume changed: repaint, and keep the current volume in sight."""
+        """Labels or the current volume changed: repaint the cells that changed, keep the current in sight."""
         self.session = session
         if session is None:
             return
+        before = self.current
         self.current = session.position if session.visiting is None else -1
+        state = {q.index: (session.label_of(q.index), session.is_skipped(q.index)) for q in session.batch}
+        changed = {i for i, st in state.items() if self._state.get(i) != st}
+        for pos in (before, self.current):
+            if 0 <= pos < len(session.batch):
+                changed.add(session.batch[pos].index)
+        self._state = state
         n_lab, n_skip = session.n_labeled_in_batch, session.n_skipped_in_batch
         self.summary.setText(f"  {len(session)} volumes · {n_lab} labeled" + (f" · {n_skip} skipped" if n_skip else ""))
-        self.model.touch()
+        self.model.touch(changed)
         if session.item is not None and session.visiting is None:
             row = self.model.row_of(session.item.index)
             if row is not None:
@@ -268,7 +180,7 @@ class GalleryView(QWidget):
     def thumbnails_ready(self, indices: list[int]) -> None:
         if not indices:  # another kind of thumbnail: forget the pixmaps
             self._pixmaps.clear()
-        self.model.touch()
+        self.model.touch(indices or None)
 
     def clear_pixmaps(self) -> None:
         self._pixmaps.clear()

@@ -4,9 +4,11 @@ controller's news turns into Qt calls)."""
 from __future__ import annotations
 
 from napari.utils.notifications import notification_manager, show_error, show_info, show_warning
+from qtpy.QtCore import QTimer
 
 from ...core.errors import KtalError
 from ..controller import EXPORT, IMPORT, TRAIN, Hooks
+from ..viewer_bindings import OVERLAY_CHARS
 
 
 class WidgetHooks(Hooks):
@@ -33,9 +35,14 @@ class WidgetHooks(Hooks):
     def thumbnails_ready(self, indices: list[int]) -> None:
         self.w.browser_panel.thumbnails_ready(indices)
 
+    def defer(self, fn) -> None:
+        QTimer.singleShot(0, fn)  # after the paint events already posted: the new volume is drawn first
+
     def teacher_changed(self) -> None:
         self.w.browser_panel.teacher_changed()
-        self.w.show_current()  # a visited volume's "teacher says"
+        s = self.w.session
+        if s is not None and s.visiting is not None:
+            self.w.show_current()  # a visited volume's "teacher says"
 
     def history_changed(self) -> None:
         from ...core.loop.summary import cycle_summary
@@ -66,7 +73,10 @@ class WidgetHooks(Hooks):
         w.pages.setCurrentIndex(1)
         w.browser_panel.set_session(w.session)
         w.browser_panel.dock()
-        w.canvas_keys.attach(w.viewer)
+        if w.canvas_keys.attach(w.viewer):  # a Qt canvas: draw the overlay's glyphs once, now
+            s = w.session
+            w.overlay.prewarm("".join(sorted(set(OVERLAY_CHARS + "".join(s.classes) + "".join(s.project.pool.keys[:50])))))
+            w.canvas_keys.draw_now()
 
     def closed(self) -> None:
         self.w.keys.unbind()
@@ -81,10 +91,7 @@ class WidgetHooks(Hooks):
         self.w.panel.status.setText(text)
 
     def progress(self, text: str, done: int, total: int) -> None:
-        bar = self.w.panel.progress
-        bar.setRange(0, total)
-        bar.setValue(done)
-        bar.setFormat(text)
+        self.w.panel.progress.show_progress(text, done, total)
 
     def info(self, text: str) -> None:
         show_info(text)

@@ -64,9 +64,17 @@ class ProgressBar(QProgressBar):
     """
 
     def setValue(self, value: int) -> None:  # noqa: N802 - Qt's name
+        self.show_progress(self.format(), value, self.maximum())
+
+    def show_progress(self, text: str, done: int, total: int) -> None:
+        """Range, value and text at once, painted with the next frame."""
         self.setUpdatesEnabled(False)
-        super().setValue(value)
-        self.setUpdatesEnabled(True)
+        try:
+            self.setRange(0, total)
+            super().setValue(done)
+            self.setFormat(text)
+        finally:
+            self.setUpdatesEnabled(True)
         self.update()
 
 
@@ -286,8 +294,10 @@ class SessionPanel(QWidget):
             else:
                 self.label.setText("<i>not labeled yet</i>")
         for b, name in zip(self.class_buttons, session.classes):
-            current = index is not None and session.label_of(index) == name
-            b.setStyleSheet("font-weight: bold; border: 2px solid #6a9fd8;" if current else "")
+            style = "font-weight: bold; border: 2px solid #6a9fd8;" if (
+                index is not None and session.label_of(index) == name) else ""
+            if b.styleSheet() != style:  # a new style sheet re-polishes the button: only when it changes
+                b.setStyleSheet(style)
         self.undo_button.setEnabled(session.can_undo)
         self.train_button.setEnabled(not training)
         self.cancel_button.setEnabled(training)
