@@ -429,11 +429,11 @@ def run(args) -> dict:
             print("gallery after a cycle (+ busy process):", json.dumps(result["gallery_after_cycle_busy"]), flush=True)
 
             # -- a 300-volume batch --------------------------------------------------------------------
-            big_data, _, _ = make_data(tmp / "big", per_class=25 if short else 80)
-            n_big = 100 if short else 320
+            big_data, _, _ = make_data(tmp / "big", per_class=24 if short else 80)
+            n_big = 96 if short else 320
             p3 = make_project(tmp / "p_big", big_data, classes, epochs=2, batch_fraction=(90 if short else 300) / n_big)
             win.widget.open_project(p3.root)
-            result["big_gallery"] = measure_big_gallery(win, steps=5 if short else 20)
+            result["big_gallery"] = measure_big_gallery(win, steps=4 if short else 20)
             print("big gallery:", json.dumps(result["big_gallery"]), flush=True)
         finally:
             win.close()
