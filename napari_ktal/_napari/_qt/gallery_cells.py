@@ -36,6 +36,10 @@ class GalleryModel(QAbstractListModel):
             return item.key
         if role == Qt.ItemDataRole.UserRole:
             return item
+        if role == Qt.ItemDataRole.ToolTipRole:
+            score = "random pick" if math.isnan(item.score) else f"uncertainty {item.score:.3g}"
+            teacher = f"teacher: {item.predicted} {100 * item.confidence:.0f}%" if item.predicted else "no teacher yet"
+            return f"#{self.position.get(item.index, 0) + 1} {item.key} · {score} · {teacher}"
         return None
 
     def set_rows(self, rows: list, positions: dict[int, int]) -> None:

@@ -124,7 +124,7 @@ class SessionPanel(QWidget):
         vol_layout.addWidget(self.legend)
 
         # -- classes -----------------------------------------------------------------------
-        self.class_box = QGroupBox("Classes: press a class's key in the viewer or the gallery", self)
+        self.class_box = QGroupBox("Classes: press a key (viewer or gallery)", self)
         self.class_grid = QGridLayout()
         self.class_buttons: list[QPushButton] = []
         self.add_class_button = _button("Add class…", self.class_box)
