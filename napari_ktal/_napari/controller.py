@@ -11,7 +11,7 @@ Auto-training: when every volume of the batch is labeled or skipped and "start t
 is on, a cycle trains in the background while the user keeps browsing. A label of that batch
 taken back while it trains cancels it (it restarts when the batch is done again); a label
 changed in place is kept for the next cycle. Training runs in a thread of its own with a
-lowered OS priority (:func:`run_in_background_thread`), so the GUI and the user's other
+lowered OS priority (:func:`~.background.run_in_background_thread`), so the GUI and the user's other
 programs go first.
 
 Beyond the batch (:class:`~.browser.Browser`): thumbnails for the gallery, the teacher's
@@ -24,7 +24,6 @@ from __future__ import annotations
 import math
 import os
 import sys
-import threading
 import time
 from functools import partial
 from pathlib import Path
@@ -34,11 +33,11 @@ from ..core.errors import KtalError
 from ..core.loop import LabelingSession, Phase, commands
 from ..core.progress import Progress, clock, describe
 from ..core.seeds import DEFAULT_SEED
+from .background import run_in_background_thread
 from .browser import Browser
 
 LOCK_PURPOSE = "napari (napari-ktal widget)"  # what a refused `ktal-cryo train` is told holds the project
 TRAIN, IMPORT, EXPORT, WARM_UP = "train", "import", "export", "warm-up"
-TRAIN_NICE = 10  # how much lower the training thread's OS priority is than the GUI's
 PROGRESS_INTERVAL = 0.25  # s: the bar is updated at most this often (each update repaints the window)
 
 
@@ -122,44 +121,6 @@ def warm_up(on_progress=None, should_stop=None) -> None:
     import torch
 
     torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
-
-
-def lower_thread_priority(nice: int = TRAIN_NICE) -> bool:
-    """Lower the OS priority of the calling thread only (Linux, where nice values are per thread).
-
-    Elsewhere nice values are per process and would slow the GUI down too: nothing is done.
-    """
-    if not sys.platform.startswith("linux") or nice <= 0:
-        return False
-    try:
-        tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
-        return True
-    except (OSError, AttributeError):
-        return False
-
-
-def run_in_background_thread(fn, *args, nice: int = TRAIN_NICE, **kwargs):
-    """``fn(*args, **kwargs)`` in a new thread of lowered priority; waits for it, returns or raises as fn.
-
-    A thread of its own, because a thread pool's threads are reused (by napari and other
-    plugins) and a lowered priority cannot be raised again without privileges.
-    """
-    out: dict[str, Any] = {}
-
-    def target() -> None:
-        lower_thread_priority(nice)
-        try:
-            out["result"] = fn(*args, **kwargs)
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
-            out["error"] = exc
-
-    thread = threading.Thread(target=target, name="napari-ktal training", daemon=True)
-    thread.start()
-    thread.join()
-    if "error" in out:
-        raise out["error"]
-    return out["result"]
 
 
 def train_job(root: Path, device_name: str, seed: int, threads: int | None, on_progress=None,

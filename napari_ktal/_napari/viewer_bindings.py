@@ -1,8 +1,11 @@
 """What the widget sets on the napari viewer while a project is open: key bindings and the
-canvas text overlay. Both are put back as they were when the project closes. No Qt here."""
+canvas text overlay (off unless the user turns it on: without a GPU, a frame with changed
+text costs ~100 ms more to draw). Both are put back as they were when the project closes.
+No Qt here."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 KEYS = {"next": "N", "previous": "P", "skip": "S", "undo": "U"}  # and 1-9, 0, letters for the classes
@@ -74,3 +77,19 @@ class TextOverlay:
             overlay = self._overlay()
             overlay.visible, overlay.text, overlay.font_size = self._before
             self._before = None
+
+
+def overlay_text(session, guess) -> str:
+    """Two lines about the volume on screen: where it is, what the teacher says, its label."""
+    index = session.current_index
+    label = session.label_of(index) or ("skipped" if session.is_skipped(index) else "—")
+    if session.visiting is None:
+        item = session.item
+        teacher = f"teacher: {item.predicted} {100 * item.confidence:.0f}%" if item.predicted else "random pick"
+        score = "" if math.isnan(item.score) else f" · uncertainty {item.score:.3g}"
+        where = f"cycle {session.cycle} · {session.position + 1} / {len(session)} · {item.key}"
+    else:
+        g = guess(index)
+        teacher, score = (f"teacher: {g[0]} {100 * g[1]:.0f}%" if g else "teacher: —"), ""
+        where = f"reviewing {session.project.pool.keys[index]} (not in this batch; N: back to the batch)"
+    return f"{where}\n{teacher}{score} · label: {label}"

@@ -7,6 +7,7 @@ cancelled ones never run, with the same delivery rules (a cancelled job's result
 from __future__ import annotations
 
 import itertools
+import sys
 import threading
 from dataclasses import dataclass, field
 
@@ -273,6 +274,7 @@ def test_training_runs_in_a_thread_of_its_own_with_a_lower_priority(monkeypatch,
     import os
     import threading
 
+    from napari_ktal._napari import background
     from napari_ktal._napari import controller as ctl_module
 
     seen = {}
@@ -287,8 +289,8 @@ def test_training_runs_in_a_thread_of_its_own_with_a_lower_priority(monkeypatch,
     before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) if hasattr(os, "getpriority") else None
     assert ctl_module.train_job(tmp_path, "cpu", 0, None) == "report"
     assert seen["thread"] == "napari-ktal training"
-    if ctl_module.sys.platform.startswith("linux"):
-        assert seen["nice"] == min(19, before + ctl_module.TRAIN_NICE)
+    if sys.platform.startswith("linux"):
+        assert seen["nice"] == min(19, before + background.TRAIN_NICE)
         assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before  # ours is untouched
 
     def failing(*args, **kwargs):

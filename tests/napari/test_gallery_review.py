@@ -120,7 +120,9 @@ def test_review_relabels_an_old_label_in_the_journal_and_the_next_training_set(m
     where = review.table.visualRect(index).center()
     qtbot.mouseClick(review.table.viewport(), Qt.MouseButton.LeftButton, pos=where)  # Qt wants the press first
     qtbot.mouseDClick(review.table.viewport(), Qt.MouseButton.LeftButton, pos=where)
-    assert s.visiting == old.index and "reviewing" in viewer.canvas.overlays.text.text
+    assert s.visiting == old.index and widget.panel.position.text() == "review"
+    widget.panel.canvas_text.setChecked(True)
+    assert "reviewing" in viewer.canvas.overlays.text.text
 
     # the next cycle trains on the corrected label
     used = []

@@ -3,7 +3,13 @@
 import numpy as np
 
 from napari_ktal._napari.palette import TAB10, class_color, class_colors, text_color_on
-from napari_ktal._napari.thumbnails import ThumbnailCache, ThumbnailChunk, ThumbSettings, thumbnail, thumbnail_job
+from napari_ktal._napari.thumbnails import (
+    ThumbnailCache,
+    ThumbnailChunk,
+    ThumbSettings,
+    thumbnail,
+    thumbnail_job,
+)
 from napari_ktal._napari.volume_view import gap_pixels, mosaic, view_data
 
 

@@ -93,7 +93,9 @@ def test_two_cycle_session_driven_by_keys(make_widget, qtbot, tmp_path, sim_trai
     qtbot.waitUntil(lambda: s.cycle == 1, timeout=TRAIN_TIMEOUT_MS)
     assert s.project.trained_cycles == 1 and len(s) == 2 and all(q.predicted for q in s.batch)
     assert not np.array_equal(widget.view.layers[0].data, shown)  # the view moved to the new batch
-    assert "cycle 1" in viewer.canvas.overlays.text.text
+    assert "cycle 1" in widget.panel.title.text()
+    widget.panel.canvas_text.setChecked(True)  # the text over the canvas is the user's choice
+    assert "cycle 1 · 1 / 2" in viewer.canvas.overlays.text.text and viewer.canvas.overlays.text.visible
 
     # batch 1: skip one with S, undo the skip, label both; cycle 1 trains and batch 2 appears
     skipped = s.item

@@ -73,7 +73,7 @@ class WidgetHooks(Hooks):
         w.pages.setCurrentIndex(1)
         w.browser_panel.set_session(w.session)
         w.browser_panel.dock()
-        if w.canvas_keys.attach(w.viewer):  # a Qt canvas: draw the overlay's glyphs once, now
+        if w.canvas_keys.attach(w.viewer) and p.canvas_text.isChecked():  # draw the overlay's glyphs once, now
             s = w.session
             w.overlay.prewarm("".join(sorted(set(OVERLAY_CHARS + "".join(s.classes) + "".join(s.project.pool.keys[:50])))))
             w.canvas_keys.draw_now()

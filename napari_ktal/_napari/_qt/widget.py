@@ -14,7 +14,6 @@ examples (:mod:`.browser_panel`); their keys do the same.
 from __future__ import annotations
 
 import contextlib
-import math
 import weakref
 from functools import partial, wraps
 from pathlib import Path
@@ -34,7 +33,7 @@ from qtpy.QtWidgets import (
 from ...core.errors import KtalError
 from ...core.loop.session import key_of_class
 from ..controller import Controller
-from ..viewer_bindings import KEYS, KeyBindings, TextOverlay
+from ..viewer_bindings import KEYS, KeyBindings, TextOverlay, overlay_text
 from ..volume_view import VolumeView
 from .browser_panel import BrowserPanel
 from .canvas_keys import CanvasKeys
@@ -122,6 +121,7 @@ class ActiveLearningWidget(QWidget):
         p.smoothing.valueChanged.connect(self._on_display_changed)
         p.invert.toggled.connect(self._on_display_changed)
         p.view_mode.currentIndexChanged.connect(self._on_view_mode)
+        p.canvas_text.toggled.connect(lambda _: self.show_current())
 
     def _attach(self) -> None:
         """Follow the viewer (its layer list and theme); undone by :meth:`_teardown`."""
@@ -153,24 +153,12 @@ class ActiveLearningWidget(QWidget):
         action.__name__ = name
         return _reports_errors(action)
 
-    assign = _when_open("assign")
-    assign_number = _when_open("assign_number")
-    assign_key = _when_open("assign_key")
-    assign_to = _when_open("assign_to")
-    relabel = _when_open("relabel")
-    unlabel = _when_open("unlabel")
-    unlabel_many = _when_open("unlabel_many")
-    skip = _when_open("skip")
-    undo = _when_open("undo")
-    next = _when_open("next")
-    previous = _when_open("previous")
-    go_to = _when_open("go_to")
-    visit = _when_open("visit")
-    add_class = _when_open("add_class")
-    add_junk_class = _when_open("add_junk_class")
-    rename_class = _when_open("rename_class")
-    remove_class = _when_open("remove_class")
-    set_recipe = _when_open("set_recipe")
+    # the controller's actions, each a no-op without a project and reporting a KtalError as a notification
+    (assign, assign_number, assign_key, assign_to, relabel, unlabel, unlabel_many, skip, undo, next, previous,
+     go_to, visit, add_class, add_junk_class, rename_class, remove_class, set_recipe) = map(_when_open, (
+        "assign", "assign_number", "assign_key", "assign_to", "relabel", "unlabel", "unlabel_many", "skip", "undo",
+        "next", "previous", "go_to", "visit", "add_class", "add_junk_class", "rename_class", "remove_class",
+        "set_recipe"))
     del _when_open
 
     @_reports_errors
@@ -212,17 +200,10 @@ class ActiveLearningWidget(QWidget):
             self._bind_keys()  # the layers are new (first show, or the user deleted them)
         if reset_camera:
             self.view.fit()
-        label = s.label_of(index) or ("skipped" if s.is_skipped(index) else "—")
-        if s.visiting is None:
-            item = s.item
-            teacher = f"teacher: {item.predicted} {100 * item.confidence:.0f}%" if item.predicted else "random pick"
-            score = "" if math.isnan(item.score) else f" · uncertainty {item.score:.3g}"
-            where = f"cycle {s.cycle} · {s.position + 1} / {len(s)} · {item.key}"
+        if self.panel.canvas_text.isChecked():  # off by default: text costs a software-rendered frame ~100 ms
+            self.overlay.show(overlay_text(s, guess))
         else:
-            g = guess(index)
-            teacher, score = (f"teacher: {g[0]} {100 * g[1]:.0f}%" if g else "teacher: —"), ""
-            where = f"reviewing {pool.keys[index]} (not in this batch; N: back to the batch)"
-        self.overlay.show(f"{where}\n{teacher}{score} · label: {label}")
+            self.overlay.restore()
         if self.view.layers and self.viewer.layers.selection.active not in self.view.all_layers:
             self.viewer.layers.selection.active = self.view.layers[0]  # our keys win over another layer's
 
