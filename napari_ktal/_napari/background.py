@@ -16,11 +16,13 @@ from typing import Any
 TRAIN_NICE = 10  # how much lower the training thread's OS priority is than the GUI's
 
 
-def lower_thread_priority(nice: int = TRAIN_NICE) -> bool:
-    """Lower the OS priority of the calling thread only (Linux, where nice values are per thread).
+def lower_thread_priority(nice: int | None = None) -> bool:
+    """Lower the OS priority of the calling thread only (Linux, where nice values are per thread) by
+    ``nice`` (default :data:`TRAIN_NICE`).
 
     Elsewhere nice values are per process and would slow the GUI down too: nothing is done.
     """
+    nice = TRAIN_NICE if nice is None else nice
     if not sys.platform.startswith("linux") or nice <= 0:
         return False
     try:
@@ -31,7 +33,7 @@ def lower_thread_priority(nice: int = TRAIN_NICE) -> bool:
         return False
 
 
-def run_in_background_thread(fn, *args, nice: int = TRAIN_NICE, **kwargs):
+def run_in_background_thread(fn, *args, nice: int | None = None, **kwargs):
     """``fn(*args, **kwargs)`` in a new thread of lowered priority; waits for it, returns or raises as fn.
 
     A thread of its own, because a thread pool's threads are reused (by napari and other
