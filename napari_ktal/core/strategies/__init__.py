@@ -10,16 +10,7 @@
 import importlib
 import pkgutil
 
-from .base import (
-    STRATEGIES,
-    QueryContext,
-    Selection,
-    Strategy,
-    check_recipe,
-    get_strategy,
-    register,
-    strategy_table,
-)
+from .base import STRATEGIES, QueryContext, Selection, Strategy, check_recipe, get_strategy, register, strategy_table
 
 __all__ = ["STRATEGIES", "QueryContext", "Selection", "Strategy", "check_recipe", "get_strategy", "register",
            "strategy_table"]
