@@ -10,24 +10,35 @@ widget fills them in; tests drive the controller alone.
 Auto-training: when every volume of the batch is labeled or skipped and "start the next cycle"
 is on, a cycle trains in the background while the user keeps browsing. A label of that batch
 taken back while it trains cancels it (it restarts when the batch is done again); a label
-changed in place is kept for the next cycle.
+changed in place is kept for the next cycle. Training runs in a thread of its own with a
+lowered OS priority (:func:`~.background.run_in_background_thread`), so the GUI and the user's other
+programs go first.
+
+Beyond the batch (:class:`~.browser.Browser`): thumbnails for the gallery, the teacher's
+opinion for the review table and the per-class examples; any label of the project can be
+corrected (``relabel``, ``unlabel``) and any volume visited; undo reaches across batches.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import sys
+import time
 from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
 from ..core.errors import KtalError
 from ..core.loop import LabelingSession, Phase, commands
-from ..core.progress import Progress, describe
+from ..core.progress import Progress, clock, describe
 from ..core.seeds import DEFAULT_SEED
+from .background import run_in_background_thread
+from .browser import Browser
 
 LOCK_PURPOSE = "napari (napari-ktal widget)"  # what a refused `ktal-cryo train` is told holds the project
 TRAIN, IMPORT, EXPORT, WARM_UP = "train", "import", "export", "warm-up"
+PROGRESS_INTERVAL = 0.25  # s: the bar is updated at most this often (each update repaints the window)
 
 
 class Runner(Protocol):
@@ -78,6 +89,22 @@ class Hooks:
     def job_changed(self, kind: str, running: bool) -> None:
         """A job of ``kind`` started or ended (buttons enable and disable)."""
 
+    def batch_changed(self) -> None:
+        """Another batch is on screen (a cycle was trained, or a project opened): the gallery starts over."""
+
+    def labels_changed(self) -> None:
+        """Labels changed (the review table and the examples are out of date)."""
+
+    def thumbnails_ready(self, indices: list[int]) -> None:
+        """Thumbnails of these pool volumes are made (an empty list: the thumbnail kind changed)."""
+
+    def teacher_changed(self) -> None:
+        """The teacher's opinion of the labels is new (review table, examples)."""
+
+    def defer(self, fn) -> None:
+        """Run ``fn`` a little later, after what changed so far is on screen (here: at once)."""
+        fn()
+
 
 def worker_threads() -> int:
     """Torch threads for a job started from the GUI: all cores but one, which the GUI keeps."""
@@ -98,7 +125,8 @@ def warm_up(on_progress=None, should_stop=None) -> None:
 
 def train_job(root: Path, device_name: str, seed: int, threads: int | None, on_progress=None,
                should_stop=None):
-    """One cycle as ``ktal-cryo train`` runs it, with ``threads`` torch threads in this worker.
+    """One cycle as ``ktal-cryo train`` runs it, with ``threads`` torch threads, in a thread of
+    lowered priority (so a busy machine still gives the GUI its time).
 
     Unlike the CLI, learning_curve.png is not drawn here: matplotlib's Agg renderer holds the
     GIL for ~0.3 s and would stall the GUI; the dock has its own plot.
@@ -109,8 +137,8 @@ def train_job(root: Path, device_name: str, seed: int, threads: int | None, on_p
 
     if threads:
         torch.set_num_threads(threads)
-    return commands.train_next_cycle(root, resolve_device(device_name), seed=seed, on_progress=on_progress,
-                                     should_stop=should_stop)
+    return run_in_background_thread(commands.train_next_cycle, root, resolve_device(device_name), seed=seed,
+                                    on_progress=on_progress, should_stop=should_stop)
 
 
 def export_job(root: Path, out: Path, device_name: str, on_progress=None, should_stop=None):
@@ -133,6 +161,8 @@ class Controller:
         self.device = "auto"
         self._train_cycle: int | None = None  # the batch's cycle the running training was started for
         self._start_when_free = False  # the batch got done while a cancelled cycle was stopping
+        self._last_progress = (0.0, None)  # (when, epoch) of the last progress shown
+        self.browser = Browser(self)
 
     # -- projects --------------------------------------------------------------------------
     def open_project(self, root: str | Path) -> LabelingSession:
@@ -151,6 +181,7 @@ class Controller:
             raise
         if self.session is not None:
             self.close_project()
+        project.journal.fsync_in_background()  # a key press does not wait for the disk (see journal.py)
         self.session = session
         self._training_stopped()
         self.hooks.opened()
@@ -158,6 +189,8 @@ class Controller:
         self.hooks.classes_changed()
         self.hooks.show(reset_camera=True)
         self.hooks.history_changed()
+        self.browser.opened()
+        self.hooks.batch_changed()
         if "torch._dynamo" not in sys.modules:
             self.runner.start(WARM_UP, warm_up, on_error=self.hooks.error)
         self.maybe_start_training()
@@ -206,9 +239,15 @@ class Controller:
 
     def release_project(self) -> None:
         """Forget the session and let go of the project's lock (after the jobs stopped)."""
-        if self.session is not None:
-            self.session.project.release_lock()
-        self.session = None
+        session, self.session = self.session, None
+        self.browser.closed()
+        if session is not None:
+            try:
+                session.project.journal.fsync_in_foreground()  # every label on disk before we let go
+            except KtalError as exc:
+                self.hooks.error(exc)
+            finally:
+                session.project.release_lock()
 
     def _reporting(self, fn, *args):
         try:
@@ -225,9 +264,10 @@ class Controller:
 
     # -- labeling ----------------------------------------------------------------------------
     def assign(self, label: str) -> None:
+        """Label the volume on screen (a batch volume, or a visited one)."""
         s = self.session
-        item = s.item
-        before = None if item is None else s.label_of(item.index)
+        index = s.current_index
+        before = None if index is None else s.label_of(index)
         s.assign(label)
         self._after_change(changed_label=before is not None and before != label)
 
@@ -235,13 +275,51 @@ class Controller:
         if number <= len(self.session.classes):
             self.assign(self.session.classes[number - 1])
 
+    def assign_key(self, key: str) -> None:
+        """A class key (1-9, 0, then letters) pressed: label with its class, if there is one."""
+        from ..core.loop.session import class_of_key
+
+        k = class_of_key(key)
+        if k is not None and k < len(self.session.classes):
+            self.assign(self.session.classes[k])
+
+    def assign_to(self, indices, label: str) -> None:
+        """Give ``label`` to several volumes at once (the gallery's selection): one undo step."""
+        s = self.session
+        changed = any(s.label_of(int(i)) not in (None, label) for i in indices)
+        if s.assign_many(indices, label):
+            self._after_change(changed_label=changed)
+
+    def relabel(self, index: int, label: str) -> None:
+        """Correct any label of the project (review); the journal records what it replaced."""
+        before = self.session.label_of(int(index))
+        self.session.relabel(index, label)
+        self._after_change(changed_label=before is not None and before != label)
+
+    def unlabel(self, index: int) -> None:
+        """Take any label of the project back (review): the volume returns to the unlabeled pool."""
+        if self.session.unlabel(index) is not None:
+            self._after_change(changed_label=True)
+
+    def unlabel_many(self, indices) -> None:
+        """Take several labels back (review's selection); each is an undo step."""
+        if [i for i in indices if self.session.unlabel(i) is not None]:
+            self._after_change(changed_label=True)
+
     def skip(self) -> None:
         self.session.skip()
         self._after_change()
 
     def undo(self) -> None:
-        if self.session.undo() is not None:
-            self._after_change(changed_label=True)
+        s = self.session
+        change = s.undo()
+        if change is None:
+            return
+        if change.cycle != s.cycle:
+            restored = s.label_of(change.index) or ("skipped" if s.is_skipped(change.index) else "unlabeled")
+            self.hooks.status(f"Undone: {s.project.pool.keys[change.index]} (batch of cycle {change.cycle}) is "
+                              f"{restored} again; a label key now labels it, N goes back to the batch.")
+        self._after_change(changed_label=True)
 
     def next(self) -> None:
         self.session.next()
@@ -249,6 +327,16 @@ class Controller:
 
     def previous(self) -> None:
         self.session.previous()
+        self.hooks.show()
+
+    def go_to(self, position: int) -> None:
+        """Show the batch's volume at ``position`` (a click in the gallery)."""
+        self.session.go_to(position)
+        self.hooks.show()
+
+    def visit(self, index: int) -> None:
+        """Show any pool volume (from the review table or the examples); class keys then relabel it."""
+        self.session.visit(index)
         self.hooks.show()
 
     def _after_change(self, changed_label: bool = False) -> None:
@@ -262,6 +350,7 @@ class Controller:
             elif changed_label:
                 self.hooks.status("A label changed after training started; it counts from the next cycle.")
         self.hooks.show()
+        self.hooks.labels_changed()
         self.maybe_start_training()
 
     # -- classes -------------------------------------------------------------------------------
@@ -363,31 +452,61 @@ class Controller:
             self.hooks.status("Training cancelled; nothing of that cycle was saved.")
 
     def on_progress(self, event: Progress) -> None:
+        """Show a training's progress: at most every PROGRESS_INTERVAL s, and at each new epoch or message."""
+        now = time.monotonic()
+        last_time, last_epoch = self._last_progress
         done, total = event.steps
+        if now - last_time < PROGRESS_INTERVAL and event.epoch == last_epoch and not event.message \
+                and not event.metrics and done < total:
+            return
+        self._last_progress = (now, event.epoch)
         self.hooks.progress(describe(event), done, max(total, 1))
         if event.message:  # e.g. out of GPU memory: training restarts with a smaller batch
             self.hooks.status(event.message)
 
     def _training_stopped(self) -> None:
         self._train_cycle = None
+        self._last_progress = (0.0, None)
         self.hooks.progress("idle", 0, 1)
         self.hooks.job_changed(TRAIN, False)
+
+    def labeling_seconds(self, cycle: int) -> float:
+        """How long the expert spent labeling the batch of ``cycle`` (NaN if not by hand)."""
+        from ..core.loop.summary import labeling_times
+
+        s = self.session
+        try:
+            batch = {q.index for q in s.project.read_query(cycle)}
+        except KtalError:
+            return float("nan")
+        return labeling_times(s.project, {cycle: batch})[cycle]
 
     def _on_trained(self, report) -> None:
         self._training_stopped()
         self.hooks.progress(f"cycle {report.cycle} trained", 1, 1)
         seconds = report.train_seconds + report.select_seconds
+        labeling = self.labeling_seconds(report.cycle) if self.session is not None else float("nan")
+        took = f"labeling took {clock(labeling)}, training {clock(seconds)}" if not math.isnan(labeling) else \
+            f"training took {clock(seconds)}"
         if report.n_queried:
-            msg = (f"Cycle {report.cycle} trained on {report.n_labeled} volumes in {seconds:.0f} s; "
+            msg = (f"Cycle {report.cycle} trained on {report.n_labeled} volumes ({took}); "
                    f"next batch: the {report.n_queried} most uncertain volumes.")
         else:
-            msg = f"Cycle {report.cycle} trained in {seconds:.0f} s; every volume is labeled or queried."
+            msg = f"Cycle {report.cycle} trained ({took}); every volume is labeled or queried."
+        # the status line says it (a notification's slide-in animation costs a software-rendered
+        # window ~0.3 s of GUI time, just as the new batch wants to be drawn)
         self.hooks.status(msg)
-        self.hooks.info(msg)
         if self.session is not None:
             self.session.reload()
-            self.hooks.show()
-            self.hooks.history_changed()
+            self.hooks.show()  # the new batch's first volume first; the gallery and the plot follow
+
+            def rest() -> None:
+                if self.session is not None:
+                    self.hooks.batch_changed()
+                    self.browser.batch_changed()
+                    self.hooks.history_changed()
+
+            self.hooks.defer(rest)
 
     def _on_train_error(self, exc: BaseException) -> None:
         self._training_stopped()

@@ -3,7 +3,8 @@
 Shells pass ``on_progress(Progress)`` (a plain callable) and ``should_stop()`` (e.g.
 ``threading.Event().is_set``); the core never imports a shell. Long loops call
 :func:`check_cancel` once per batch and raise :class:`Cancelled` when asked to stop.
-:func:`describe` is the one wording of an event that the CLI's bar and the widget's bar show.
+:func:`describe` is the one wording of an event that the CLI's bar and the widget's bar show,
+with an estimate of the time left when the event says how long its phase has run (``elapsed``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class Progress:
     epochs: int | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     message: str = ""
+    elapsed: float | None = None  # seconds since the phase began (training: since its first batch)
 
     @property
     def steps(self) -> tuple[int, int]:
@@ -42,25 +44,47 @@ class Progress:
             return ((self.epoch or 1) - 1) * self.total + self.done, self.total * self.epochs
         return self.done, self.total
 
+    @property
+    def remaining(self) -> float | None:
+        """Seconds left in this phase at the rate so far; None before there is a rate to go by."""
+        done, total = self.steps
+        if self.elapsed is None or done <= 0 or total <= 0 or self.elapsed <= 0:
+            return None
+        return max(0.0, self.elapsed * (total - done) / done)
+
+
+def clock(seconds: float) -> str:
+    """A duration for people: ``8 s``, ``2 min 05 s``, ``1 h 04 min``."""
+    s = max(0, round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
 
 ProgressCallback = Callable[[Progress], None]
 StopFlag = Callable[[], bool]
 
 
 def describe(p: Progress, with_counts: bool = True) -> str:
-    """One line for a progress bar: ``cycle 3: epoch 5/30 · loss 0.412`` or ``predicting: 40/100``."""
+    """One line for a progress bar: ``cycle 3: epoch 5/30 · loss 0.412 · ~1 min 20 s left`` or
+    ``predicting: 40/100``. The time left appears once the event carries ``elapsed``."""
+    done, total = p.steps
+    left = p.remaining
+    eta = f" · ~{clock(left)} left" if left is not None and done < total else ""
     if p.phase == "pretrain" and p.epochs:
         loss = p.metrics.get("contrastive_loss")
-        return f"pretraining: epoch {p.epoch}/{p.epochs}" + (f" · loss {loss:.3f}" if loss is not None else "")
+        return f"pretraining: epoch {p.epoch}/{p.epochs}" + (f" · loss {loss:.3f}" if loss is not None else "") + eta
     if p.phase == "train" and p.epochs:
         text = f"cycle {p.cycle}: epoch {p.epoch}/{p.epochs}" if p.cycle is not None else \
             f"epoch {p.epoch}/{p.epochs}"
         loss = p.metrics.get("teacher_loss")
-        return text + (f" · loss {loss:.3f}" if loss is not None else "")
+        return text + (f" · loss {loss:.3f}" if loss is not None else "") + eta
     what = PHASES.get(p.phase, p.phase)
     if p.phase == "train" and p.cycle is not None:
         what = f"cycle {p.cycle}: {what}"
-    return f"{what}: {p.done}/{p.total}" if with_counts else what
+    return (f"{what}: {p.done}/{p.total}" if with_counts else what) + eta
 
 
 def emit(on_progress: ProgressCallback | None, event: Progress) -> None:

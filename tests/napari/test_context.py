@@ -124,6 +124,8 @@ def test_setup_form_and_key_c_show_the_particle_in_its_tomogram(make_napari_view
         form.create_button.click()
         qtbot.waitUntil(lambda: widget.session is not None, timeout=30_000)
         canvas = viewer.window._qt_viewer.canvas.native
+        panel = widget.panel.view_mode
+        panel.setCurrentIndex(panel.findData("3d"))  # the rotatable view: context must come back to it
         assert viewer.dims.ndisplay == 3
         qtbot.keyClick(canvas, "c")
         names = [layer.name for layer in viewer.layers]

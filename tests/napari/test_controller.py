@@ -7,6 +7,7 @@ cancelled ones never run, with the same delivery rules (a cancelled job's result
 from __future__ import annotations
 
 import itertools
+import sys
 import threading
 from dataclasses import dataclass, field
 
@@ -97,7 +98,7 @@ class Recorder(Hooks):
 
     def __getattribute__(self, name):
         if name in ("show", "classes_changed", "history_changed", "opened", "closed", "status", "progress", "info",
-                    "error", "job_changed"):
+                    "error", "job_changed", "batch_changed", "labels_changed", "thumbnails_ready", "teacher_changed"):
             return lambda *args, **kw: self.calls.append((name, *args))
         return super().__getattribute__(name)
 
@@ -196,3 +197,117 @@ def test_progress_is_worded_once_and_a_message_reaches_the_status_line(ctl, proj
     assert hooks.said("progress")[-1] == ("cycle 2: epoch 2/5 · loss 0.500", 13, 50)
     controller.on_progress(Progress("train", 0, 1, cycle=2, epoch=1, epochs=5, message="out of GPU memory"))
     assert hooks.said("status")[-1] == ("out of GPU memory",)
+
+
+# -- the gallery's thumbnails, the review's teacher, corrections, timing ---------------------------------
+def test_thumbnails_and_the_teacher_opinion_are_made_in_the_background(ctl, project, sim_truth):
+    from napari_ktal._napari.browser import TEACHER, THUMBNAILS
+
+    controller, runner, hooks = ctl
+    s = controller.open_project(project.root)
+    b = controller.browser
+    assert runner.running(THUMBNAILS) is not None and runner.running(TEACHER) is None  # nothing trained yet
+    assert b.thumbnail(s.batch[0].index) is None
+    runner.run(THUMBNAILS)
+    assert all(b.thumbnail(q.index) is not None for q in s.batch)
+    assert sorted(i for (done,) in hooks.said("thumbnails_ready") for i in done) == sorted(q.index for q in s.batch)
+    _label_batch(controller, sim_truth)
+    runner.run(TRAIN)  # the cycle ends: the new batch's thumbnails, then the teacher's opinion
+    assert hooks.said("batch_changed") and s.cycle == 1
+    assert runner.running(THUMBNAILS) is not None and runner.running(TEACHER) is None  # the gallery first
+    runner.run(THUMBNAILS)
+    assert runner.running(TEACHER) is not None
+    runner.run()
+    assert all(b.thumbnail(q.index) is not None for q in s.batch)
+    assert b.teacher is not None and b.teacher.cycle == 0 and hooks.said("teacher_changed")
+    rows = b.review_rows()
+    assert len(rows) == len(s.labels) and all(r.predicted for r in rows)
+    assert sum(len(v) for v in b.examples().values()) == len(s.labels)  # 3 labels, 6 per class at most
+    assert b.guess(s.batch[0].index) is not None
+    # another kind of thumbnail: made again, the old job's results are not mixed in
+    b.set_settings(mode="slice")
+    assert b.thumbnail(s.batch[0].index) is None and runner.running(THUMBNAILS) is not None
+    runner.run()
+    assert b.thumbnail(s.batch[0].index) is not None and b.settings.mode == "slice"
+
+
+def test_corrections_bulk_labels_visits_and_undo_across_batches(ctl, project, sim_truth):
+    controller, runner, hooks = ctl
+    s = controller.open_project(project.root)
+    a, b, c = s.batch
+    controller.assign_to([a.index, b.index], sim_truth[a.key])  # the gallery's selection
+    assert s.label_of(b.index) == sim_truth[a.key] and hooks.said("labels_changed")
+    controller.assign_to([b.index], sim_truth[b.key])
+    controller.go_to(2)
+    controller.assign_key(str(s.classes.index(sim_truth[c.key]) + 1))
+    assert runner.running(TRAIN) is not None
+    runner.run()
+    assert s.cycle == 1
+    controller.undo()  # reaches back into cycle 0's batch
+    assert s.label_of(c.index) is None and s.visiting == c.index
+    assert "batch of cycle 0" in hooks.said("status")[-1][0]
+    controller.assign(sim_truth[c.key])  # a class key labels the visited volume again
+    assert project.labels()[c.index] == sim_truth[c.key]
+    controller.next()
+    assert s.visiting is None
+    wrong = next(k for k in s.classes if k != sim_truth[a.key])
+    controller.relabel(a.index, wrong)
+    assert project.journal.records()[-1]["was"] == sim_truth[a.key]
+    controller.unlabel_many([a.index, b.index])
+    assert a.index not in s.labels and b.index not in s.labels
+    controller.visit(a.index)
+    assert s.current_index == a.index
+    controller.assign_key("9")  # no 9th class: nothing happens
+    assert a.index not in s.labels
+
+
+def test_the_cycle_status_says_how_long_labeling_and_training_took(ctl, project, sim_truth):
+    controller, runner, hooks = ctl
+    controller.open_project(project.root)
+    _label_batch(controller, sim_truth)
+    runner.run()
+    text = hooks.said("status")[-1][0]
+    assert "labeling took" in text and "training" in text and " s" in text
+
+
+def test_training_runs_in_a_thread_of_its_own_with_a_lower_priority(monkeypatch, tmp_path):
+    import os
+    import threading
+
+    from napari_ktal._napari import background
+    from napari_ktal._napari import controller as ctl_module
+
+    seen = {}
+
+    def fake_cycle(root, device, seed, on_progress, should_stop):
+        seen["thread"] = threading.current_thread().name
+        tid = threading.get_native_id()
+        seen["nice"] = os.getpriority(os.PRIO_PROCESS, tid) if hasattr(os, "getpriority") else None
+        return "report"
+
+    monkeypatch.setattr(ctl_module.commands, "train_next_cycle", fake_cycle)
+    before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) if hasattr(os, "getpriority") else None
+    assert ctl_module.train_job(tmp_path, "cpu", 0, None) == "report"
+    assert seen["thread"] == "napari-ktal training"
+    if sys.platform.startswith("linux"):
+        assert seen["nice"] == min(19, before + background.TRAIN_NICE)
+        assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before  # ours is untouched
+
+    def failing(*args, **kwargs):
+        raise KtalError("out of labels")
+
+    monkeypatch.setattr(ctl_module.commands, "train_next_cycle", failing)
+    with pytest.raises(KtalError, match="out of labels"):
+        ctl_module.train_job(tmp_path, "cpu", 0, None)
+
+
+def test_progress_updates_are_throttled_but_epochs_and_the_end_get_through(ctl):
+    controller, _, hooks = ctl
+    for step in range(1, 51):  # 50 batches within a few ms
+        controller.on_progress(Progress("train", step, 50, cycle=0, epoch=1, epochs=2, elapsed=0.01 * step))
+    assert len(hooks.said("progress")) == 1  # the first, then nothing for PROGRESS_INTERVAL
+    controller.on_progress(Progress("train", 50, 50, cycle=0, epoch=1, epochs=2, metrics={"teacher_loss": 0.5},
+                                    elapsed=0.5))  # the epoch's end, with its losses: shown
+    assert hooks.said("progress")[-1] == ("cycle 0: epoch 1/2 · loss 0.500 · ~0 s left", 50, 100)
+    controller.on_progress(Progress("train", 1, 50, cycle=0, epoch=2, epochs=2, elapsed=0.6))
+    assert hooks.said("progress")[-1][1] == 51  # a new epoch is shown at once

@@ -69,8 +69,8 @@ def test_two_cycle_session_driven_by_keys(make_widget, qtbot, tmp_path, sim_trai
     s = widget.session
     s.project.set_recipe(tiny_recipe)  # the quick recipe, cut to 2 epochs
     assert s.cycle == 0 and len(s) == 3 and s.position == 0
-    assert [layer.name for layer in widget.view.layers] == ["ktal 3D", "ktal XY", "ktal XZ", "ktal YZ"]
-    assert viewer.dims.ndisplay == 3
+    assert [layer.name for layer in widget.view.layers] == ["ktal panels"]  # projection + 3 slices, in 2D
+    assert viewer.dims.ndisplay == 2
 
     # a wrong key, undone with U; then the right one
     first = s.item
@@ -93,7 +93,9 @@ def test_two_cycle_session_driven_by_keys(make_widget, qtbot, tmp_path, sim_trai
     qtbot.waitUntil(lambda: s.cycle == 1, timeout=TRAIN_TIMEOUT_MS)
     assert s.project.trained_cycles == 1 and len(s) == 2 and all(q.predicted for q in s.batch)
     assert not np.array_equal(widget.view.layers[0].data, shown)  # the view moved to the new batch
-    assert "cycle 1" in viewer.canvas.overlays.text.text
+    assert "cycle 1" in widget.panel.title.text()
+    widget.panel.canvas_text.setChecked(True)  # the text over the canvas is the user's choice
+    assert "cycle 1 · 1 / 2" in viewer.canvas.overlays.text.text and viewer.canvas.overlays.text.visible
 
     # batch 1: skip one with S, undo the skip, label both; cycle 1 trains and batch 2 appears
     skipped = s.item
@@ -178,7 +180,9 @@ def test_event_loop_stays_responsive_while_training(make_widget, qtbot, project,
               f"{len(ticks)} ticks in {(ticks[-1] - ticks[0]) / 1000:.1f} s, "
               f"max gap {gaps.max()} ms, median {statistics.median(gaps)} ms")
     assert not task.done.is_set(), "the recipe should still be training: make it train longer"
-    assert gaps.max() < 100, f"event loop blocked: longest gaps {np.sort(gaps)[::-1][:5]} ms"
+    # blocked by training would mean gaps of a whole epoch (seconds); the bound leaves room for a CI
+    # machine shared with other jobs. The latency itself is measured by benchmarks/latency.py.
+    assert gaps.max() < 250, f"event loop blocked: longest gaps {np.sort(gaps)[::-1][:5]} ms"
 
     # the user keeps browsing meanwhile: the key is handled at once (new data in the layers);
     # the redraw that follows is OpenGL's work (~200 ms here only because xvfb renders in software)
@@ -191,7 +195,7 @@ def test_event_loop_stays_responsive_while_training(make_widget, qtbot, project,
         with capsys.disabled():
             print(f"next volume while training: key handled in {1000 * handled:.0f} ms, "
                   f"drawn after {1000 * drawn:.0f} ms")
-        assert handled < 0.3  # ~60-90 ms; the margin is for a machine shared with other jobs
+        assert handled < 1.0  # not queued behind training (seconds); ~60-90 ms on a quiet machine
     qtbot.waitUntil(lambda: s.cycle == 1, timeout=TRAIN_TIMEOUT_MS)
 
 
@@ -287,7 +291,7 @@ def test_closing_the_dock_or_napari_stops_training_and_cleans_up(make_widget, qt
     viewer, widget = make_widget()
     widget.open_project(project.root)
     task = widget.runner.running("train")
-    assert task is not None and len(viewer.layers) == 5
+    assert task is not None and len(viewer.layers) == 1  # the panels
     viewer.window.remove_dock_widget(widget)
     assert task.done.is_set()  # stopped and waited for
     assert len(viewer.layers) == 0  # our layers are gone

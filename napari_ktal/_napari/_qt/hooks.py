@@ -4,9 +4,11 @@ controller's news turns into Qt calls)."""
 from __future__ import annotations
 
 from napari.utils.notifications import notification_manager, show_error, show_info, show_warning
+from qtpy.QtCore import QTimer
 
 from ...core.errors import KtalError
 from ..controller import EXPORT, IMPORT, TRAIN, Hooks
+from ..viewer_bindings import OVERLAY_CHARS
 
 
 class WidgetHooks(Hooks):
@@ -21,7 +23,26 @@ class WidgetHooks(Hooks):
 
     def classes_changed(self) -> None:
         self.w.panel.set_classes(self.w.session.classes)
+        self.w.browser_panel.classes_changed()
         self.w._bind_keys()
+
+    def batch_changed(self) -> None:
+        self.w.browser_panel.batch_changed()
+
+    def labels_changed(self) -> None:
+        self.w.browser_panel.labels_changed()
+
+    def thumbnails_ready(self, indices: list[int]) -> None:
+        self.w.browser_panel.thumbnails_ready(indices)
+
+    def defer(self, fn) -> None:
+        QTimer.singleShot(0, fn)  # after the paint events already posted: the new volume is drawn first
+
+    def teacher_changed(self) -> None:
+        self.w.browser_panel.teacher_changed()
+        s = self.w.session
+        if s is not None and s.visiting is not None:
+            self.w.show_current()  # a visited volume's "teacher says"
 
     def history_changed(self) -> None:
         from ...core.loop.summary import cycle_summary
@@ -50,21 +71,27 @@ class WidgetHooks(Hooks):
             name, label = str(w.session.project.paths.recipe), "this project's recipe.toml (invalid)"
         p.recipe.set_recipe(name, label=label)
         w.pages.setCurrentIndex(1)
+        w.browser_panel.set_session(w.session)
+        w.browser_panel.dock()
+        if w.canvas_keys.attach(w.viewer) and p.canvas_text.isChecked():  # draw the overlay's glyphs once, now
+            s = w.session
+            w.overlay.prewarm("".join(sorted(set(OVERLAY_CHARS + "".join(s.classes) + "".join(s.project.pool.keys[:50])))))
+            w.canvas_keys.draw_now()
 
     def closed(self) -> None:
         self.w.keys.unbind()
+        self.w.canvas_keys.detach()
         self.w.view.remove()
         self.w.overlay.restore()
+        self.w.browser_panel.set_session(None)
+        self.w.browser_panel.undock()
         self.w.pages.setCurrentIndex(0)
 
     def status(self, text: str) -> None:
         self.w.panel.status.setText(text)
 
     def progress(self, text: str, done: int, total: int) -> None:
-        bar = self.w.panel.progress
-        bar.setRange(0, total)
-        bar.setValue(done)
-        bar.setFormat(text)
+        self.w.panel.progress.show_progress(text, done, total)
 
     def info(self, text: str) -> None:
         show_info(text)

@@ -30,9 +30,13 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ...core.loop.session import MAX_KEYED_CLASSES, LabelingSession, Phase
+from ...core.loop.session import LabelingSession, Phase, key_of_class
 from ...core.project import JUNK_CLASS
+from ..palette import class_color
 from ..viewer_bindings import KEYS
+from ..volume_view import MODES as VIEW_MODES
+from ..volume_view import VolumeView
+from .common import swatch
 from .fields import RecipeCombo
 from .plot import CyclePlot
 
@@ -49,6 +53,29 @@ def _fmt_score(value: float) -> str:
     if math.isnan(value):
         return "—"
     return f"{value:.3g}"
+
+
+class ProgressBar(QProgressBar):
+    """A progress bar that repaints with the next frame, not at once.
+
+    QProgressBar.setValue repaints synchronously; in a napari window (an OpenGL canvas in
+    it) each repaint composes the whole window, 20-40 ms without a GPU. Updates are
+    coalesced with everything else that changes in the same event-loop turn.
+    """
+
+    def setValue(self, value: int) -> None:  # noqa: N802 - Qt's name
+        self.show_progress(self.format(), value, self.maximum())
+
+    def show_progress(self, text: str, done: int, total: int) -> None:
+        """Range, value and text at once, painted with the next frame."""
+        self.setUpdatesEnabled(False)
+        try:
+            self.setRange(0, total)
+            super().setValue(done)
+            self.setFormat(text)
+        finally:
+            self.setUpdatesEnabled(True)
+        self.update()
 
 
 class SessionPanel(QWidget):
@@ -87,13 +114,17 @@ class SessionPanel(QWidget):
         facts.addRow("Uncertainty", self.score)
         facts.addRow("Teacher says", self.teacher)
         facts.addRow("Your label", self.label)
+        self.legend = QLabel(VolumeView.legend["panels"], vol_box)
+        self.legend.setWordWrap(True)
+        self.legend.setStyleSheet("color: gray;")
         vol_layout = QVBoxLayout(vol_box)
         vol_layout.addLayout(top)
         vol_layout.addLayout(facts)
         vol_layout.addLayout(nav)
+        vol_layout.addWidget(self.legend)
 
         # -- classes -----------------------------------------------------------------------
-        self.class_box = QGroupBox("Classes: press 1-9 in the viewer", self)
+        self.class_box = QGroupBox("Classes: press a key (viewer or gallery)", self)
         self.class_grid = QGridLayout()
         self.class_buttons: list[QPushButton] = []
         self.add_class_button = _button("Add class…", self.class_box)
@@ -103,8 +134,8 @@ class SessionPanel(QWidget):
         class_tools = QHBoxLayout()
         class_tools.addWidget(self.add_class_button)
         class_tools.addWidget(self.add_junk_button)
-        self.class_box.setToolTip("Click a class, or press its number with the mouse over the viewer.\n"
-                                  "Right-click a class to rename or remove it.")
+        self.class_box.setToolTip("Click a class, or press its key (1-9, 0, then letters) with the mouse over the\n"
+                                  "viewer. Right-click a class to rename or remove it.")
         class_layout = QVBoxLayout(self.class_box)
         class_layout.addLayout(self.class_grid)
         class_layout.addLayout(class_tools)
@@ -114,7 +145,7 @@ class SessionPanel(QWidget):
         self.auto_train = QCheckBox("Start the next cycle when the batch is labeled", train_box)
         self.auto_train.setChecked(True)
         self.auto_train.setFocusPolicy(Qt.FocusPolicy.NoFocus)
-        self.progress = QProgressBar(train_box)
+        self.progress = ProgressBar(train_box)
         self.progress.setTextVisible(True)
         self.progress.setFormat("idle")
         self.progress.setValue(0)
@@ -151,14 +182,30 @@ class SessionPanel(QWidget):
         self.smoothing.setToolTip("Gaussian smoothing of the displayed volume (0: raw); labels are not affected")
         self.invert = QCheckBox("Invert contrast (protein bright)", settings)
         self.invert.setChecked(True)
+        self.view_mode = QComboBox(settings)
+        for key, text in VIEW_MODES.items():
+            self.view_mode.addItem(text, key)
+        self.view_mode.setToolTip("Projection + slices draw fast everywhere; the 3D volume can be rotated but\n"
+                                  "costs ~10x more per frame without a GPU")
+        self.canvas_text = QCheckBox("Describe the volume on the canvas too", settings)
+        self.canvas_text.setToolTip("Position, key, teacher and label as text over the volume (the dock and the\n"
+                                    "gallery show them anyway). Off by default: without a GPU each frame with new\n"
+                                    "text takes ~100 ms longer to draw.")
+        self.view_mode.currentIndexChanged.connect(
+            lambda _: self.legend.setText(VolumeView.legend[self.view_mode.currentData()]))
+        self.browser_button = _button("Show the gallery and review dock", settings,
+                                      "The batch as thumbnails, every label for review, examples of each class")
         self.export_button = _button("Export labels + predictions…", settings,
                                      "CSV of every pool volume: index, key, label, predicted, confidence")
         self.close_button = _button("Close project", settings)
         form = QFormLayout(settings)
         form.addRow("Recipe", self.recipe)
         form.addRow("Device", self.device)
+        form.addRow("View", self.view_mode)
         form.addRow("Smoothing", self.smoothing)
         form.addRow("", self.invert)
+        form.addRow("", self.canvas_text)
+        form.addRow(self.browser_button)
         form.addRow(self.export_button)
         form.addRow(self.close_button)
         self.tabs.addTab(settings, "Project")
@@ -171,15 +218,16 @@ class SessionPanel(QWidget):
 
     # -- classes -------------------------------------------------------------------------
     def set_classes(self, classes: list[str]) -> None:
-        """Rebuild the class buttons: "1  name" ... for the first nine, name only after."""
+        """Rebuild the class buttons: "1  name", ..., "0  name", "Q  name", ..., in the class's colour."""
         for b in self.class_buttons:
             self.class_grid.removeWidget(b)
             b.deleteLater()
         self.class_buttons = []
         for k, name in enumerate(classes):
-            key = f"{k + 1}  " if k < MAX_KEYED_CLASSES else ""
-            tip = f"Label the volume '{name}'" + (f" (key {k + 1})" if key else "")
-            b = _button(f"{key}{name}", self.class_box, tip + ". Right-click to rename or remove.")
+            key = key_of_class(k)
+            tip = f"Label the volume '{name}'" + (f" (key {key})" if key else "")
+            b = _button(f"{key}  {name}" if key else name, self.class_box, tip + ". Right-click to rename or remove.")
+            b.setIcon(swatch(class_color(k)))
             b.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
             b.clicked.connect(lambda _=False, n=name: self.assignRequested.emit(n))
             b.customContextMenuRequested.connect(lambda pos, n=name, btn=b: self._class_menu(n, btn, pos))
@@ -205,8 +253,11 @@ class SessionPanel(QWidget):
             self.addClassRequested.emit(name.strip())
 
     # -- state ---------------------------------------------------------------------------
-    def show_state(self, session: LabelingSession, training: bool) -> None:
-        """Fill every label from the session (cheap: called after each key press)."""
+    def show_state(self, session: LabelingSession, training: bool, guess=None) -> None:
+        """Fill every label from the session (cheap: called after each key press).
+
+        ``guess(index)``: the teacher's (class, probability) of a visited volume, or None.
+        """
         n_labeled, n_pool, final = session.budget()
         phase = session.phase
         todo = {Phase.LABELING: f"{session.n_open} to label",
@@ -221,9 +272,17 @@ class SessionPanel(QWidget):
         )
         self.title.setToolTip(str(session.project.root))
         item = session.item
-        if item is None:
+        index = session.current_index
+        if index is None:
             for w in (self.position, self.key, self.score, self.teacher, self.label):
                 w.setText("—")
+        elif session.visiting is not None:
+            g = guess(index) if guess is not None else None
+            self.position.setText("review")
+            self.key.setText(session.project.pool.keys[index])
+            self.key.setToolTip(f"pool index {index}")
+            self.score.setText("not in this batch (N: back to the batch)")
+            self.teacher.setText(f"{g[0]}  ({100 * g[1]:.0f}%)" if g else "—")
         else:
             self.position.setText(f"{session.position + 1} / {len(session)}")
             self.key.setText(item.key)
@@ -231,16 +290,19 @@ class SessionPanel(QWidget):
             self.score.setText("random pick (cycle 0)" if math.isnan(item.score) else
                                f"{_fmt_score(item.score)}   (rank {item.rank + 1} in the batch)")
             self.teacher.setText(f"{item.predicted}  ({100 * item.confidence:.0f}%)" if item.predicted else "—")
-            label = session.label_of(item.index)
+        if index is not None:
+            label = session.label_of(index)
             if label is not None:
                 self.label.setText(f"<b>{escape(label)}</b>")
-            elif session.is_skipped(item.index):
+            elif session.is_skipped(index):
                 self.label.setText("<i>skipped</i>")
             else:
                 self.label.setText("<i>not labeled yet</i>")
         for b, name in zip(self.class_buttons, session.classes):
-            current = item is not None and session.label_of(item.index) == name
-            b.setStyleSheet("font-weight: bold; border: 2px solid #6a9fd8;" if current else "")
+            style = "font-weight: bold; border: 2px solid #6a9fd8;" if (
+                index is not None and session.label_of(index) == name) else ""
+            if b.styleSheet() != style:  # a new style sheet re-polishes the button: only when it changes
+                b.setStyleSheet(style)
         self.undo_button.setEnabled(session.can_undo)
         self.train_button.setEnabled(not training)
         self.cancel_button.setEnabled(training)

@@ -5,14 +5,15 @@ Qt only: the panels and the viewer's layers. What happens on a click or a key is
 below. Everything shown is derived from the project folder, so closing napari and opening
 the project again resumes where the user was, and ``ktal-cryo`` can train it in between.
 
-Keys, bound in the viewer while a project is open: 1-9 label the volume with that class,
-N / P next / previous volume, S skip, U undo, C the particle in its tomogram (context).
+Keys, bound in the viewer while a project is open: 1-9, 0, then letters (shown on the class
+buttons) label the volume with that class, N / P next / previous volume, S skip, U undo, C the
+particle in its tomogram (context). A second dock below the canvas holds the batch gallery, the
+review table and the per-class examples (:mod:`.browser_panel`); their keys do the same.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import weakref
 from functools import partial, wraps
 from pathlib import Path
@@ -30,12 +31,15 @@ from qtpy.QtWidgets import (
 )
 
 from ...core.errors import KtalError
-from ...core.loop.session import MAX_KEYED_CLASSES
+from ...core.loop.session import key_of_class
 from ..context_view import ContextView
 from ..controller import Controller
-from ..viewer_bindings import KEYS, KeyBindings, TextOverlay
+from ..viewer_bindings import KEYS, KeyBindings, TextOverlay, overlay_text
 from ..volume_view import VolumeView
+from .browser_panel import BrowserPanel
+from .canvas_keys import CanvasKeys
 from .hooks import WidgetHooks
+from .plot import theme_colors
 from .session_panel import SessionPanel
 from .setup_panel import NewProject, SetupPanel
 from .worker import TaskRunner
@@ -69,12 +73,14 @@ class ActiveLearningWidget(QWidget):
         self.view = VolumeView(napari_viewer)
         self.context_view = ContextView(napari_viewer)
         self.keys = KeyBindings()
+        self.canvas_keys = CanvasKeys(self.keys, self)
         self.overlay = TextOverlay(napari_viewer)
         self._torn_down = False
         self._watched: weakref.ref | None = None  # the napari window whose closing closes our project
 
         self.setup = SetupPanel(napari_viewer, self)
-        self.panel = SessionPanel(self, _theme_colors(napari_viewer))
+        self.panel = SessionPanel(self, theme_colors(napari_viewer))
+        self.browser_panel = BrowserPanel(self)
         self.pages = QStackedWidget(self)
         for page in (self.setup, self.panel):
             scroll = QScrollArea(self.pages)
@@ -104,7 +110,8 @@ class ActiveLearningWidget(QWidget):
                                (p.skip_button, self.skip), (p.undo_button, self.undo),
                                (p.train_button, self.start_training), (p.cancel_button, c.cancel_training),
                                (p.export_button, self._ask_export), (p.close_button, c.close_project),
-                               (p.add_junk_button, self.add_junk_class)):
+                               (p.add_junk_button, self.add_junk_class),
+                               (p.browser_button, self.browser_panel.dock)):
             button.clicked.connect(lambda _=False, act=action: act())
         p.assignRequested.connect(self.assign)
         p.addClassRequested.connect(self.add_class)
@@ -115,6 +122,8 @@ class ActiveLearningWidget(QWidget):
         p.device.currentTextChanged.connect(lambda name: setattr(c, "device", name or "auto"))
         p.smoothing.valueChanged.connect(self._on_display_changed)
         p.invert.toggled.connect(self._on_display_changed)
+        p.view_mode.currentIndexChanged.connect(self._on_view_mode)
+        p.canvas_text.toggled.connect(lambda _: self.show_current())
 
     def _attach(self) -> None:
         """Follow the viewer (its layer list and theme); undone by :meth:`_teardown`."""
@@ -151,17 +160,12 @@ class ActiveLearningWidget(QWidget):
         action.__name__ = name
         return _reports_errors(action)
 
-    assign = _when_open("assign")
-    assign_number = _when_open("assign_number")
-    skip = _when_open("skip")
-    undo = _when_open("undo")
-    next = _when_open("next")
-    previous = _when_open("previous")
-    add_class = _when_open("add_class")
-    add_junk_class = _when_open("add_junk_class")
-    rename_class = _when_open("rename_class")
-    remove_class = _when_open("remove_class")
-    set_recipe = _when_open("set_recipe")
+    # the controller's actions, each a no-op without a project and reporting a KtalError as a notification
+    (assign, assign_number, assign_key, assign_to, relabel, unlabel, unlabel_many, skip, undo, next, previous,
+     go_to, visit, add_class, add_junk_class, rename_class, remove_class, set_recipe) = map(_when_open, (
+        "assign", "assign_number", "assign_key", "assign_to", "relabel", "unlabel", "unlabel_many", "skip", "undo",
+        "next", "previous", "go_to", "visit", "add_class", "add_junk_class", "rename_class", "remove_class",
+        "set_recipe"))
     del _when_open
 
     @_reports_errors
@@ -192,21 +196,22 @@ class ActiveLearningWidget(QWidget):
         s = self.session
         if s is None:
             return
-        self.panel.show_state(s, self.controller.training)
-        item = s.item
-        if item is None:
+        guess = self.controller.browser.guess
+        self.panel.show_state(s, self.controller.training, guess)
+        self.browser_panel.show_state()
+        index = s.current_index
+        if index is None:
             return
         pool = s.project.pool
         self.context_view.hide()  # another volume, or a label given: back to the volume
-        if self.view.show(pool.read([item.index])[0], pool.voxel_size):
+        if self.view.show(pool.read([index])[0], pool.voxel_size):
             self._bind_keys()  # the layers are new (first show, or the user deleted them)
         if reset_camera:
             self.view.fit()
-        label = s.label_of(item.index) or ("skipped" if s.is_skipped(item.index) else "—")
-        teacher = f"teacher: {item.predicted} {100 * item.confidence:.0f}%" if item.predicted else "random pick"
-        score = "" if math.isnan(item.score) else f" · uncertainty {item.score:.3g}"
-        self.overlay.show(f"cycle {s.cycle} · {s.position + 1} / {len(s)} · {item.key}\n"
-                          f"{teacher}{score} · label: {label}")
+        if self.panel.canvas_text.isChecked():  # off by default: text costs a software-rendered frame ~100 ms
+            self.overlay.show(overlay_text(s, guess))
+        else:
+            self.overlay.restore()
         if self.view.layers and self.viewer.layers.selection.active not in self.view.all_layers:
             self.viewer.layers.selection.active = self.view.layers[0]  # our keys win over another layer's
 
@@ -214,15 +219,22 @@ class ActiveLearningWidget(QWidget):
         self.view.smoothing = self.panel.smoothing.value()
         self.view.invert = self.panel.invert.isChecked()
         self.view.refresh()
+        self.controller.browser.set_settings(smoothing=self.view.smoothing, invert=self.view.invert)
+
+    def _on_view_mode(self, *args) -> None:
+        self.view.set_mode(self.panel.view_mode.currentData())
+        self._bind_keys()  # the layers are new
 
     def _on_theme(self, event=None) -> None:
-        self.panel.plot.set_theme(_theme_colors(self.viewer))
+        self.panel.plot.set_theme(theme_colors(self.viewer))
 
     def _bind_keys(self) -> None:
         actions = {KEYS["next"]: self.next, KEYS["previous"]: self.previous, KEYS["skip"]: self.skip,
                    KEYS["undo"]: self.undo, KEYS["context"]: self.toggle_context}
-        n = min(len(self.session.classes), MAX_KEYED_CLASSES) if self.session else 0
-        actions.update({str(k): partial(self.assign_number, k) for k in range(1, n + 1)})
+        for k in range(len(self.session.classes) if self.session else 0):
+            key = key_of_class(k)
+            if key is not None:
+                actions[key] = partial(self.assign_key, key)
         self.keys.bind([self.viewer, *self.view.all_layers], actions)
 
     # -- shutting down ---------------------------------------------------------------------------
@@ -238,9 +250,12 @@ class ActiveLearningWidget(QWidget):
         self.runner.shutdown()
         self.keys.unbind()
         self.context_view.hide()
+        self.canvas_keys.detach()
         self.view.remove()
         self.overlay.restore()
         self.controller.release_project()
+        with contextlib.suppress(RuntimeError):
+            self.browser_panel.undock()
         with contextlib.suppress(RuntimeError):  # "wrapped C/C++ object ... has been deleted"
             self.setup.detach()
             self.viewer.events.theme.disconnect(self._on_theme)
@@ -282,13 +297,3 @@ class ActiveLearningWidget(QWidget):
         self._teardown()
         super().closeEvent(event)
 
-
-def _theme_colors(viewer) -> dict:
-    try:
-        from napari.utils.theme import get_theme
-
-        theme = get_theme(viewer.theme)
-        return {"background": theme.background.as_hex(), "text": theme.text.as_hex(),
-                "grid": theme.primary.as_hex()}
-    except (KeyError, AttributeError, ValueError):  # an unknown theme: the plot keeps its defaults
-        return {"background": "#262930", "text": "#f0f1f2", "grid": "#5a626c"}

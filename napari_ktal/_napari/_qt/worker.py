@@ -20,12 +20,26 @@ from functools import partial
 from typing import Any
 
 from napari.qt.threading import FunctionWorker, create_worker
-from qtpy.QtCore import QObject, Signal
+from qtpy.QtCore import QObject, QThread, QThreadPool, Signal
 
 from ...core.errors import Cancelled
 from ...core.progress import Progress, ProgressCallback, StopFlag
 
 Job = Callable[[ProgressCallback, StopFlag], Any]
+
+
+def _room_in_thread_pool(ours: int) -> None:
+    """Make sure ``ours`` jobs can run at once in napari's thread pool, besides everybody else's.
+
+    The pool holds as many threads as the machine has cores (2 on a small laptop): a cycle
+    training in one and another long job in the other would make the gallery's thumbnails
+    wait for the end of the cycle. Our jobs mostly wait (training runs in a thread of its own,
+    the rest is short), so each gets a thread of the pool on top of the usual number.
+    """
+    pool = QThreadPool.globalInstance()
+    want = QThread.idealThreadCount() + ours
+    if pool.maxThreadCount() < want:
+        pool.setMaxThreadCount(want)
 
 
 class _StoppableWorker(FunctionWorker):
@@ -83,6 +97,7 @@ class TaskRunner(QObject):
             finally:
                 task.done.set()
 
+        _room_in_thread_pool(len([t for t in self._tasks.values() if not t.done.is_set()]) + 1)
         worker = create_worker(run, _start_thread=False, _worker_class=_StoppableWorker, _ignore_errors=True)
         worker.stop_event = task.stop
         worker.returned.connect(partial(self._deliver_result, task.id))

@@ -16,6 +16,7 @@ processes can open is split across the ranks and the outputs gathered on rank 0.
 from __future__ import annotations
 
 import dataclasses
+import time
 import warnings
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -113,6 +114,7 @@ def _forward_local(models, source: VolumeSource, indices, device, pass_: _Pass, 
     size = max(1, pass_.batch_size)  # shrinks on out-of-memory
     channels_last = is_channels_last(models)
     done = 0
+    t0 = time.perf_counter()
     with cuda_speedups(device):
         for x in _prefetched(source, indices, pass_.batch_size, device, should_stop):
             start = 0
@@ -138,7 +140,7 @@ def _forward_local(models, source: VolumeSource, indices, device, pass_: _Pass, 
                     outs[k].append(r)
                 start += len(xb)
             done += len(x)
-            emit(on_progress, Progress(pass_.phase, done, n))
+            emit(on_progress, Progress(pass_.phase, done, n, elapsed=time.perf_counter() - t0))
     return [torch.cat(o).cpu() if o else torch.empty(0) for o in outs]
 
 

@@ -294,7 +294,8 @@ def _fit(
                     o.step()
                 sums += torch.stack([loss_t.detach(), loss_s.detach(), l_trans.detach()]) * len(idx)
                 seen += n_global
-                emit(on_progress, Progress("train", step + 1, len(batches), job.cycle, epoch + 1, train.epochs))
+                emit(on_progress, Progress("train", step + 1, len(batches), job.cycle, epoch + 1, train.epochs,
+                                           elapsed=time.perf_counter() - t0))
             for s in scheds:
                 s.step()
             if ddp is not None:
@@ -303,7 +304,8 @@ def _fit(
             emit(
                 on_progress,
                 Progress("train", len(batches), len(batches), job.cycle, epoch + 1, train.epochs,
-                         metrics={"teacher_loss": means[0], "student_loss": means[1], "transfer_loss": means[2]}),
+                         metrics={"teacher_loss": means[0], "student_loss": means[1], "transfer_loss": means[2]},
+                         elapsed=time.perf_counter() - t0),
             )
     seconds = time.perf_counter() - t0
     return TrainResult(train.epochs, means[0], means[1], means[2], seconds, seen / max(seconds, 1e-9), batch_size)

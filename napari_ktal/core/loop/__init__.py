@@ -4,8 +4,10 @@
 - :mod:`.cycle`      one cycle: train, save, score, write the next batch, log
 - :mod:`.labels`     labels CSVs on the pool, and test sets
 - :mod:`.oracle`     simulated runs answered from known labels
-- :mod:`.session`    labeling a batch: position, labels, skips, undo (what the widget shows)
-- :mod:`.commands`   what both shells run: open/create (also from picks), extract, train, import labels
+- :mod:`.session`    labeling a batch: position, labels, skips, corrections, undo across batches
+- :mod:`.review`     every label with its provenance and the teacher's opinion; per-class examples
+- :mod:`.commands`   what both shells run: open/create (also from picks), extract, prepare and run
+                     training, import labels
 - :mod:`.benchmark`, :mod:`.export`, :mod:`.plots`, :mod:`.summary`   outputs
 """
 

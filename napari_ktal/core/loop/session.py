@@ -10,13 +10,21 @@ tested on its own. Everything it shows is derived from the project folder when i
 - the position is the first volume of the batch that is neither labeled nor skipped.
 
 Every assignment goes to the journal at once (it fsyncs). The undo stack is the only state
-kept in memory; it covers the batch on screen and is emptied when the next batch arrives.
+kept in memory: it covers everything changed since the project was opened here, across
+batches (undoing a label of an earlier batch writes a new journal record, like any change).
+
+Besides the batch, the session can *visit* any other volume of the pool (from the review
+table, the per-class examples, or an undo across batches): while it does, a class key
+relabels that volume, and N / P return to the batch.
+
+Class keys: 1-9, then 0, then the letters of :data:`CLASS_KEYS` (never N, P, S, U or C, which
+move, skip, undo and show the particle in its tomogram), so 31 classes have a key.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 
 from ..errors import KtalError
@@ -25,7 +33,19 @@ from ..seeds import DEFAULT_SEED
 from .cycle import initial_query
 
 SKIP_BY = "skip"  # the journal's "by" of an unset record that marks a skip
-MAX_KEYED_CLASSES = 9  # number keys 1..9
+CLASS_KEYS = "1234567890QWERTYIOADFGHJKLZXVBM"  # class k has key CLASS_KEYS[k]; not N P S U C
+MAX_KEYED_CLASSES = len(CLASS_KEYS)
+
+
+def key_of_class(k: int) -> str | None:
+    """The key of the class at position ``k`` (0-based) of the project's classes, or None."""
+    return CLASS_KEYS[k] if 0 <= k < len(CLASS_KEYS) else None
+
+
+def class_of_key(key: str) -> int | None:
+    """The class position (0-based) a key stands for, or None (case does not matter)."""
+    key = str(key).upper()
+    return CLASS_KEYS.index(key) if len(key) == 1 and key in CLASS_KEYS else None
 
 
 class Phase(Enum):
@@ -38,12 +58,13 @@ class Phase(Enum):
 
 @dataclass(frozen=True)
 class Change:
-    """One undoable change of one volume's label."""
+    """One change of one volume's label; an undo step holds one or several (a bulk assignment)."""
 
     index: int
-    position: int  # where in the batch it happened
+    position: int | None  # where in the batch on screen it happened (None: a volume outside it)
     before: str | None  # label before the change (None: unlabeled)
     before_skipped: bool
+    cycle: int = 0  # the batch on screen when it happened
 
 
 class LabelingSession:
@@ -57,23 +78,26 @@ class LabelingSession:
         self.position = 0
         self._labels: dict[int, str] = {}
         self._skipped: set[int] = set()
-        self._undo: list[Change] = []
+        self._undo: list[tuple[Change, ...]] = []
+        self._positions: dict[int, int] = {}  # pool index -> position in the batch
+        self.visiting: int | None = None  # a pool volume outside the batch being looked at
         self._trained_cycles = 0  # read from the folder by reload(): every key press asks for it
         self._final_budget = 0
         self.reload()
 
     # -- state from the project folder --------------------------------------------------
     def reload(self) -> None:
-        """Re-derive batch, labels and position from the project folder; empties the undo stack."""
+        """Re-derive batch, labels and position from the project folder (the undo stack stays)."""
         latest = self.project.latest_query()
         if latest is None:
             self.cycle, self.batch = 0, initial_query(self.project, self.project.recipe(), self.seed)
         else:
             self.cycle, self.batch = latest
+        self._positions = {q.index: pos for pos, q in enumerate(self.batch)}
         self._labels, self._skipped = _replay(self.project)
         self._trained_cycles = self.project.trained_cycles
         self.refresh_recipe()
-        self._undo.clear()
+        self.visiting = None
         first_open = self._next_open(0)
         self.position = first_open if first_open is not None else 0
 
@@ -84,6 +108,17 @@ class LabelingSession:
     @property
     def item(self) -> QueryItem | None:
         return self.batch[self.position] if self.batch else None
+
+    @property
+    def current_index(self) -> int | None:
+        """The pool index on screen: the visited volume, else the batch's current one."""
+        if self.visiting is not None:
+            return self.visiting
+        return self.item.index if self.batch else None
+
+    def position_of(self, index: int) -> int | None:
+        """Where ``index`` is in the batch on screen (None: not in it)."""
+        return self._positions.get(index)
 
     @property
     def classes(self) -> list[str]:
@@ -152,14 +187,27 @@ class LabelingSession:
 
     # -- moving ------------------------------------------------------------------------
     def go_to(self, position: int) -> None:
+        self.visiting = None
         if self.batch:
             self.position = max(0, min(len(self.batch) - 1, int(position)))
 
     def next(self) -> None:
-        self.go_to(self.position + 1)
+        """The next volume of the batch (from a visited volume: back to the batch)."""
+        self.go_to(self.position + (self.visiting is None))
 
     def previous(self) -> None:
-        self.go_to(self.position - 1)
+        self.go_to(self.position - (self.visiting is None))
+
+    def visit(self, index: int) -> None:
+        """Look at pool volume ``index``: its batch position if it is in the batch, else a visit."""
+        index = int(index)
+        if not 0 <= index < len(self.project.pool):
+            raise KtalError(f"there is no volume {index} in the pool of {len(self.project.pool)}")
+        pos = self._positions.get(index)
+        if pos is not None:
+            self.go_to(pos)
+        else:
+            self.visiting = index
 
     def _next_open(self, start: int) -> int | None:
         """The first open position at or after ``start``, wrapping around; None if none."""
@@ -176,38 +224,91 @@ class LabelingSession:
             self.position = nxt
 
     # -- changing labels ---------------------------------------------------------------
-    def _record(self) -> Change:
-        index = self.batch[self.position].index
-        return Change(index, self.position, self._labels.get(index), index in self._skipped)
+    def _change(self, index: int) -> Change:
+        return Change(index, self._positions.get(index), self._labels.get(index), index in self._skipped,
+                      self.cycle)
+
+    def _set_labels(self, indices: list[int], label: str) -> tuple[Change, ...]:
+        """Label ``indices`` (one journal write, fsync'ed) and push one undo step."""
+        changes = tuple(self._change(i) for i in dict.fromkeys(int(i) for i in indices))
+        if not changes:
+            return changes
+        was = {c.index: c.before for c in changes if c.before not in (None, label)}
+        self.project.label_many({c.index: label for c in changes}, by="user", cycle=self.cycle, was=was)
+        for c in changes:
+            self._labels[c.index] = label
+            self._skipped.discard(c.index)
+        self._undo.append(changes)
+        return changes
 
     def assign(self, label: str) -> Change:
-        """Label the current volume (journaled at once) and move to the next open volume."""
+        """Label the volume on screen (journaled at once); in the batch, move to the next open volume."""
+        if self.visiting is not None:
+            return self._set_labels([self.visiting], label)[0]
         if not self.batch:
             raise KtalError("there is no volume to label")
-        change = self._record()
-        self.project.label(change.index, label, by="user", cycle=self.cycle)
-        self._labels[change.index] = label
-        self._skipped.discard(change.index)
-        self._undo.append(change)
+        change = self._set_labels([self.batch[self.position].index], label)[0]
         self._advance()
         return change
 
-    def assign_number(self, number: int) -> Change:
-        """Label with the class bound to key ``number`` (1-based)."""
+    def assign_many(self, indices, label: str) -> tuple[Change, ...]:
+        """Give ``label`` to several volumes at once (one undo step); if the batch's current volume
+        is among them, move on to the next open one."""
+        current = self.item.index if self.batch and self.visiting is None else None
+        changes = self._set_labels(list(indices), label)
+        if current is not None and any(c.index == current for c in changes):
+            self._advance()
+        return changes
+
+    def relabel(self, index: int, label: str) -> Change:
+        """Correct the label of any pool volume (a new journal record that says what it replaced)."""
+        if not 0 <= int(index) < len(self.project.pool):
+            raise KtalError(f"there is no volume {index} in the pool of {len(self.project.pool)}")
+        return self._set_labels([index], label)[0]
+
+    def unlabel(self, index: int) -> Change | None:
+        """Take the label of any pool volume back (it goes back to the unlabeled pool); None if it had none."""
+        index = int(index)
+        label = self._labels.get(index)
+        if label is None:
+            return None
+        change = self._change(index)
+        self.project.unlabel(index, by="user", cycle=self.cycle, was=label)
+        del self._labels[index]
+        self._skipped.discard(index)
+        self._undo.append((change,))
+        return change
+
+    def assign_key(self, key: str) -> Change:
+        """Label with the class bound to ``key`` (1-9, 0, then letters: :data:`CLASS_KEYS`)."""
+        k = class_of_key(key)
         classes = self.project.classes
-        if not 1 <= number <= min(len(classes), MAX_KEYED_CLASSES):
-            raise KtalError(f"no class on key {number}; there are {len(classes)} classes")
+        if k is None or k >= len(classes):
+            raise KtalError(f"no class on key {key}; there are {len(classes)} classes")
+        return self.assign(classes[k])
+
+    def assign_number(self, number: int) -> Change:
+        """Label with the class bound to number key ``number`` (1-9; 10 is key 0)."""
+        classes = self.project.classes
+        if not 1 <= number <= min(len(classes), 10):
+            raise KtalError(f"no class on key {number % 10}; there are {len(classes)} classes")
         return self.assign(classes[number - 1])
 
-    def skip(self) -> Change:
-        """Leave the current volume without a label (removing one it had) and move on."""
+    def skip(self) -> Change | None:
+        """Leave the current volume without a label (removing one it had) and move on.
+
+        On a visited volume (outside the batch) it changes nothing and goes back to the batch.
+        """
+        if self.visiting is not None:
+            self.go_to(self.position)
+            return None
         if not self.batch:
             raise KtalError("there is no volume to skip")
-        change = self._record()
-        self.project.unlabel(change.index, by=SKIP_BY)
+        change = self._change(self.batch[self.position].index)
+        self.project.unlabel(change.index, by=SKIP_BY, cycle=self.cycle, was=change.before)
         self._labels.pop(change.index, None)
         self._skipped.add(change.index)
-        self._undo.append(change)
+        self._undo.append((change,))
         self._advance()
         return change
 
@@ -216,23 +317,39 @@ class LabelingSession:
         return bool(self._undo)
 
     def undo(self) -> Change | None:
-        """Restore the label the last change replaced (a new journal line) and go back to it."""
+        """Restore what the last step replaced (new journal lines) and go back to it.
+
+        Works across batches: a step of an earlier batch restores that volume's label and
+        visits it (it is not in the batch on screen). Returns the step's first change.
+        """
         if not self._undo:
             return None
-        change = self._undo.pop()
-        if change.before is not None:
-            self.project.label(change.index, change.before, by="user", cycle=self.cycle)
-            self._labels[change.index] = change.before
-            self._skipped.discard(change.index)
+        step = self._undo.pop()
+        restore: dict[str, list[Change]] = {}
+        for change in step:
+            if change.before is not None:
+                restore.setdefault(change.before, []).append(change)
+        for label, changes in restore.items():
+            self.project.label_many({c.index: label for c in changes}, by="user", cycle=self.cycle,
+                                    was={c.index: self._labels.get(c.index) for c in changes})
+            for c in changes:
+                self._labels[c.index] = label
+                self._skipped.discard(c.index)
+        for change in step:
+            if change.before is None:
+                self.project.unlabel(change.index, by=SKIP_BY if change.before_skipped else "user", cycle=self.cycle,
+                                     was=self._labels.get(change.index))
+                self._labels.pop(change.index, None)
+                if change.before_skipped:
+                    self._skipped.add(change.index)
+                else:
+                    self._skipped.discard(change.index)
+        first = step[0]
+        if first.index in self._positions:
+            self.go_to(self._positions[first.index])
         else:
-            self.project.unlabel(change.index, by=SKIP_BY if change.before_skipped else "user")
-            self._labels.pop(change.index, None)
-            if change.before_skipped:
-                self._skipped.add(change.index)
-            else:
-                self._skipped.discard(change.index)
-        self.position = change.position
-        return change
+            self.visiting = first.index
+        return first
 
     # -- classes -----------------------------------------------------------------------
     def add_class(self, name: str) -> None:
@@ -249,12 +366,12 @@ class LabelingSession:
         self.project.rename_class(old, new)  # the journal records the rename; labels follow
         new = new.strip()
         self._labels = {i: (new if lab == old else lab) for i, lab in self._labels.items()}
-        self._undo = [c if c.before != old else Change(c.index, c.position, new, c.before_skipped)
-                      for c in self._undo]
+        self._undo = [tuple(c if c.before != old else replace(c, before=new) for c in step) for step in self._undo]
 
     def remove_class(self, name: str) -> None:
         self.project.remove_class(name)  # refuses a class that still labels volumes
-        self._undo = [c for c in self._undo if c.before != name]
+        steps = (tuple(c for c in step if c.before != name) for step in self._undo)
+        self._undo = [step for step in steps if step]
 
 
 def _replay(project: Project) -> tuple[dict[int, str], set[int]]:

@@ -297,20 +297,22 @@ class Project:
         """Current labels (pool index -> class name), replayed from the journal."""
         return self.journal.labels()
 
-    def label(self, index: int, label: str, by: str = "user", cycle: int | None = None) -> None:
+    def label(self, index: int, label: str, by: str = "user", cycle: int | None = None,
+              was: str | None = None) -> None:
         if label not in self._config["classes"]:
             raise KtalError(f"unknown class '{label}'; classes are {', '.join(self.classes)}")
-        self.journal.set(index, self.pool.keys[index], label, by=by, cycle=cycle)
+        self.journal.set(index, self.pool.keys[index], label, by=by, cycle=cycle, was=was)
 
-    def label_many(self, items: dict[int, str], by: str = "user", cycle: int | None = None) -> None:
+    def label_many(self, items: dict[int, str], by: str = "user", cycle: int | None = None,
+                   was: dict[int, str | None] | None = None) -> None:
         unknown = sorted(set(items.values()) - set(self._config["classes"]))
         if unknown:
             raise KtalError(f"unknown class(es) {', '.join(unknown)}; classes are {', '.join(self.classes)}")
         keys = self.pool.keys
-        self.journal.set_many(((i, keys[i], lab) for i, lab in items.items()), by=by, cycle=cycle)
+        self.journal.set_many(((i, keys[i], lab) for i, lab in items.items()), by=by, cycle=cycle, was=was)
 
-    def unlabel(self, index: int, by: str = "user") -> None:
-        self.journal.unset(index, self.pool.keys[index], by=by)
+    def unlabel(self, index: int, by: str = "user", cycle: int | None = None, was: str | None = None) -> None:
+        self.journal.unset(index, self.pool.keys[index], by=by, cycle=cycle, was=was)
 
     def labeled_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(indices, class ids, float32 volumes) of every labeled volume, in index order."""

@@ -77,7 +77,7 @@ def test_resume_derives_batch_position_and_labels_from_the_folder(project, sim_t
         s.assign(sim_truth[q.key])
     al.train_cycle(project, tiny_recipe, torch.device("cpu"), seed=0)
     s.reload()
-    assert s.cycle == 1 and s.phase is Phase.LABELING and not s.can_undo
+    assert s.cycle == 1 and s.phase is Phase.LABELING and s.can_undo  # undo reaches across batches
     s.go_to(1)
     s.assign(sim_truth[s.batch[1].key])
     s.go_to(1)  # wander
@@ -124,3 +124,103 @@ def test_classes_rename_remove_and_blockers(project):
         s.assign_number(9)
     with pytest.raises(KtalError, match="unknown class"):
         s.assign("nonsense")
+
+
+# -- more than nine classes, corrections, bulk labels, undo across batches ------------------------
+def test_class_keys_reach_past_nine_and_skip_the_action_keys():
+    from napari_ktal.core.loop.session import CLASS_KEYS, class_of_key, key_of_class
+
+    assert [key_of_class(k) for k in range(11)] == list("1234567890Q")
+    assert class_of_key("0") == 9 and class_of_key("q") == 10 and class_of_key("N") is None
+    assert not set("NPSUC") & set(CLASS_KEYS) and len(set(CLASS_KEYS)) == len(CLASS_KEYS) == 31
+    assert key_of_class(32) is None and class_of_key("12") is None
+
+
+def test_a_tenth_and_an_eleventh_class_by_key(project):
+    for k in range(3, 11):
+        project.add_class(f"extra_{k}")
+    s = LabelingSession(project)
+    first, second = s.batch[0], s.batch[1]
+    s.assign_key("0")
+    s.assign_key("q")
+    assert s.label_of(first.index) == s.classes[9] == "extra_9"
+    assert s.label_of(second.index) == s.classes[10] == "extra_10"
+    with pytest.raises(KtalError, match="no class on key W"):
+        s.assign_key("W")  # the 12th key: there are 11 classes
+
+
+def test_relabel_any_volume_is_a_new_record_that_says_what_it_replaced(project, sim_truth, tiny_recipe):
+    s = LabelingSession(project)
+    for q in s.batch:
+        s.assign(sim_truth[q.key])
+    al.train_cycle(project, tiny_recipe, torch.device("cpu"), seed=0)
+    s.reload()
+    old = project.read_query(0)[0]
+    wrong = next(c for c in s.classes if c != sim_truth[old.key])
+    n_before = len(project.journal.records())
+    s.relabel(old.index, wrong)  # a label of cycle 0's batch, corrected while batch 1 is on screen
+    rec = project.journal.records()[-1]
+    assert len(project.journal.records()) == n_before + 1  # appended, nothing rewritten
+    assert (rec["op"], rec["index"], rec["label"], rec["was"], rec["cycle"], rec["by"]) == (
+        "set", old.index, wrong, sim_truth[old.key], 1, "user")
+    # the next training set uses the corrected label
+    idx, y, _ = Project(project.root).labeled_arrays()
+    assert s.classes[y[list(idx).index(old.index)]] == wrong
+    assert s.position == 0 and s.visiting is None  # a correction from review does not move the batch
+    s.undo()
+    assert project.labels()[old.index] == sim_truth[old.key]
+    assert project.journal.records()[-1]["was"] == wrong
+
+
+def test_assign_many_is_one_undo_step(project):
+    s = LabelingSession(project)
+    a, b, c = s.batch
+    s.assign_many([a.index, c.index], "class_02")
+    assert s.labels == {a.index: "class_02", c.index: "class_02"}
+    assert s.position == 1  # the current volume was labeled: on to the next open one
+    s.go_to(1)
+    s.assign("class_00")
+    s.undo()
+    s.undo()  # both bulk labels at once
+    assert s.labels == {} and s.position == 0 and not s.can_undo
+    assert [r["op"] for r in project.journal.records()] == ["set", "set", "set", "unset", "unset", "unset"]
+
+
+def test_undo_reaches_across_a_batch_boundary(project, sim_truth, tiny_recipe):
+    s = LabelingSession(project)
+    for q in s.batch[:-1]:
+        s.assign(sim_truth[q.key])
+    last = s.item
+    wrong = next(c for c in s.classes if c != sim_truth[last.key])
+    s.assign(wrong)  # the batch's last label, a mistake: the cycle trains on it anyway
+    al.train_cycle(project, tiny_recipe, torch.device("cpu"), seed=0)
+    s.reload()
+    assert s.cycle == 1 and s.can_undo
+    change = s.undo()
+    assert change.index == last.index and change.cycle == 0
+    assert s.label_of(last.index) is None and project.labels().get(last.index) is None
+    assert s.visiting == last.index and s.current_index == last.index  # shown, though not in this batch
+    s.assign(sim_truth[last.key])  # a class key now labels the visited volume
+    assert project.labels()[last.index] == sim_truth[last.key] and s.visiting == last.index
+    s.next()  # N: back to the batch, where it was
+    assert s.visiting is None and s.position == 0
+
+
+def test_unlabel_and_visit_any_volume(project):
+    s = LabelingSession(project)
+    a = s.batch[0]
+    s.assign("class_01")
+    outside = next(i for i in range(len(project.pool)) if s.position_of(i) is None)
+    s.visit(outside)
+    assert s.current_index == outside and s.item.index == s.batch[s.position].index
+    s.assign("class_00")
+    assert s.label_of(outside) == "class_00" and s.current_index == outside
+    assert s.skip() is None and s.visiting is None  # S on a visited volume: back to the batch, no change
+    assert s.unlabel(a.index).before == "class_01"
+    rec = project.journal.records()[-1]
+    assert (rec["op"], rec["by"], rec["was"], rec["cycle"]) == ("unset", "user", "class_01", 0)
+    assert s.unlabel(a.index) is None  # nothing to take back
+    s.undo()
+    assert s.label_of(a.index) == "class_01"
+    with pytest.raises(KtalError, match="no volume"):
+        s.visit(len(project.pool))

@@ -1,0 +1,58 @@
+"""Small pieces the dock's views share: class-colour swatches, the class keys of a key event,
+thumbnails as pixmaps, a debounced refresh."""
+
+from __future__ import annotations
+
+import numpy as np
+from qtpy.QtCore import QSize, Qt, QTimer
+from qtpy.QtGui import QColor, QIcon, QImage, QPixmap
+
+from ...core.loop.session import CLASS_KEYS
+from ..viewer_bindings import KEYS
+
+ACTION_KEYS = {KEYS[name]: name for name in ("next", "previous", "skip", "undo")}  # "N" -> "next"
+
+
+def swatch(color: str, size: int = 12) -> QIcon:
+    """A square icon of ``color`` (a class's colour on its button, in the table, in the examples)."""
+    pix = QPixmap(QSize(size, size))
+    pix.fill(QColor(color))
+    return QIcon(pix)
+
+
+def event_key(event) -> str | None:
+    """The character of a plain key press (no Ctrl, Alt or Meta), upper case: '3', 'Q', 'N'; else None."""
+    mods = event.modifiers()
+    blocked = Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.AltModifier | \
+        Qt.KeyboardModifier.MetaModifier
+    if mods & blocked:
+        return None
+    text = event.text().upper()
+    if len(text) == 1 and (text in CLASS_KEYS or text in ACTION_KEYS):
+        return text
+    return None
+
+
+def pixmap_of(image: np.ndarray, side: int) -> QPixmap:
+    """An 8-bit grey image as a ``side`` x ``side`` pixmap (smoothly scaled once, then cached by the caller)."""
+    img = np.ascontiguousarray(image, dtype=np.uint8)
+    h, w = img.shape
+    qimg = QImage(img.data, w, h, w, QImage.Format.Format_Grayscale8).copy()  # copy: own the bytes
+    return QPixmap.fromImage(qimg).scaled(side, side, Qt.AspectRatioMode.KeepAspectRatio,
+                                          Qt.TransformationMode.SmoothTransformation)
+
+
+class Debounced:
+    """Calls ``fn`` once, ``ms`` after the last of several quick requests (e.g. a key held down)."""
+
+    def __init__(self, fn, ms: int = 150, parent=None):
+        self._timer = QTimer(parent)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(ms)
+        self._timer.timeout.connect(fn)
+
+    def __call__(self) -> None:
+        self._timer.start()
+
+    def stop(self) -> None:
+        self._timer.stop()

@@ -1,0 +1,236 @@
+"""The review table: every label of the project, likely mistakes first; relabel or unlabel any.
+
+Rows come from :meth:`~napari_ktal._napari.browser.Browser.review_rows` (volume, class, cycle,
+who and when, the latest teacher's guess and confidence, and its probability of the given
+label). Filters: one class, and only the labels the teacher disagrees with. Click a column
+header to sort by it. With the table focused, a class key relabels the selected rows,
+Delete takes their labels back, U undoes; a double click shows the volume in the viewer
+(a class key there relabels it too). Every correction is a new journal record.
+
+The table is rebuilt only while it is visible, and at most every 150 ms.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from qtpy.QtCore import QAbstractTableModel, QSortFilterProxyModel, Qt, Signal
+from qtpy.QtGui import QColor
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QComboBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QPushButton,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ...core.loop.session import class_of_key
+from ..palette import UNLABELED, class_colors
+from .common import ACTION_KEYS, Debounced, event_key, swatch
+
+COLUMNS = ["volume", "label", "cycle", "by", "when", "teacher says", "confidence", "p(label)"]
+SORT_ROLE = Qt.ItemDataRole.UserRole + 1
+ALL = "all classes"
+
+
+def _pct(v: float) -> str:
+    return "—" if math.isnan(v) else f"{100 * v:.0f}%"
+
+
+class ReviewModel(QAbstractTableModel):
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.rows: list = []
+        self.colors: dict[str, str] = {}
+
+    def rowCount(self, parent=None) -> int:  # noqa: N802 - Qt's name
+        return 0 if parent is not None and parent.isValid() else len(self.rows)
+
+    def columnCount(self, parent=None) -> int:  # noqa: N802 - Qt's name
+        return 0 if parent is not None and parent.isValid() else len(COLUMNS)
+
+    def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):  # noqa: N802 - Qt's name
+        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
+            return COLUMNS[section]
+        return None
+
+    def set_rows(self, rows: list, colors: dict[str, str]) -> None:
+        self.beginResetModel()
+        self.rows, self.colors = rows, colors
+        self.endResetModel()
+
+    def data(self, index, role=Qt.ItemDataRole.DisplayRole):
+        if not index.isValid():
+            return None
+        r, col = self.rows[index.row()], COLUMNS[index.column()]
+        if role == Qt.ItemDataRole.DisplayRole:
+            return {
+                "volume": r.key, "label": r.label, "cycle": "—" if r.cycle is None else str(r.cycle),
+                "by": r.by + (f" (was {r.was})" if r.was else ""),
+                "when": time.strftime("%Y-%m-%d %H:%M", time.localtime(r.t)) if r.t else "—",
+                "teacher says": r.predicted or "—", "confidence": _pct(r.confidence), "p(label)": _pct(r.p_label),
+            }[col]
+        if role == SORT_ROLE:  # what a click on the header sorts by
+            return {"volume": r.key, "label": r.label, "cycle": -1 if r.cycle is None else r.cycle, "by": r.by,
+                    "when": r.t or 0.0, "teacher says": r.predicted,
+                    "confidence": -1.0 if math.isnan(r.confidence) else r.confidence,
+                    "p(label)": -1.0 if math.isnan(r.p_label) else r.p_label}[col]
+        if role == Qt.ItemDataRole.DecorationRole and col in ("label", "teacher says"):
+            name = r.label if col == "label" else r.predicted
+            return swatch(self.colors.get(name, UNLABELED)) if name else None
+        if role == Qt.ItemDataRole.ForegroundRole and col == "teacher says" and r.disagrees:
+            return QColor("#ff9f43")
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return f"pool index {r.index}" + (" · the teacher disagrees with this label" if r.disagrees else "")
+        if role == Qt.ItemDataRole.UserRole:
+            return r
+        return None
+
+
+class _Table(QTableView):
+    keyAction = Signal(str)
+    deleteRequested = Signal()
+
+    def keyPressEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        if event.key() in (Qt.Key.Key_Delete, Qt.Key.Key_Backspace):
+            self.deleteRequested.emit()
+            return
+        key = event_key(event)
+        if key is not None:
+            self.keyAction.emit(key)
+            return
+        super().keyPressEvent(event)
+
+
+class ReviewView(QWidget):
+    relabelRequested = Signal(object, str)  # pool indices, class name
+    unlabelRequested = Signal(object)  # pool indices
+    visitRequested = Signal(int)  # pool index
+    undoRequested = Signal()
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.source = None  # the browser: review_rows(label, disagree_only)
+        self.session = None
+        self._dirty = True
+        self._refresh_soon = Debounced(self.refresh, 150, self)
+
+        self.class_filter = QComboBox(self)
+        self.class_filter.addItem(ALL)
+        self.disagree = QCheckBox("only where the teacher disagrees", self)
+        self.count = QLabel(self)
+        self.target = QComboBox(self)
+        self.target.setToolTip("The class the selected labels become")
+        self.relabel_button = QPushButton("Relabel selected", self)
+        self.unlabel_button = QPushButton("Unlabel selected", self)
+        self.unlabel_button.setToolTip("Take the labels back: the volumes return to the unlabeled pool (Delete)")
+        tools = QHBoxLayout()
+        for w in (QLabel("Show", self), self.class_filter, self.disagree, self.count):
+            tools.addWidget(w)
+        tools.addStretch(1)
+        for w in (QLabel("as", self), self.target, self.relabel_button, self.unlabel_button):
+            tools.addWidget(w)
+
+        self.model = ReviewModel(self)
+        self.proxy = QSortFilterProxyModel(self)
+        self.proxy.setSourceModel(self.model)
+        self.proxy.setSortRole(SORT_ROLE)
+        self.table = _Table(self)
+        self.table.setModel(self.proxy)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.table.setSortingEnabled(True)
+        self.table.horizontalHeader().setSortIndicator(-1, Qt.SortOrder.AscendingOrder)  # the model's order
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.verticalHeader().setVisible(False)
+        self.table.verticalHeader().setDefaultSectionSize(self.fontMetrics().lineSpacing() + 6)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setToolTip("Likely mistakes first: labels the teacher disagrees with, least probable first.\n"
+                              "Double-click: show it · class key: relabel the selection · Delete: unlabel · U: undo")
+        self.table.doubleClicked.connect(lambda i: self.visitRequested.emit(i.data(Qt.ItemDataRole.UserRole).index))
+        self.table.keyAction.connect(self._key)
+        self.table.deleteRequested.connect(self._unlabel)
+        self.relabel_button.clicked.connect(
+            lambda: self.selected() and self.relabelRequested.emit(self.selected(), self.target.currentText()))
+        self.unlabel_button.clicked.connect(self._unlabel)
+        self.class_filter.currentIndexChanged.connect(lambda _: self.refresh())
+        self.disagree.toggled.connect(lambda _: self.refresh())
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(2, 2, 2, 2)
+        layout.addLayout(tools)
+        layout.addWidget(self.table, 1)
+
+    # -- filling -------------------------------------------------------------------------------------
+    def set_classes(self, classes: list[str]) -> None:
+        current = self.class_filter.currentText()
+        colors = class_colors(classes)
+        for combo, items in ((self.class_filter, [ALL, *classes]), (self.target, classes)):
+            combo.blockSignals(True)
+            keep = combo.currentText()
+            combo.clear()
+            for name in items:
+                if name in colors:
+                    combo.addItem(swatch(colors[name]), name)
+                else:
+                    combo.addItem(name)
+            combo.setCurrentIndex(max(0, combo.findText(keep)))
+            combo.blockSignals(False)
+        if self.class_filter.currentText() != current:
+            self.refresh()
+        else:
+            self.changed()
+
+    def changed(self) -> None:
+        """Labels or the teacher's opinion changed: rebuild soon if visible, else when next shown."""
+        self._dirty = True
+        if self.isVisible():
+            self._refresh_soon()
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        super().showEvent(event)
+        if self._dirty:
+            self.refresh()
+
+    def refresh(self) -> None:
+        self._refresh_soon.stop()
+        if self.source is None or self.session is None:
+            self.model.set_rows([], {})
+            return
+        keep = set(self.selected())
+        label = None if self.class_filter.currentText() in ("", ALL) else self.class_filter.currentText()
+        rows = self.source.review_rows(label, self.disagree.isChecked())
+        self.model.set_rows(rows, class_colors(self.session.classes))
+        n_dis = sum(r.disagrees for r in rows)
+        self.count.setText(f"{len(rows)} labels" + (f", teacher disagrees on {n_dis}" if n_dis else ""))
+        self._dirty = False
+        if keep:
+            selection = self.table.selectionModel()
+            for r, row in enumerate(rows):
+                if row.index in keep:
+                    index = self.proxy.mapFromSource(self.model.index(r, 0))
+                    selection.select(index, selection.SelectionFlag.Select | selection.SelectionFlag.Rows)
+
+    # -- user actions ----------------------------------------------------------------------------------
+    def selected(self) -> list[int]:
+        rows = self.table.selectionModel().selectedRows() if self.table.selectionModel() else []
+        return [self.proxy.mapToSource(i).data(Qt.ItemDataRole.UserRole).index for i in rows]
+
+    def _unlabel(self) -> None:
+        if self.selected():
+            self.unlabelRequested.emit(self.selected())
+
+    def _key(self, key: str) -> None:
+        if ACTION_KEYS.get(key) == "undo":
+            self.undoRequested.emit()
+            return
+        k = class_of_key(key)
+        if self.session is not None and k is not None and k < len(self.session.classes) and self.selected():
+            self.relabelRequested.emit(self.selected(), self.session.classes[k])

@@ -1,0 +1,194 @@
+"""What the gallery, the review table and the per-class examples show, without Qt.
+
+:class:`Browser` belongs to the :class:`~.controller.Controller` and runs two kinds of job on
+its runner, both off the GUI thread and both superseded when asked again (a stale result is
+dropped by the runner):
+
+- ``thumbnails``: thumbnails of the batch (and of the examples), computed once per volume and
+  display setting, delivered in chunks (:mod:`.thumbnails`); what is asked for while one runs
+  waits for it and follows it;
+- ``teacher``: the latest teacher's softmax over the labeled volumes and the batch
+  (:func:`~napari_ktal.core.loop.review.teacher_opinion`), after a project opens and after
+  each cycle: the review table's "teacher says" and the examples' ranking.
+
+Views read what to show from here (``review_rows``, ``examples``, ``thumbnail``) and learn
+of news through the controller's hooks (``thumbnails_ready``, ``teacher_changed``).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+from ..core.loop.review import (
+    ReviewRow,
+    TeacherView,
+    class_examples,
+    filter_rows,
+    provenance,
+    review_rows,
+    teacher_opinion,
+)
+from .thumbnails import ThumbnailCache, ThumbnailChunk, ThumbSettings, thumbnail_job
+
+THUMBNAILS, TEACHER = "thumbnails", "teacher"
+EXAMPLES_PER_CLASS = 6
+
+
+def teacher_job(root: Path, indices: list[int], device_name: str, on_progress=None, should_stop=None):
+    from ..core.engine import resolve_device
+    from ..core.project import Project
+
+    return teacher_opinion(Project(root), indices, resolve_device(device_name), on_progress=None,
+                           should_stop=should_stop)
+
+
+class Browser:
+    """Thumbnails, the teacher's opinion of the labels, review rows and examples of one session."""
+
+    def __init__(self, controller):
+        self.c = controller
+        self.settings = ThumbSettings()
+        self.cache = ThumbnailCache()
+        self.teacher: TeacherView | None = None
+        self._pending: list[int] = []  # thumbnails asked for while a job runs
+        self._running: set[int] = set()  # thumbnails the running job makes
+        self._job = 0  # which thumbnail job is the current one (a cancelled one finishes later)
+        self._teacher_next = False  # ask the teacher once the batch's thumbnails are made
+
+    @property
+    def session(self):
+        return self.c.session
+
+    # -- the project's life ------------------------------------------------------------------
+    def opened(self) -> None:
+        self.cache.clear()
+        self.teacher = None
+        self._job += 1
+        self._pending, self._running = [], set()
+        self.batch_changed()
+
+    def closed(self) -> None:
+        self.cache.clear()
+        self.teacher = None
+        self._job += 1
+        self._pending, self._running = [], set()
+
+    def batch_changed(self) -> None:
+        """A new batch is on screen: its thumbnails first, then (when they are made) the teacher's opinion.
+
+        One after the other: both want the CPU, and the gallery is what the user waits for.
+        """
+        s = self.session
+        if s is None:
+            return
+        self._teacher_next = True
+        self.request([q.index for q in s.batch])
+        if self.c.runner.running(THUMBNAILS) is None:
+            self._start_teacher_if_due()
+
+    def _start_teacher_if_due(self) -> None:
+        if self._teacher_next:
+            self._teacher_next = False
+            self.update_teacher()
+
+    # -- thumbnails ------------------------------------------------------------------------------
+    def thumbnail(self, index: int):
+        return self.cache.get(self.settings, index)
+
+    def set_settings(self, mode: str | None = None, smoothing: float | None = None,
+                     invert: bool | None = None) -> None:
+        """Another thumbnail kind or display setting: make the batch's (and examples') thumbnails again."""
+        new = ThumbSettings(mode or self.settings.mode,
+                            self.settings.smoothing if smoothing is None else float(smoothing),
+                            self.settings.invert if invert is None else bool(invert))
+        if new == self.settings:
+            return
+        self.settings = new
+        self.c.runner.cancel(THUMBNAILS)
+        self._job += 1
+        self._pending, self._running = [], set()
+        if self.session is not None:
+            self.request([q.index for q in self.session.batch])
+            self.request([i for idx in self.examples().values() for i in idx])
+        self.c.hooks.thumbnails_ready([])
+
+    def request(self, indices) -> None:
+        """Make the thumbnails of ``indices`` that are not made yet (in the background)."""
+        if self.session is None:
+            return
+        missing = [i for i in self.cache.missing(self.settings, indices)
+                   if i not in self._running and i not in self._pending]
+        if not missing:
+            return
+        if self.c.runner.running(THUMBNAILS) is not None:
+            self._pending.extend(missing)
+            return
+        self._start(missing)
+
+    def _start(self, indices: list[int]) -> None:
+        self._job += 1
+        self._running = set(indices)
+        job = partial(thumbnail_job, self.session.project.pool, indices, self.settings)
+        self.c.runner.start(THUMBNAILS, job, on_progress=self._on_chunk, on_error=self.c.hooks.error,
+                            on_finished=partial(self._on_thumbnails_done, self._job))
+
+    def _on_chunk(self, chunk: ThumbnailChunk) -> None:
+        if not isinstance(chunk, ThumbnailChunk):
+            return
+        done = self.cache.add(chunk)
+        self._running.difference_update(done)
+        if chunk.settings == self.settings:
+            self.c.hooks.thumbnails_ready(done)
+
+    def _on_thumbnails_done(self, job: int) -> None:
+        if job != self._job:
+            return  # a superseded job ended: the current one carries on
+        self._running = set()
+        pending, self._pending = self._pending, []
+        if pending and self.session is not None:
+            self.request(pending)
+        if self.c.runner.running(THUMBNAILS) is None and self.session is not None:
+            self._start_teacher_if_due()
+
+    # -- the teacher's opinion -------------------------------------------------------------------
+    def update_teacher(self) -> None:
+        """Ask the latest trained teacher about every labeled volume and the batch (in the background)."""
+        s = self.session
+        if s is None or not s.project.checkpoint_cycles():
+            return
+        indices = sorted(set(s.labels) | {q.index for q in s.batch})
+        job = partial(teacher_job, s.project.root, indices, self.c.device)
+        self.c.runner.start(TEACHER, job, on_result=self._on_teacher, on_error=self.c.hooks.error)
+
+    def _on_teacher(self, view: TeacherView | None) -> None:
+        self.teacher = view
+        self.c.hooks.teacher_changed()
+        if self.session is not None:
+            self.request([i for idx in self.examples().values() for i in idx])
+
+    # -- what the views show -----------------------------------------------------------------------
+    def review_rows(self, label: str | None = None, disagree_only: bool = False) -> list[ReviewRow]:
+        s = self.session
+        if s is None:
+            return []
+        rows = review_rows(s.project, s.labels, self.teacher, provenance(s.project))
+        return filter_rows(rows, label, disagree_only)
+
+    def examples(self, per_class: int = EXAMPLES_PER_CLASS) -> dict[str, list[int]]:
+        s = self.session
+        if s is None:
+            return {}
+        return class_examples(s.labels, self.teacher, s.classes, per_class)
+
+    def guess(self, index: int) -> tuple[str, float] | None:
+        """The teacher's (class, probability) for a pool volume: from its latest opinion, or the batch's file."""
+        if self.teacher is not None:
+            g = self.teacher.guess(index)
+            if g is not None:
+                return g
+        s = self.session
+        pos = s.position_of(index) if s is not None else None
+        if pos is not None and s.batch[pos].predicted:
+            return s.batch[pos].predicted, s.batch[pos].confidence
+        return None

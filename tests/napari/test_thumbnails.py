@@ -1,0 +1,72 @@
+"""Thumbnails and class colours: plain functions, no Qt."""
+
+import numpy as np
+
+from napari_ktal._napari.palette import TAB10, class_color, class_colors, text_color_on
+from napari_ktal._napari.thumbnails import (
+    ThumbnailCache,
+    ThumbnailChunk,
+    ThumbSettings,
+    thumbnail,
+    thumbnail_job,
+)
+from napari_ktal._napari.volume_view import gap_pixels, mosaic, view_data
+
+
+def _blob(box=32, dark=True):
+    z, y, x = np.mgrid[:box, :box, :box] - box / 2
+    v = np.exp(-(x**2 + y**2 + z**2) / 20.0).astype(np.float32)
+    return -v if dark else v  # protein is dark in raw data
+
+
+def test_a_thumbnail_shows_the_particle_bright_in_both_modes():
+    rng = np.random.default_rng(0)
+    v = _blob() + 0.05 * rng.normal(size=(32, 32, 32)).astype(np.float32)
+    for mode in ("projection", "slice"):
+        img = thumbnail(v, ThumbSettings(mode=mode))
+        assert img.shape == (32, 32) and img.dtype == np.uint8
+        assert img[16, 16] > 200 and img[2, 2] < 80
+    assert not np.array_equal(thumbnail(v, ThumbSettings("projection")), thumbnail(v, ThumbSettings("slice")))
+    flat = thumbnail(np.zeros((16, 16, 16), np.float32))
+    assert flat.shape == (16, 16)  # a constant volume does not divide by zero
+
+
+def test_thumbnail_job_delivers_chunks_and_stops_when_asked():
+    class Pool:
+        def read(self, idx):
+            return np.stack([_blob(16) * (1 + i) for i in idx])
+
+    got = []
+    settings = ThumbSettings("slice", 0.0, False)
+    assert thumbnail_job(Pool(), range(5), settings, on_progress=got.append, chunk=2) == settings
+    assert [sorted(c.images) for c in got] == [[0, 1], [2, 3], [4]]
+    cache = ThumbnailCache()
+    for c in got:
+        cache.add(c)
+    assert cache.missing(settings, [4, 5, 5, 6]) == [5, 6] and cache.get(settings, 3) is not None
+    assert cache.get(ThumbSettings(), 3) is None  # another setting: not made yet
+    import pytest
+
+    from napari_ktal.core.errors import Cancelled
+    with pytest.raises(Cancelled):
+        thumbnail_job(Pool(), range(5), settings, should_stop=lambda: True)
+    assert isinstance(got[0], ThumbnailChunk)
+
+
+def test_the_panels_mosaic_is_the_projection_and_three_slices():
+    v = _blob()
+    data = view_data(v)
+    img = mosaic(data)
+    g = gap_pixels(32)
+    assert img.shape == (64 + g, 64 + g) and img.dtype == np.float32
+    assert img.min() >= 0 and img.max() <= 1 and np.all(img[:, 32:32 + g] == 0)  # the gap
+    out = np.full_like(img, 7.0)
+    assert mosaic(data, out=out) is out and np.array_equal(out, img)  # in place, same numbers
+
+
+def test_one_palette_for_any_number_of_classes():
+    assert [class_color(k) for k in range(10)] == TAB10
+    many = [class_color(k) for k in range(40)]
+    assert len(set(many)) == 40 and all(c.startswith("#") and len(c) == 7 for c in many)
+    assert class_colors(["a", "b"]) == {"a": TAB10[0], "b": TAB10[1]}
+    assert text_color_on("#ffffff") == "#000000" and text_color_on("#1f77b4") == "#ffffff"
