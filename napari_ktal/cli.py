@@ -1,6 +1,6 @@
 """``ktal-cryo``: the headless shell over the compute core.
 
-    ktal-cryo simulate OUT --classes K --per-class N [--test-per-class T] [--snr S] [--box 32] [--seed X]
+    ktal-cryo simulate OUT --classes K --per-class N [--test-per-class T] [--snr S] [--box 32] [--junk-fraction F] [--seed X]
     ktal-cryo train [DATA] --project P [--recipe R] [--oracle LABELS.csv] [--test TEST.csv] [--device D] [--seed X]
     ktal-cryo import-labels LABELS.csv --project P
     ktal-cryo predict --project P [--out predictions.csv]
@@ -98,13 +98,15 @@ def cmd_simulate(args) -> int:
 
     cfg = SimulationConfig(classes=args.classes, per_class=args.per_class, test_per_class=args.test_per_class,
                            snr=args.snr, box=args.box, seed=args.seed, imbalance=args.imbalance,
-                           neighbours=args.neighbours)
+                           neighbours=args.neighbours, junk_fraction=args.junk_fraction)
     bar = ProgressPrinter()
     train, test = simulate_dataset(Path(args.out), cfg, progress=lambda d, t: bar(Progress("simulate", d, t)))
     bar.close()
     n_test = cfg.classes * cfg.test_per_class
-    print(f"wrote {sum(cfg.class_counts())} training volumes ({train})"
-          + (f" and {n_test} test volumes ({test})" if test else ""))
+    train_junk, test_junk = cfg.junk_counts()
+    print(f"wrote {sum(cfg.class_counts()) + train_junk} training volumes ({train})"
+          + (f" and {n_test + test_junk} test volumes ({test})" if test else "")
+          + (f", {train_junk} + {test_junk} of them junk" if train_junk else ""))
     return 0
 
 
@@ -302,6 +304,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "from --per-class (default 1, balanced; test sets stay balanced)")
     s.add_argument("--neighbours", type=int, default=0,
                    help="neighbouring particles reaching into each box: a crowded sample (default 0)")
+    s.add_argument("--junk-fraction", type=float, default=0.0, metavar="F",
+                   help="share F of each split that is junk, labeled 'junk': empty boxes, ice, membrane "
+                        "fragments, carbon edges, gold beads, off-centre or broken particles, aggregates "
+                        "(default 0)")
     s.add_argument("--seed", type=int, default=DEFAULT_SEED)
     s.set_defaults(func=cmd_simulate)
 

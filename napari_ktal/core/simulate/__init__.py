@@ -2,10 +2,12 @@
 
 - :mod:`.templates`  procedural densities of K distinct classes, rotation and rendering
 - :mod:`.optics`     the contrast transfer function and the missing wedge
+- :mod:`.junk`       what pickers return besides particles (ice, membranes, carbon, gold, ...)
 - :mod:`.dataset`    one noisy subtomogram, and whole data sets with labels CSVs
 """
 
-from .dataset import SimulationConfig, class_name, simulate_dataset, simulate_volume
+from .dataset import JUNK_KINDS, JUNK_LABEL, SimulationConfig, class_name, simulate_dataset, simulate_volume
 from .templates import Template, make_templates
 
-__all__ = ["SimulationConfig", "Template", "class_name", "make_templates", "simulate_dataset", "simulate_volume"]
+__all__ = ["JUNK_KINDS", "JUNK_LABEL", "SimulationConfig", "Template", "class_name", "make_templates",
+           "simulate_dataset", "simulate_volume"]
