@@ -361,9 +361,10 @@ def build_parser() -> argparse.ArgumentParser:
                         + ", ".join(strategy_names()))
     b.add_argument("--seeds", type=int, default=5,
                    help="number of seeds per strategy (default 5; paired tests need 6 or more to reach p < 0.05)")
-    b.add_argument("--metric", choices=("accuracy", "balanced"), default="accuracy",
-                   help="what the summary compares: test accuracy, or balanced accuracy (mean recall over "
-                        "classes, for imbalanced sets); default accuracy")
+    b.add_argument("--metric", choices=("accuracy", "balanced", "particle"), default="accuracy",
+                   help="what the summary compares: test accuracy, balanced accuracy (mean recall over "
+                        "classes, for imbalanced sets), or particle-class accuracy (the test volumes that are "
+                        "not junk); default accuracy")
     b.add_argument("--first-seed", type=int, default=DEFAULT_SEED,
                    help=f"seeds are first-seed, first-seed+1, ... (default {DEFAULT_SEED})")
     b.add_argument("--recipe", help="shipped recipe name or a .toml path (default quick); [active] strategy is "
