@@ -3,6 +3,7 @@
     python benchmarks/ladder.py --list
     python benchmarks/ladder.py 10c-snr005 --strategies kt,random,entropy,margin,coreset --seeds 5
     python benchmarks/ladder.py 10c-snr005 --baseline          # nearest class mean on z-scored volumes
+    python benchmarks/ladder.py 10c-junk50 --strategies kt,kt-junk,random,entropy,poal,dpp,autoal --seeds 5
     python benchmarks/ladder.py --tiny                         # a seconds-long smoke run (CI)
 
 Each set is simulated once under ``--root`` (default benchmarks/results/ladder/), then
@@ -51,6 +52,11 @@ LADDER: dict[str, Rung] = {
                            metric="balanced"),
     "10c-crowded": Rung("10 classes at SNR 0.1, 100 per class, two neighbouring particles in every box",
                         dict(classes=10, per_class=100, test_per_class=30, snr=0.1, seed=15, neighbours=2)),
+    "10c-junk50": Rung("10 particle classes and 50% junk of 7 kinds (ice, membranes, carbon, gold, ...), 16^3 at "
+                       "SNR 1, 20 particles per class; compared on particle-class accuracy (the CPU junk benchmark)",
+                       dict(classes=10, per_class=20, test_per_class=20, snr=1.0, box=16, seed=21, junk_fraction=0.5),
+                       metric="particle",
+                       changes={"model": {"width": 4}, "train": {"batch_size": 16, "min_steps": 300}}),
     "tiny": Rung("a smoke test: 3 classes of 16^3 at SNR 2",
                  dict(classes=3, per_class=8, test_per_class=3, snr=2.0, box=16, seed=0),
                  changes={"model": {"width": 2}, "train": {"epochs": 2, "lr_milestones": [], "min_steps": 0,

@@ -1,6 +1,6 @@
 """``ktal-cryo``: the headless shell over the compute core.
 
-    ktal-cryo simulate OUT --classes K --per-class N [--test-per-class T] [--snr S] [--box 32] [--seed X]
+    ktal-cryo simulate OUT --classes K --per-class N [--test-per-class T] [--snr S] [--box 32] [--junk-fraction F] [--seed X]
     ktal-cryo simulate-scene OUT [--classes K] [--per-class N] [--junk J] [--tomograms T] [--snr S] [--seed X]
     ktal-cryo extract PICKS --tomograms TOMOS --out DIR [--box 32] [--voxel-size A] [--invert auto|yes|no]
     ktal-cryo train [DATA | PICKS --tomograms TOMOS] --project P [--recipe R] [--oracle LABELS] [--test TEST.csv] ...
@@ -101,13 +101,15 @@ def cmd_simulate(args) -> int:
 
     cfg = SimulationConfig(classes=args.classes, per_class=args.per_class, test_per_class=args.test_per_class,
                            snr=args.snr, box=args.box, seed=args.seed, imbalance=args.imbalance,
-                           neighbours=args.neighbours)
+                           neighbours=args.neighbours, junk_fraction=args.junk_fraction)
     bar = ProgressPrinter()
     train, test = simulate_dataset(Path(args.out), cfg, progress=lambda d, t: bar(Progress("simulate", d, t)))
     bar.close()
     n_test = cfg.classes * cfg.test_per_class
-    print(f"wrote {sum(cfg.class_counts())} training volumes ({train})"
-          + (f" and {n_test} test volumes ({test})" if test else ""))
+    train_junk, test_junk = cfg.junk_counts()
+    print(f"wrote {sum(cfg.class_counts()) + train_junk} training volumes ({train})"
+          + (f" and {n_test + test_junk} test volumes ({test})" if test else "")
+          + (f", {train_junk} + {test_junk} of them junk" if train_junk else ""))
     return 0
 
 
@@ -394,6 +396,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "from --per-class (default 1, balanced; test sets stay balanced)")
     s.add_argument("--neighbours", type=int, default=0,
                    help="neighbouring particles reaching into each box: a crowded sample (default 0)")
+    s.add_argument("--junk-fraction", type=float, default=0.0, metavar="F",
+                   help="share F of each split that is junk, labeled 'junk': empty boxes, ice, membrane "
+                        "fragments, carbon edges, gold beads, off-centre or broken particles, aggregates "
+                        "(default 0)")
     s.add_argument("--seed", type=int, default=DEFAULT_SEED)
     s.set_defaults(func=cmd_simulate)
 
@@ -493,9 +499,10 @@ def build_parser() -> argparse.ArgumentParser:
                         + ", ".join(strategy_names()))
     b.add_argument("--seeds", type=int, default=5,
                    help="number of seeds per strategy (default 5; paired tests need 6 or more to reach p < 0.05)")
-    b.add_argument("--metric", choices=("accuracy", "balanced"), default="accuracy",
-                   help="what the summary compares: test accuracy, or balanced accuracy (mean recall over "
-                        "classes, for imbalanced sets); default accuracy")
+    b.add_argument("--metric", choices=("accuracy", "balanced", "particle"), default="accuracy",
+                   help="what the summary compares: test accuracy, balanced accuracy (mean recall over "
+                        "classes, for imbalanced sets), or particle-class accuracy (the test volumes that are "
+                        "not junk); default accuracy")
     b.add_argument("--first-seed", type=int, default=DEFAULT_SEED,
                    help=f"seeds are first-seed, first-seed+1, ... (default {DEFAULT_SEED})")
     b.add_argument("--recipe", help="shipped recipe name or a .toml path (default quick); [active] strategy is "

@@ -6,7 +6,8 @@ in its own project folder, all under one benchmark folder::
     DIR/benchmark.json              what was benchmarked: data, oracle, test set, recipe
     DIR/base/                       a project holding the pool, imported once (never trained)
     DIR/runs/<strategy>-seed<k>/    one project per run; its pool/ links to DIR/base/pool
-    DIR/results.csv                 one row per (strategy, seed, cycle)
+    DIR/results.csv                 one row per (strategy, seed, cycle); junk_share: the share of the
+                                    batch that cycle queried whose true label is junk
     DIR/summary.csv                 one row per strategy (mean +- std accuracy per budget, AUBC, ...)
     DIR/benchmark.png               accuracy vs labeled fraction, mean +- std bands
 
@@ -38,19 +39,20 @@ import torch
 from ..atomic import atomic_open, atomic_write_text
 from ..errors import KtalError
 from ..progress import ProgressCallback, StopFlag, check_cancel
-from ..project import Project
+from ..project import JUNK_CLASS, Project
 from ..recipe import Recipe
 from ..strategies import STRATEGIES
 from .labels import load_labeled_set
 from .oracle import oracle_for_pool, run_with_oracle
 from .schedule import budget_schedule
-from .stats import PairedComparison, bootstrap_ci, min_wilcoxon_p, paired_comparison
+from .stats import PairedComparison, bootstrap_ci, min_wilcoxon_p, paired_comparison, ratio_ci
 
 RESULT_COLUMNS = ["strategy", "seed", "cycle", "n_labeled", "test_accuracy", "test_balanced_accuracy",
-                  "query_seconds", "train_seconds"]
+                  "query_seconds", "train_seconds", "test_particle_accuracy", "junk_share"]
 REFERENCE = "random"  # labels_to_match_random: labels a strategy needs to reach this one's final accuracy
 COMPARE_TO = ("random", "kt")  # every strategy is tested, paired by seed, against these
-METRICS = {"accuracy": "test_accuracy", "balanced": "test_balanced_accuracy"}
+METRICS = {"accuracy": "test_accuracy", "balanced": "test_balanced_accuracy", "particle": "test_particle_accuracy"}
+METRIC_NAMES = {"accuracy": "accuracy", "balanced": "balanced accuracy", "particle": "particle-class accuracy"}
 CONFIG_FILE = "benchmark.json"
 
 
@@ -111,14 +113,21 @@ class StrategyCurve:
     aubc_by_seed: dict[int, float] = field(default_factory=dict)
     aubc_ci: tuple[float, float] = (float("nan"), float("nan"))  # 95% bootstrap interval of the mean AUBC
     versus: dict[str, PairedComparison] = field(default_factory=dict)  # reference -> paired test of the AUBC
+    junk_by_seed: dict[int, float] = field(default_factory=dict)  # share of the queried volumes that were junk
+    junk_share: float = float("nan")  # mean over seeds of junk_by_seed (NaN: the pool has no junk)
+    junk_ci: tuple[float, float] = (float("nan"), float("nan"))  # its 95% bootstrap interval over seeds
+    junk_vs_kt: tuple[float, float, float] = (float("nan"),) * 3  # junk share / kt's, and its paired interval
 
 
 def summarize(rows: Sequence[dict], n_pool: int, strategies: Sequence[str] | None = None,
               reference: str = REFERENCE, metric: str = "accuracy") -> list[StrategyCurve]:
     """Per-strategy curves from result rows (``RESULT_COLUMNS``; numbers or numeric strings).
 
-    ``metric``: "accuracy" or "balanced" (mean recall over classes). Each curve carries its AUBC per
-    seed, a bootstrap interval of the mean AUBC, and paired tests against random and kt.
+    ``metric``: "accuracy", "balanced" (mean recall over classes) or "particle" (accuracy on the
+    test volumes that are not junk). Each curve carries its AUBC per seed, a bootstrap interval of
+    the mean AUBC, and paired tests against random and kt; where rows have a ``junk_share``, the
+    share of the queried volumes that were junk (per seed: the mean over the cycles that queried),
+    with its bootstrap interval over seeds and its ratio to kt's, paired by seed.
     """
     column = METRICS[metric]
 
@@ -143,16 +152,22 @@ def summarize(rows: Sequence[dict], n_pool: int, strategies: Sequence[str] | Non
         a_mean, a_std = _mean_std(list(per_seed_aubc.values()))
         q = [num(r["query_seconds"]) for r in mine]
         t = [num(r["train_seconds"]) for r in mine]
+        junk = {s: _mean_std([num(r.get("junk_share")) for r in mine if int(r["seed"]) == s])[0] for s in seeds}
+        junk = {s: v for s, v in junk.items() if math.isfinite(v)}
         curves.append(StrategyCurve(name, len(seeds), budgets, [m for m, _ in stats], [s for _, s in stats],
                                     a_mean, a_std, _mean_std(q)[0], _mean_std(t)[0], aubc_by_seed=per_seed_aubc,
-                                    aubc_ci=bootstrap_ci(list(per_seed_aubc.values()))))
+                                    aubc_ci=bootstrap_ci(list(per_seed_aubc.values())), junk_by_seed=junk,
+                                    junk_share=_mean_std(list(junk.values()))[0],
+                                    junk_ci=bootstrap_ci(list(junk.values()))))
     by_name = {c.strategy: c for c in curves}
     ref = by_name.get(reference)
     target = ref.acc_mean[-1] if ref is not None else float("nan")
+    kt_junk = by_name["kt"].junk_by_seed if "kt" in by_name else {}
     return [dataclasses.replace(
         c, labels_to_match_reference=labels_to_reach(c.n_labeled, c.acc_mean, target),
         versus={other: paired_comparison(c.aubc_by_seed, by_name[other].aubc_by_seed)
-                for other in COMPARE_TO if other in by_name and other != c.strategy})
+                for other in COMPARE_TO if other in by_name and other != c.strategy},
+        junk_vs_kt=ratio_ci(c.junk_by_seed, kt_junk))
         for c in curves]
 
 
@@ -170,7 +185,9 @@ def summary_rows(curves: Sequence[StrategyCurve]) -> tuple[list[str], list[dict]
     for other in COMPARE_TO:
         columns += [f"vs_{other}_aubc_diff", f"vs_{other}_ci_low", f"vs_{other}_ci_high", f"vs_{other}_wins",
                     f"vs_{other}_seeds", f"vs_{other}_wilcoxon_p"]
-    columns += [f"labels_to_match_{REFERENCE}", "query_seconds_mean", "train_seconds_mean"]
+    columns += [f"labels_to_match_{REFERENCE}", "query_seconds_mean", "train_seconds_mean",
+                "junk_share", "junk_share_ci_low", "junk_share_ci_high", "junk_vs_kt", "junk_vs_kt_ci_low",
+                "junk_vs_kt_ci_high"]
     rows = []
     for c in curves:
         row = {"strategy": c.strategy, "n_runs": c.n_runs}
@@ -184,6 +201,9 @@ def summary_rows(curves: Sequence[StrategyCurve]) -> tuple[list[str], list[dict]
                         f"vs_{other}_ci_high": _fmt(cmp.ci[1]), f"vs_{other}_wins": cmp.wins,
                         f"vs_{other}_seeds": cmp.n, f"vs_{other}_wilcoxon_p": _fmt(cmp.p_value)})
         row[f"labels_to_match_{REFERENCE}"] = _fmt(c.labels_to_match_reference, 1)
+        row.update(junk_share=_fmt(c.junk_share), junk_share_ci_low=_fmt(c.junk_ci[0]),
+                   junk_share_ci_high=_fmt(c.junk_ci[1]), junk_vs_kt=_fmt(c.junk_vs_kt[0]),
+                   junk_vs_kt_ci_low=_fmt(c.junk_vs_kt[1]), junk_vs_kt_ci_high=_fmt(c.junk_vs_kt[2]))
         rows.append(row)
     return columns, rows
 
@@ -191,13 +211,16 @@ def summary_rows(curves: Sequence[StrategyCurve]) -> tuple[list[str], list[dict]
 def summary_table(curves: Sequence[StrategyCurve], n_pool: int) -> str:
     """The summary as a fixed-width text table: final accuracy, AUBC with its 95% bootstrap interval,
     the paired AUBC difference to random and to kt (interval, Wilcoxon p, seeds won), labels to
-    match random, query time."""
+    match random, query time; and where the pool has junk, the share of the queried volumes that
+    were junk (interval over seeds) and its ratio to kt's."""
     def pct(v):
         return "-" if not math.isfinite(v) else f"{100 * v:.1f}"
 
+    junk = any(math.isfinite(c.junk_share) for c in curves)
     head = (f"{'strategy':<18} {'runs':>4} {'final acc %':>13} {'AUBC % [95% CI]':>20} "
             + " ".join(f"{'vs ' + o + ': dAUBC [CI] p (wins)':>36}" for o in COMPARE_TO)
-            + f" {'labels to ' + REFERENCE:>17} {'query s':>8}")
+            + f" {'labels to ' + REFERENCE:>17} {'query s':>8}"
+            + (f" {'junk % [95% CI]':>20} {'junk / kt [CI]':>20}" if junk else ""))
     lines = [head]
     for c in curves:
         final = f"{pct(c.acc_mean[-1])}" + (f" ±{pct(c.acc_std[-1])}" if math.isfinite(c.acc_std[-1]) else "")
@@ -206,7 +229,14 @@ def summary_table(curves: Sequence[StrategyCurve], n_pool: int) -> str:
         need = c.labels_to_match_reference
         need_s = "-" if not math.isfinite(need) else f"{need:.0f} ({100 * need / n_pool:.0f}%)"
         q = "-" if not math.isfinite(c.query_seconds) else f"{c.query_seconds:.2f}"
-        lines.append(f"{c.strategy:<18} {c.n_runs:>4} {final:>13} {auc:>20} {vs} {need_s:>17} {q:>8}")
+        line = f"{c.strategy:<18} {c.n_runs:>4} {final:>13} {auc:>20} {vs} {need_s:>17} {q:>8}"
+        if junk:
+            share = pct(c.junk_share) + (f" [{pct(c.junk_ci[0])}, {pct(c.junk_ci[1])}]"
+                                         if math.isfinite(c.junk_ci[0]) else "")
+            r, lo, hi = c.junk_vs_kt
+            ratio = "-" if not math.isfinite(r) else f"{r:.2f}" + (f" [{lo:.2f}, {hi:.2f}]" if math.isfinite(lo) else "")
+            line += f" {share:>20} {ratio:>20}"
+        lines.append(line)
     n_seeds = max((c.n_runs for c in curves), default=0)
     lines.append(f"dAUBC: paired by seed, in accuracy points; p: exact two-sided Wilcoxon signed-rank over "
                  f"{n_seeds} seeds (its floor with {n_seeds} seeds: {min_wilcoxon_p(n_seeds):.3g}).")
@@ -231,7 +261,7 @@ def benchmark_png(curves: Sequence[StrategyCurve], path: str | Path, n_pool: int
         if band.any():
             ax.fill_between(x[band], (m - s)[band], (m + s)[band], color=line.get_color(), alpha=0.2, lw=0)
     ax.set_xlabel(f"labeled fraction of the pool (%) — {n_pool} volumes")
-    ax.set_ylabel("teacher test " + ("balanced accuracy" if metric == "balanced" else "accuracy") + " (%)")
+    ax.set_ylabel(f"teacher test {METRIC_NAMES[metric]} (%)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     ax.set_title(title or "napari-ktal benchmark")
@@ -337,27 +367,42 @@ def parse_strategies(text: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def collect_results(out: Path, strategies: Sequence[str], seeds: Sequence[int]) -> list[dict]:
-    """results.csv rows from the runs' history files (query_seconds empty where a cycle made no query)."""
+def junk_share(project: Project, cycle: int, truth: dict[int, str]) -> float:
+    """Share of the batch cycle ``cycle`` queried (``queries/cycle_{cycle+1}``) that is junk in ``truth``
+    (NaN when that cycle queried nothing, or when ``truth`` has no junk: a pool without junk)."""
+    if cycle + 1 not in project.query_cycles() or JUNK_CLASS not in truth.values():
+        return float("nan")
+    batch = [q.index for q in project.read_query(cycle + 1)]
+    return sum(truth.get(i) == JUNK_CLASS for i in batch) / len(batch) if batch else float("nan")
+
+
+def collect_results(out: Path, strategies: Sequence[str], seeds: Sequence[int],
+                    oracle: dict[int, str] | None = None) -> list[dict]:
+    """results.csv rows from the runs' history files (query_seconds empty where a cycle made no query;
+    junk_share from ``oracle``, or each run's own labels when it is not given)."""
     rows = []
     for strategy in strategies:
         for seed in seeds:
             root = out / "runs" / run_name(strategy, seed)
             if not Project.is_project(root):
                 continue
-            for h in Project(root).history():
+            project = Project(root)
+            truth = oracle if oracle is not None else project.labels()
+            for h in project.history():
                 queried = int(h.get("n_queried") or 0) > 0
                 rows.append({"strategy": strategy, "seed": seed, "cycle": int(h["cycle"]),
                              "n_labeled": int(h["n_labeled"]), "test_accuracy": h["test_accuracy"],
                              "test_balanced_accuracy": h.get("test_balanced_accuracy", ""),
                              "query_seconds": h["select_seconds"] if queried else "",
-                             "train_seconds": h["train_seconds"]})
+                             "train_seconds": h["train_seconds"],
+                             "test_particle_accuracy": h.get("test_particle_accuracy", ""),
+                             "junk_share": _fmt(junk_share(project, int(h["cycle"]), truth)) if queried else ""})
     return rows
 
 
 def write_outputs(out: Path, strategies: Sequence[str], seeds: Sequence[int], n_pool: int, title: str = "",
-                  metric: str = "accuracy") -> list[StrategyCurve]:
-    rows = collect_results(out, strategies, seeds)
+                  metric: str = "accuracy", oracle: dict[int, str] | None = None) -> list[StrategyCurve]:
+    rows = collect_results(out, strategies, seeds, oracle)
     with atomic_open(out / "results.csv", "w") as f:
         w = csv.DictWriter(f, RESULT_COLUMNS)
         w.writeheader()
@@ -398,7 +443,7 @@ def run_benchmark(
 ) -> BenchmarkResult:
     """Run (or continue) every (strategy, seed) run, then write results.csv, summary.csv, benchmark.png.
 
-    ``metric`` ("accuracy" or "balanced") is what the summary's curves, AUBC and tests use.
+    ``metric`` ("accuracy", "balanced" or "particle") is what the summary's curves, AUBC and tests use.
     """
     out = Path(out)
     for s in strategies:
@@ -432,7 +477,7 @@ def run_benchmark(
             status = "done" if before >= n_cycles else ("resumed" if before else "ran")
             outcome = RunOutcome(strategy, seed, status, project.history(), n_pool)
             if status != "done":  # keep the tables current while a long benchmark runs
-                write_outputs(out, strategies, seeds, n_pool, title, metric)
+                write_outputs(out, strategies, seeds, n_pool, title, metric, oracle)
             if on_run is not None:
                 on_run(outcome)
-    return BenchmarkResult(write_outputs(out, strategies, seeds, n_pool, title, metric), n_pool, out)
+    return BenchmarkResult(write_outputs(out, strategies, seeds, n_pool, title, metric, oracle), n_pool, out)

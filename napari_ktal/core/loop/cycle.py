@@ -23,7 +23,7 @@ from ..engine import TrainJob, predict, train_pair
 from ..errors import KtalError
 from ..models import build_pair
 from ..progress import ProgressCallback, StopFlag, check_cancel
-from ..project import Project, QueryItem
+from ..project import JUNK_CLASS, Project, QueryItem
 from ..recipe import Recipe
 from ..seeds import DEFAULT_SEED, derive_seed, seeded_rng
 from ..strategies import QueryContext, check_recipe, get_strategy
@@ -53,6 +53,7 @@ class CycleReport:
     test_balanced_accuracy: float = float("nan")
     test_recall: str = ""  # per-class recall on the test set: "name=0.93;other=0.5"
     epochs: int = 0  # epochs trained (more than the recipe's for a small labeled set: [train] min_steps)
+    test_particle_accuracy: float = float("nan")  # accuracy on the test volumes that are not junk
 
     def history_row(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "class_counts"}
@@ -137,7 +138,8 @@ def train_cycle(
             rng = seeded_rng(seed, "select", cycle)
             subset = random_subset(unlabeled, m, recipe.active.subset_factor, rng)
             ctx = QueryContext(teacher, student, project.pool, idx, device, rng, recipe.transfer.score, batch_size,
-                               head, on_progress, should_stop)
+                               head, on_progress, should_stop, labels=y,
+                               junk_class=classes.index(JUNK_CLASS) if JUNK_CLASS in classes else None)
             sel = strategy(ctx, subset, m, options)
             pred, conf = predict(teacher, project.pool, sel.indices, device, batch_size=batch_size,
                                  should_stop=should_stop)
@@ -154,6 +156,6 @@ def train_cycle(
     report = CycleReport(cycle, len(idx), scores.accuracy, mean_unc, result.seconds, select_s, n_queried,
                          result.teacher_loss, result.student_loss, result.transfer_loss,
                          result.samples_per_second, recipe.active.strategy, str(device), counts,
-                         scores.balanced_accuracy, scores.recall_text(), result.epochs)
+                         scores.balanced_accuracy, scores.recall_text(), result.epochs, scores.particle_accuracy)
     project.record_cycle(report.history_row())
     return report

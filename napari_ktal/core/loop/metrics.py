@@ -2,7 +2,9 @@
 
 Balanced accuracy is the mean recall over the classes the test set holds: on an imbalanced
 set (the paper's real data has 320-876 volumes per class) it does not reward a model that
-predicts the largest class. Pure functions of label arrays.
+predicts the largest class. Particle accuracy leaves the ``junk`` class out: it is the accuracy
+over the test volumes whose true class is a particle class (calling such a volume junk is an
+error), so a model is not rewarded for recognising junk. Pure functions of label arrays.
 """
 
 from __future__ import annotations
@@ -11,12 +13,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..project import JUNK_CLASS
+
 
 @dataclass(frozen=True)
 class Scores:
     accuracy: float
     balanced_accuracy: float
     recall: dict[str, float]  # class name -> recall, for the classes in the test set
+    particle_accuracy: float = float("nan")  # accuracy over the test volumes that are not junk
 
     def recall_text(self) -> str:
         """``name=0.93;other=0.50``: one history.csv cell."""
@@ -31,7 +36,9 @@ def score_predictions(predicted, truth, classes: list[str]) -> Scores:
     if not len(true):
         return Scores(float("nan"), float("nan"), {})
     recall = {classes[k]: float((pred[true == k] == k).mean()) for k in np.unique(true)}
-    return Scores(float((pred == true).mean()), float(np.mean(list(recall.values()))), recall)
+    particles = true != classes.index(JUNK_CLASS) if JUNK_CLASS in classes else np.ones(len(true), bool)
+    particle = float((pred[particles] == true[particles]).mean()) if particles.any() else float("nan")
+    return Scores(float((pred == true).mean()), float(np.mean(list(recall.values()))), recall, particle)
 
 
 def parse_recall(text: str) -> dict[str, float]:

@@ -28,6 +28,24 @@ def bootstrap_ci(values, level: float = LEVEL, n_boot: int = BOOTSTRAP, seed: in
     return float(lo), float(hi)
 
 
+def ratio_ci(a: dict[int, float], b: dict[int, float], level: float = LEVEL, n_boot: int = BOOTSTRAP,
+             seed: int = 0) -> tuple[float, float, float]:
+    """mean(a) / mean(b) over the seeds both have, and its percentile bootstrap interval, the
+    seeds resampled in pairs (NaN where b's mean is 0; no interval for fewer than 2 seeds)."""
+    seeds = sorted(s for s in set(a) & set(b) if math.isfinite(a[s]) and math.isfinite(b[s]))
+    x, y = np.array([a[s] for s in seeds], float), np.array([b[s] for s in seeds], float)
+    if not seeds or y.mean() == 0:
+        return float("nan"), float("nan"), float("nan")
+    ratio = float(x.mean() / y.mean())
+    if len(seeds) < 2:
+        return ratio, float("nan"), float("nan")
+    pick = np.random.default_rng(seed).integers(len(seeds), size=(n_boot, len(seeds)))
+    den = y[pick].mean(axis=1)
+    boot = x[pick].mean(axis=1)[den > 0] / den[den > 0]
+    lo, hi = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2])
+    return ratio, float(lo), float(hi)
+
+
 def min_wilcoxon_p(n: int) -> float:
     """The smallest exact two-sided Wilcoxon signed-rank p-value that ``n`` pairs can give."""
     return min(1.0, 2.0 / 2**n) if n > 0 else 1.0

@@ -13,7 +13,7 @@ HISTORY_COLUMNS = [
     "cycle", "n_labeled", "test_accuracy", "mean_uncertainty", "train_seconds", "select_seconds",
     "n_queried", "teacher_loss", "student_loss", "transfer_loss", "samples_per_second", "strategy", "device",
     # added later: older history.csv files lack them (read as empty)
-    "test_balanced_accuracy", "test_recall", "epochs",
+    "test_balanced_accuracy", "test_recall", "epochs", "test_particle_accuracy",
 ]
 
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import json
 import math
 from collections.abc import Callable
@@ -46,10 +47,14 @@ from numpy.typing import NDArray
 from scipy import fft as sfft
 
 from ..errors import KtalError
+from .junk import CONTRAST as JUNK_CONTRAST
+from .junk import JUNK_KINDS, JUNK_LABEL, junk_count, junk_density, junk_kind
 from .optics import ctf_3d, electron_wavelength, missing_wedge_mask
 from .templates import Template, make_templates, random_rotation, render, render_density
 
 __all__ = [
+    "JUNK_KINDS",
+    "JUNK_LABEL",
     "SimulationConfig",
     "Template",
     "VolumeParts",
@@ -99,6 +104,11 @@ class SimulationConfig:
         neighbours: other particles (of random classes, in random poses) around each one,
             centred 0.45-0.7 box sides away from it so that they reach into its box: a
             crowded cytoplasm or a dense picking.
+        junk_fraction: share of each split that is junk (label ``junk``): boxes a picker returns
+            that hold no particle (empty ice, ice contamination, membrane fragments, carbon edges,
+            gold beads, off-centre or broken particles, aggregates; :mod:`.junk`), under the same
+            CTF, wedge and noise. In [0, 0.95]; 0 (the default) writes exactly the files of a
+            configuration without it. The particle counts stay as given: junk is added to them.
     """
 
     classes: int
@@ -116,6 +126,7 @@ class SimulationConfig:
     max_shift: float = 2.0
     imbalance: float = 1.0
     neighbours: int = 0
+    junk_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         _check_int(self, "classes", minimum=1)
@@ -135,6 +146,7 @@ class SimulationConfig:
         _check_float(self, "max_shift", low=0.0, high=self.box / 8)
         _check_float(self, "imbalance", low=1.0, high=1000.0)
         _check_int(self, "neighbours", minimum=0)
+        _check_float(self, "junk_fraction", low=0.0, high=0.95)
 
     def class_counts(self) -> list[int]:
         """Training volumes of each class (``per_class`` each when balanced)."""
@@ -142,6 +154,12 @@ class SimulationConfig:
             return [self.per_class] * self.classes
         return [max(1, round(self.per_class * self.imbalance ** (-c / (self.classes - 1))))
                 for c in range(self.classes)]
+
+    def junk_counts(self) -> tuple[int, int]:
+        """Junk volumes of the training and the test split (0 and 0 without ``junk_fraction``)."""
+        n_test = self.classes * self.test_per_class
+        return (junk_count(sum(self.class_counts()), self.junk_fraction),
+                junk_count(n_test, self.junk_fraction) if n_test else 0)
 
 
 def _check_int(config: SimulationConfig, name: str, minimum: int) -> None:
@@ -259,6 +277,45 @@ def _simulate_parts64(
     return signal, noise
 
 
+def _simulate_junk64(
+    kind: str,
+    rng: np.random.Generator,
+    config: SimulationConfig,
+    noise_filter: NDArray[np.bool_],
+    templates: list[Template],
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """A junk volume of ``kind`` (:mod:`.junk`) with the particles' optics and noise, signal
+    variance ``snr * CONTRAST[kind]``, neighbours as around a particle.
+
+    Junk reaches beyond the box (a carbon film, a membrane, ice at the edge), so its density is
+    rendered on a box twice as large, filtered there and cropped: filtering the box alone would
+    wrap the film's far edge around and draw box-edge features no tomogram has.
+    """
+    box = config.box
+    shape = (box, box, box)
+    big = 2 * box
+    density = junk_density(kind, rng, big, templates, scale=box)
+    for _ in range(config.neighbours):
+        other = templates[rng.integers(len(templates))]
+        direction = rng.standard_normal(3)
+        offset = direction / np.linalg.norm(direction) * rng.uniform(0.45, 0.7) * box
+        density += render_density(other, random_rotation(rng), offset, big)
+    crop = slice(big // 2 - box // 2, big // 2 - box // 2 + box)  # voxel big//2 -> box//2
+    signal = sfft.irfftn(sfft.rfftn(density) * _padded_filter(config), s=density.shape)[crop, crop, crop]
+    noise = sfft.irfftn(sfft.rfftn(rng.standard_normal(shape)) * noise_filter, s=shape)
+    signal *= math.sqrt(config.snr * JUNK_CONTRAST[kind] / np.var(signal))
+    noise *= 1.0 / math.sqrt(np.var(noise))
+    return signal, noise
+
+
+@functools.lru_cache(maxsize=4)
+def _padded_filter(config: SimulationConfig) -> NDArray[np.float64]:
+    """``wedge * ctf`` of ``config``'s optics on a box twice the size."""
+    padded = dataclasses.replace(config, box=2 * config.box, max_shift=0.0)
+    ctf, wedge = _transfer(padded)
+    return ctf * wedge
+
+
 def _filters(
     config: SimulationConfig,
     ctf: NDArray[np.float64] | None,
@@ -337,6 +394,7 @@ def _write_split(
     config: SimulationConfig,
     filters: tuple[NDArray[np.float64], NDArray[np.bool_]],
     tick: Callable[[], None],
+    n_junk: int = 0,
 ) -> Path:
     """Write one split (train or test) into ``folder``; return its ``labels.csv``.
 
@@ -344,31 +402,51 @@ def _write_split(
     ``seed_sequence.spawn(K)[c].spawn(counts[c])[j]``, so its content depends on neither
     the file order nor on how many volumes other classes have. Files are named
     ``sub_NNNNNN.mrc`` in a random order so the name does not reveal the class.
+    Junk volume ``j`` (of ``n_junk``, kind :func:`.junk.junk_kind`) is drawn from child seed
+    ``seed_sequence.spawn(K + 1)[K].spawn(n_junk)[j]`` (the spawn after the classes', so the
+    particles do not change), and ``junk_kinds.csv`` records each junk file's kind.
     """
     folder.mkdir(parents=True, exist_ok=True)
     n_classes = len(templates)
-    total = sum(counts)
+    n_particles = sum(counts)
+    total = n_particles + n_junk
     class_seeds = seed_sequence.spawn(n_classes)
     volume_seeds = [s.spawn(n) for s, n in zip(class_seeds, counts)]
+    junk_seeds = seed_sequence.spawn(1)[0].spawn(n_junk) if n_junk else []
     starts = np.cumsum([0, *counts])
-    order = order_rng.permutation(total)  # file position -> volume index (classes one after the other)
+    order = order_rng.permutation(total)  # file position -> volume index (classes one after the other, then junk)
     width = max(6, len(str(total - 1)))
-    rows = []
+    rows, kinds = [], []
     for position, volume_index in enumerate(order):
-        c = int(np.searchsorted(starts, volume_index, side="right")) - 1
-        j = int(volume_index) - int(starts[c])
-        rng = np.random.default_rng(volume_seeds[c][j])
-        signal, noise = _simulate_parts64(templates[c], rng, config, *filters, neighbours=templates)
         name = f"sub_{position:0{width}d}.mrc"
+        if volume_index >= n_particles:
+            j = int(volume_index) - n_particles
+            kind = junk_kind(j)
+            rng = np.random.default_rng(junk_seeds[j])
+            signal, noise = _simulate_junk64(kind, rng, config, filters[1], templates)
+            label = JUNK_LABEL
+            kinds.append((name, kind))
+        else:
+            c = int(np.searchsorted(starts, volume_index, side="right")) - 1
+            j = int(volume_index) - int(starts[c])
+            rng = np.random.default_rng(volume_seeds[c][j])
+            signal, noise = _simulate_parts64(templates[c], rng, config, *filters, neighbours=templates)
+            label = class_name(c, n_classes)
         _write_mrc(folder / name, (signal + noise).astype(np.float32), config.voxel_size)
-        rows.append((name, class_name(c, n_classes)))
+        rows.append((name, label))
         tick()
     labels = folder / "labels.csv"
-    with labels.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(("path", "label"))
-        writer.writerows(rows)
+    _write_csv(labels, ("path", "label"), rows)
+    if kinds:
+        _write_csv(folder / "junk_kinds.csv", ("path", "kind"), kinds)
     return labels
+
+
+def _write_csv(path: Path, header: tuple[str, str], rows: list[tuple[str, str]]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
 
 
 def simulate_dataset(
@@ -385,7 +463,8 @@ def simulate_dataset(
         out_dir/train/labels.csv       header "path,label"; paths relative to train/
         out_dir/test/...               only when test_per_class > 0
 
-    Labels are :func:`class_name` strings (``class_00``, ...). Every MRC is float32 with
+    Labels are :func:`class_name` strings (``class_00``, ...), and ``junk`` for the junk volumes
+    of ``config.junk_fraction`` (whose kinds ``junk_kinds.csv`` lists beside ``labels.csv``). Every MRC is float32 with
     ``voxel_size`` Angstrom in its header. The same config gives byte-identical files:
     ``SeedSequence(config.seed).spawn(4)`` seeds the templates, the file order, the train
     volumes and the test volumes, and every volume has its own child seed.
@@ -410,7 +489,8 @@ def simulate_dataset(
     ctf, wedge = _transfer(config)
     filters = (ctf * wedge, wedge)
     counts = config.class_counts()
-    total = sum(counts) + config.classes * config.test_per_class
+    train_junk, test_junk = config.junk_counts()
+    total = sum(counts) + config.classes * config.test_per_class + train_junk + test_junk
     done = 0
 
     def tick() -> None:
@@ -424,11 +504,12 @@ def simulate_dataset(
         (out_dir / "simulation.json").write_text(
             json.dumps(dataclasses.asdict(config), indent=2) + "\n", encoding="utf-8"
         )
-        train = _write_split(out_dir / "train", templates, counts, train_ss, order_rng, config, filters, tick)
+        train = _write_split(out_dir / "train", templates, counts, train_ss, order_rng, config, filters, tick,
+                             n_junk=train_junk)
         test = None
         if config.test_per_class > 0:
             test = _write_split(out_dir / "test", templates, [config.test_per_class] * config.classes, test_ss,
-                                order_rng, config, filters, tick)
+                                order_rng, config, filters, tick, n_junk=test_junk)
     except OSError as exc:
         raise KtalError(f"cannot write the simulated data set to {out_dir}: {exc}") from exc
     return train, test

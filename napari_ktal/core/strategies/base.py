@@ -44,7 +44,8 @@ from ..recipe import Recipe, TrainSpec, from_table
 
 @dataclass
 class QueryContext:
-    """What a query may use: the cycle's trained models, the pool, the labeled set, a seeded rng."""
+    """What a query may use: the cycle's trained models, the pool, the labeled set (and its labels,
+    where the caller knows them), which class is junk, a seeded rng."""
 
     teacher: nn.Module
     student: nn.Module
@@ -57,6 +58,8 @@ class QueryContext:
     head: AuxiliaryHead | None = None  # the strategy's head, trained with the teacher, if it has one
     on_progress: ProgressCallback | None = None
     should_stop: StopFlag | None = None
+    labels: np.ndarray | None = None  # class ids of ``labeled`` (the labels given so far), if known
+    junk_class: int | None = None  # the id of the project's ``junk`` class, if it has one
 
     def torch_generator(self) -> torch.Generator:
         """A torch generator on the device, seeded from ``rng`` (so a query is reproducible)."""

@@ -21,6 +21,18 @@ def test_balanced_accuracy_is_the_mean_recall_over_the_classes_present():
         score_predictions([0], [0, 1], ["a", "b"])
 
 
+def test_particle_accuracy_leaves_the_junk_volumes_out_and_counts_junk_calls_as_errors():
+    classes = ["a", "junk", "b"]
+    truth = np.array([0, 0, 2, 2, 1, 1, 1, 1])
+    pred = np.array([0, 1, 2, 2, 1, 1, 1, 0])  # one particle called junk; junk itself 3/4 right
+    s = score_predictions(pred, truth, classes)
+    assert s.particle_accuracy == pytest.approx(3 / 4) and s.accuracy == pytest.approx(6 / 8)
+    # no junk class: every test volume is a particle
+    assert score_predictions([0, 1], [0, 0], ["a", "b"]).particle_accuracy == pytest.approx(0.5)
+    # a test set of junk alone has no particle accuracy
+    assert math.isnan(score_predictions([1, 0], [1, 1], classes).particle_accuracy)
+
+
 def test_bootstrap_interval_covers_the_mean_and_shrinks_with_more_seeds():
     rng = np.random.default_rng(0)
     few, many = rng.normal(0.5, 0.05, 5), rng.normal(0.5, 0.05, 50)

@@ -1,0 +1,326 @@
+"""AutoAL (Wang, Zhan and Huang, "AutoAL: Automated Active Learning with Differentiable Query
+Strategy Search", ICML 2025, arXiv 2410.13853; code haizailache999/AutoAL), ported to 3D.
+
+K candidate strategies of this registry (``autoal_candidates``; kt among them by default) each
+pick a batch, giving a 0/1 matrix A (N x K). SearchNet, a 3D ResNet with a K-way head, gives
+per-sample weights w (N x K); a sample's score is s_i = softmax_i(sum_k A_ik w_ik) over the
+samples; a Gaussian mixture fitted to s sets the threshold tau at the batch's share, and the
+soft mask m_i = sigmoid((s_i - tau) / T) marks the samples the combined strategy would query.
+
+Bi-level training on the labeled set, split in two halves: FitNet (the task network, fresh) is
+trained on the first half (cross-entropy), then on the second half three steps take turns:
+SearchNet maximises mean(CE_i m_i) of FitNet's per-sample losses (it learns which candidates'
+picks are the informative ones, with a penalty on a mask of the wrong size); a loss-prediction
+module (LL4AL, :mod:`.lloss`) learns to rank those losses from SearchNet's stages; FitNet
+minimises mean(CE_i m_i). The query: A on the candidates, SearchNet's weights, the top M by s
+among the samples some candidate picked.
+
+Port and fixes (the reference code hard-codes 2D shapes, 7 candidates and the pool size):
+- sizes are options: the candidates, FitNet's steps, the search steps and their batch, the lr;
+  both networks have the teacher's architecture (SearchNet with a K-way head), FitNet fresh,
+  SearchNet starting from the cycle's teacher (the reference starts both from ImageNet weights);
+- A is computed once per cycle, not in every forward pass (the candidates' picks do not depend
+  on SearchNet), on the second half with the first half as the labeled set;
+- the mask: the reference's sigmoid(1e11 (s - tau)) is a step function whose gradient is zero
+  almost everywhere, so SearchNet learned next to nothing; here the same threshold is applied
+  with a finite slope on log s, sigmoid((log s - log tau) / T), T = ``autoal_temperature`` nats
+  (a slope on s itself lets the softmax collapse onto one sample, all others at the threshold
+  with mask 1/2; a slope relative to the spread of s leaves a candidate whose picks start
+  below the threshold without gradient). The reference's size penalty is a Python number (no gradient) subtracted
+  from SearchNet's loss; here it is ``autoal_size_weight`` x ((sum m - q) / q)^2 and added;
+- the threshold is the mixture's quantile computed exactly (bisection on its CDF), not from
+  10,000 samples of it; up to ``autoal_gmm_components`` components, fewer on a small batch;
+- the loss-prediction module's ranking loss also reaches SearchNet's features
+  (``autoal_lpl_weight``); in the reference its gradient is discarded before SearchNet steps;
+- the networks live for one cycle (the reference keeps SearchNet across rounds);
+- candidate strategies run with their default options; the labeled volumes' labels come from
+  the query context (the teacher's predictions stand in when a caller gives none).
+Cost: every candidate's query twice (on half the labeled set, and on the candidates), FitNet's
+and the search's steps (about as many volumes through a network as a cycle's training of a
+labeled set of ``(fit + 2 x search) x batch / epochs`` volumes), one SearchNet pass over the
+candidates. The benchmark's query time reports it per cycle.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import KtalError
+from ..models import ResNet3D
+from ..progress import Progress, check_cancel, emit
+from ..recipe import check
+from .base import STRATEGIES, QueryContext, Selection, register
+from .lloss import LossPredictionHead, loss_ranking_loss
+
+DEFAULT_CANDIDATES = "least-confidence,margin,entropy,bald,variation-ratio,coreset,kt"
+
+
+# -- the threshold: a 1-D Gaussian mixture and its quantile ------------------------------------------------
+@dataclass(frozen=True)
+class Mixture1D:
+    weights: np.ndarray
+    means: np.ndarray
+    sds: np.ndarray
+
+    def cdf(self, x: float) -> float:
+        z = (x - self.means) / (self.sds * math.sqrt(2))
+        return float(np.sum(self.weights * 0.5 * (1 + np.vectorize(math.erf)(z))))
+
+    def quantile(self, q: float, tol: float = 1e-12) -> float:
+        lo = float(np.min(self.means - 12 * self.sds))
+        hi = float(np.max(self.means + 12 * self.sds))
+        for _ in range(200):
+            mid = 0.5 * (lo + hi)
+            if self.cdf(mid) < q:
+                lo = mid
+            else:
+                hi = mid
+            if hi - lo <= tol * max(1.0, abs(mid)):
+                break
+        return 0.5 * (lo + hi)
+
+
+def fit_gmm_1d(values, components: int = 5, iterations: int = 200) -> Mixture1D:
+    """EM for a 1-D Gaussian mixture, started at quantiles; variances floored at 1e-6 of the spread."""
+    x = np.asarray(values, float)
+    k = max(1, min(components, len(np.unique(x))))
+    spread = float(x.var()) if len(x) > 1 else 0.0
+    floor = max(1e-6 * spread, 1e-18)
+    means = np.quantile(x, (np.arange(k) + 0.5) / k)
+    var = np.full(k, max(spread / k, floor))
+    w = np.full(k, 1.0 / k)
+    for _ in range(iterations):
+        logp = -0.5 * (x[:, None] - means) ** 2 / var - 0.5 * np.log(2 * np.pi * var) + np.log(w)
+        logp -= logp.max(axis=1, keepdims=True)
+        r = np.exp(logp)
+        r /= r.sum(axis=1, keepdims=True)
+        n = r.sum(0) + 1e-12
+        new_means = (r * x[:, None]).sum(0) / n
+        var = np.maximum((r * (x[:, None] - new_means) ** 2).sum(0) / n, floor)
+        w = n / n.sum()
+        if np.allclose(new_means, means, rtol=0, atol=1e-12 * max(1.0, np.abs(x).max())):
+            means = new_means
+            break
+        means = new_means
+    return Mixture1D(w, means, np.sqrt(var))
+
+
+def soft_mask(s: torch.Tensor, share: float, temperature: float, components: int = 5) -> torch.Tensor:
+    """The soft mask of scores ``s`` (positive, e.g. a softmax): tau is the (1 - share) quantile of a
+    Gaussian mixture fitted to s; m = sigmoid((log s - log tau) / T) with T = ``temperature`` in
+    nats (0: a hard step, as the reference's sigmoid(1e11 (s - tau))). The same threshold as on s;
+    the slope is set on log s, where a softmax's scores spread evenly, and in fixed units, so the
+    mask is soft while SearchNet's weights are small (every volume gets a gradient) and hardens
+    as they grow."""
+    tau = fit_gmm_1d(s.detach().double().cpu().numpy(), components).quantile(1.0 - share)
+    log_s = torch.log(s.clamp_min(torch.finfo(s.dtype).tiny))
+    log_tau = math.log(max(tau, float(torch.finfo(s.dtype).tiny)))
+    if temperature <= 0:
+        return (log_s > log_tau).to(s.dtype) + 0 * s
+    return torch.sigmoid((log_s - log_tau) / temperature)
+
+
+def combined_scores(weights: torch.Tensor, picks: torch.Tensor) -> torch.Tensor:
+    """s = softmax over the samples of sum_k A_ik w_ik: (N,)."""
+    return torch.softmax((picks * weights).sum(dim=1), dim=0)
+
+
+def search_objective(weights: torch.Tensor, picks: torch.Tensor, ce: torch.Tensor, q: int, *, temperature: float,
+                     size_weight: float, components: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
+    """SearchNet's loss on a batch, -mean(CE_i m_i) + size_weight ((sum m - q) / q)^2, and the mask."""
+    s = combined_scores(weights, picks)
+    mask = soft_mask(s, q / len(s), temperature, components)
+    loss = -(ce.detach() * mask).mean() + size_weight * ((mask.sum() - q) / q) ** 2
+    return loss, mask
+
+
+def candidate_names(text: str) -> list[str]:
+    return [n.strip() for n in text.split(",") if n.strip()]
+
+
+def candidate_matrix(ctx: QueryContext, names: list[str], indices: np.ndarray, q: int) -> np.ndarray:
+    """0/1 matrix (len(indices), K): column k marks the ``q`` volumes candidate k picks among ``indices``."""
+    a = np.zeros((len(indices), len(names)))
+    pos = {int(i): p for p, i in enumerate(indices)}
+    for k, name in enumerate(names):
+        check_cancel(ctx.should_stop)
+        sub = dataclasses.replace(ctx, rng=np.random.default_rng(ctx.rng.integers(2**62)))
+        sel = STRATEGIES[name](sub, indices, min(q, len(indices)))
+        a[[pos[int(i)] for i in sel.indices], k] = 1.0
+    return a
+
+
+# -- the strategy ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Options:
+    autoal_candidates: str = DEFAULT_CANDIDATES  # comma-separated registry names (K of them)
+    autoal_fit_steps: int = 100  # FitNet's cross-entropy steps on the first half of the labeled set
+    autoal_search_steps: int = 60  # alternating SearchNet / loss-module / FitNet steps on the second half
+    autoal_batch_size: int = 32  # volumes per step
+    autoal_lr: float = 0.05  # SGD (momentum 0.9) for all three networks
+    autoal_temperature: float = 1.0  # mask slope: sigmoid((log s - log tau) / temperature), in nats
+    autoal_size_weight: float = 1.0  # weight of the mask-size penalty
+    autoal_lpl_weight: float = 1.0  # weight of the loss-prediction ranking loss in SearchNet's
+    autoal_gmm_components: int = 5  # Gaussian mixture components of the threshold
+
+    def validate(self, section: str) -> None:
+        names = candidate_names(self.autoal_candidates)
+        check(len(names) >= 2 and len(set(names)) == len(names), f"{section}.autoal_candidates",
+              "must name at least 2 different strategies, comma-separated")
+        for name in names:
+            check(name in STRATEGIES and name != "autoal", f"{section}.autoal_candidates",
+                  f"{name!r} is not a strategy AutoAL can use; known: "
+                  + ", ".join(n for n in STRATEGIES if n != "autoal"))
+            check(STRATEGIES[name].head is None, f"{section}.autoal_candidates",
+                  f"{name!r} needs a module trained with the teacher; AutoAL cannot run it")
+        check(0 <= self.autoal_fit_steps <= 100_000, f"{section}.autoal_fit_steps", "must be between 0 and 100000")
+        check(0 <= self.autoal_search_steps <= 100_000, f"{section}.autoal_search_steps",
+              "must be between 0 and 100000")
+        check(2 <= self.autoal_batch_size <= 4096, f"{section}.autoal_batch_size", "must be between 2 and 4096")
+        check(0 < self.autoal_lr <= 10, f"{section}.autoal_lr", "must be in (0, 10]")
+        check(0 <= self.autoal_temperature <= 100, f"{section}.autoal_temperature", "must be between 0 and 100")
+        check(0 <= self.autoal_size_weight <= 1000, f"{section}.autoal_size_weight", "must be between 0 and 1000")
+        check(0 <= self.autoal_lpl_weight <= 1000, f"{section}.autoal_lpl_weight", "must be between 0 and 1000")
+        check(1 <= self.autoal_gmm_components <= 20, f"{section}.autoal_gmm_components", "must be between 1 and 20")
+
+
+def _sgd(module, lr):
+    return torch.optim.SGD(module.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
+
+
+def _labels(ctx: QueryContext, labeled: np.ndarray) -> np.ndarray:
+    if ctx.labels is not None:
+        return np.asarray(ctx.labels, np.int64)
+    (logits,) = ctx.forward([ctx.teacher], labeled)
+    return logits.argmax(1).numpy()
+
+
+@dataclass
+class SearchState:
+    """What a cycle's search leaves: the trained SearchNet and the step losses (for tests and reports)."""
+
+    search_net: ResNet3D
+    fit_net: ResNet3D
+    search_losses: list[float]
+    fit_losses: list[float]
+
+
+def train_search(ctx: QueryContext, names: list[str], share: float, opts: Options) -> SearchState:
+    """The bi-level training of SearchNet, FitNet and the loss module on the labeled set."""
+    labeled = np.asarray(ctx.labeled, np.int64)
+    y = _labels(ctx, labeled)
+    perm = ctx.rng.permutation(len(labeled))
+    half = len(labeled) // 2
+    fit_pos, search_pos = perm[:half], perm[half:]
+    device = ctx.device
+    gen = ctx.torch_generator()
+    teacher = ctx.teacher
+    config = teacher.config
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(ctx.rng.integers(2**62)))
+        fit_net = ResNet3D.from_config(config).to(device)
+        search_net = ResNet3D.from_config(dataclasses.replace(config, n_classes=len(names))).to(device)
+    search_net.load_state_dict({k: v for k, v in teacher.state_dict().items() if not k.startswith("fc.")},
+                               strict=False)
+    lossnet = LossPredictionHead(search_net.stage_channels, hidden=32).to(device)
+    x_all = torch.from_numpy(np.asarray(ctx.source.read(labeled), np.float32)).unsqueeze(1).to(device)
+    y_all = torch.as_tensor(y, device=device)
+    # the candidates' picks on the search half, with the fit half as the labeled set
+    q_all = max(2, math.ceil(len(search_pos) * share))
+    sub = dataclasses.replace(ctx, labeled=labeled[fit_pos], labels=y[fit_pos])
+    picks = torch.as_tensor(candidate_matrix(sub, names, labeled[search_pos], q_all), dtype=torch.float32,
+                            device=device)
+    bs = opts.autoal_batch_size
+
+    def batch(pos: np.ndarray) -> torch.Tensor:
+        if len(pos) <= bs:
+            return torch.arange(len(pos), device=device)
+        return torch.randperm(len(pos), generator=gen, device=device)[:bs]
+
+    opt_fit = _sgd(fit_net, opts.autoal_lr)
+    fit_losses, search_losses = [], []
+    fit_idx = torch.as_tensor(fit_pos, device=device)
+    search_idx = torch.as_tensor(search_pos, device=device)
+    total = opts.autoal_fit_steps + opts.autoal_search_steps
+    fit_net.train()
+    for step in range(opts.autoal_fit_steps if len(fit_pos) >= 2 else 0):
+        check_cancel(ctx.should_stop)
+        b = fit_idx[batch(fit_pos)]
+        loss = F.cross_entropy(fit_net(x_all[b]).logits, y_all[b])
+        opt_fit.zero_grad()
+        loss.backward()
+        opt_fit.step()
+        fit_losses.append(float(loss.detach()))
+        emit(ctx.on_progress, Progress("score", step + 1, total))
+    opt_search, opt_loss = _sgd(search_net, opts.autoal_lr), _sgd(lossnet, opts.autoal_lr)
+    for step in range(opts.autoal_search_steps if len(search_pos) >= 2 else 0):
+        check_cancel(ctx.should_stop)
+        local = batch(search_pos)
+        b = search_idx[local]
+        xb, yb, ab = x_all[b], y_all[b], picks[local]
+        q = max(1, min(len(local) - 1, round(len(local) * q_all / len(search_pos))))
+        phase = (step + 1) % 3  # the reference's order: SearchNet, loss module, FitNet
+        if phase == 1:  # SearchNet: make the mask cover what FitNet gets wrong
+            with torch.no_grad():
+                fit_net.eval()
+                ce = F.cross_entropy(fit_net(xb).logits, yb, reduction="none")
+            search_net.train()
+            out = search_net(xb)
+            loss, _ = search_objective(out.logits.float(), ab, ce, q, temperature=opts.autoal_temperature,
+                                       size_weight=opts.autoal_size_weight, components=opts.autoal_gmm_components)
+            if opts.autoal_lpl_weight > 0 and len(local) >= 2:
+                loss = loss + opts.autoal_lpl_weight * loss_ranking_loss(lossnet(out.stages), ce)
+            opt_search.zero_grad()
+            loss.backward()
+            opt_search.step()
+            search_losses.append(float(loss.detach()))
+        elif phase == 2:  # the loss module: rank FitNet's losses from SearchNet's stages
+            with torch.no_grad():
+                fit_net.eval()
+                search_net.eval()
+                ce = F.cross_entropy(fit_net(xb).logits, yb, reduction="none")
+                stages = search_net(xb).stages
+            loss = loss_ranking_loss(lossnet(stages), ce)
+            opt_loss.zero_grad()
+            loss.backward()
+            opt_loss.step()
+        else:  # FitNet: learn what the mask selects
+            with torch.no_grad():
+                search_net.eval()
+                s = combined_scores(search_net(xb).logits.float(), ab)
+                mask = soft_mask(s, q / len(s), opts.autoal_temperature, opts.autoal_gmm_components)
+            fit_net.train()
+            ce = F.cross_entropy(fit_net(xb).logits, yb, reduction="none")
+            loss = (ce * mask).mean()
+            opt_fit.zero_grad()
+            loss.backward()
+            opt_fit.step()
+            fit_losses.append(float(loss.detach()))
+        emit(ctx.on_progress, Progress("score", opts.autoal_fit_steps + step + 1, total))
+    return SearchState(search_net.eval(), fit_net.eval(), search_losses, fit_losses)
+
+
+@register("autoal", summary="AutoAL: SearchNet learns per-volume weights of candidate strategies (kt among them) "
+          "by bi-level training with FitNet on the labeled set", options=Options,
+          cost="every candidate's query twice, FitNet and SearchNet trained for autoal_fit_steps + "
+               "autoal_search_steps steps, one SearchNet pass over the candidates")
+def autoal_query(ctx: QueryContext, candidates: np.ndarray, m: int, opts: Options) -> Selection:
+    names = candidate_names(opts.autoal_candidates)
+    if len(ctx.labeled) < 2:
+        raise KtalError("strategy 'autoal' needs at least 2 labeled volumes")
+    share = m / max(len(candidates), 1)
+    state = train_search(ctx, names, share, opts)
+    picks = candidate_matrix(ctx, names, candidates, m)
+    (weights,) = ctx.forward([state.search_net], candidates)
+    s = combined_scores(weights.float(), torch.as_tensor(picks, dtype=torch.float32)).double().numpy()
+    picked = picks.sum(axis=1) > 0
+    order = np.lexsort((-s, ~picked))[:m]  # the candidates' picks by s, then (if too few) the rest by s
+    order = order[np.argsort(-s[order], kind="stable")]
+    return Selection(candidates[order], s[order] * len(candidates))
+
