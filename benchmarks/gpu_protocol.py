@@ -112,7 +112,7 @@ def make_project(root: Path, s: dict, seed: int = 0):
             mrc.data[start : start + n] = rng.standard_normal((n, s["box"], s["box"], s["box"]), dtype=np.float32)
     recipe = load_recipe("paper-simulated").replace(
         model={"width": s["width"], "stem": s["stem"]},
-        train={"epochs": s["epochs"], "lr_milestones": [max(1, int(0.8 * s["epochs"]))] if s["epochs"] > 1 else [],
+        train={"min_steps": 0, "epochs": s["epochs"], "lr_milestones": [max(1, int(0.8 * s["epochs"]))] if s["epochs"] > 1 else [],
                "batch_size": s["batch"]})
     classes = [f"class_{k:02d}" for k in range(50)]
     project = Project.create(root / "project", stack, recipe, classes)
@@ -129,14 +129,14 @@ def one_cycle(root: Path, s: dict, device: torch.device, budget_s: float) -> dic
     project, recipe = make_project(root, s)
     setup = time.perf_counter() - t0
     # time two epochs first: project the full cycle, shorten it if it would not fit
-    probe = recipe.replace(train={"epochs": 2, "lr_milestones": [1]})
+    probe = recipe.replace(train={"min_steps": 0, "epochs": 2, "lr_milestones": [1]})
     t0 = time.perf_counter()
     report = train_cycle(project, probe, device, select=False)
     per_epoch = report.train_seconds / 2
     epochs = recipe.train.epochs
     if per_epoch * epochs > budget_s:
         epochs = max(2, int(budget_s / per_epoch))
-    run = recipe.replace(train={"epochs": epochs, "lr_milestones": [max(1, int(0.8 * epochs))]})
+    run = recipe.replace(train={"min_steps": 0, "epochs": epochs, "lr_milestones": [max(1, int(0.8 * epochs))]})
     report = train_cycle(project, run, device)
     return {"pool": s["pool"], "labeled": report.n_labeled, "setup_s": round(setup, 1),
             "epoch_s": round(per_epoch, 2), "epochs_run": epochs, "epochs_recipe": recipe.train.epochs,
@@ -153,7 +153,7 @@ def ddp_cycle(root: Path, s: dict, epochs: int) -> dict:
     project = root / "project"
     recipe = load_recipe("paper-simulated").replace(
         model={"width": s["width"], "stem": s["stem"]},
-        train={"epochs": epochs, "lr_milestones": [max(1, int(0.8 * epochs))], "batch_size": s["batch"]})
+        train={"min_steps": 0, "epochs": epochs, "lr_milestones": [max(1, int(0.8 * epochs))], "batch_size": s["batch"]})
     path = root / "ddp.toml"
     path.write_text(recipe.to_toml())
     t0 = time.perf_counter()

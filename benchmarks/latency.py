@@ -118,7 +118,7 @@ def make_project(root: Path, data: Path, classes: list[str], *, epochs: int, bat
     from napari_ktal.core.project import Project
 
     recipe = load_recipe("quick").replace(
-        train={"epochs": epochs, "lr_milestones": []},
+        train={"min_steps": 0, "epochs": epochs, "lr_milestones": []},
         active={"initial_fraction": batch_fraction, "step_fraction": batch_fraction,
                 "final_fraction": min(1.0, 3 * batch_fraction)})
     return Project.create(root, data, recipe, classes)

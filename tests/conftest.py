@@ -55,7 +55,7 @@ def sim_classes() -> list[str]:
 @pytest.fixture
 def tiny_recipe():
     """The quick recipe cut to 2 epochs: a cycle trains in a second or two on 2 CPU cores."""
-    return load_recipe("quick").replace(train={"epochs": 2, "lr_milestones": []})
+    return load_recipe("quick").replace(train={"min_steps": 0, "epochs": 2, "lr_milestones": []})
 
 
 @pytest.fixture

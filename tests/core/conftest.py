@@ -10,7 +10,7 @@ from napari_ktal.core.simulate import SimulationConfig, simulate_dataset
 @pytest.fixture(scope="session")
 def small_recipe():
     """The quick recipe at width 4, 2 epochs, batch 8: a cycle on 30 volumes takes a second."""
-    return load_recipe("quick").replace(model={"width": 4}, train={"epochs": 2, "lr_milestones": [], "batch_size": 8})
+    return load_recipe("quick").replace(model={"width": 4}, train={"min_steps": 0, "epochs": 2, "lr_milestones": [], "batch_size": 8})
 
 
 @pytest.fixture(scope="session")

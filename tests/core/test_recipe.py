@@ -48,10 +48,10 @@ def test_unknown_table_and_bad_toml(tmp_path):
 
 
 def test_replace_revalidates():
-    r = load_recipe("quick").replace(train={"epochs": 2, "lr_milestones": []})
+    r = load_recipe("quick").replace(train={"min_steps": 0, "epochs": 2, "lr_milestones": []})
     assert r.train.epochs == 2
     with pytest.raises(RecipeError):
-        load_recipe("quick").replace(train={"epochs": 0})
+        load_recipe("quick").replace(train={"min_steps": 0, "epochs": 0})
 
 
 def test_a_small_labeled_set_gets_enough_epochs_for_the_step_floor():

@@ -152,7 +152,7 @@ def test_event_loop_stays_responsive_while_training(make_widget, qtbot, project,
     """A 10 ms timer keeps ticking on time while a cycle trains for a few seconds."""
     from napari_ktal._napari import controller as tasks
     tasks.warm_up()  # as the widget does in the background when a project opens
-    project.set_recipe(tiny_recipe.replace(train={"epochs": 20}))
+    project.set_recipe(tiny_recipe.replace(train={"min_steps": 0, "epochs": 20}))
     labeled = al.initial_query(project, tiny_recipe, seed=0)
     extra = [i for i in range(len(project.pool)) if i not in {q.index for q in labeled}][:9]
     project.label_many({i: sim_truth[project.pool.keys[i]] for i in extra})
@@ -200,7 +200,7 @@ def test_event_loop_stays_responsive_while_training(make_widget, qtbot, project,
 
 
 def test_cancel_stops_training_within_seconds(make_widget, qtbot, project, sim_truth, tiny_recipe):
-    project.set_recipe(tiny_recipe.replace(train={"epochs": 200}))
+    project.set_recipe(tiny_recipe.replace(train={"min_steps": 0, "epochs": 200}))
     _label_with_truth(project, sim_truth, al.initial_query(project, tiny_recipe, seed=0))
     _, widget = make_widget()
     s = widget.open_project(project.root)
@@ -219,7 +219,7 @@ def test_cancel_stops_training_within_seconds(make_widget, qtbot, project, sim_t
 
 
 def test_undo_during_training_cancels_it(make_widget, qtbot, project, sim_truth, tiny_recipe):
-    project.set_recipe(tiny_recipe.replace(train={"epochs": 200}))
+    project.set_recipe(tiny_recipe.replace(train={"min_steps": 0, "epochs": 200}))
     viewer, widget = make_widget()
     s = widget.open_project(project.root)
     label_rest_with_keys(qtbot, viewer, s, sim_truth)
@@ -284,7 +284,7 @@ def test_create_project_from_an_image_layer(make_widget, qtbot, tmp_path):
 
 def test_closing_the_dock_or_napari_stops_training_and_cleans_up(make_widget, qtbot, project, sim_truth,
                                                                   tiny_recipe):
-    project.set_recipe(tiny_recipe.replace(train={"epochs": 200}))
+    project.set_recipe(tiny_recipe.replace(train={"min_steps": 0, "epochs": 200}))
     _label_with_truth(project, sim_truth, al.initial_query(project, tiny_recipe, seed=0))
 
     # the dock's close button: napari takes the widget out of the dock

@@ -19,7 +19,7 @@ from napari_ktal.core.progress import Progress
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 TINY = load_recipe("quick").replace(model={"width": 2},
-                                    train={"epochs": 2, "lr_milestones": [], "batch_size": 16, "eval_batch_size": 16})
+                                    train={"min_steps": 0, "epochs": 2, "lr_milestones": [], "batch_size": 16, "eval_batch_size": 16})
 CPU = torch.device("cpu")
 
 

@@ -10,7 +10,7 @@ from napari_ktal.core.loop import load_recipe
 from napari_ktal.core.models import ResNet3D, build_pair
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-TINY = load_recipe("quick").replace(model={"width": 2}, train={"epochs": 2, "lr_milestones": [], "batch_size": 8})
+TINY = load_recipe("quick").replace(model={"width": 2}, train={"min_steps": 0, "epochs": 2, "lr_milestones": [], "batch_size": 8})
 
 
 def test_class_weights_are_inverse_frequency_over_the_classes_present():

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 # 30 volumes: labeled sets of 3, 5, 6 (10% -> 20% by 5%): 3 cycles per run
 TINY = load_recipe("quick").replace(
     model={"width": 2},
-    train={"epochs": 2, "lr_milestones": [], "batch_size": 8, "eval_batch_size": 16},
+    train={"min_steps": 0, "epochs": 2, "lr_milestones": [], "batch_size": 8, "eval_batch_size": 16},
     active={"final_fraction": 0.2},
 )
 CPU = torch.device("cpu")
@@ -154,7 +154,7 @@ def test_tiny_benchmark_outputs_shared_pool_same_start_and_resume(tmp_path, sim)
 
     # a different recipe in the same folder is refused
     with pytest.raises(KtalError, match="different recipe"):
-        run_benchmark(data, oracle, test, ["kt"], [0], TINY.replace(train={"epochs": 3}), out, CPU)
+        run_benchmark(data, oracle, test, ["kt"], [0], TINY.replace(train={"min_steps": 0, "epochs": 3}), out, CPU)
 
 
 def test_interrupted_benchmark_continues_where_it_stopped(tmp_path, sim):

@@ -58,7 +58,7 @@ def test_a_benchmark_on_a_pool_with_junk_records_the_junk_share_of_every_batch(t
     train, test = simulate_dataset(sim, SimulationConfig(classes=2, per_class=10, test_per_class=3, snr=1, box=16,
                                                          seed=4, junk_fraction=0.5))
     recipe = load_recipe("quick").replace(
-        model={"width": 2}, train={"epochs": 1, "lr_milestones": [], "batch_size": 8, "eval_batch_size": 16},
+        model={"width": 2}, train={"min_steps": 0, "epochs": 1, "lr_milestones": [], "batch_size": 8, "eval_batch_size": 16},
         active={"final_fraction": 0.2})  # 40 volumes: 4, 6, 8 labeled
     out = tmp_path / "b"
     result = run_benchmark(sim / "train", train, test, ["kt", "random"], [0], recipe, out, torch.device("cpu"),

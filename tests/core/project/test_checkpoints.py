@@ -22,7 +22,7 @@ from napari_ktal.core.loop import load_recipe
 from napari_ktal.core.project import Project
 from napari_ktal.core.simulate import SimulationConfig, simulate_dataset
 
-TINY = load_recipe("quick").replace(model={"width": 4}, train={"epochs": 2, "lr_milestones": [], "batch_size": 8})
+TINY = load_recipe("quick").replace(model={"width": 4}, train={"min_steps": 0, "epochs": 2, "lr_milestones": [], "batch_size": 8})
 CPU = torch.device("cpu")
 
 

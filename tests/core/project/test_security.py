@@ -33,7 +33,7 @@ from napari_ktal.core.project import Project
 from napari_ktal.core.simulate import SimulationConfig, simulate_dataset
 
 PACKAGE = Path(__file__).resolve().parents[3] / "napari_ktal"
-TINY = load_recipe("quick").replace(model={"width": 4}, train={"epochs": 1, "lr_milestones": [], "batch_size": 8})
+TINY = load_recipe("quick").replace(model={"width": 4}, train={"min_steps": 0, "epochs": 1, "lr_milestones": [], "batch_size": 8})
 MARKER = Path("/tmp/ktal-security-marker")
 
 _opened: list[str] | None = None

@@ -13,7 +13,7 @@ from napari_ktal.core.strategies import QueryContext
 # 30 volumes: 6 labeled, then M = 6 from all 24 unlabeled
 TINY = loop.load_recipe("quick").replace(
     model={"width": 2},
-    train={"epochs": 2, "lr_milestones": [], "batch_size": 8, "eval_batch_size": 16},
+    train={"min_steps": 0, "epochs": 2, "lr_milestones": [], "batch_size": 8, "eval_batch_size": 16},
     active={"initial_fraction": 0.2, "step_fraction": 0.2, "final_fraction": 0.6,
             "options": {"mc_passes": 4, "noise_passes": 3, "gradnorm_batch_size": 8, "autoal_fit_steps": 6,
                         "autoal_search_steps": 6}},
