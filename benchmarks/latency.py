@@ -240,17 +240,24 @@ def measure_keys(win: Window, truth: dict, presses: int, label_keys: bool) -> di
     return out
 
 
-def measure_event_loop(win: Window, seconds: float) -> dict:
-    """A 10 ms QTimer's gaps while a cycle trains (training must outlast ``seconds``)."""
+def tick_timer():
+    """A started clock, a 10 ms QTimer (not started) that appends the clock's time at each tick, and
+    the list it fills: the gaps between ticks are how long the event loop was blocked."""
     from qtpy.QtCore import QElapsedTimer, QTimer
 
-    task = win.widget.runner.running("train")
     clock = QElapsedTimer()
     clock.start()
     ticks: list[int] = []
     timer = QTimer()
     timer.setInterval(10)
     timer.timeout.connect(lambda: ticks.append(clock.elapsed()))
+    return clock, timer, ticks
+
+
+def measure_event_loop(win: Window, seconds: float) -> dict:
+    """A 10 ms QTimer's gaps while a cycle trains (training must outlast ``seconds``)."""
+    task = win.widget.runner.running("train")
+    _, timer, ticks = tick_timer()
     timer.start()
     win.pump(seconds)
     timer.stop()
@@ -270,7 +277,6 @@ def visible_rows(g) -> list[int]:
 def measure_gallery_after_cycle(win: Window, truth: dict, busy: bool) -> dict:
     """Press the batch's last key: a short cycle trains; time from its result reaching the GUI thread
     until the gallery has painted every thumbnail of the new batch; the event loop's gaps throughout."""
-    from qtpy.QtCore import QElapsedTimer, QTimer
     from qtpy.QtTest import QTest
 
     w = win.widget
@@ -284,12 +290,7 @@ def measure_gallery_after_cycle(win: Window, truth: dict, busy: bool) -> dict:
         original_trained(report)
 
     w.controller._on_trained = on_trained
-    clock = QElapsedTimer()
-    clock.start()
-    ticks: list[int] = []
-    timer = QTimer()
-    timer.setInterval(10)
-    timer.timeout.connect(lambda: ticks.append(clock.elapsed()))
+    clock, timer, ticks = tick_timer()
     try:
         with busy_process(busy):
             watch = CpuWatch()

@@ -6,7 +6,6 @@ import pytest
 import torch
 from qtpy.QtCore import Qt
 
-from napari_ktal._napari._qt.widget import ActiveLearningWidget
 from napari_ktal.core import loop as al
 from napari_ktal.core.loop.session import Phase
 from napari_ktal.core.project import Project
@@ -14,23 +13,6 @@ from napari_ktal.core.project import Project
 pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("one_torch_thread")]
 
 TRAIN_TIMEOUT_MS = 90_000
-
-
-@pytest.fixture
-def make_widget(make_napari_viewer, qtbot):
-    made = []
-
-    def make():
-        viewer = make_napari_viewer(show=True)
-        viewer.window._qt_window.resize(1280, 800)
-        widget = ActiveLearningWidget(viewer)
-        viewer.window.add_dock_widget(widget, name="Active learning", area="right")
-        made.append(widget)
-        return viewer, widget
-
-    yield make
-    for widget in made:
-        widget._teardown()
 
 
 def press(qtbot, target, key: str) -> None:

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 from qtpy.QtCore import QElapsedTimer, Qt, QTimer
 
-from napari_ktal._napari._qt.widget import ActiveLearningWidget
 from napari_ktal.core import loop as al
 from napari_ktal.core.loop.session import Phase
 from napari_ktal.core.project import Project
@@ -20,24 +19,6 @@ from napari_ktal.core.project import Project
 pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("one_torch_thread")]
 
 TRAIN_TIMEOUT_MS = 90_000
-
-
-@pytest.fixture
-def make_widget(make_napari_viewer, qtbot):
-    """A viewer (shown, 1280x800) with the widget docked; closed by make_napari_viewer."""
-    made = []
-
-    def make():
-        viewer = make_napari_viewer(show=True)
-        viewer.window._qt_window.resize(1280, 800)
-        widget = ActiveLearningWidget(viewer)
-        viewer.window.add_dock_widget(widget, name="Active learning", area="right")
-        made.append(widget)
-        return viewer, widget
-
-    yield make
-    for widget in made:
-        widget._teardown()  # stop workers before the viewers go
 
 
 def press(qtbot, viewer, key: str) -> None:

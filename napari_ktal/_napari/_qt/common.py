@@ -56,3 +56,20 @@ class Debounced:
 
     def stop(self) -> None:
         self._timer.stop()
+
+
+class RefreshWhenShown:
+    """Mixin for a view rebuilt from the session: :meth:`changed` rebuilds soon if the view is
+    visible, else when it is next shown. The view sets ``_dirty`` and ``_refresh_soon`` (a
+    :class:`Debounced` of its ``refresh``) in its ``__init__``; list it before the Qt base class."""
+
+    def changed(self) -> None:
+        """Labels, classes or the teacher's opinion changed."""
+        self._dirty = True
+        if self.isVisible():
+            self._refresh_soon()
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        super().showEvent(event)
+        if self._dirty:
+            self.refresh()

@@ -26,12 +26,12 @@ from qtpy.QtWidgets import (
 
 from ...core.loop.session import key_of_class
 from ..palette import class_color
-from .common import Debounced, pixmap_of
+from .common import Debounced, RefreshWhenShown, pixmap_of
 
 THUMB = 72
 
 
-class ExamplesView(QScrollArea):
+class ExamplesView(RefreshWhenShown, QScrollArea):
     visitRequested = Signal(int)  # pool index
 
     def __init__(self, parent: QWidget | None = None):
@@ -47,16 +47,6 @@ class ExamplesView(QScrollArea):
         self.rows = QVBoxLayout(self.inner)
         self.rows.setContentsMargins(2, 2, 2, 2)
         self.setWidget(self.inner)
-
-    def changed(self) -> None:
-        self._dirty = True
-        if self.isVisible():
-            self._refresh_soon()
-
-    def showEvent(self, event) -> None:  # noqa: N802 - Qt's name
-        super().showEvent(event)
-        if self._dirty:
-            self.refresh()
 
     def refresh(self) -> None:
         """Rebuild the rows (classes, labels or the teacher's opinion changed)."""

@@ -32,7 +32,7 @@ from qtpy.QtWidgets import (
 
 from ...core.loop.session import class_of_key
 from ..palette import UNLABELED, class_colors
-from .common import ACTION_KEYS, Debounced, event_key, swatch
+from .common import ACTION_KEYS, Debounced, RefreshWhenShown, event_key, swatch
 
 COLUMNS = ["volume", "label", "cycle", "by", "when", "teacher says", "confidence", "p(label)"]
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
@@ -108,7 +108,7 @@ class _Table(QTableView):
         super().keyPressEvent(event)
 
 
-class ReviewView(QWidget):
+class ReviewView(RefreshWhenShown, QWidget):
     relabelRequested = Signal(object, str)  # pool indices, class name
     unlabelRequested = Signal(object)  # pool indices
     visitRequested = Signal(int)  # pool index
@@ -187,17 +187,6 @@ class ReviewView(QWidget):
             self.refresh()
         else:
             self.changed()
-
-    def changed(self) -> None:
-        """Labels or the teacher's opinion changed: rebuild soon if visible, else when next shown."""
-        self._dirty = True
-        if self.isVisible():
-            self._refresh_soon()
-
-    def showEvent(self, event) -> None:  # noqa: N802 - Qt's name
-        super().showEvent(event)
-        if self._dirty:
-            self.refresh()
 
     def refresh(self) -> None:
         self._refresh_soon.stop()
