@@ -3,6 +3,7 @@
     python benchmarks/ladder.py --list
     python benchmarks/ladder.py 10c-snr005 --strategies kt,random,entropy,margin,coreset --seeds 5
     python benchmarks/ladder.py 10c-snr005 --baseline          # nearest class mean on z-scored volumes
+    python benchmarks/ladder.py 10c-snr005 --baseline --network --seeds 3   # and the teacher, same label count
     python benchmarks/ladder.py 10c-junk50 --strategies kt,kt-junk,random,entropy,poal,dpp,autoal --seeds 5
     python benchmarks/ladder.py --tiny                         # a seconds-long smoke run (CI)
 
@@ -11,7 +12,9 @@ Each set is simulated once under ``--root`` (default benchmarks/results/ladder/)
 95% bootstrap intervals, paired Wilcoxon tests against random and kt) is printed and saved as
 JSON beside the benchmark. ``--baseline`` scores a nearest-class-mean classifier on the
 normalised voxels, given random labeled sets of the schedule's final size: the floor a network
-must clear to be learning anything from the labels.
+must clear to be learning anything from the labels. ``--network`` trains the rung's recipe once
+per seed on a random labeled set of that same size (one cycle, no querying) and scores its
+teacher on the test set: what the teacher at 40% reaches without active learning, beside the floor.
 """
 
 from __future__ import annotations
@@ -123,6 +126,36 @@ def nearest_class_mean(name: str, root: Path, seeds: int) -> dict:
             "runs": results}
 
 
+def network_at_final(name: str, root: Path, seeds: int, first_seed: int, device: str) -> dict:
+    """The rung's teacher trained on random labeled sets of the schedule's final size, one per seed."""
+    import shutil
+
+    from napari_ktal.core.engine import resolve_device
+    from napari_ktal.core.loop import load_labeled_set, load_recipe, oracle_for_pool, run_with_oracle
+    from napari_ktal.core.project import Project
+
+    data = simulate(name, root)
+    recipe = load_recipe(recipe_file(name, root))
+    recipe = recipe.replace(active={"initial_fraction": recipe.active.final_fraction})  # one cycle, random labels
+    results = []
+    for seed in range(first_seed, first_seed + seeds):
+        folder = root / name / "network" / f"seed{seed}"
+        shutil.rmtree(folder, ignore_errors=True)
+        project = Project.create(folder, data / "train", recipe)
+        oracle = oracle_for_pool(project.pool, data / "train" / "labels.csv")
+        test = load_labeled_set(data / "test" / "labels.csv", sorted(set(oracle.values())))
+        t0 = time.perf_counter()
+        (report,) = run_with_oracle(project, recipe, oracle, resolve_device(device), seed=seed, test=test)
+        results.append({"seed": seed, "labeled": report.n_labeled, "accuracy": report.test_accuracy,
+                        "balanced_accuracy": report.test_balanced_accuracy, "epochs": report.epochs,
+                        "seconds": round(time.perf_counter() - t0, 1)})
+        print(f"{name}: teacher on {report.n_labeled} random labels, seed {seed}: "
+              f"{100 * report.test_accuracy:.1f}%", flush=True)
+    acc = [r["accuracy"] for r in results]
+    return {"set": name, "recipe": recipe.name, "accuracy_mean": float(np.mean(acc)),
+            "accuracy_std": float(np.std(acc, ddof=1)) if seeds > 1 else math.nan, "runs": results}
+
+
 def run(name: str, root: Path, strategies: str, seeds: int, first_seed: int, device: str) -> dict:
     from napari_ktal.cli import main
 
@@ -149,7 +182,9 @@ def main(argv=None) -> int:
     p.add_argument("--strategies", default="kt,random,entropy,margin,coreset")
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--first-seed", type=int, default=0)
-    p.add_argument("--baseline", action="store_true", help="only the nearest-class-mean baseline")
+    p.add_argument("--baseline", action="store_true", help="the nearest-class-mean baseline, no strategy runs")
+    p.add_argument("--network", action="store_true",
+                   help="with --baseline: also the teacher trained on random labeled sets of the same size")
     p.add_argument("--device", default="auto")
     p.add_argument("--root", type=Path, default=ROOT)
     args = p.parse_args(argv)
@@ -168,6 +203,11 @@ def main(argv=None) -> int:
         b = result["baseline"]
         print(f"{args.set}: nearest class mean with {b['labeled']} random labels: "
               f"{100 * b['accuracy_mean']:.1f}% (chance {100 * b['chance']:.1f}%)", flush=True)
+    if args.network or args.tiny:
+        result["network"] = network_at_final(args.set, args.root, args.seeds, args.first_seed, args.device)
+        n = result["network"]
+        print(f"{args.set}: teacher ({n['recipe']}) with the same number of random labels: "
+              f"{100 * n['accuracy_mean']:.1f}% (mean of {len(n['runs'])} seeds)", flush=True)
     if not args.baseline:
         result["benchmark"] = run(args.set, args.root, args.strategies, args.seeds, args.first_seed, args.device)
     path = args.root / args.set / ("baseline.json" if args.baseline else "ladder.json")

@@ -31,5 +31,6 @@ def test_ladder_tiny_mode_runs_the_benchmark_and_the_baseline(tmp_path, monkeypa
     _run("ladder.py", "--tiny", "--root", str(tmp_path), "--device", "cpu", monkeypatch=monkeypatch)
     result = json.loads((tmp_path / "tiny" / "ladder.json").read_text())
     assert 0 <= result["baseline"]["accuracy_mean"] <= 1 and result["baseline"]["labeled"] == 7
+    assert [r["labeled"] for r in result["network"]["runs"]] == [7, 7]  # the teacher on as many random labels
     assert "vs_random_wilcoxon_p" in result["benchmark"]["summary"]
     assert "AUBC % [95% CI]" in capsys.readouterr().out

@@ -102,6 +102,9 @@ class TrainSpec:
     #: lr milestones move with them); 0 trains exactly ``epochs`` epochs, as the paper does
     min_steps: int = 0
     class_balance: str = "none"  # "loss": cross-entropy weighted by inverse class frequency
+    #: cross-entropy against (1 - e) one-hot + e uniform (torch's label_smoothing): bounds how far
+    #: apart the logits are driven on a few labels, and with them the KL score's scale; 0 is the paper
+    label_smoothing: float = 0.0
     #: after training, recompute the BatchNorm statistics over the labeled set (train mode, no
     #: gradient): short, steep training leaves the running averages behind the weights
     recalibrate_bn: bool = False
@@ -124,6 +127,7 @@ class TrainSpec:
         check(1 <= self.eval_batch_size <= 65_536, f"{section}.eval_batch_size", "must be between 1 and 65536")
         check(0 <= self.min_steps <= 10_000_000, f"{section}.min_steps", "must be between 0 and 10000000")
         check(self.class_balance in ("none", "loss"), f"{section}.class_balance", "must be 'none' or 'loss'")
+        check(0 <= self.label_smoothing < 1, f"{section}.label_smoothing", "must be in [0, 1)")
 
     def steps_per_epoch(self, n_labeled: int) -> int:
         """Optimizer steps in one epoch over ``n_labeled`` volumes (a lone last sample is folded in)."""

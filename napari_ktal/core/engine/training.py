@@ -233,6 +233,7 @@ def _fit(
     transfer_fn = TRANSFER_LOSSES[job.transfer.loss]
     n_classes = _unwrap(run.teacher).fc.out_features
     weight = class_weights(ys.to(device), n_classes) if train.class_balance == "loss" else None
+    smooth = train.label_smoothing
     gen = torch.Generator().manual_seed(job.seed)
     aug_gen = torch.Generator(device=device).manual_seed(job.seed + 1) if device.type == "cuda" else gen
     raw = _Modules(*(None if m is None else _unwrap(m) for m in run))
@@ -275,17 +276,19 @@ def _fit(
                 with autocast(device):
                     out_t = run_t(xb)
                     out_s = run_s(xb)
-                    if run.head is None or weight is not None:
-                        loss_t = F.cross_entropy(out_t.logits.float(), yb, weight=weight)
+                    plain = weight is None and not smooth  # the head's per-sample loss is the teacher's loss
+                    if run.head is None or not plain:
+                        loss_t = F.cross_entropy(out_t.logits.float(), yb, weight=weight, label_smoothing=smooth)
                     if run.head is None:
                         extra = 0.0
                     else:  # the head learns the plain per-sample loss
                         ce = F.cross_entropy(out_t.logits.float(), yb, reduction="none")
-                        if weight is None:
+                        if plain:
                             loss_t = ce.mean()
                         extra = raw.head.loss(run.head(*raw.head.inputs(out_t, epoch)), ce)
                     l_trans = transfer_fn(out_s, out_t)
-                    loss_s = F.cross_entropy(out_s.logits.float(), yb, weight=weight) + job.transfer.weight * l_trans
+                    loss_s = (F.cross_entropy(out_s.logits.float(), yb, weight=weight, label_smoothing=smooth)
+                              + job.transfer.weight * l_trans)
                 for o in opts:
                     o.zero_grad(set_to_none=True)
                 # DDP averages gradients over ranks: scaling by the local share makes that the global mean

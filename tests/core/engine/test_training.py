@@ -1,4 +1,4 @@
-"""Training options: class-balanced loss, BatchNorm statistics recomputed after training."""
+"""Training options: class-balanced loss, label smoothing, BatchNorm statistics recomputed after training."""
 
 import numpy as np
 import pytest
@@ -34,7 +34,7 @@ def test_recalibrated_batchnorm_holds_the_statistics_of_the_labeled_set():
     assert model.training  # the mode it had
 
 
-@pytest.mark.parametrize("options", [{"class_balance": "loss"}, {"recalibrate_bn": True}])
+@pytest.mark.parametrize("options", [{"class_balance": "loss"}, {"recalibrate_bn": True}, {"label_smoothing": 0.1}])
 def test_training_with_the_options_runs_and_changes_the_models(options):
     torch.manual_seed(0)
     t, s = build_pair(TINY.model, 3)
@@ -43,3 +43,25 @@ def test_training_with_the_options_runs_and_changes_the_models(options):
     y = np.array([0] * 6 + [1] * 3 + [2])
     res = train_pair(t, s, x, y, TrainJob(TINY.replace(train=options).train, TINY.transfer), device=torch.device("cpu"))
     assert np.isfinite(res.teacher_loss) and any(not torch.equal(a, b) for a, b in zip(before, s.parameters()))
+
+
+def test_label_smoothing_keeps_the_logits_near_their_smoothed_optimum():
+    """Plain cross-entropy drives the logit gap up without end on a few labels (the KL score's
+    scale follows it); with smoothing e over K classes the optimum gap is log((1 - e + e/K) / (e/K))."""
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, 2], 4)
+    x = (rng.normal(size=(12, 16, 16, 16)) + 1.0 * (y[:, None, None, None] - 1)).astype(np.float32)
+    gaps = {}
+    for smooth in (0.0, 0.3):
+        torch.manual_seed(0)
+        t, s = build_pair(TINY.model, 3)
+        spec = TINY.replace(train={"epochs": 60, "batch_size": 12, "label_smoothing": smooth, "augment": "none", "lr": 0.05}).train
+        train_pair(t, s, x, y, TrainJob(spec, TINY.transfer), device=torch.device("cpu"))
+        t.eval()
+        with torch.no_grad():
+            logits = t(torch.from_numpy(x)[:, None]).logits
+        top2 = logits.topk(2, dim=1).values
+        gaps[smooth] = float((top2[:, 0] - top2[:, 1]).mean())
+        assert (logits.argmax(1).numpy() == y).all()  # both learn this easy set
+    optimum = np.log((1 - 0.3 + 0.1) / 0.1)  # 2.08 nats for e = 0.3, K = 3
+    assert gaps[0.3] < optimum + 0.5 < gaps[0.0]  # measured: 2.0 vs 7.7
