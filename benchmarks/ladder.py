@@ -207,7 +207,7 @@ def main(argv=None) -> int:
         result["network"] = network_at_final(args.set, args.root, args.seeds, args.first_seed, args.device)
         n = result["network"]
         print(f"{args.set}: teacher ({n['recipe']}) with the same number of random labels: "
-              f"{100 * n['accuracy_mean']:.1f}% (mean of {len(n['runs'])} seeds)", flush=True)
+              f"{100 * n['accuracy_mean']:.1f}% ({len(n['runs'])} seed{'s' if len(n['runs']) > 1 else ''})", flush=True)
     if not args.baseline:
         result["benchmark"] = run(args.set, args.root, args.strategies, args.seeds, args.first_seed, args.device)
     path = args.root / args.set / ("baseline.json" if args.baseline else "ladder.json")
