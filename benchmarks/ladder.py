@@ -91,6 +91,12 @@ def recipe_file(name: str, root: Path) -> Path:
     return path
 
 
+def _accuracy(runs: list[dict]) -> dict:
+    """Mean and sample standard deviation of the runs' accuracies (nan for one run)."""
+    acc = [r["accuracy"] for r in runs]
+    return {"accuracy_mean": float(np.mean(acc)), "accuracy_std": float(np.std(acc, ddof=1)) if len(acc) > 1 else math.nan}
+
+
 def nearest_class_mean(name: str, root: Path, seeds: int) -> dict:
     """Accuracy of a nearest-class-mean classifier on normalised voxels, random labeled sets of the
     schedule's final size (the same size the strategies end with)."""
@@ -120,9 +126,7 @@ def nearest_class_mean(name: str, root: Path, seeds: int) -> dict:
         pred = np.array(present)[d.argmin(axis=1)]
         s = score_predictions(pred, yt, classes)
         results.append({"seed": seed, "accuracy": s.accuracy, "balanced_accuracy": s.balanced_accuracy})
-    acc = [r["accuracy"] for r in results]
-    return {"set": name, "labeled": int(size), "pool": len(x), "chance": 1 / len(classes),
-            "accuracy_mean": float(np.mean(acc)), "accuracy_std": float(np.std(acc, ddof=1)) if seeds > 1 else math.nan,
+    return {"set": name, "labeled": int(size), "pool": len(x), "chance": 1 / len(classes), **_accuracy(results),
             "runs": results}
 
 
@@ -151,9 +155,7 @@ def network_at_final(name: str, root: Path, seeds: int, first_seed: int, device:
                         "seconds": round(time.perf_counter() - t0, 1)})
         print(f"{name}: teacher on {report.n_labeled} random labels, seed {seed}: "
               f"{100 * report.test_accuracy:.1f}%", flush=True)
-    acc = [r["accuracy"] for r in results]
-    return {"set": name, "recipe": recipe.name, "accuracy_mean": float(np.mean(acc)),
-            "accuracy_std": float(np.std(acc, ddof=1)) if seeds > 1 else math.nan, "runs": results}
+    return {"set": name, "recipe": recipe.name, **_accuracy(results), "runs": results}
 
 
 def run(name: str, root: Path, strategies: str, seeds: int, first_seed: int, device: str) -> dict:

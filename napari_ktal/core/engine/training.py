@@ -234,6 +234,7 @@ def _fit(
     n_classes = _unwrap(run.teacher).fc.out_features
     weight = class_weights(ys.to(device), n_classes) if train.class_balance == "loss" else None
     smooth = train.label_smoothing
+    plain = weight is None and not smooth  # the teacher's loss is the mean of the head's per-sample loss
     gen = torch.Generator().manual_seed(job.seed)
     aug_gen = torch.Generator(device=device).manual_seed(job.seed + 1) if device.type == "cuda" else gen
     raw = _Modules(*(None if m is None else _unwrap(m) for m in run))
@@ -276,7 +277,6 @@ def _fit(
                 with autocast(device):
                     out_t = run_t(xb)
                     out_s = run_s(xb)
-                    plain = weight is None and not smooth  # the head's per-sample loss is the teacher's loss
                     if run.head is None or not plain:
                         loss_t = F.cross_entropy(out_t.logits.float(), yb, weight=weight, label_smoothing=smooth)
                     if run.head is None:
