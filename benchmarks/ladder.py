@@ -135,7 +135,12 @@ def network_at_final(name: str, root: Path, seeds: int, first_seed: int, device:
     import shutil
 
     from napari_ktal.core.engine import resolve_device
-    from napari_ktal.core.loop import load_labeled_set, load_recipe, oracle_for_pool, run_with_oracle
+    from napari_ktal.core.loop import (
+        load_labeled_set,
+        load_recipe,
+        oracle_for_pool,
+        run_with_oracle,
+    )
     from napari_ktal.core.project import Project
 
     data = simulate(name, root)
