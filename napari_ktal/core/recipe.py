@@ -105,6 +105,10 @@ class TrainSpec:
     #: cross-entropy against (1 - e) one-hot + e uniform (torch's label_smoothing): bounds how far
     #: apart the logits are driven on a few labels, and with them the KL score's scale; 0 is the paper
     label_smoothing: float = 0.0
+    #: label smoothing applies only while the labeled set holds fewer than this many volumes per
+    #: class (on average); 0: in every cycle. Tens of labels are memorised within a few hundred
+    #: steps and leave the pair confidently apart on unseen volumes; later cycles need no cap
+    label_smoothing_below: int = 0
     #: after training, recompute the BatchNorm statistics over the labeled set (train mode, no
     #: gradient): short, steep training leaves the running averages behind the weights
     recalibrate_bn: bool = False
@@ -128,21 +132,28 @@ class TrainSpec:
         check(0 <= self.min_steps <= 10_000_000, f"{section}.min_steps", "must be between 0 and 10000000")
         check(self.class_balance in ("none", "loss"), f"{section}.class_balance", "must be 'none' or 'loss'")
         check(0 <= self.label_smoothing < 1, f"{section}.label_smoothing", "must be in [0, 1)")
+        check(0 <= self.label_smoothing_below <= 1_000_000, f"{section}.label_smoothing_below",
+              "must be between 0 and 1000000 (volumes per class; 0: always)")
 
     def steps_per_epoch(self, n_labeled: int) -> int:
         """Optimizer steps in one epoch over ``n_labeled`` volumes (a lone last sample is folded in)."""
         full, rest = divmod(max(n_labeled, 0), self.batch_size)
         return max(1, full + (1 if rest >= 2 or full == 0 else 0))
 
-    def for_labeled(self, n_labeled: int) -> TrainSpec:
-        """This spec for a cycle on ``n_labeled`` volumes: enough epochs for ``min_steps`` steps,
-        the lr milestones at the same fractions of training."""
+    def for_labeled(self, n_labeled: int, n_classes: int = 1) -> TrainSpec:
+        """This spec for a cycle on ``n_labeled`` volumes of ``n_classes`` classes: enough epochs for
+        ``min_steps`` steps (the lr milestones at the same fractions of training), and label
+        smoothing only while the labeled set is under ``label_smoothing_below`` per class."""
+        changes: dict = {}
         steps = self.steps_per_epoch(n_labeled)
         epochs = max(self.epochs, -(-self.min_steps // steps))
-        if epochs == self.epochs:
-            return self
-        milestones = sorted({min(epochs - 1, max(1, round(m * epochs / self.epochs))) for m in self.lr_milestones})
-        return dataclasses.replace(self, epochs=epochs, lr_milestones=milestones)
+        if epochs != self.epochs:
+            changes["epochs"] = epochs
+            changes["lr_milestones"] = sorted(
+                {min(epochs - 1, max(1, round(m * epochs / self.epochs))) for m in self.lr_milestones})
+        if self.label_smoothing and self.label_smoothing_below and n_labeled >= self.label_smoothing_below * n_classes:
+            changes["label_smoothing"] = 0.0
+        return dataclasses.replace(self, **changes) if changes else self
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,21 @@ def test_a_small_labeled_set_gets_enough_epochs_for_the_step_floor():
     assert TrainSpec(epochs=30, lr_milestones=[24]).for_labeled(24).epochs == 30  # no floor: the paper's epochs
 
 
+def test_label_smoothing_stops_once_the_labeled_set_reaches_its_threshold_per_class():
+    from napari_ktal.core.errors import RecipeError
+    from napari_ktal.core.recipe import TrainSpec
+
+    spec = TrainSpec(epochs=30, lr_milestones=[24], label_smoothing=0.05, label_smoothing_below=25)
+    assert spec.for_labeled(60, 4).label_smoothing == 0.05  # 15 per class
+    assert spec.for_labeled(99, 4).label_smoothing == 0.05
+    assert spec.for_labeled(100, 4).label_smoothing == 0.0  # 25 per class: plain cross-entropy again
+    assert spec.for_labeled(100, 10).label_smoothing == 0.05  # the same count over 10 classes is 10 each
+    always = TrainSpec(label_smoothing=0.05)
+    assert always.for_labeled(10_000, 2).label_smoothing == 0.05
+    with pytest.raises(RecipeError, match="label_smoothing_below"):
+        TrainSpec(label_smoothing_below=-1).validate()
+
+
 def test_pretraining_and_typiclust_settings_are_checked():
     from napari_ktal.core.errors import RecipeError
     from napari_ktal.core.recipe import recipe_from_dict

@@ -113,7 +113,7 @@ def train_cycle(
         if meta["classes"] == classes:
             teacher.load_state_dict(prev_t.state_dict())
             student.load_state_dict(prev_s.state_dict())
-    train = recipe.train.for_labeled(len(idx))
+    train = recipe.train.for_labeled(len(idx), len(classes))
     head = strategy.make_head(teacher, train, options)
     job = TrainJob(train, recipe.transfer, derive_seed(seed, "train", cycle), cycle)
     result = train_pair(teacher, student, x, y, job, head=head, device=device, on_progress=on_progress,
