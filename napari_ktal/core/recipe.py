@@ -109,6 +109,10 @@ class TrainSpec:
     #: class (on average); 0: in every cycle. Tens of labels are memorised within a few hundred
     #: steps and leave the pair confidently apart on unseen volumes; later cycles need no cap
     label_smoothing_below: int = 0
+    #: whose cross-entropy is smoothed: "both", or "student" alone, which bounds KL(teacher ||
+    #: student) (its log-ratio needs the student's probabilities kept off zero) and leaves the
+    #: teacher, whose predictions the user sees, trained as in the paper
+    label_smoothing_for: str = "both"
     #: after training, recompute the BatchNorm statistics over the labeled set (train mode, no
     #: gradient): short, steep training leaves the running averages behind the weights
     recalibrate_bn: bool = False
@@ -134,6 +138,8 @@ class TrainSpec:
         check(0 <= self.label_smoothing < 1, f"{section}.label_smoothing", "must be in [0, 1)")
         check(0 <= self.label_smoothing_below <= 1_000_000, f"{section}.label_smoothing_below",
               "must be between 0 and 1000000 (volumes per class; 0: always)")
+        check(self.label_smoothing_for in ("both", "student"), f"{section}.label_smoothing_for",
+              "must be 'both' or 'student'")
 
     def steps_per_epoch(self, n_labeled: int) -> int:
         """Optimizer steps in one epoch over ``n_labeled`` volumes (a lone last sample is folded in)."""

@@ -78,6 +78,8 @@ def test_label_smoothing_stops_once_the_labeled_set_reaches_its_threshold_per_cl
     assert always.for_labeled(10_000, 2).label_smoothing == 0.05
     with pytest.raises(RecipeError, match="label_smoothing_below"):
         TrainSpec(label_smoothing_below=-1).validate()
+    with pytest.raises(RecipeError, match="label_smoothing_for"):
+        TrainSpec(label_smoothing_for="teacher").validate()
 
 
 def test_pretraining_and_typiclust_settings_are_checked():

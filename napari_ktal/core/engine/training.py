@@ -233,8 +233,9 @@ def _fit(
     transfer_fn = TRANSFER_LOSSES[job.transfer.loss]
     n_classes = _unwrap(run.teacher).fc.out_features
     weight = class_weights(ys.to(device), n_classes) if train.class_balance == "loss" else None
-    smooth = train.label_smoothing
-    plain = weight is None and not smooth  # the teacher's loss is the mean of the head's per-sample loss
+    smooth_s = train.label_smoothing
+    smooth_t = smooth_s if train.label_smoothing_for == "both" else 0.0
+    plain = weight is None and not smooth_t  # the teacher's loss is the mean of the head's per-sample loss
     gen = torch.Generator().manual_seed(job.seed)
     aug_gen = torch.Generator(device=device).manual_seed(job.seed + 1) if device.type == "cuda" else gen
     raw = _Modules(*(None if m is None else _unwrap(m) for m in run))
@@ -278,7 +279,7 @@ def _fit(
                     out_t = run_t(xb)
                     out_s = run_s(xb)
                     if run.head is None or not plain:
-                        loss_t = F.cross_entropy(out_t.logits.float(), yb, weight=weight, label_smoothing=smooth)
+                        loss_t = F.cross_entropy(out_t.logits.float(), yb, weight=weight, label_smoothing=smooth_t)
                     if run.head is None:
                         extra = 0.0
                     else:  # the head learns the plain per-sample loss
@@ -287,7 +288,7 @@ def _fit(
                             loss_t = ce.mean()
                         extra = raw.head.loss(run.head(*raw.head.inputs(out_t, epoch)), ce)
                     l_trans = transfer_fn(out_s, out_t)
-                    loss_s = (F.cross_entropy(out_s.logits.float(), yb, weight=weight, label_smoothing=smooth)
+                    loss_s = (F.cross_entropy(out_s.logits.float(), yb, weight=weight, label_smoothing=smooth_s)
                               + job.transfer.weight * l_trans)
                 for o in opts:
                     o.zero_grad(set_to_none=True)

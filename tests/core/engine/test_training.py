@@ -34,7 +34,8 @@ def test_recalibrated_batchnorm_holds_the_statistics_of_the_labeled_set():
     assert model.training  # the mode it had
 
 
-@pytest.mark.parametrize("options", [{"class_balance": "loss"}, {"recalibrate_bn": True}, {"label_smoothing": 0.1}])
+@pytest.mark.parametrize("options", [{"class_balance": "loss"}, {"recalibrate_bn": True}, {"label_smoothing": 0.1},
+                                     {"label_smoothing": 0.1, "label_smoothing_for": "student"}])
 def test_training_with_the_options_runs_and_changes_the_models(options):
     torch.manual_seed(0)
     t, s = build_pair(TINY.model, 3)
@@ -65,3 +66,30 @@ def test_label_smoothing_keeps_the_logits_near_their_smoothed_optimum():
         assert (logits.argmax(1).numpy() == y).all()  # both learn this easy set
     optimum = np.log((1 - 0.3 + 0.1) / 0.1)  # 2.08 nats for e = 0.3, K = 3
     assert gaps[0.3] < optimum + 0.5 < gaps[0.0]  # measured: 2.0 vs 7.7
+
+
+def test_smoothing_the_student_alone_leaves_the_teacher_as_the_paper_trains_it():
+    """label_smoothing_for = "student": the teacher's weights are those of plain training, bit for
+    bit (same seed, same batches; the transfer loss does not reach it), and only the student's
+    logits are held near the smoothed optimum."""
+    rng = np.random.default_rng(1)
+    y = np.repeat([0, 1, 2], 4)
+    x = (rng.normal(size=(12, 16, 16, 16)) + 1.0 * (y[:, None, None, None] - 1)).astype(np.float32)
+    runs = {}
+    for options in ({}, {"label_smoothing": 0.3, "label_smoothing_for": "student"}):
+        torch.manual_seed(0)
+        t, s = build_pair(TINY.model, 3)
+        spec = TINY.replace(train={"epochs": 60, "batch_size": 12, "augment": "none", "lr": 0.05, **options}).train
+        train_pair(t, s, x, y, TrainJob(spec, TINY.transfer), device=torch.device("cpu"))
+        runs[bool(options)] = (t, s)
+    for a, b in zip(runs[False][0].state_dict().values(), runs[True][0].state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+    def gap(model):
+        model.eval()
+        with torch.no_grad():
+            top2 = model(torch.from_numpy(x)[:, None]).logits.topk(2, dim=1).values
+        return float((top2[:, 0] - top2[:, 1]).mean())
+
+    optimum = np.log((1 - 0.3 + 0.1) / 0.1)  # 2.08 nats for e = 0.3, K = 3
+    assert gap(runs[True][1]) < optimum + 0.5 < gap(runs[False][1])
