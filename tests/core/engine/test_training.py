@@ -10,7 +10,9 @@ from napari_ktal.core.loop import load_recipe
 from napari_ktal.core.models import ResNet3D, build_pair
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-TINY = load_recipe("quick").replace(model={"width": 2}, train={"min_steps": 0, "epochs": 2, "lr_milestones": [], "batch_size": 8})
+# plain cross-entropy for both networks unless a test says otherwise (quick smooths the student's)
+TINY = load_recipe("quick").replace(model={"width": 2}, train={
+    "min_steps": 0, "epochs": 2, "lr_milestones": [], "batch_size": 8, "label_smoothing": 0.0, "label_smoothing_for": "both"})
 
 
 def test_class_weights_are_inverse_frequency_over_the_classes_present():
