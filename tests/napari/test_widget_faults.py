@@ -151,8 +151,14 @@ def test_a_damaged_checkpoint_at_export_is_a_notification(make_widget, notes, pr
     from napari_ktal._napari import controller as tasks
     session_widget = make_widget()
     session = session_widget.open_project(project.root)
+    session_widget.controller.auto_train = False  # the cycle is trained below, directly
     for k in range(len(session)):
         session_widget.assign(session.classes[k % 2])
+    # opening starts the thumbnails, then the teacher's opinion if a checkpoint exists by then: let
+    # them end first, or the gallery reads the damaged checkpoint too and rightly says so a second time
+    from napari_ktal._napari.browser import TEACHER, THUMBNAILS
+    runner = session_widget.controller.runner
+    qtbot.waitUntil(lambda: runner.running(THUMBNAILS) is None and runner.running(TEACHER) is None, timeout=30_000)
     tasks.train_job(project.root, "cpu", 0, threads=1)  # what the widget's training job runs
     teacher = project.root / "checkpoints" / "cycle_000" / "teacher.pt"
     teacher.write_bytes(teacher.read_bytes()[:300])
