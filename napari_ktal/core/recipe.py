@@ -146,7 +146,7 @@ class TrainSpec:
         full, rest = divmod(max(n_labeled, 0), self.batch_size)
         return max(1, full + (1 if rest >= 2 or full == 0 else 0))
 
-    def for_labeled(self, n_labeled: int, n_classes: int = 1) -> TrainSpec:
+    def for_labeled(self, n_labeled: int, n_classes: int) -> TrainSpec:
         """This spec for a cycle on ``n_labeled`` volumes of ``n_classes`` classes: enough epochs for
         ``min_steps`` steps (the lr milestones at the same fractions of training), and label
         smoothing only while the labeled set is under ``label_smoothing_below`` per class."""

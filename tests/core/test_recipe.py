@@ -59,10 +59,10 @@ def test_a_small_labeled_set_gets_enough_epochs_for_the_step_floor():
 
     spec = TrainSpec(epochs=30, lr_milestones=[24], batch_size=32, min_steps=300)
     assert spec.steps_per_epoch(24) == 1 and spec.steps_per_epoch(33) == 1 and spec.steps_per_epoch(34) == 2
-    small = spec.for_labeled(24)  # 1 step per epoch: 300 epochs, the lr step at the same 80%
+    small = spec.for_labeled(24, 4)  # 1 step per epoch: 300 epochs, the lr step at the same 80%
     assert small.epochs == 300 and small.lr_milestones == [240]
-    assert spec.for_labeled(320) is spec  # 10 steps x 30 epochs is enough already
-    assert TrainSpec(epochs=30, lr_milestones=[24]).for_labeled(24).epochs == 30  # no floor: the paper's epochs
+    assert spec.for_labeled(320, 4) is spec  # 10 steps x 30 epochs is enough already
+    assert TrainSpec(epochs=30, lr_milestones=[24]).for_labeled(24, 4).epochs == 30  # no floor: the paper's epochs
 
 
 def test_label_smoothing_stops_once_the_labeled_set_reaches_its_threshold_per_class():
