@@ -43,7 +43,7 @@ def _sizes(dry: bool) -> dict:
 def throughput(device: torch.device, s: dict, peak_tflops: float) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
 
-    from napari_ktal.core.engine.speed import autocast
+    from napari_ktal.core.engine import resolve_speed
     from napari_ktal.core.engine.training import make_optimizer
     from napari_ktal.core.loop import load_recipe
     from napari_ktal.core.models import TRANSFER_LOSSES, build_pair
@@ -53,13 +53,15 @@ def throughput(device: torch.device, s: dict, peak_tflops: float) -> dict:
     opts = [make_optimizer(m, recipe.train) for m in (t, st)]
     x = torch.randn(s["batch"], 1, s["box"], s["box"], s["box"], device=device)
     y = torch.randint(0, 50, (s["batch"],), device=device)
+    train_speed = resolve_speed(recipe.speed, device, "train")
+    score_speed = resolve_speed(recipe.speed, device, "score")
 
     def step():
-        with autocast(device):
+        with train_speed.autocast(device):
             ot, os_ = t(x), st(x)
-            loss = (torch.nn.functional.cross_entropy(ot.logits.float(), y)
-                    + torch.nn.functional.cross_entropy(os_.logits.float(), y)
-                    + 100 * TRANSFER_LOSSES["at"](os_, ot))
+        loss = (torch.nn.functional.cross_entropy(ot.logits.float(), y)
+                + torch.nn.functional.cross_entropy(os_.logits.float(), y)
+                + 100 * TRANSFER_LOSSES["at"](os_, ot))
         for o in opts:
             o.zero_grad(set_to_none=True)
         loss.backward()
@@ -82,7 +84,7 @@ def throughput(device: torch.device, s: dict, peak_tflops: float) -> dict:
             m.eval()
         t0 = time.perf_counter()
         for _ in range(s["steps"]):
-            with autocast(device):
+            with score_speed.autocast(device):
                 t(x), st(x)
         _sync(device)
         score_sps = s["steps"] * s["batch"] / (time.perf_counter() - t0)

@@ -176,7 +176,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .core.engine import resolve_device
+    from .core.engine import describe_speed, resolve_device
     from .core.loop import commands
     from .core.loop.plots import learning_curve_png
 
@@ -203,7 +203,8 @@ def cmd_train(args) -> int:
             learning_curve_png(project.history(), project.paths.learning_curve, n_pool,
                                f"{plan.recipe.name}: {plan.recipe.active.strategy}, {n_pool} volumes")
 
-        print(f"recipe {plan.recipe.name}, device {device}, seed {args.seed}")
+        print(f"recipe {plan.recipe.name}, device {device} ({describe_speed(plan.recipe.speed, device)}), "
+              f"seed {args.seed}")
         outcome = commands.train(project, plan, device, seed=args.seed, on_begin=lambda: print(_table_header(),
                                  flush=True), on_cycle=on_cycle, on_progress=bar,
                                  should_stop=threading.Event().is_set)
@@ -295,7 +296,7 @@ def cmd_predict(args) -> int:
 
 
 def cmd_benchmark(args) -> int:
-    from .core.engine import resolve_device
+    from .core.engine import describe_speed, resolve_device
     from .core.errors import KtalError
     from .core.loop import commands
     from .core.loop.benchmark import parse_strategies, summary_table
@@ -309,7 +310,7 @@ def cmd_benchmark(args) -> int:
     out = Path(args.out)
     bar = ProgressPrinter()
     print(f"benchmark of {', '.join(strategies)} x seeds {', '.join(map(str, seeds))}; "
-          f"recipe {recipe.name}, device {device}, folder {out}", flush=True)
+          f"recipe {recipe.name}, device {device} ({describe_speed(recipe.speed, device)}), folder {out}", flush=True)
 
     current = {"name": ""}
 

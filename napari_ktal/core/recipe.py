@@ -8,6 +8,7 @@ A recipe is a small TOML file (see ``models/*.toml``) with four tables::
     [active]   strategy, initial fraction, step, final budget, subset factor, re-init
     [active.options]  settings of the query strategies (each strategy reads its own keys)
     [pretrain] self-supervised pretraining of the encoder on the pool (optional)
+    [speed]    the convolutions' precision and memory format ("auto": the fastest measured)
 
 Every key is checked: an unknown key (a typo) or an out-of-range value raises
 :class:`RecipeError` naming the key, so a recipe never silently runs with defaults.
@@ -44,6 +45,7 @@ DEPTHS = (10, 18, 34)  # ResNet depths: 10 -> one BasicBlock per stage, 18 -> tw
 STEMS = ("cifar", "strided")
 TRANSFER_LOSS_NAMES = ("at", "mse", "l1", "kl")
 DISTANCE_NAMES = ("kl", "js", "mse")
+PRECISIONS = ("auto", "bf16", "fp32")
 OptionValue = bool | int | float | str | list
 
 
@@ -216,6 +218,30 @@ class ActiveSpec:
 
 
 @dataclass(frozen=True)
+class SpeedSpec:
+    """How the passes compute: the convolutions' precision and memory format.
+
+    Part of the recipe (and so recorded in the project) because precision changes results in
+    their last digits. ``"auto"`` decides per device and per phase (training, scoring) with
+    what measured fastest there (:func:`napari_ktal.core.engine.speed.resolve_speed`,
+    docs/performance.md). Whatever is chosen, losses, KL scores and metrics are float32.
+    """
+
+    #: "bf16": autocast of convolutions and products to bfloat16; "fp32": float32 throughout;
+    #: "auto": bf16 where the device computes it natively (CUDA; a CPU with AVX512-BF16 or AMX)
+    precision: str = "auto"
+    #: channels_last_3d memory format for models and batches: true, false or "auto"
+    channels_last: bool | str = "auto"
+    #: ``torch.compile`` the models for training (the first step compiles: seconds to minutes)
+    compile: bool = False
+
+    def validate(self, section: str = "speed") -> None:
+        check(self.precision in PRECISIONS, f"{section}.precision", f"must be one of {', '.join(PRECISIONS)}")
+        check(isinstance(self.channels_last, bool) or self.channels_last == "auto", f"{section}.channels_last",
+              "must be true, false or 'auto'")
+
+
+@dataclass(frozen=True)
 class Recipe:
     name: str = "custom"
     description: str = ""
@@ -224,6 +250,7 @@ class Recipe:
     train: TrainSpec = field(default_factory=TrainSpec)
     active: ActiveSpec = field(default_factory=ActiveSpec)
     pretrain: PretrainSpec = field(default_factory=PretrainSpec)
+    speed: SpeedSpec = field(default_factory=SpeedSpec)
 
     def validate(self) -> Recipe:
         self.model.validate()
@@ -231,6 +258,7 @@ class Recipe:
         self.train.validate()
         self.active.validate()
         self.pretrain.validate()
+        self.speed.validate()
         check(self.active.initial != "typiclust" or self.pretrain.method != "none", "active.initial",
               "'typiclust' needs pretrained features: set [pretrain] method")
         return self
@@ -267,7 +295,7 @@ class Recipe:
 
 
 _SECTIONS = {"model": ModelSpec, "transfer": TransferSpec, "train": TrainSpec, "active": ActiveSpec,
-             "pretrain": PretrainSpec}
+             "pretrain": PretrainSpec, "speed": SpeedSpec}
 
 
 def _unknown_key(key: str, known: list[str], where: str) -> RecipeError:

@@ -1,3 +1,5 @@
+import tomllib
+
 import pytest
 
 from napari_ktal.core.errors import RecipeError
@@ -93,3 +95,18 @@ def test_pretraining_and_typiclust_settings_are_checked():
     assert "[pretrain]" not in recipe_from_dict({}).to_toml()  # the default is not written
     with pytest.raises(RecipeError, match="pretrain.method"):
         recipe_from_dict({"pretrain": {"method": "mae"}})
+
+
+def test_speed_table_is_checked_and_recorded_with_the_recipe():
+    from napari_ktal.core.recipe import SpeedSpec, recipe_from_dict
+
+    assert recipe_from_dict({}).speed == SpeedSpec(precision="auto", channels_last="auto", compile=False)
+    r = recipe_from_dict({"speed": {"precision": "fp32", "channels_last": False}})
+    assert r.speed == SpeedSpec("fp32", False)
+    assert "[speed]" in r.to_toml() and recipe_from_dict(tomllib.loads(r.to_toml())) == r
+    with pytest.raises(RecipeError, match="speed.precision.*auto, bf16, fp32"):
+        recipe_from_dict({"speed": {"precision": "fp16"}})
+    with pytest.raises(RecipeError, match="speed.channels_last"):
+        recipe_from_dict({"speed": {"channels_last": "yes"}})
+    with pytest.raises(RecipeError, match="speed.channel_last.*did you mean 'channels_last'"):
+        recipe_from_dict({"speed": {"channel_last": True}})

@@ -1,7 +1,7 @@
 """Running models: devices, speed settings, inference, training, several processes.
 
 - :mod:`.device`       only devices that work ("auto", "cuda:N", "cpu")
-- :mod:`.speed`        autocast, cuDNN, channels-last, compile
+- :mod:`.speed`        the recipe's [speed] resolved per device and phase: bf16, channels-last
 - :mod:`.inference`    batched passes over a volume source, outputs asked for by name
 - :mod:`.training`     one cycle's teacher + student (+ a strategy's auxiliary head)
 - :mod:`.heads`        the base class of such heads
@@ -11,17 +11,20 @@
 from .device import available_devices, resolve_device
 from .heads import AuxiliaryHead
 from .inference import forward_outputs, predict
-from .speed import SpeedOptions
+from .speed import Speed, describe_speed, native_bf16, resolve_speed
 from .training import TrainJob, TrainResult, train_pair
 
 __all__ = [
     "AuxiliaryHead",
-    "SpeedOptions",
+    "Speed",
     "TrainJob",
     "TrainResult",
     "available_devices",
+    "describe_speed",
     "forward_outputs",
+    "native_bf16",
     "predict",
     "resolve_device",
+    "resolve_speed",
     "train_pair",
 ]

@@ -30,7 +30,8 @@ from ..errors import KtalError
 from ..models import output as model_output
 from ..progress import Progress, ProgressCallback, StopFlag, check_cancel, emit
 from . import distributed as dist
-from .speed import autocast, channels_last_default, cuda_speedups, is_channels_last, memory_format
+from ..recipe import SpeedSpec
+from .speed import Speed, cuda_speedups, memory_format, resolve_speed
 
 
 @torch.no_grad()
@@ -45,22 +46,21 @@ def forward_outputs(
     on_progress: ProgressCallback | None = None,
     should_stop: StopFlag | None = None,
     phase: str = "score",
-    channels_last: bool | None = None,
+    speed: SpeedSpec | None = None,
 ) -> list[torch.Tensor]:
     """Run every model on volumes ``indices`` of ``source``; one CPU float32 tensor per model.
 
     ``output``: what to keep of each forward pass (a name of ``models.OUTPUTS``).
-    ``channels_last``: the convolutions' memory format (None: :func:`.speed.channels_last_default`).
+    ``speed``: the recipe's ``[speed]`` (None: "auto"), resolved for scoring on ``device``.
     """
     indices = np.asarray(indices, dtype=np.int64)
-    cl = channels_last_default() if channels_last is None else channels_last
-    pass_ = _Pass(output, batch_size, phase)
-    with memory_format(models, cl):
+    pass_ = _Pass(output, batch_size, phase, resolve_speed(speed, device, "score"))
+    with memory_format(models, pass_.speed.channels_last):
         if dist.active() and dist.is_main():
             roles, reopen = dist.model_roles(models), source.reopen()
             if roles is not None and reopen is not None:
                 dist.leader_call("forward", {"roles": roles, "source": reopen, "indices": indices,
-                                             "pass": pass_, "channels_last": cl})
+                                             "pass": pass_})
                 return _forward_ranks(models, source, indices, device, pass_, on_progress, should_stop)
         return _forward_local(models, source, indices, device, pass_, on_progress, should_stop)
 
@@ -80,6 +80,7 @@ class _Pass:
     output: str
     batch_size: int
     phase: str
+    speed: Speed = Speed()
 
 
 def _forward_ranks(models, source, indices, device, pass_: _Pass, on_progress, should_stop):
@@ -102,7 +103,7 @@ def follow_forward(payload: dict, device: torch.device) -> None:
     """A follower's part of a pass the leader shards (see :func:`forward_outputs`)."""
     models = dist.models_of(payload["roles"])
     source = dist.open_source(payload["source"])
-    with memory_format(models, payload["channels_last"]):
+    with memory_format(models, payload["pass"].speed.channels_last):
         _forward_ranks(models, source, payload["indices"], device, payload["pass"], None, None)
 
 
@@ -112,7 +113,6 @@ def _forward_local(models, source: VolumeSource, indices, device, pass_: _Pass, 
     outs: list[list[torch.Tensor]] = [[] for _ in models]
     n = len(indices)
     size = max(1, pass_.batch_size)  # shrinks on out-of-memory
-    channels_last = is_channels_last(models)
     done = 0
     t0 = time.perf_counter()
     with cuda_speedups(device):
@@ -120,10 +120,9 @@ def _forward_local(models, source: VolumeSource, indices, device, pass_: _Pass, 
             start = 0
             while start < len(x):
                 xb = x[start : start + size].to(device, non_blocking=True).float()
-                if channels_last:
-                    xb = xb.contiguous(memory_format=torch.channels_last_3d)
+                xb = pass_.speed.batch(xb)
                 try:
-                    with autocast(device):
+                    with pass_.speed.autocast(device):
                         results = [model_output(m(xb), pass_.output).float() for m in models]
                 except torch.OutOfMemoryError:
                     del xb

@@ -1,26 +1,111 @@
-"""How fast a step runs: autocast, cuDNN, memory format, compile. None of it changes what
-is computed beyond floating-point noise."""
+"""How fast a pass runs: precision, memory format, cuDNN, compile.
+
+The recipe's ``[speed]`` table (:class:`~napari_ktal.core.recipe.SpeedSpec`) says what a user
+wants; :func:`resolve_speed` turns it into what one phase (``"train"`` or ``"score"``) on one
+device does (:class:`Speed`). ``"auto"`` follows the measurements in docs/performance.md
+(benchmarks/throughput.py):
+
+================  =====================================  ==========================================
+                  precision "auto"                       channels_last "auto"
+================  =====================================  ==========================================
+CPU, training     bf16 where the CPU has it natively     on: 1.6-1.7x the float32 step on 2-core
+                  (AVX512-BF16 or AMX, asked of torch),  AMD EPYC machines, 1.4x with bf16 on top
+                  float32 elsewhere (bf16 emulated in    (2.2x in all) where bf16 is native
+                  software is slower than float32)
+CPU, scoring      as training                            off: no gain when scoring (0.8-1.0x)
+CUDA              bf16 (tensor cores)                    off (not measured on a GPU yet)
+================  =====================================  ==========================================
+
+None of it changes what is computed beyond the precision asked for: logits are cast to
+float32 before any loss, score or metric.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
 
+from ..recipe import SpeedSpec
 
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA (tensor cores), a no-op on the CPU."""
-    return torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+Phase = Literal["train", "score"]
+
+#: channels_last_3d under "auto", by (device type, phase): see the table above
+CHANNELS_LAST_AUTO: dict[tuple[str, str], bool] = {
+    ("cpu", "train"): True,
+    ("cpu", "score"): False,
+    ("cuda", "train"): False,
+    ("cuda", "score"): False,
+}
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 in hardware.
+
+    CUDA: what torch reports (Ampere and newer). CPU: AVX512-BF16 or AMX tiles, as torch's own
+    CPU feature detection (cpuinfo) reports them; AVX-512 without BF16 converts in software.
+    """
+    if device.type == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if device.type == "cpu":
+        probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        return any(bool(getattr(torch.cpu, p, lambda: False)()) for p in probes)
+    return False
+
+
+@dataclass(frozen=True)
+class Speed:
+    """What one phase on one device does (every choice decided)."""
+
+    bf16: bool = False
+    channels_last: bool = False
+    compile: bool = False
+
+    def autocast(self, device: torch.device):
+        """bf16 autocast on ``device`` when this speed asks for it, else a no-op context."""
+        kind = device.type if device.type in ("cuda", "cpu") else "cpu"
+        return torch.autocast(device_type=kind, dtype=torch.bfloat16, enabled=self.bf16)
+
+    def batch(self, x: torch.Tensor) -> torch.Tensor:
+        """A batch in the memory format the models are in."""
+        return x.contiguous(memory_format=torch.channels_last_3d) if self.channels_last else x
+
+    def describe(self) -> str:
+        return f"{'bf16' if self.bf16 else 'fp32'}{', channels_last' if self.channels_last else ''}"
+
+
+#: float32, contiguous: the reference every other choice is measured against
+FP32 = Speed()
+
+
+def describe_speed(spec: SpeedSpec | None, device: torch.device) -> str:
+    """What ``spec`` does on ``device``, for a status line: ``training fp32, channels_last; scoring fp32``."""
+    train, score = (resolve_speed(spec, device, phase) for phase in ("train", "score"))
+    return f"training {train.describe()}; scoring {score.describe()}"
+
+
+def resolve_speed(spec: SpeedSpec | None, device: torch.device, phase: Phase) -> Speed:
+    """What ``spec`` (None: all "auto") means for ``phase`` on ``device``."""
+    spec = spec or SpeedSpec()
+    if spec.precision == "auto":
+        bf16 = native_bf16(device)
+    else:
+        bf16 = spec.precision == "bf16"
+    if spec.channels_last == "auto":
+        channels_last = CHANNELS_LAST_AUTO.get((device.type, phase), False)
+    else:
+        channels_last = bool(spec.channels_last)
+    return Speed(bf16=bf16, channels_last=channels_last, compile=bool(spec.compile) and phase == "train")
 
 
 @contextlib.contextmanager
-def cuda_speedups(device: torch.device, cudnn_benchmark: bool = True) -> Iterator[None]:
+def cuda_speedups(device: torch.device) -> Iterator[None]:
     """cuDNN benchmark mode (it times the convolution algorithms once per input shape) on CUDA."""
-    if device.type != "cuda" or not cudnn_benchmark:
+    if device.type != "cuda":
         yield
         return
     before = torch.backends.cudnn.benchmark
@@ -29,25 +114,6 @@ def cuda_speedups(device: torch.device, cudnn_benchmark: bool = True) -> Iterato
         yield
     finally:
         torch.backends.cudnn.benchmark = before
-
-
-def _env_flag(name: str) -> bool | None:
-    value = os.environ.get(name, "").strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    return None
-
-
-def channels_last_default() -> bool:
-    """Whether convolutions run in channels_last_3d: ``KTAL_CHANNELS_LAST`` (1/0) if set, else off.
-
-    On a shared 2-core CPU it trained the quick recipe's pair 1.5-1.7x faster but scored it
-    0-30% slower (docs/performance.md); it also changes results in the last digits, and the
-    README's demo table was recorded without it. Off by default until measured on a quiet
-    machine and on CUDA; ``KTAL_CHANNELS_LAST=1`` turns it on."""
-    return bool(_env_flag("KTAL_CHANNELS_LAST"))
 
 
 def is_channels_last(models: Sequence[nn.Module]) -> bool:
@@ -73,28 +139,3 @@ def memory_format(models: Sequence[nn.Module], channels_last: bool) -> Iterator[
     finally:
         for m in changed:
             m.to(memory_format=torch.contiguous_format)
-
-
-@dataclass(frozen=True)
-class SpeedOptions:
-    """How a training step runs.
-
-    ``channels_last``: models and inputs in channels_last_3d memory format; None: off unless
-    ``KTAL_CHANNELS_LAST=1`` (see :func:`channels_last_default`).
-    ``compile``: ``torch.compile`` the models (first step compiles: seconds to minutes); None:
-    ``KTAL_COMPILE=1`` in the environment, else off.
-    ``cudnn_benchmark``: let cuDNN time its convolution algorithms (CUDA only).
-    ``sync_batchnorm``: under DDP, BatchNorm over the global batch (None: on), as one process
-    computes it; off, each rank uses its own slice's statistics.
-    """
-
-    channels_last: bool | None = None
-    compile: bool | None = None
-    cudnn_benchmark: bool = True
-    sync_batchnorm: bool | None = None
-
-    def resolved(self) -> SpeedOptions:
-        """The options with every None decided (from the environment)."""
-        return replace(self,
-                       channels_last=channels_last_default() if self.channels_last is None else self.channels_last,
-                       compile=bool(_env_flag("KTAL_COMPILE")) if self.compile is None else self.compile)

@@ -3,7 +3,9 @@
 Teacher: cross-entropy. Student: cross-entropy + lambda * transfer loss, with the teacher's
 stage activations as detached targets. Because the transfer loss detaches the teacher, the
 two graphs are disjoint and one backward of (L_T + L_S) gives each model exactly its own
-gradient. On CUDA the step runs under bf16 autocast; the labeled set is moved to the GPU
+gradient. The recipe's ``[speed]`` decides the precision (bf16 autocast where the device has
+it natively) and memory format of the step (:mod:`.speed`); losses are float32 whatever it
+decides. On CUDA the labeled set is moved to the GPU
 once and batches are drawn there, so there is no host sync inside an epoch (one per epoch,
 for the loss means).
 
@@ -40,11 +42,11 @@ from torch import nn
 from ..errors import KtalError
 from ..models import TRANSFER_LOSSES, ResNet3D
 from ..progress import Progress, ProgressCallback, StopFlag, check_cancel, emit
-from ..recipe import TrainSpec, TransferSpec
+from ..recipe import SpeedSpec, TrainSpec, TransferSpec
 from ..seeds import DEFAULT_SEED
 from . import distributed as dist
 from .heads import AuxiliaryHead
-from .speed import SpeedOptions, autocast, cuda_speedups, memory_format
+from .speed import cuda_speedups, memory_format, resolve_speed
 
 MIN_BATCH = 2  # BatchNorm needs two samples
 
@@ -57,7 +59,10 @@ class TrainJob:
     transfer: TransferSpec
     seed: int = DEFAULT_SEED
     cycle: int | None = None  # for progress and messages
-    speed: SpeedOptions = field(default_factory=SpeedOptions)
+    speed: SpeedSpec = field(default_factory=SpeedSpec)  # the recipe's [speed], resolved per device
+    #: under DDP, BatchNorm over the global batch (as one process computes it); off, each rank
+    #: normalises with its own slice's statistics
+    sync_batchnorm: bool = True
 
 
 @dataclass(frozen=True)
@@ -154,7 +159,6 @@ def train_pair(
     """Train ``teacher`` and ``student`` (and ``head``) in place on volumes ``x`` (n, b, b, b), labels ``y``."""
     if len(x) < 2:
         raise ValueError("training needs at least 2 labeled volumes")
-    job = TrainJob(job.train, job.transfer, job.seed, job.cycle, job.speed.resolved())
     if dist.active():
         return _train_distributed(_Modules(teacher, student, head), x, y, job, device, on_progress, should_stop)
     modules = _Modules(teacher, student, head)
@@ -244,7 +248,8 @@ def _fit(
     opts = [make_optimizer(m, train) for m in raw.all()]
     scheds = [torch.optim.lr_scheduler.MultiStepLR(o, train.lr_milestones, train.lr_gamma) for o in opts]
     run_t, run_s = run.teacher, run.student
-    if job.speed.compile:
+    speed = resolve_speed(job.speed, device, "train")
+    if speed.compile:
         run_t, run_s = torch.compile(run_t), torch.compile(run_s)
     world, rank = (ddp.world, ddp.rank) if ddp else (1, 0)
     # BatchNorm needs 2 samples per batch: over the global batch (synchronised, which then cuts
@@ -256,7 +261,7 @@ def _fit(
     seen = 0
     sums = torch.zeros(3, device=device)
     means = [float("nan")] * 3
-    with memory_format(raw.all(), job.speed.channels_last), cuda_speedups(device, job.speed.cudnn_benchmark):
+    with memory_format(raw.all(), speed.channels_last), cuda_speedups(device):
         for epoch in range(train.epochs):
             sums.zero_()
             batches = _batches(n, batch_size, gen, xs.device, min_size)
@@ -272,24 +277,25 @@ def _fit(
                 xb = xs[idx].to(device, non_blocking=True).float()
                 if masks is not None:
                     xb = apply_flips(xb, masks)
-                if job.speed.channels_last:
-                    xb = xb.contiguous(memory_format=torch.channels_last_3d)
+                xb = speed.batch(xb)
                 yb = ys[idx].to(device, non_blocking=True)
-                with autocast(device):
+                with speed.autocast(device):  # the forward passes; the losses below in float32
                     out_t = run_t(xb)
                     out_s = run_s(xb)
-                    if run.head is None or not plain:
-                        loss_t = F.cross_entropy(out_t.logits.float(), yb, weight=weight, label_smoothing=smooth_t)
-                    if run.head is None:
-                        extra = 0.0
-                    else:  # the head learns the plain per-sample loss
-                        ce = F.cross_entropy(out_t.logits.float(), yb, reduction="none")
-                        if plain:
-                            loss_t = ce.mean()
-                        extra = raw.head.loss(run.head(*raw.head.inputs(out_t, epoch)), ce)
-                    l_trans = transfer_fn(out_s, out_t)
-                    loss_s = (F.cross_entropy(out_s.logits.float(), yb, weight=weight, label_smoothing=smooth_s)
-                              + job.transfer.weight * l_trans)
+                    predicted_loss = None if run.head is None else run.head(*raw.head.inputs(out_t, epoch))
+                logits_t, logits_s = out_t.logits.float(), out_s.logits.float()
+                if run.head is None or not plain:
+                    loss_t = F.cross_entropy(logits_t, yb, weight=weight, label_smoothing=smooth_t)
+                if run.head is None:
+                    extra = 0.0
+                else:  # the head learns the plain per-sample loss
+                    ce = F.cross_entropy(logits_t, yb, reduction="none")
+                    if plain:
+                        loss_t = ce.mean()
+                    extra = raw.head.loss(predicted_loss.float(), ce)
+                l_trans = transfer_fn(out_s, out_t)  # float32 (the transfer losses cast their inputs)
+                loss_s = (F.cross_entropy(logits_s, yb, weight=weight, label_smoothing=smooth_s)
+                          + job.transfer.weight * l_trans)
                 for o in opts:
                     o.zero_grad(set_to_none=True)
                 # DDP averages gradients over ranks: scaling by the local share makes that the global mean
@@ -336,7 +342,7 @@ def _train_ranks(modules: _Modules, x, y, job: TrainJob, device, on_progress, sh
     for m in modules.all():
         m.to(device)
     xs, ys = dist.broadcast_arrays(x, y, device)
-    ddp = dist.DDPContext(device, job.speed.sync_batchnorm)
+    ddp = dist.DDPContext(device, job.sync_batchnorm)
     batch = job.train.batch_size
     try:
         wrapped = iter(ddp.wrap(modules.all()))

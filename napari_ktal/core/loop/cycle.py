@@ -115,7 +115,7 @@ def train_cycle(
             student.load_state_dict(prev_s.state_dict())
     train = recipe.train.for_labeled(len(idx), len(classes))
     head = strategy.make_head(teacher, train, options)
-    job = TrainJob(train, recipe.transfer, derive_seed(seed, "train", cycle), cycle)
+    job = TrainJob(train, recipe.transfer, derive_seed(seed, "train", cycle), cycle, recipe.speed)
     result = train_pair(teacher, student, x, y, job, head=head, device=device, on_progress=on_progress,
                         should_stop=should_stop)
     check_cancel(should_stop)
@@ -125,7 +125,7 @@ def train_cycle(
     scores = score_predictions([], [], classes)
     if test is not None and len(test.y):
         pred, _ = predict(teacher, test.source, np.arange(len(test.y)), device, batch_size=batch_size,
-                          should_stop=should_stop)
+                          speed=recipe.speed, should_stop=should_stop)
         scores = score_predictions(pred, test.y, classes)
 
     n_pool = len(project.pool)
@@ -139,10 +139,11 @@ def train_cycle(
             subset = random_subset(unlabeled, m, recipe.active.subset_factor, rng)
             ctx = QueryContext(teacher, student, project.pool, idx, device, rng, recipe.transfer.score, batch_size,
                                head, on_progress, should_stop, labels=y,
-                               junk_class=classes.index(JUNK_CLASS) if JUNK_CLASS in classes else None)
+                               junk_class=classes.index(JUNK_CLASS) if JUNK_CLASS in classes else None,
+                               speed=recipe.speed)
             sel = strategy(ctx, subset, m, options)
             pred, conf = predict(teacher, project.pool, sel.indices, device, batch_size=batch_size,
-                                 should_stop=should_stop)
+                                 speed=recipe.speed, should_stop=should_stop)
             items = [
                 QueryItem(r, int(i), project.pool.keys[i], float(s), classes[p], float(c))
                 for r, (i, s, p, c) in enumerate(zip(sel.indices, sel.scores, pred, conf))

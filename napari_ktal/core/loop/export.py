@@ -37,8 +37,9 @@ def write_predictions(
     """Every pool volume: its label (if any), the latest teacher's class and confidence."""
     teacher, _, meta = project.load_models(device=device)
     classes, pool = meta["classes"], project.pool
-    pred, conf = predict(teacher, pool, np.arange(len(pool)), device, batch_size=project.recipe().train.eval_batch_size,
-                         on_progress=on_progress, should_stop=should_stop)
+    recipe = project.recipe()
+    pred, conf = predict(teacher, pool, np.arange(len(pool)), device, batch_size=recipe.train.eval_batch_size,
+                         speed=recipe.speed, on_progress=on_progress, should_stop=should_stop)
     labels = project.labels()
     with atomic_open(out, "w") as f:
         w = csv.writer(f)
@@ -74,8 +75,9 @@ def _classes_per_volume(project: Project, device: torch.device | None, predictio
     probs, model_classes, cycle = None, [], None
     if predictions and project.checkpoint_cycles():
         teacher, _, meta = project.load_models(device=device or torch.device("cpu"))
+        recipe = project.recipe()
         (logits,) = forward_outputs([teacher], project.pool, np.arange(n), device or torch.device("cpu"),
-                                    batch_size=project.recipe().train.eval_batch_size, phase="predict",
+                                    batch_size=recipe.train.eval_batch_size, phase="predict", speed=recipe.speed,
                                     on_progress=on_progress, should_stop=should_stop)
         probs = logits.softmax(1).numpy()
         model_classes, cycle = list(meta["classes"]), int(meta["cycle"])

@@ -48,7 +48,7 @@ def pretrained_state(project: Project, recipe: Recipe, device: torch.device, *, 
     m = recipe.model
     encoder = ResNet3D.from_config(ResNetConfig(m.teacher_depth, 2, m.width, m.stem))
     result = pretrain_encoder(encoder, project.pool, recipe.pretrain, device, seed=derive_seed(seed, "pretrain-data"),
-                              on_progress=on_progress, should_stop=should_stop)
+                              speed=recipe.speed, on_progress=on_progress, should_stop=should_stop)
     state = {k: v for k, v in encoder.state_dict().items() if not k.startswith("fc.")}
     save_state(project.paths.pretrained, ENCODER, state,
                {"recipe": want, "loss": result.loss, "seconds": round(result.seconds, 1), "volumes": result.volumes})
@@ -68,7 +68,8 @@ def pool_features(project: Project, recipe: Recipe, state: Mapping[str, torch.Te
     encoder = ResNet3D.from_config(ResNetConfig(m.teacher_depth, 2, m.width, m.stem))
     encoder.load_state_dict(dict(state), strict=False)
     (emb,) = forward_outputs([encoder.to(device)], project.pool, np.arange(len(project.pool)), device,
-                             output="embedding", batch_size=recipe.train.eval_batch_size, should_stop=should_stop)
+                             output="embedding", batch_size=recipe.train.eval_batch_size, speed=recipe.speed,
+                             should_stop=should_stop)
     return torch.nn.functional.normalize(emb, dim=1).numpy()
 
 

@@ -115,11 +115,13 @@ def teacher_opinion(project: Project, indices, device, *, batch_size: int | None
         return None
     teacher, _, meta = project.load_models(cycles[-1], device)
     idx = np.asarray(sorted({int(i) for i in indices}), dtype=np.int64)
+    recipe = project.recipe()
     if batch_size is None:
-        batch_size = project.recipe().train.eval_batch_size
+        batch_size = recipe.train.eval_batch_size
     if len(idx):
         (logits,) = forward_outputs([teacher], project.pool, idx, torch.device(device), batch_size=batch_size,
-                                    phase="predict", on_progress=on_progress, should_stop=should_stop)
+                                    phase="predict", speed=recipe.speed, on_progress=on_progress,
+                                    should_stop=should_stop)
         probs = logits.float().softmax(1).numpy().astype(np.float32)
     else:
         probs = np.zeros((0, len(meta["classes"])), np.float32)

@@ -39,7 +39,7 @@ from ..data import VolumeSource
 from ..engine import AuxiliaryHead, forward_outputs
 from ..errors import RecipeError
 from ..progress import ProgressCallback, StopFlag
-from ..recipe import Recipe, TrainSpec, from_table
+from ..recipe import Recipe, SpeedSpec, TrainSpec, from_table
 
 
 @dataclass
@@ -60,6 +60,7 @@ class QueryContext:
     should_stop: StopFlag | None = None
     labels: np.ndarray | None = None  # class ids of ``labeled`` (the labels given so far), if known
     junk_class: int | None = None  # the id of the project's ``junk`` class, if it has one
+    speed: SpeedSpec | None = None  # the recipe's [speed] (None: "auto")
 
     def torch_generator(self) -> torch.Generator:
         """A torch generator on the device, seeded from ``rng`` (so a query is reproducible)."""
@@ -68,7 +69,7 @@ class QueryContext:
     def forward(self, models, indices, output: str = "logits") -> list[torch.Tensor]:
         """``output`` ("logits", "embedding", "pooled_stages") of each model on volumes ``indices``."""
         return forward_outputs(models, self.source, indices, self.device, output=output, batch_size=self.batch_size,
-                               on_progress=self.on_progress, should_stop=self.should_stop)
+                               speed=self.speed, on_progress=self.on_progress, should_stop=self.should_stop)
 
 
 @dataclass(frozen=True)

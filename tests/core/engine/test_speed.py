@@ -1,0 +1,105 @@
+"""The recipe's [speed] table: what "auto" picks per device and phase, and that the bf16 path
+computes what float32 computes, to bf16's precision, with float32 losses and outputs."""
+
+import numpy as np
+import pytest
+import torch
+
+from napari_ktal.core.data import ArraySource
+from napari_ktal.core.engine import Speed, TrainJob, forward_outputs, native_bf16, resolve_speed, train_pair
+from napari_ktal.core.engine import speed as speed_module
+from napari_ktal.core.loop import load_recipe
+from napari_ktal.core.models import build_pair
+from napari_ktal.core.recipe import SpeedSpec
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+CPU = torch.device("cpu")
+TINY = load_recipe("quick").replace(model={"width": 2}, train={
+    "min_steps": 0, "epochs": 8, "lr_milestones": [], "batch_size": 8, "label_smoothing": 0.0})
+
+
+def _fake_cpu(monkeypatch, bf16: bool, amx: bool = False) -> None:
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: bf16, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+
+
+@pytest.mark.parametrize("avx512_bf16, amx", [(True, False), (False, True), (False, False)])
+def test_native_bf16_on_the_cpu_is_what_torch_reports_of_avx512_bf16_and_amx(monkeypatch, avx512_bf16, amx):
+    _fake_cpu(monkeypatch, avx512_bf16, amx)
+    assert native_bf16(CPU) is (avx512_bf16 or amx)
+    assert resolve_speed(SpeedSpec(), CPU, "train").bf16 is (avx512_bf16 or amx)
+    assert resolve_speed(SpeedSpec(), CPU, "score").bf16 is (avx512_bf16 or amx)
+
+
+def test_auto_follows_the_measured_table_and_explicit_choices_win(monkeypatch):
+    _fake_cpu(monkeypatch, bf16=False)
+    assert resolve_speed(None, CPU, "train") == Speed(bf16=False, channels_last=True)
+    assert resolve_speed(None, CPU, "score") == Speed(bf16=False, channels_last=False)
+    for phase in ("train", "score"):
+        assert speed_module.CHANNELS_LAST_AUTO[("cpu", phase)] == resolve_speed(None, CPU, phase).channels_last
+    forced = SpeedSpec(precision="bf16", channels_last=False, compile=True)
+    assert resolve_speed(forced, CPU, "train") == Speed(bf16=True, channels_last=False, compile=True)
+    assert resolve_speed(forced, CPU, "score") == Speed(bf16=True, channels_last=False)  # never compiled to score
+    _fake_cpu(monkeypatch, bf16=True)
+    assert resolve_speed(SpeedSpec(precision="fp32", channels_last=True), CPU, "score") == Speed(False, True)
+
+
+def _easy_set(n: int = 24, box: int = 16, seed: int = 0):
+    """Two classes a tiny network separates in a few steps: a bright or a dark cube in noise."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, box, box, box)).astype(np.float32)
+    y = np.arange(n) % 2
+    x[:, 4:12, 4:12, 4:12] += np.where(y == 1, 2.0, -2.0)[:, None, None, None]
+    return x, y
+
+
+def _trained(speed: SpeedSpec):
+    x, y = _easy_set()
+    torch.manual_seed(0)
+    t, s = build_pair(TINY.model, 2)
+    result = train_pair(t, s, x, y, TrainJob(TINY.train, TINY.transfer, 0, speed=speed), device=CPU)
+    return t, s, result, x, y
+
+
+def test_bf16_training_keeps_float32_weights_and_losses_and_learns_what_fp32_learns():
+    t32, s32, r32, x, y = _trained(SpeedSpec(precision="fp32", channels_last=False))
+    t16, s16, r16, _, _ = _trained(SpeedSpec(precision="bf16", channels_last=True))
+    assert all(p.dtype == torch.float32 for m in (t16, s16) for p in m.parameters())  # autocast, not a cast
+    assert all(p.is_contiguous() for m in (t16, s16) for p in m.parameters())  # back in the usual format
+    for r in (r32, r16):
+        assert np.isfinite([r.teacher_loss, r.student_loss, r.transfer_loss]).all()
+    assert r16.teacher_loss == pytest.approx(r32.teacher_loss, rel=0.25, abs=0.05)
+    # the weights moved the same way: bf16 rounding perturbs each step a little, nothing more
+    a = torch.cat([p.detach().flatten() for p in t32.parameters()])
+    b = torch.cat([p.detach().flatten() for p in t16.parameters()])
+    assert torch.nn.functional.cosine_similarity(a, b, dim=0) > 0.95
+    accuracy = []
+    for teacher in (t32, t16):
+        (logits,) = forward_outputs([teacher], ArraySource(x), np.arange(len(y)), CPU, batch_size=8,
+                                    speed=SpeedSpec(precision="fp32"))
+        accuracy.append((logits.argmax(1).numpy() == y).mean())
+    assert accuracy[0] == 1.0 and accuracy[1] >= 0.9, accuracy
+
+
+def test_bf16_scoring_returns_float32_close_to_fp32():
+    t, s, _, x, _ = _trained(SpeedSpec(precision="fp32", channels_last=False))
+    idx = np.arange(len(x))
+    ref = forward_outputs([t, s], ArraySource(x), idx, CPU, batch_size=8, speed=SpeedSpec(precision="fp32"))
+    for cl in (False, True):
+        got = forward_outputs([t, s], ArraySource(x), idx, CPU, batch_size=8,
+                              speed=SpeedSpec(precision="bf16", channels_last=cl))
+        for r, g in zip(ref, got):
+            assert g.dtype == torch.float32
+            scale = r.abs().max()
+            assert (g - r).abs().max() <= 0.05 * scale  # bf16 keeps 8 bits of mantissa
+            assert (g.argmax(1) == r.argmax(1)).float().mean() >= 0.9
+        assert all(p.is_contiguous() for m in (t, s) for p in m.parameters())
+
+
+def test_channels_last_changes_nothing_beyond_float32_rounding():
+    t, s, _, x, _ = _trained(SpeedSpec(precision="fp32", channels_last=False))
+    idx = np.arange(len(x))
+    ref = forward_outputs([t, s], ArraySource(x), idx, CPU, batch_size=8, speed=SpeedSpec("fp32", False))
+    got = forward_outputs([t, s], ArraySource(x), idx, CPU, batch_size=8, speed=SpeedSpec("fp32", True))
+    for r, g in zip(ref, got):
+        torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-4)
