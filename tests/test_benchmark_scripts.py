@@ -34,3 +34,18 @@ def test_ladder_tiny_mode_runs_the_benchmark_and_the_baseline(tmp_path, monkeypa
     assert [r["labeled"] for r in result["network"]["runs"]] == [7, 7]  # the teacher on as many random labels
     assert "vs_random_wilcoxon_p" in result["benchmark"]["summary"]
     assert "AUBC % [95% CI]" in capsys.readouterr().out
+
+
+def test_throughput_tiny_mode_measures_every_speed_variant_against_both_ceilings(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "throughput.json"
+    _run("throughput.py", "--tiny", "--device", "cpu", "--cycle", "--out", str(out), monkeypatch=monkeypatch)
+    result = json.loads(out.read_text())
+    assert set(result["ceilings"]) == {"fp32", "bf16"} and all(c["flops_per_s"] > 0 for c in result["ceilings"].values())
+    rows = {(r["model"], r["variant"]): r for r in result["results"]}
+    assert set(rows) == {(m, v) for m in ("paper", "quick") for v in ("fp32", "cl", "bf16", "bf16+cl", "auto")}
+    for r in rows.values():
+        assert r["train_samples_per_s"] > 0 and r["score_samples_per_s"] > 0
+        assert r["train_share_of_fp32_ceiling"] > 0 and r["train_share_of_bf16_ceiling"] > 0
+    assert rows[("quick", "bf16+cl")]["train_speed"] == "bf16, channels_last"
+    assert set(result["cycle"]) == {"fp32", "auto"} and result["cycle"]["fp32"]["train_speed"] == "fp32"
+    assert "x fp32" in capsys.readouterr().out
