@@ -18,7 +18,10 @@ the same budget schedule and the same random subset R_U draw per cycle.
 
 Resumable: a run whose every cycle is in its history.csv is not touched again; an
 interrupted run continues at its first untrained cycle. The tables and the figure are
-rewritten from the runs' history files after every run.
+rewritten from the runs' history files after every run. A finished run whose project folder
+is gone (a benchmark carried to another machine as its small files: benchmark.json and
+results.csv) counts as done from its rows in results.csv, so a long benchmark can be moved
+or committed as it goes and continued elsewhere with the same data.
 """
 
 from __future__ import annotations
@@ -376,15 +379,39 @@ def junk_share(project: Project, cycle: int, truth: dict[int, str]) -> float:
     return sum(truth.get(i) == JUNK_CLASS for i in batch) / len(batch) if batch else float("nan")
 
 
+def recorded_runs(out: Path) -> dict[tuple[str, int], list[dict]]:
+    """The rows results.csv holds, per (strategy, seed), in cycle order (empty without the file)."""
+    path = out / "results.csv"
+    if not path.exists():
+        return {}
+    runs: dict[tuple[str, int], list[dict]] = {}
+    with open(path, newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            runs.setdefault((row["strategy"], int(row["seed"])), []).append(row)
+    for rows in runs.values():
+        rows.sort(key=lambda r: int(r["cycle"]))
+    return runs
+
+
+def _history_of_recorded(rows: Sequence[dict]) -> list[dict]:
+    """A run's history as :class:`RunOutcome` reads it, rebuilt from its results.csv rows."""
+    return [{"cycle": r["cycle"], "n_labeled": r["n_labeled"], "test_accuracy": r["test_accuracy"],
+             "select_seconds": r["query_seconds"], "n_queried": 1 if r["query_seconds"] else 0,
+             "train_seconds": r["train_seconds"]} for r in rows]
+
+
 def collect_results(out: Path, strategies: Sequence[str], seeds: Sequence[int],
                     oracle: dict[int, str] | None = None) -> list[dict]:
     """results.csv rows from the runs' history files (query_seconds empty where a cycle made no query;
-    junk_share from ``oracle``, or each run's own labels when it is not given)."""
+    junk_share from ``oracle``, or each run's own labels when it is not given). A run without its
+    project folder keeps the rows results.csv already holds for it."""
     rows = []
+    recorded = recorded_runs(out)
     for strategy in strategies:
         for seed in seeds:
             root = out / "runs" / run_name(strategy, seed)
             if not Project.is_project(root):
+                rows += [{k: r.get(k, "") for k in RESULT_COLUMNS} for r in recorded.get((strategy, seed), [])]
                 continue
             project = Project(root)
             truth = oracle if oracle is not None else project.labels()
@@ -463,11 +490,18 @@ def run_benchmark(
     n_pool = len(base.pool)
     n_cycles = len(budget_schedule(n_pool, recipe.active))
     title = f"{recipe.name}: {n_pool} volumes, {len(seeds)} seed(s)"
+    recorded = recorded_runs(out)
     for strategy in strategies:
         run_recipe = recipe.replace(active={"strategy": strategy})
         for seed in seeds:
             check_cancel(should_stop)
-            project = _run_project(base, out / "runs" / run_name(strategy, seed), run_recipe)
+            root = out / "runs" / run_name(strategy, seed)
+            rows = recorded.get((strategy, seed), [])
+            if not Project.is_project(root) and len(rows) >= n_cycles:  # finished elsewhere; its rows kept
+                if on_run is not None:
+                    on_run(RunOutcome(strategy, seed, "done", _history_of_recorded(rows), n_pool))
+                continue
+            project = _run_project(base, root, run_recipe)
             before = project.trained_cycles
             if before < n_cycles:
                 if on_start is not None:

@@ -4,6 +4,7 @@
 import csv
 import math
 import os
+import shutil
 
 import pytest
 import torch
@@ -174,6 +175,27 @@ def test_interrupted_benchmark_continues_where_it_stopped(tmp_path, sim):
     run_benchmark(data, oracle, test, ["kt", "margin"], [1], TINY, out, CPU, on_run=seen.append)
     assert [(o.strategy, o.status, len(o.history)) for o in seen] == [("kt", "done", 3), ("margin", "resumed", 3)]
     assert [int(r["cycle"]) for r in _read_csv(margin)] == [0, 1, 2]
+
+
+def test_a_benchmark_carried_as_its_small_files_continues_without_redoing_finished_runs(tmp_path, sim):
+    """benchmark.json and results.csv alone (what a long benchmark commits as it goes) are enough to
+    continue it: finished runs count as done from their rows, and new seeds run beside them."""
+    data, oracle, test = sim
+    out = tmp_path / "bench"
+    run_benchmark(data, oracle, test, ["kt", "random"], [0], TINY, out, CPU)
+    first = _read_csv(out / "results.csv")
+    carried = tmp_path / "carried"
+    carried.mkdir()
+    for name in ("benchmark.json", "results.csv"):
+        shutil.copy(out / name, carried / name)
+    seen = []
+    result = run_benchmark(data, oracle, test, ["kt", "random"], [0, 1], TINY, carried, CPU, on_run=seen.append)
+    assert [(o.strategy, o.seed, o.status) for o in seen] == [
+        ("kt", 0, "done"), ("kt", 1, "ran"), ("random", 0, "done"), ("random", 1, "ran")]
+    assert not (carried / "runs" / "kt-seed0").exists()  # not rerun
+    rows = _read_csv(carried / "results.csv")
+    assert [r for r in rows if r["seed"] == "0"] == first  # the carried rows, unchanged
+    assert len(rows) == 4 * 3 and [c.n_runs for c in result.curves] == [2, 2]
 
 
 def test_cli_benchmark_prints_runs_and_summary(tmp_path, sim, capsys):
