@@ -25,6 +25,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from gui_packages import GUI_MODULES, QT_BINDINGS
 
 PACKAGE = Path(__file__).resolve().parents[1] / "napari_ktal"
 
@@ -38,9 +39,7 @@ LAYERS: list[set[str]] = [
     {"napari_ktal.core.progress", "napari_ktal.core.atomic", "napari_ktal.core.seeds"},
     {"napari_ktal.core.errors"},
 ]
-QT_BINDINGS = {"PyQt5", "PyQt6", "PySide2", "PySide6"}
-GUI_ROOTS = {"qtpy", *QT_BINDINGS, "napari", "magicgui", "superqt", "vispy", "app_model", "npe2"}
-PLUGIN = "napari_ktal._napari"  # the only place GUI_ROOTS may be imported: the [napari] extra's code
+PLUGIN = "napari_ktal._napari"  # the only place GUI_MODULES may be imported: the [napari] extra's code
 
 
 def _module_name(path: Path) -> str:
@@ -128,8 +127,8 @@ def _in_plugin(name: str) -> bool:
 def test_only_the_plugin_imports_napari_or_qt():
     checked = [name for name in GRAPH if not _in_plugin(name)]
     assert {"napari_ktal", "napari_ktal.cli", "napari_ktal.core.loop.plots"} <= set(checked)  # not vacuous
-    wrong = [f"{name} imports {sorted(GRAPH[name][1] & GUI_ROOTS)}" for name in checked
-             if GRAPH[name][1] & GUI_ROOTS]
+    wrong = [f"{name} imports {sorted(GRAPH[name][1] & GUI_MODULES)}" for name in checked
+             if GRAPH[name][1] & GUI_MODULES]
     assert not wrong, "\n".join(wrong) + f"\nonly {PLUGIN} may: the plain package installs none of these"
 
 
