@@ -12,7 +12,10 @@ a layer above and never a sibling in its own layer::
     core.progress | core.atomic | core.seeds
     core.errors
 
-Besides: no import cycle between modules, and nothing in ``core`` imports Qt or napari.
+Besides: no import cycle between modules; nothing outside the plugin (``napari_ktal._napari``)
+imports napari, Qt or their companions, since the plain ``napari-ktal`` installs none of them
+(``ktal-cryo`` and ``import napari_ktal`` run without; tests/test_install.py runs them so); and Qt
+only through ``qtpy``, so the user's binding is the one used.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from gui_packages import GUI_MODULES, QT_BINDINGS
 
 PACKAGE = Path(__file__).resolve().parents[1] / "napari_ktal"
 
@@ -35,7 +39,7 @@ LAYERS: list[set[str]] = [
     {"napari_ktal.core.progress", "napari_ktal.core.atomic", "napari_ktal.core.seeds"},
     {"napari_ktal.core.errors"},
 ]
-GUI_ROOTS = {"qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "napari", "magicgui", "superqt", "vispy"}
+PLUGIN = "napari_ktal._napari"  # the only place GUI_MODULES may be imported: the [napari] extra's code
 
 
 def _module_name(path: Path) -> str:
@@ -116,10 +120,31 @@ def test_recipe_imports_only_errors():
     assert ours <= {"napari_ktal.core.errors"}, ours
 
 
-def test_core_imports_no_gui():
-    wrong = [f"{name} imports {sorted(theirs & GUI_ROOTS)}" for name, (_, theirs) in GRAPH.items()
-             if name.startswith("napari_ktal.core") and theirs & GUI_ROOTS]
+def _in_plugin(name: str) -> bool:
+    return name == PLUGIN or name.startswith(PLUGIN + ".")
+
+
+def test_only_the_plugin_imports_napari_or_qt():
+    checked = [name for name in GRAPH if not _in_plugin(name)]
+    assert {"napari_ktal", "napari_ktal.cli", "napari_ktal.core.loop.plots"} <= set(checked)  # not vacuous
+    wrong = [f"{name} imports {sorted(GRAPH[name][1] & GUI_MODULES)}" for name in checked
+             if GRAPH[name][1] & GUI_MODULES]
+    assert not wrong, "\n".join(wrong) + f"\nonly {PLUGIN} may: the plain package installs none of these"
+
+
+def test_qt_only_through_qtpy():
+    wrong = [f"{name} imports {sorted(theirs & QT_BINDINGS)}" for name, (_, theirs) in GRAPH.items()
+             if theirs & QT_BINDINGS]
     assert not wrong, "\n".join(wrong)
+
+
+def test_the_import_scan_sees_imports_inside_functions_and_relative_ones(tmp_path):
+    path = tmp_path / "mod.py"
+    path.write_text("import numpy as np\n"
+                    "def view():\n    from napari.layers import Shapes\n    import qtpy.QtWidgets\n"
+                    "class W:\n    def f(self):\n        from ..palette import class_color\n")
+    ours, theirs = _imports("napari_ktal._napari.x", path)
+    assert theirs == {"numpy", "napari", "qtpy"} and ours == {"napari_ktal.palette"}
 
 
 def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
