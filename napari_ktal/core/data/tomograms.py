@@ -125,7 +125,9 @@ class Catalogue:
 
         Rules, in order: the same name; the name without a directory or a file suffix
         (``TS_01.tomostar``, ``/data/TS_01.mrc``); the one entry whose name starts with the
-        name and a separator (``TS_01_10.00Apx`` for ``TS_01``, never ``TS_010``).
+        name and a separator (``TS_01_10.00Apx`` for ``TS_01``, never ``TS_010``); for a name
+        that is a number (a Dynamo table's), the one entry that is the same number written
+        with leading zeros (``1`` -> ``001``).
         """
         for candidate in _candidates(name):
             if candidate in self._by_name:
@@ -139,6 +141,15 @@ class Catalogue:
                 names = ", ".join(e.name for e in found[:4])
                 raise InputError(self.source, f"tomogram name {name!r} matches {len(found)} tomograms ({names})",
                                  "rename the files so that one name matches each tomogram")
+        number = str(name).strip()
+        if number.isdigit():
+            found = [e for e in self.entries if e.name.isdigit() and int(e.name) == int(number)]
+            if len(found) > 1:
+                raise InputError(self.source, f"tomogram number {number} matches {len(found)} tomograms "
+                                              f"({', '.join(e.name for e in found[:4])})",
+                                 "rename the files so that one name matches each tomogram")
+            if found:
+                return found[0]
         return None
 
 

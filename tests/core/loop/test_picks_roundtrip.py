@@ -153,6 +153,29 @@ def test_csv_round_trip(world, tmp_path, small_recipe):
     assert [r["source"] for r in rows] == ["user" if i in given else "" for i in range(len(names))]
 
 
+def test_csv_export_keeps_every_column_of_the_list(world, tmp_path, small_recipe):
+    """A CSV list comes back with its own columns, order and cells; label set where a class is known,
+    kept where not; path, confidence and source added."""
+    tmp, names, positions, _, _ = world
+    lines = ["Score;Tomogram;X;Y;Z;label;note"]
+    lines += [f"{0.5 + i / 100:.2f};{n};{p[0]:.6f};{p[1]:.6f};{p[2]:.6f};{'old' if i % 2 else ''};\"a; b\""
+              for i, (n, p) in enumerate(zip(names, positions))]
+    picks = tmp_path / "p.csv"
+    picks.write_text("\n".join(lines) + "\n")
+    project = _project(tmp_path, picks, tmp / "tomograms", small_recipe)
+    given = _label(project)
+    out = tmp_path / "labels.csv"
+    export_labels(project, out)
+    with open(out, newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["path", "Score", "Tomogram", "X", "Y", "Z", "label", "note", "confidence", "source"]
+    for i, (row, line) in enumerate(zip(rows[1:], lines[1:])):
+        score, name, x, y, z, label, note = next(csv.reader([line], delimiter=";"))
+        assert row[1:6] == [score, name, x, y, z] and row[7] == note == "a; b"
+        assert row[6] == given.get(i, label) and row[9] == ("user" if i in given else "")
+    assert read_picks(out).tomograms == names
+
+
 def test_copick_round_trip(world, tmp_path, small_recipe):
     pytest.importorskip("copick")  # an optional dependency: pip install napari-ktal[copick]
     _, names, positions, _, volumes = world
