@@ -12,6 +12,7 @@ import hashlib
 import shutil
 from pathlib import Path
 
+import mrcfile
 import numpy as np
 import pytest
 from mrcfiles import noise, poke, write_mrc
@@ -203,3 +204,20 @@ def test_a_copick_project_without_copick_installed(base, tmp_path, capsys, monke
     monkeypatch.setitem(sys.modules, "copick", None)  # as if the optional extra were not installed
     _both_commands(tmp_path, capsys, config, None, ["copick.json"], ["copick package is not installed",
                                                                      "napari-ktal[copick]"])
+
+
+def test_a_tomogram_with_nan_voxels_is_refused_by_extract_as_by_train(base, tmp_path, capsys):
+    """extract used to write boxes full of NaN and exit 0; it refuses them as train does, naming every row."""
+    tmp, names, positions, files, picks = base
+    folder = tmp_path / "tomos"
+    shutil.copytree(tmp / "tomograms", folder)
+    with mrcfile.open(folder / "TS_01.mrc") as mrc:
+        volume = mrc.data.copy()
+    centres = np.rint(positions[:3, 0]).astype(int)  # TS_01's picks; a box spans x = c - 8 .. c + 7
+    volume[:, :, centres.min() + 8:] = np.nan  # in every box of TS_01 but the one furthest left
+    write_mrc(folder / "TS_01.mrc", volume, (10.0, 10.0, 10.0))
+    hit = [i for i in range(3) if centres[i] > centres.min()]
+    assert 0 < len(hit) < 3
+    rows = ", ".join(str(i + 1) for i in hit)
+    _both_commands(tmp_path, capsys, picks, folder, [str(folder / "TS_01.mrc")],
+                   ["NaN", f"picks.star row{'s' if len(hit) > 1 else ''} {rows} ({len(hit)} of the 3 picks"])

@@ -384,8 +384,8 @@ def decide_contrast(plan: ExtractionPlan) -> Contrast:
         tomo = plan.tomograms[plan.tomogram_of_row[i]]
         x0, y0, z0 = lo[i]
         region = tomo.read_region((z0, z0 + b), (y0, y0 + b), (x0, x0 + b))
-        if region.size < b**3 // 2 or region.std() == 0:
-            continue
+        if region.size < b**3 // 2 or not np.isfinite(region).all() or region.std() == 0:
+            continue  # cutting refuses a box with NaN or Inf voxels (iter_boxes), and names it
         box_, _ = _pad_region(region, lo[i], b, tomo.shape)
         std = float(box_.std())
         if std > 0:
@@ -437,6 +437,11 @@ def iter_boxes(plan: ExtractionPlan, should_stop: StopFlag | None = None) -> Ite
     ring of at most :data:`SLAB_BYTES` (:class:`~.tomograms.PlaneStream`) while this one cuts the
     boxes of the picks in the order of their z. A box is a view into the ring where it can be
     (no inversion, no cropping, not clipped): use it before asking for the next one.
+
+    A box holding a NaN or Inf voxel is refused, as :func:`~.mrc.normalize` refuses such a
+    subtomogram: the other boxes of that tomogram are still cut and checked (none is yielded
+    any more), then an InputError names the tomogram and every row whose box holds one. The
+    callers write nothing that stays (:func:`extract_to_folder`, :func:`import_picks_pool`).
     """
     b = plan.box_in
     half = b // 2
@@ -451,6 +456,7 @@ def iter_boxes(plan: ExtractionPlan, should_stop: StopFlag | None = None) -> Ite
         chunk = max(1, min(b, (32 * 2**20) // plane))
         first = max(0, int(centres[rows[0], 2]) - half)
         stream = PlaneStream(tomo, first, max(b + 2 * chunk, SLAB_BYTES // plane), chunk)
+        broken: list[int] = []  # rows whose box holds NaN or Inf: once one is found, the rest are only checked
         try:
             for k, row in enumerate(rows.tolist()):
                 if k % 64 == 0:
@@ -458,11 +464,26 @@ def iter_boxes(plan: ExtractionPlan, should_stop: StopFlag | None = None) -> Ite
                 lo = centres[row] - half
                 stream.release(max(int(lo[2]), 0))
                 volume, clipped = _cut(stream, lo, b, tomo.shape)
+                if not np.isfinite(volume).all():
+                    broken.append(row)
+                if broken:
+                    continue
                 if plan.contrast.invert:
                     volume = np.negative(volume)
                 yield row, fourier_crop(volume, plan.box), clipped
         finally:
             stream.close()
+        if broken:
+            raise _non_finite(plan, tomo, broken)
+
+
+def _non_finite(plan: ExtractionPlan, tomo: Tomogram, rows: list[int]) -> InputError:
+    """The error for boxes of ``tomo`` that hold non-finite voxels: the tomogram, the rows, how many."""
+    n_tomogram = int((plan.tomogram_of_row == plan.tomogram_of_row[rows[0]]).sum())
+    return InputError(tomo.path, f"holds NaN or Inf voxels in the boxes of {plan.picks.path.name} "
+                                 f"{plan.picks.where_many(rows)} ({len(rows)} of the {n_tomogram} picks in tomogram "
+                                 f"{tomo.name})",
+                      "repair the tomogram (or reconstruct it again), or remove these picks")
 
 
 # ------------------------------------------------------------------------- outputs

@@ -255,3 +255,22 @@ def test_relion_subtomogram_matrix_is_relions_closed_form():
     table = pd.DataFrame({"rlnTomoSubtomogramRot": [30.0], "rlnTomoSubtomogramTilt": [50.0],
                           "rlnTomoSubtomogramPsi": [-70.0]})
     np.testing.assert_allclose(_subtomogram_matrices(table)[0], relion, atol=1e-12)
+
+
+def test_boxes_with_nan_voxels_are_not_cut(world, tmp_path):
+    """Every box of the tomogram is checked and its rows named; none with a NaN is ever yielded."""
+    tmp, names, positions, _, volumes = world
+    broken = volumes["TS_02"].copy()
+    broken[:, :, :20] = np.nan
+    write_tomograms(tmp_path / "tomos", {"TS_01": volumes["TS_01"], "TS_02": broken})
+    picks = pick_csv(tmp_path / "p.csv", names, positions)
+    plan = plan_extraction(picks, tmp_path / "tomos", box=BOX, invert="no")
+    hit = sorted(i for i, (n, p) in enumerate(zip(names, positions)) if n == "TS_02" and round(p[0]) - BOX // 2 < 20)
+    assert hit
+    yielded = []
+    with pytest.raises(InputError, match=r"TS_02\.mrc: holds NaN or Inf voxels in the boxes of p\.csv lines "
+                                         + ", ".join(str(i + 2) for i in hit) + rf" \({len(hit)} of the 6 picks"):
+        for row, volume, _ in iter_boxes(plan):
+            assert np.isfinite(volume).all()
+            yielded.append(row)
+    assert not set(hit) & set(yielded)
