@@ -49,6 +49,8 @@ class PickOptions:
     pick_pixel_size: float | None = None
     """Angstrom per pixel of pixel coordinates where the file does not say (Warp's --coords_angpix);
     None: the tomogram's voxel size."""
+    tomogram_voxel_size: float | None = None
+    """Angstrom per voxel of tomograms whose header leaves it unset (0)."""
     copick_user: str | None = None
     copick_session: str | None = None
     copick_objects: tuple[str, ...] | None = None
