@@ -118,7 +118,8 @@ def _pick_source(args, picks):
     from .core.data import PickOptions
     from .core.loop import commands
 
-    options = PickOptions(units=args.units, pick_pixel_size=args.pick_pixel_size, copick_user=args.copick_user,
+    options = PickOptions(units=args.units, pick_pixel_size=args.pick_pixel_size,
+                          tomogram_voxel_size=args.tomogram_voxel_size, copick_user=args.copick_user,
                           copick_session=args.copick_session,
                           copick_objects=tuple(o.strip() for o in args.copick_objects.split(","))
                           if args.copick_objects else None,
@@ -370,6 +371,8 @@ def _add_pick_options(p: argparse.ArgumentParser, required: bool = True) -> None
     g.add_argument("--pick-pixel-size", type=float, metavar="A",
                    help="Angstrom per pixel of pixel coordinates where the list does not say (Warp's --coords_angpix; "
                         "default: the tomograms' voxel size)")
+    g.add_argument("--tomogram-voxel-size", type=float, metavar="A",
+                   help="Angstrom per voxel of tomograms whose header leaves it unset (0)")
     g.add_argument("--copick-user", help="copick: only picks of this user")
     g.add_argument("--copick-session", help="copick: only picks of this session")
     g.add_argument("--copick-objects", help="copick: only these objects (comma-separated)")
@@ -423,8 +426,9 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("extract", help="cut one MRC per pick out of tomograms (and particles.csv)",
                        description="Read a particle list (RELION 5 or 4 STAR, Warp STAR, Dynamo .tbl, copick "
                                    "configuration, CSV tomogram,x,y,z), find its tomograms, check every pick, and "
-                                   "write OUT/subtomograms/*.mrc and OUT/particles.csv (path,tomogram,x,y,z,clipped: "
-                                   "the box centre in 0-based voxels, in the list's order).")
+                                   "write OUT/subtomograms/*.mrc and OUT/particles.csv (path,tomogram,x,y,z,"
+                                   "clipped,row,label: the box centre in 0-based voxels, in the list's order; row "
+                                   "counts the list's particles from 1).")
     e.add_argument("picks", help="particle list")
     e.add_argument("--out", required=True, help="a new or empty folder")
     _add_pick_options(e)
@@ -465,7 +469,9 @@ def build_parser() -> argparse.ArgumentParser:
     x = sub.add_parser("export", help="the labels (and the teacher's predictions) in the particle list's own format",
                        description="STAR: the user's file with every block, row, column and value kept and "
                                    "rlnClassNumber set (numbers in OUT.classes.csv); Dynamo: column 22 set; copick: "
-                                   "one picks file per class; CSV: path,tomogram,x,y,z,label,confidence,source. "
+                                   "one picks file per class; CSV: a CSV list with every column and label set, path, "
+                                   "confidence and source added (any other list: path,tomogram,x,y,z,label,"
+                                   "confidence,source). "
                                    "Rows without a label get the latest teacher's class, where one is trained.")
     x.add_argument("--project", required=True)
     x.add_argument("--out", required=True, help="file to write (copick: the project's configuration .json)")

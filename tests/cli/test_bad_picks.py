@@ -12,11 +12,13 @@ import hashlib
 import shutil
 from pathlib import Path
 
+import mrcfile
 import numpy as np
 import pytest
 from mrcfiles import noise, poke, write_mrc
 from pickfiles import (
     blob_tomogram,
+    dynamo_table,
     pick_csv,
     random_positions,
     relion5_star,
@@ -98,6 +100,11 @@ def test_missing_tomogram_file(base, tmp_path, capsys):
     gone = dict(files, TS_02=tmp_path / "nowhere" / "TS_02.mrc")
     star = write_tomograms_star(tmp_path / "tomograms.star", gone, SHAPES)
     _both_commands(tmp_path, capsys, picks, star, ["TS_02"], ["does not exist", "row 4"])
+    # a path relative to the RELION project: named where it was looked for, not as written
+    (tmp_path / "sub").mkdir()
+    star = write_tomograms_star(tmp_path / "sub" / "tomograms.star", dict(files, TS_02="rec/TS_02.mrc"), SHAPES)
+    _both_commands(tmp_path, capsys, picks, star, [f"error: {tmp_path / 'sub' / 'rec' / 'TS_02.mrc'}: "],
+                   ["tomogram 'TS_02' does not exist", f"{star} names it 'rec/TS_02.mrc'", str(tmp_path / "rec")])
 
 
 def test_a_name_that_matches_no_tomogram(base, tmp_path, capsys):
@@ -203,3 +210,62 @@ def test_a_copick_project_without_copick_installed(base, tmp_path, capsys, monke
     monkeypatch.setitem(sys.modules, "copick", None)  # as if the optional extra were not installed
     _both_commands(tmp_path, capsys, config, None, ["copick.json"], ["copick package is not installed",
                                                                      "napari-ktal[copick]"])
+
+
+def test_a_tomogram_with_nan_voxels_is_refused_by_extract_as_by_train(base, tmp_path, capsys):
+    """extract used to write boxes full of NaN and exit 0; it refuses them as train does, naming every row."""
+    tmp, names, positions, files, picks = base
+    folder = tmp_path / "tomos"
+    shutil.copytree(tmp / "tomograms", folder)
+    with mrcfile.open(folder / "TS_01.mrc") as mrc:
+        volume = mrc.data.copy()
+    centres = np.rint(positions[:3, 0]).astype(int)  # TS_01's picks; a box spans x = c - 8 .. c + 7
+    volume[:, :, centres.min() + 8:] = np.nan  # in every box of TS_01 but the one furthest left
+    write_mrc(folder / "TS_01.mrc", volume, (10.0, 10.0, 10.0))
+    hit = [i for i in range(3) if centres[i] > centres.min()]
+    assert 0 < len(hit) < 3
+    rows = ", ".join(str(i + 1) for i in hit)
+    _both_commands(tmp_path, capsys, picks, folder, [str(folder / "TS_01.mrc")],
+                   ["NaN", f"picks.star row{'s' if len(hit) > 1 else ''} {rows} ({len(hit)} of the 3 picks"])
+
+
+def test_pixels_given_as_angstrom_are_refused_naming_the_unit_that_fits(base, tmp_path, capsys):
+    tmp, names, positions, files, _ = base
+    pixels = pick_csv(tmp_path / "px.csv", names, positions)
+    _both_commands(tmp_path, capsys, pixels, tmp / "tomograms", ["px.csv"],
+                   ["read as Angstrom (--units A)", "corner", "read as pixels they spread", "--units px"],
+                   extra=["--units", "A"])
+    angstrom = pick_csv(tmp_path / "A.csv", names, positions * 10.0)
+    _both_commands(tmp_path, capsys, angstrom, tmp / "tomograms", ["A.csv", "line 2"],
+                   ["outside", "read as Angstrom (--units A) every pick lies inside"])
+
+
+def test_an_unset_voxel_size_is_said_to_be_unset_and_how_to_give_it(base, tmp_path, capsys):
+    tmp, names, positions, files, picks = base
+    folder = tmp_path / "tomos"
+    for name, file in files.items():
+        with mrcfile.open(file) as mrc:
+            write_mrc(folder / file.name, mrc.data.copy())  # the header's voxel size stays 0
+    err = run_failing(["extract", picks, "--tomograms", folder, "--out", tmp_path / "out", "--box", "16"], capsys,
+                      [str(folder / "TS_01.mrc")], ["leaves the voxel size unset (0)", "--tomogram-voxel-size"])
+    assert "1 A" not in err
+    assert main(["extract", str(picks), "--tomograms", str(folder), "--out", str(tmp_path / "out"), "--box", "16",
+                 "--tomogram-voxel-size", "10"]) == 0
+
+
+def test_a_dynamo_table_without_its_doc_names_the_missing_doc(base, tmp_path, capsys):
+    tmp, names, positions, files, _ = base
+    table = dynamo_table(tmp_path / "picks.tbl", [1 if n == "TS_01" else 2 for n in names], positions)
+    _both_commands(tmp_path, capsys, table, tmp / "tomograms", ["picks.tbl", "row 1", str(tmp_path / "picks.doc")],
+                   ["'1' matches no tomogram", "does not exist"])
+
+
+def test_a_ragged_tomograms_star_row_is_no_missing_tomogram(base, tmp_path, capsys):
+    tmp, names, positions, files, picks = base
+    star = write_tomograms_star(tmp_path / "tomograms.star", files, SHAPES)
+    lines = star.read_text().splitlines()
+    k = next(i for i, line in enumerate(lines) if line.startswith("TS_02"))
+    lines[k] = " ".join(lines[k].split()[:3] + lines[k].split()[4:])  # rlnTomoSizeZ left out
+    star.write_text("\n".join(lines) + "\n")
+    _both_commands(tmp_path, capsys, picks, star, [str(star), f"line {k + 1}", "data_global row 2"],
+                   ["6 values for 7 columns"])

@@ -47,7 +47,7 @@ from ..atomic import atomic_write_text, fsync_dir
 from ..errors import InputError
 from ..progress import Progress, ProgressCallback, StopFlag, check_cancel, emit
 from .particles import PickList, PickOptions, read_picks, to_voxels
-from .particles.base import PIXELS
+from .particles.base import ANGSTROM, CENTRED, PIXELS, UNIT_WORDS
 from .pool import SITE_COLUMNS, Pool, PoolWriter
 from .tomograms import Catalogue, CatalogueEntry, Geometry, PlaneStream, Tomogram, catalogue, open_tomogram
 
@@ -143,9 +143,10 @@ class ExtractionPlan:
     def summary(self) -> str:
         n_t = len(self.tomograms)
         crop = (f", cut at {self.box_in}^3 and Fourier-cropped" if self.box_in != self.box else "")
+        first = self.tomograms[0]
+        voxels = f"{first.voxel_size:g} A voxels" if first.voxel_size_known else f"voxels of {first.voxel_text}"
         return (f"{len(self)} picks ({self.picks.format}, {self.picks.convention.describe()}) in {n_t} "
-                f"tomogram{'s' if n_t > 1 else ''} of {self.tomogram_voxel_size:g} A voxels: boxes of "
-                f"{self.box}^3 at {self.voxel_size:g} A{crop}")
+                f"tomogram{'s' if n_t > 1 else ''} of {voxels}: boxes of {self.box}^3 at {self.voxel_size:g} A{crop}")
 
     def close(self) -> None:
         for t in self.tomograms:
@@ -160,19 +161,22 @@ def _find_tomogram(picks: PickList, name: str, row: int, cat: Catalogue | None, 
     where = f"{picks.path.name} {picks.where(row)}"
     entry = cat.match(name) if cat is not None else None
     if entry is None and name in picks.tomogram_files:
-        entry = CatalogueEntry(name, picks.tomogram_files[name], str(picks.tomogram_files[name]))
+        file = picks.tomogram_files[name]
+        entry = CatalogueEntry(name, file if file.is_file() else None, str(file), looked_at=(file,),
+                               named_by=picks.tomogram_catalogue)
     if entry is not None:
-        return open_tomogram(entry, used_by=where), entry
+        return open_tomogram(entry, used_by=where, voxel_size=options.tomogram_voxel_size), entry
     if cat is None and picks.format == "copick":
         from .particles.copick_picks import run_tomogram
 
         return run_tomogram(picks.path, name, options), None
+    hint = f"; {picks.tomogram_hint}" if picks.tomogram_hint else ""
     if cat is None:
         raise InputError(picks.path, f"{picks.where(row)}: tomogram {name!r} is not found",
-                         "pass --tomograms (a folder of tomograms, or RELION 5's tomograms.star)")
+                         f"pass --tomograms (a folder of tomograms, or RELION 5's tomograms.star){hint}")
     shown = ", ".join(cat.names()[:5]) + (", ..." if len(cat.names()) > 5 else "")
     raise InputError(picks.path, f"{picks.where(row)}: tomogram {name!r} matches no tomogram in {cat.source}",
-                     f"found: {shown}")
+                     f"found: {shown}{hint}")
 
 
 def _pixel_sizes(picks: PickList, tomo_of_row: np.ndarray, entries: list[CatalogueEntry | None]) -> None:
@@ -204,7 +208,85 @@ def _pixel_sizes(picks: PickList, tomo_of_row: np.ndarray, entries: list[Catalog
         picks.pixel_size[rows] = entry.tilt_series_pixel
 
 
-def _check_inside(picks: PickList, plan_voxels: np.ndarray, tomo_of_row, tomograms: list[Tomogram]) -> None:
+def _voxels(picks: PickList, tomo_of_row: np.ndarray, tomograms: list[Tomogram],
+            entries: list[CatalogueEntry | None]) -> np.ndarray:
+    """(n, 3) x, y, z: every pick in 0-based voxels of its tomogram."""
+    voxels = np.empty((len(picks), 3))
+    for t, tomo in enumerate(tomograms):
+        rows = np.flatnonzero(tomo_of_row == t)
+        voxels[rows] = to_voxels(picks, rows, tomo.geometry(entries[t]))
+    return voxels
+
+
+def _check_voxel_size_known(picks: PickList, tomograms: list[Tomogram]) -> None:
+    """Coordinates that are no plain voxels (Angstrom, pixels of a given size) need the tomogram's voxel size."""
+    unknown = next((t for t in tomograms if not t.voxel_size_known), None)
+    if unknown is None:
+        return
+    kind = picks.convention.kind
+    sized = picks.pixel_size is not None and bool(np.isfinite(picks.pixel_size).any())
+    if kind in (ANGSTROM, CENTRED) or (kind == PIXELS and sized):
+        how = picks.convention.describe() + (" of a given size" if kind == PIXELS else "")
+        raise InputError(unknown.path, f"the header leaves the voxel size unset (0), and {picks.path.name}'s "
+                                       f"coordinates are {how}: placing them needs it",
+                         "pass --tomogram-voxel-size (Angstrom per voxel), or set it in the header")
+
+
+def _placement(voxels: np.ndarray, tomo_of_row: np.ndarray, tomograms: list[Tomogram]) -> tuple[bool, np.ndarray]:
+    """(whether every pick lies inside its tomogram, (3,) the largest fraction of its tomogram's x, y and z
+    extent that a pick reaches: how far from the first corner the picks go)."""
+    extent = np.array([[t.shape[2], t.shape[1], t.shape[0]] for t in tomograms], np.float64)[tomo_of_row]
+    centres = np.rint(voxels)
+    inside = bool(((centres >= 0) & (centres < extent)).all())
+    return inside, ((voxels + 0.5) / extent).max(axis=0)
+
+
+#: Picks that reach no further than this fraction of their tomograms along every axis sit in a corner
+CORNER = 0.25
+
+
+def _units_that_fit(picks: PickList, tomo_of_row, tomograms, entries, options: PickOptions) -> list[str]:
+    """The units other than its own that the list could be read in and that place every pick inside its
+    tomogram, reaching past the first corner (:data:`CORNER`) along some axis."""
+    fit = []
+    for units in picks.unit_choices:
+        if units != picks.units:
+            voxels = _voxels(picks.read_as(units, options.pick_pixel_size), tomo_of_row, tomograms, entries)
+            inside, reach = _placement(voxels, tomo_of_row, tomograms)
+            if inside and (reach > CORNER).any():
+                fit.append(units)
+    return fit
+
+
+def _check_units(picks: PickList, voxels: np.ndarray, tomo_of_row: np.ndarray, tomograms: list[Tomogram],
+                 entries: list[CatalogueEntry | None], options: PickOptions) -> None:
+    """Refuse coordinates read in the wrong unit: every pick inside a small corner of its tomogram
+    (within :data:`CORNER` of every axis from the first voxel) while, read in another unit the list
+    could be in, every pick lies inside its tomogram and they reach past that corner.
+
+    Pixels read as Angstrom shrink a list by the voxel size (10x at 10 A): the picks crowd the
+    first tenth of each axis. A legitimate list is refused only if its picks, all in that corner,
+    would also all fit their tomograms scaled up by that factor: picks of one region elsewhere do
+    not, and a single pick is never refused (its place says nothing).
+    """
+    if len(picks) < 2 or not picks.unit_choices:
+        return
+    inside, reach = _placement(voxels, tomo_of_row, tomograms)
+    if not inside or (reach > CORNER).any():
+        return
+    fit = _units_that_fit(picks, tomo_of_row, tomograms, entries, options)
+    if fit:
+        t = tomograms[0]
+        nz, ny, nx = t.shape
+        raise InputError(picks.path, f"read as {UNIT_WORDS[picks.units]} (--units {picks.units}), all {len(picks)} "
+                                     f"picks lie within {math.ceil(100 * reach.max())}% of one corner of their "
+                                     f"tomograms ({t.name}: {nx} x {ny} x {nz} voxels of {t.voxel_text}); read as "
+                                     f"{UNIT_WORDS[fit[0]]} they spread over them",
+                         f"pass --units {fit[0]} if the coordinates are {UNIT_WORDS[fit[0]]}")
+
+
+def _check_inside(picks: PickList, plan_voxels: np.ndarray, tomo_of_row, tomograms: list[Tomogram],
+                  entries: list[CatalogueEntry | None], options: PickOptions) -> None:
     centres = np.rint(plan_voxels).astype(np.int64)
     for t, tomo in enumerate(tomograms):
         rows = np.flatnonzero(tomo_of_row == t)
@@ -217,10 +299,12 @@ def _check_inside(picks: PickList, plan_voxels: np.ndarray, tomo_of_row, tomogra
             how = picks.convention.describe()
             if picks.convention.kind == PIXELS and picks.pixel_size is not None and np.isfinite(picks.pixel_size[i]):
                 how += f" of {picks.pixel_size[i]:g} A"
+            fits = _units_that_fit(picks, tomo_of_row, tomograms, entries, options)
+            hint = (f"coordinates read as {how}; read as {UNIT_WORDS[fits[0]]} (--units {fits[0]}) every pick lies "
+                    "inside its tomogram" if fits else f"coordinates read as {how}; a wrong pixel size or tomogram?")
             raise InputError(picks.path, f"{picks.where(i)}: the pick at x={x:.1f}, y={y:.1f}, z={z:.1f} voxels lies "
                                          f"outside tomogram {tomo.name} ({nx} x {ny} x {nz} voxels of "
-                                         f"{tomo.voxel_size:g} A, {tomo.path.name})",
-                             f"coordinates read as {how}; a wrong pixel size or tomogram?")
+                                         f"{tomo.voxel_text}, {tomo.path.name})", hint)
 
 
 def _check_duplicates(picks: PickList, plan_voxels: np.ndarray, tomo_of_row: np.ndarray) -> None:
@@ -274,6 +358,9 @@ def plan_extraction(picks: str | Path | PickList, tomograms: str | Path | None, 
     options = options or PickOptions()
     if invert not in INVERT_CHOICES:
         raise InputError(None, f"--invert {invert!r}: choose auto, yes or no")
+    given = options.tomogram_voxel_size
+    if given is not None and not (math.isfinite(given) and given > 0):
+        raise InputError(None, f"--tomogram-voxel-size {given:g} is not a positive number")
     if not isinstance(picks, PickList):
         picks = read_picks(picks, options)
     cat = catalogue(tomograms) if tomograms is not None else None
@@ -298,21 +385,25 @@ def plan_extraction(picks: str | Path | PickList, tomograms: str | Path | None, 
             entries.append(entry)
         first, v0 = opened[0], opened[0].voxel_size
         for tomo in opened[1:]:
-            if abs(tomo.voxel_size - v0) > 0.01 * v0:
-                raise InputError(tomo.path, f"voxel size {tomo.voxel_size:g} A differs from {v0:g} A of "
-                                            f"{first.path.name}", "extract tomograms of one voxel size together")
+            if abs(tomo.voxel_size - v0) > 0.01 * v0 or tomo.voxel_size_known != first.voxel_size_known:
+                raise InputError(tomo.path, f"voxel size {tomo.voxel_text} differs from {first.voxel_text} of "
+                                            f"{first.path.name}", "extract tomograms of one voxel size together"
+                                 + ("" if tomo.voxel_size_known and first.voxel_size_known else
+                                    "; --tomogram-voxel-size gives headers that leave it unset theirs"))
         tomo_of_row = np.array([index_of_name[n] for n in picks.tomograms], np.int64)
         _pixel_sizes(picks, tomo_of_row, entries)
-        voxels = np.empty((len(picks), 3))
-        for t, tomo in enumerate(opened):
-            rows = np.flatnonzero(tomo_of_row == t)
-            voxels[rows] = to_voxels(picks, rows, tomo.geometry(entries[t]))
-        _check_inside(picks, voxels, tomo_of_row, opened)
+        _check_voxel_size_known(picks, opened)
+        voxels = _voxels(picks, tomo_of_row, opened, entries)
+        _check_units(picks, voxels, tomo_of_row, opened, entries, options)
+        _check_inside(picks, voxels, tomo_of_row, opened, entries, options)
         _check_duplicates(picks, voxels, tomo_of_row)
         box_in, reached = extraction_box(box, voxel_size, v0, picks.path)
         plan = ExtractionPlan(picks, options, opened, entries, tomo_of_row, voxels, box, box_in, reached,
                               Contrast(invert == "yes", invert), None if tomograms is None else Path(tomograms).resolve(),
                               list(picks.notes))
+        if not first.voxel_size_known:
+            plan.notes.append(f"the tomograms' headers leave the voxel size unset (0): the boxes are written at 1 A "
+                              "(pass --tomogram-voxel-size to give it)")
         if invert == "auto":
             plan.contrast = decide_contrast(plan)
         elif invert == "yes":
@@ -384,8 +475,8 @@ def decide_contrast(plan: ExtractionPlan) -> Contrast:
         tomo = plan.tomograms[plan.tomogram_of_row[i]]
         x0, y0, z0 = lo[i]
         region = tomo.read_region((z0, z0 + b), (y0, y0 + b), (x0, x0 + b))
-        if region.size < b**3 // 2 or region.std() == 0:
-            continue
+        if region.size < b**3 // 2 or not np.isfinite(region).all() or region.std() == 0:
+            continue  # cutting refuses a box with NaN or Inf voxels (iter_boxes), and names it
         box_, _ = _pad_region(region, lo[i], b, tomo.shape)
         std = float(box_.std())
         if std > 0:
@@ -437,6 +528,11 @@ def iter_boxes(plan: ExtractionPlan, should_stop: StopFlag | None = None) -> Ite
     ring of at most :data:`SLAB_BYTES` (:class:`~.tomograms.PlaneStream`) while this one cuts the
     boxes of the picks in the order of their z. A box is a view into the ring where it can be
     (no inversion, no cropping, not clipped): use it before asking for the next one.
+
+    A box holding a NaN or Inf voxel is refused, as :func:`~.mrc.normalize` refuses such a
+    subtomogram: the other boxes of that tomogram are still cut and checked (none is yielded
+    any more), then an InputError names the tomogram and every row whose box holds one. The
+    callers write nothing that stays (:func:`extract_to_folder`, :func:`import_picks_pool`).
     """
     b = plan.box_in
     half = b // 2
@@ -451,6 +547,7 @@ def iter_boxes(plan: ExtractionPlan, should_stop: StopFlag | None = None) -> Ite
         chunk = max(1, min(b, (32 * 2**20) // plane))
         first = max(0, int(centres[rows[0], 2]) - half)
         stream = PlaneStream(tomo, first, max(b + 2 * chunk, SLAB_BYTES // plane), chunk)
+        broken: list[int] = []  # rows whose box holds NaN or Inf: once one is found, the rest are only checked
         try:
             for k, row in enumerate(rows.tolist()):
                 if k % 64 == 0:
@@ -458,11 +555,26 @@ def iter_boxes(plan: ExtractionPlan, should_stop: StopFlag | None = None) -> Ite
                 lo = centres[row] - half
                 stream.release(max(int(lo[2]), 0))
                 volume, clipped = _cut(stream, lo, b, tomo.shape)
+                if not np.isfinite(volume).all():
+                    broken.append(row)
+                if broken:
+                    continue
                 if plan.contrast.invert:
                     volume = np.negative(volume)
                 yield row, fourier_crop(volume, plan.box), clipped
         finally:
             stream.close()
+        if broken:
+            raise _non_finite(plan, tomo, broken)
+
+
+def _non_finite(plan: ExtractionPlan, tomo: Tomogram, rows: list[int]) -> InputError:
+    """The error for boxes of ``tomo`` that hold non-finite voxels: the tomogram, the rows, how many."""
+    n_tomogram = int((plan.tomogram_of_row == plan.tomogram_of_row[rows[0]]).sum())
+    return InputError(tomo.path, f"holds NaN or Inf voxels in the boxes of {plan.picks.path.name} "
+                                 f"{plan.picks.where_many(rows)} ({len(rows)} of the {n_tomogram} picks in tomogram "
+                                 f"{tomo.name})",
+                      "repair the tomogram (or reconstruct it again), or remove these picks")
 
 
 # ------------------------------------------------------------------------- outputs

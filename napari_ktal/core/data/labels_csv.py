@@ -4,10 +4,12 @@ A labels CSV has a header row with ``path`` and ``label`` columns (others are ig
 It is UTF-8 (with or without a byte-order mark), or UTF-16/UTF-32 with a byte-order mark
 (what some spreadsheet programs write); other encodings (latin-1, ...) are refused with a
 message naming the line. Commas separate columns; a header with semicolons or tabs and no
-comma (a spreadsheet in a European locale) switches to that separator. A path is relative to the CSV's folder (or
-absolute) and must stay inside that folder tree once resolved, so a shared labels file
-cannot point elsewhere on disk; ``k@stack.mrcs`` names the 1-based frame ``k`` of a
-volume stack (RELION's convention).
+comma (a spreadsheet in a European locale) switches to that separator. A row whose first cell
+starts with ``#`` is a comment; every other row has one cell per column of the header (empty
+cells past the last are a spreadsheet's padding). A path is relative to the CSV's folder (or
+absolute) and must stay inside that folder tree once resolved, so a shared labels file cannot
+point elsewhere on disk; ``k@stack.mrcs`` names the 1-based frame ``k`` of a volume stack
+(RELION's convention). :func:`read_table` reads any CSV so (a particle list's too).
 
 This module knows nothing of MRC files: :func:`napari_ktal.core.data.mrc.read_labels_csv`
 checks the files and frames the rows name.
@@ -24,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
+from .table_rows import check_row_length, check_unique_columns
 
 _FRAME_PATTERN = re.compile(r"^(\d+)@(.+)$")
 
@@ -78,8 +81,12 @@ def _text(csv_path: Path) -> str:
                                    "8-bit encoding?)", _SAVE_AS_UTF8) from err
 
 
+def _is_comment(line: str) -> bool:
+    return line.lstrip().startswith("#")
+
+
 def _delimiter(text: str) -> str:
-    header = next((line for line in text.splitlines() if line.strip()), "")
+    header = next((line for line in text.splitlines() if line.strip() and not _is_comment(line)), "")
     if "," not in header:
         for candidate in (";", "\t"):
             if candidate in header:
@@ -87,29 +94,65 @@ def _delimiter(text: str) -> str:
     return ","
 
 
-def _cells(csv_path: Path, required: tuple[str, ...] = ("path", "label"),
-           example: str = "path,label") -> Iterator[tuple[int, dict[str, str]]]:
-    """``(line, {column: stripped cell})`` for each non-blank row after the header."""
+@dataclass(frozen=True)
+class CsvTable:
+    """A CSV as rows of cells: the header's names as written, then one cell per column in each row."""
+
+    names: list[str]
+    """The header's column names as written (stripped); ``columns`` are them lower-cased."""
+    rows: list[tuple[int, list[str]]]
+    """``(line, cells)`` of every non-blank row after the header: stripped, one per column."""
+
+    @property
+    def columns(self) -> list[str]:
+        return [name.casefold() for name in self.names]
+
+    def dicts(self) -> Iterator[tuple[int, dict[str, str]]]:
+        """``(line, {lower-case column: cell})`` for each row."""
+        columns = self.columns
+        for line, cells in self.rows:
+            yield line, dict(zip(columns, cells, strict=True))
+
+
+def _header(csv_path: Path, cells: list[str], line: int, required: tuple[str, ...], example: str) -> list[str]:
+    """The column names of a header row (trailing empty cells dropped), checked."""
+    while cells and not cells[-1]:
+        cells = cells[:-1]
+    folded = [name.casefold() for name in cells]
+    missing = [repr(name) for name in required if name not in folded]
+    if missing:
+        raise InputError(csv_path, f"line {line}: no {' or '.join(missing)} column (found columns: "
+                                   f"{', '.join(folded) or 'none'})",
+                         f"the first row must name the columns, e.g. {example}")
+    check_unique_columns(csv_path, [c for c in folded if c], line=line)
+    return cells
+
+
+def read_table(csv_path: Path, required: tuple[str, ...] = ("path", "label"), example: str = "path,label") -> CsvTable:
+    """The CSV at ``csv_path`` (encodings and separators as the module says); rows whose first cell starts
+    with ``#`` are comments. InputError names the line of a missing required column, a column named
+    twice, or a row whose cells are not one per column (empty cells past the last column are a
+    spreadsheet's padding and are dropped)."""
+    csv_path = Path(csv_path)
     text = _text(csv_path)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=_delimiter(text))
+    names: list[str] | None = None
+    rows: list[tuple[int, list[str]]] = []
     try:
-        reader = csv.reader(io.StringIO(text, newline=""), delimiter=_delimiter(text))
-        header = [name.strip().casefold() for name in next(reader, [])]
-        missing = [repr(name) for name in required if name not in header]
-        if missing:
-            found = ", ".join(header) or "none"
-            raise InputError(
-                csv_path,
-                f"line 1: no {' or '.join(missing)} column (found columns: {found})",
-                f"the first row must name the columns, e.g. {example}",
-            )
         for row in reader:
-            if any(cell.strip() for cell in row):
-                yield (
-                    reader.line_num,
-                    {name: cell.strip() for name, cell in zip(header, row, strict=False)},
-                )
+            cells = [cell.strip() for cell in row]
+            if not any(cells) or _is_comment(cells[0]):
+                continue
+            if names is None:
+                names = _header(csv_path, cells, reader.line_num, required, example)
+                continue
+            if len(cells) > len(names) and not any(cells[len(names):]):
+                cells = cells[: len(names)]
+            check_row_length(csv_path, len(cells), len(names), row=len(rows) + 1, line=reader.line_num)
+            rows.append((reader.line_num, cells))
     except csv.Error as err:
         raise InputError(csv_path, f"line {reader.line_num}: malformed CSV ({err})") from err
+    return CsvTable(names if names is not None else _header(csv_path, [], 1, required, example), rows)
 
 
 def _target(csv_path: Path, line: int, cell: str) -> tuple[Path, int | None]:
@@ -137,19 +180,13 @@ def _target(csv_path: Path, line: int, cell: str) -> tuple[Path, int | None]:
     return path, frame
 
 
-def table_rows(csv_path: Path, required: tuple[str, ...], example: str) -> Iterator[tuple[int, dict[str, str]]]:
-    """``(line, {lower-case column: stripped cell})`` of any CSV read as labels CSVs are (encodings,
-    separators); InputError names a missing required column."""
-    return _cells(Path(csv_path), required, example)
-
-
 def header_of(csv_path: Path) -> list[str]:
-    """The lower-case column names of a CSV's first row ([] if it cannot be read as text)."""
+    """The lower-case column names of a CSV's first row that is no comment ([] if it cannot be read as text)."""
     try:
         text = _text(Path(csv_path))
     except InputError:
         return []
-    first = next((line for line in text.splitlines() if line.strip()), "")
+    first = next((line for line in text.splitlines() if line.strip() and not _is_comment(line)), "")
     return [c.strip().casefold() for c in next(csv.reader([first], delimiter=_delimiter(text)), [])]
 
 
@@ -165,7 +202,7 @@ def read_label_rows(csv_path: str | Path) -> list[LabelRow]:
     if not csv_path.is_file():
         raise InputError(csv_path, "does not exist" if not csv_path.exists() else "is not a file")
     rows = []
-    for line, cells in _cells(csv_path):
+    for line, cells in read_table(csv_path).dicts():
         label = cells.get("label", "")
         if not label:
             raise InputError(csv_path, f"line {line}: empty label")

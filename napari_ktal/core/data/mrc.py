@@ -235,6 +235,8 @@ class MrcLayout:
     """The header's origin in Angstrom, (z, y, x)."""
     permissive: bool
     """Whether mrcfile must read it permissively (the header is slightly off)."""
+    voxel_size_set: bool = True
+    """Whether the header gives a voxel size (False: its cell is 0, or not a number, on some axis)."""
 
 
 def _layout(path: str | Path) -> tuple[MrcLayout, list[str]]:
@@ -258,8 +260,11 @@ def _layout(path: str | Path) -> tuple[MrcLayout, list[str]]:
         notes.append(f"{extra} bytes after the data block were ignored")
     origin = tuple(float(v) if math.isfinite(float(v)) else 0.0
                    for v in (header.origin.z, header.origin.y, header.origin.x))
+    with np.errstate(all="ignore"):  # a cell of 0 over a sampling of 0
+        given = np.array([header.cella.x, header.cella.y, header.cella.z], np.float64) / \
+            np.array([header.mx, header.my, header.mz], np.float64)
     layout = MrcLayout(path, tuple(mrc_utils.data_shape_from_header(header)), int(header.mode), size, origin,
-                       lenient is not None)
+                       lenient is not None, bool((np.isfinite(given) & (given > 0)).all()))
     return layout, notes
 
 

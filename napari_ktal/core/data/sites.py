@@ -157,7 +157,10 @@ def site_context(pool: Pool, record: dict, index: int, *, width_boxes: float = 4
         oz, oy, ox = max(z0, 0), max(y0, 0), max(x0, 0)
         if record.get("invert"):
             np.negative(slab, out=slab)
-        return SiteContext(slab, (oz, oy, ox), (z0 - oz, cy - half - oy, cx - half - ox, side), tomo.voxel_size,
+        # the voxel size the project was cut at: a header may leave it unset (tomograms.star or
+        # --tomogram-voxel-size gave it then)
+        voxel = float(info.get("geometry", {}).get("voxel_size", tomo.voxel_size))
+        return SiteContext(slab, (oz, oy, ox), (z0 - oz, cy - half - oy, cx - half - ox, side), voxel,
                            site.tomogram, str(tomo.path), site.clipped)
     finally:
         tomo.close()

@@ -97,6 +97,10 @@ class CatalogueEntry:
     """rlnTomoSizeX/Y/Z: the tomogram's size in unbinned tilt-series pixels."""
     tilt_series_pixel: float | None = None
     binning: float | None = None
+    looked_at: tuple[Path, ...] = ()
+    """Where a missing file was looked for (absolute), for the message that it does not exist."""
+    named_by: Path | None = None
+    """The file that names this tomogram's file (tomograms.star, a Dynamo .doc), for messages."""
 
     @property
     def star_voxel_size(self) -> float | None:
@@ -125,7 +129,9 @@ class Catalogue:
 
         Rules, in order: the same name; the name without a directory or a file suffix
         (``TS_01.tomostar``, ``/data/TS_01.mrc``); the one entry whose name starts with the
-        name and a separator (``TS_01_10.00Apx`` for ``TS_01``, never ``TS_010``).
+        name and a separator (``TS_01_10.00Apx`` for ``TS_01``, never ``TS_010``); for a name
+        that is a number (a Dynamo table's), the one entry that is the same number written
+        with leading zeros (``1`` -> ``001``).
         """
         for candidate in _candidates(name):
             if candidate in self._by_name:
@@ -139,6 +145,15 @@ class Catalogue:
                 names = ", ".join(e.name for e in found[:4])
                 raise InputError(self.source, f"tomogram name {name!r} matches {len(found)} tomograms ({names})",
                                  "rename the files so that one name matches each tomogram")
+        number = str(name).strip()
+        if number.isdigit():
+            found = [e for e in self.entries if e.name.isdigit() and int(e.name) == int(number)]
+            if len(found) > 1:
+                raise InputError(self.source, f"tomogram number {number} matches {len(found)} tomograms "
+                                              f"({', '.join(e.name for e in found[:4])})",
+                                 "rename the files so that one name matches each tomogram")
+            if found:
+                return found[0]
         return None
 
 
@@ -195,26 +210,25 @@ def _star_catalogue(path: Path) -> Catalogue:
     for _, row in table.iterrows():
         written = str(row["rlnTomoReconstructedTomogram"])
         sizes = [number(row, f"rlnTomoSize{a}") for a in "XYZ"]
+        candidates = _places(path, written)
+        found = next((c.resolve() for c in candidates if c.is_file()), None)
         entries.append(CatalogueEntry(
-            str(row["rlnTomoName"]), _resolve_beside(path, written), written,
+            str(row["rlnTomoName"]), found, written,
             tuple(sizes) if all(sizes) else None,
             number(row, "rlnTomoTiltSeriesPixelSize"), number(row, "rlnTomoTomogramBinning") or
-            (1.0 if number(row, "rlnTomoTiltSeriesPixelSize") else None)))
+            (1.0 if number(row, "rlnTomoTiltSeriesPixelSize") else None),
+            looked_at=() if found else tuple(candidates), named_by=path))
     return Catalogue(path, entries)
 
 
-def _resolve_beside(star: Path, written: str) -> Path | None:
-    """A path as RELION writes it (relative to its project folder): beside the STAR file, or above it."""
+def _places(star: Path, written: str) -> list[Path]:
+    """Where a path as RELION writes it (relative to its project folder) may be: beside the STAR file, in
+    the folders above it, or (its name alone) beside it; in that order, absolute."""
     p = Path(written).expanduser()
     if p.is_absolute():
-        return p.resolve() if p.is_file() else None
+        return [p]
     folder = star.parent
-    for base in (folder, *folder.parents[:4]):
-        candidate = base / p
-        if candidate.is_file():
-            return candidate.resolve()
-    candidate = folder / p.name
-    return candidate.resolve() if candidate.is_file() else None
+    return list(dict.fromkeys([*(base / p for base in (folder, *folder.parents[:4])), folder / p.name]))
 
 
 # ------------------------------------------------------------------------- tomograms
@@ -224,20 +238,27 @@ class Tomogram:
     """One MRC tomogram, checked and opened; read by slabs of z planes (never whole)."""
 
     def __init__(self, name: str, path: Path, shape: tuple[int, int, int], voxel_size: float, dtype: np.dtype,
-                 offset: int, header_voxel_size: float | None):
+                 offset: int, header_voxel_size: float | None, voxel_size_known: bool = True):
         self.name = name
         self.path = path
         self.shape = shape
         self.voxel_size = voxel_size
+        """Angstrom per voxel; 1.0 where nothing gives it (``voxel_size_known`` False)."""
         self.dtype = dtype
         self.offset = offset
         self.header_voxel_size = header_voxel_size
+        self.voxel_size_known = voxel_size_known
         self._fd: int | None = None
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         z, y, x = self.shape
-        return f"Tomogram({self.name!r}, {x}x{y}x{z}, {self.voxel_size:g} A)"
+        return f"Tomogram({self.name!r}, {x}x{y}x{z}, {self.voxel_text})"
+
+    @property
+    def voxel_text(self) -> str:
+        """``10 A``, or what the header says where nothing gives the voxel size, for messages."""
+        return f"{self.voxel_size:g} A" if self.voxel_size_known else "unset size (0 in the header)"
 
     @property
     def plane_bytes(self) -> int:
@@ -340,16 +361,29 @@ def _clip(r: tuple[int, int], n: int) -> tuple[int, int]:
     return (a, max(a, b))
 
 
-def open_tomogram(entry: CatalogueEntry, *, used_by: str = "") -> Tomogram:
+def _missing(entry: CatalogueEntry, where: str) -> InputError:
+    """The error for a tomogram whose file is not there: the absolute path looked at, and who named it."""
+    looked = list(entry.looked_at) or [Path(entry.named_as or entry.name).expanduser().absolute()]
+    named = f"{entry.named_by} names it {entry.named_as!r}" if entry.named_by else f"named {entry.named_as!r}"
+    also = ""
+    if len(looked) > 1:
+        shown = ", ".join(str(p) for p in looked[1:4]) + (", ..." if len(looked) > 4 else "")
+        also = f"; also looked at {shown}"
+    return InputError(looked[0], f"tomogram {entry.name!r} does not exist{where}", named + also)
+
+
+def open_tomogram(entry: CatalogueEntry, *, used_by: str = "", voxel_size: float | None = None) -> Tomogram:
     """Check and open the tomogram of ``entry``; InputError names the file (and ``used_by``).
 
     The voxel size is the header's; where tomograms.star gives one too (tilt-series pixel x
-    binning) the two must agree within 1%, and an unset header (1.0) takes the STAR's.
+    binning) the two must agree within 1%, and an unset header (0, or 1.0) takes the STAR's.
+    ``voxel_size`` (``--tomogram-voxel-size``) is the one of a header that leaves it unset (0);
+    one that gives another is an error. Where nothing gives it, the tomogram's ``voxel_size`` is
+    1.0 and ``voxel_size_known`` False.
     """
     where = f" ({used_by})" if used_by else ""
     if entry.path is None:
-        raise InputError(entry.named_as or entry.name,
-                         f"tomogram {entry.name!r} does not exist{where}", "is the file where tomograms.star says?")
+        raise _missing(entry, where)
     layout = inspect_layout(entry.path)
     if len(layout.shape) != 3:
         kind = "an image" if len(layout.shape) == 2 else "a stack of volumes"
@@ -361,19 +395,26 @@ def open_tomogram(entry: CatalogueEntry, *, used_by: str = "") -> Tomogram:
     if max(vz, vy, vx) > min(vz, vy, vx) * (1 + VOXEL_TOLERANCE):
         raise InputError(entry.path, f"voxels are not cubic ({vx:g} x {vy:g} x {vz:g} A){where}",
                          "resample the tomogram to cubic voxels")
-    voxel, header = vx, vx
+    voxel, header, known = vx, vx, layout.voxel_size_set
+    said = f"{vx:g} A" if known else "no voxel size (0)"
     star = entry.star_voxel_size
     if star is not None:
-        if abs(vx - 1.0) < 1e-6 and abs(star - 1.0) > VOXEL_TOLERANCE:
-            warnings.warn(f"{entry.path}: the header gives no voxel size (1 A); using tomograms.star's "
+        if (not known or abs(vx - 1.0) < 1e-6) and abs(star - 1.0) > VOXEL_TOLERANCE:
+            warnings.warn(f"{entry.path}: the header gives {said}; using tomograms.star's "
                           f"{entry.tilt_series_pixel:g} x {entry.binning:g} = {star:g} A", InputWarning, stacklevel=2)
-            voxel, header = star, None
+            voxel, header, known = star, None, True
         elif abs(star - vx) > VOXEL_TOLERANCE * vx:
             raise InputError(entry.path, f"voxel size {vx:g} A in the header, but tomograms.star says "
                                          f"{entry.tilt_series_pixel:g} A x binning {entry.binning:g} = {star:g} A",
                              "one of the two is wrong; fix the header (or the STAR file)")
+    elif voxel_size is not None:
+        if not known:
+            voxel, header, known = float(voxel_size), None, True
+        elif abs(voxel_size - vx) > VOXEL_TOLERANCE * vx:
+            raise InputError(entry.path, f"voxel size {vx:g} A in the header, but --tomogram-voxel-size "
+                                         f"{voxel_size:g}", "the option is for headers that leave it unset (0)")
     return Tomogram(entry.name, layout.path, tuple(int(s) for s in layout.shape), float(voxel), np.dtype(dtype),
-                    offset, header)
+                    offset, header if known else None, known)
 
 
 def close_all(tomograms: Iterable[Tomogram]) -> None:

@@ -105,7 +105,8 @@ def export_labels(project: Project, out: str | Path, *, fmt: str | None = None, 
     class column set (rows with neither label nor prediction keep their value, or 0 where the
     column is new); ``OUT.classes.csv`` beside it says which number is which class (a class named
     by a number keeps it). copick: one picks file per class (``out`` is the copick configuration).
-    CSV: path,tomogram,x,y,z,label,confidence,source.
+    CSV: a CSV list with every column and cell as given and path,label,confidence,source set; any other
+    list as path,tomogram,x,y,z,label,confidence,source.
     """
     from ..data.particles import FAMILIES, class_numbers, copick_picks, csv_picks, dynamo, star
     from ..errors import InputError
@@ -160,17 +161,19 @@ def export_labels(project: Project, out: str | Path, *, fmt: str | None = None, 
                                             session=copick_session)
     else:
         sites, pool = project.pool.sites, project.pool
-        cells = record.get("extra", {}).get("cells") if record and record["format"] == "csv" else None
+        extra = record.get("extra", {}) if record and record["format"] == "csv" else {}
+        columns = extra.get("columns", csv_picks.PICK_COLUMNS)  # projects made before columns were kept
         table = []
         for i in (np.argsort(order, kind="stable") if sites is not None else range(n)):  # the list's row order
             label, who, conf = rows[i]
-            if cells is not None:
-                where = cells[sites[i].row]
+            if "cells" in extra:
+                cells = extra["cells"][sites[i].row]
             elif sites is not None:
                 s = sites[i]
-                where = [s.tomogram, repr(s.x), repr(s.y), repr(s.z)]
+                cells = [s.tomogram, repr(s.x), repr(s.y), repr(s.z)]
             else:
-                where = ["", "", "", ""]
-            table.append([pool.keys[i], *where, label or "", "" if conf is None else f"{conf:.4f}", who])
-        csv_picks.write_rows(out, table)
+                cells = ["", "", "", ""]
+            # a row with neither label nor prediction keeps a label the list gives it (as STAR and Dynamo do)
+            table.append((cells, [pool.keys[i], label, "" if conf is None else f"{conf:.4f}", who]))
+        csv_picks.write_rows(out, columns, table)
     return LabelExport(out, fmt, n, labeled, predicted, cycle, numbers if fmt in ("star", "dynamo") else {}, notes)

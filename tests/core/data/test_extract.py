@@ -14,6 +14,7 @@ import json
 import mrcfile
 import numpy as np
 import pytest
+from mrcfiles import write_mrc
 from pickfiles import (
     VOXEL,
     blob_tomogram,
@@ -255,3 +256,80 @@ def test_relion_subtomogram_matrix_is_relions_closed_form():
     table = pd.DataFrame({"rlnTomoSubtomogramRot": [30.0], "rlnTomoSubtomogramTilt": [50.0],
                           "rlnTomoSubtomogramPsi": [-70.0]})
     np.testing.assert_allclose(_subtomogram_matrices(table)[0], relion, atol=1e-12)
+
+
+def test_pixels_read_as_angstrom_are_refused_but_picks_of_one_region_are_not(world, tmp_path):
+    """Read in the wrong unit the picks crowd one corner, and the other unit spreads them over the tomograms."""
+    tmp, names, positions, _, _ = world
+    pixels = pick_csv(tmp_path / "px.csv", names, positions)
+    with pytest.raises(InputError, match=r"read as Angstrom \(--units A\), all 12 picks lie within \d+% of one "
+                                         r"corner .* read as pixels they spread over them \(pass --units px"):
+        plan_extraction(pixels, tmp / "tomograms", box=BOX, options=PickOptions(units="A"))
+    # the same region as Angstrom, correctly: two picks near the first corner, too far out to fit 10x further
+    corner = [i for i, p in enumerate(positions) if (p < 0.25 * np.array(SHAPES[names[i]][::-1])).all()]
+    near = np.array([[6.3, 5.1, 4.4], [9.8, 7.6, 6.2]])
+    assert not corner and (near * VOXEL > np.array(SHAPES["TS_01"][::-1])).any(axis=1).all()
+    region = pick_csv(tmp_path / "region.csv", ["TS_01", "TS_01"], near * VOXEL)
+    plan = plan_extraction(region, tmp / "tomograms", box=BOX, invert="no", options=PickOptions(units="A"))
+    np.testing.assert_allclose(plan.voxels, near)
+    one = pick_csv(tmp_path / "one.csv", ["TS_01"], positions[:1] / VOXEL)  # a single pick says nothing
+    plan_extraction(one, tmp / "tomograms", box=BOX, invert="no", options=PickOptions(units="A"))
+
+
+def test_a_warp_list_of_fractions_forced_to_pixels_is_refused_naming_fractions(world, tmp_path):
+    tmp, names, positions, _, _ = world
+    extent = np.array([[SHAPES[n][2] - 1, SHAPES[n][1] - 1, SHAPES[n][0] - 1] for n in names], float)
+    picks = warp_star(tmp_path / "p.star", names, positions / extent)
+    with pytest.raises(InputError, match=r"read as pixels \(--units px\).*\(pass --units fraction"):
+        plan_extraction(picks, tmp / "tomograms", box=BOX, options=PickOptions(units="px"))
+
+
+def test_boxes_with_nan_voxels_are_not_cut(world, tmp_path):
+    """Every box of the tomogram is checked and its rows named; none with a NaN is ever yielded."""
+    tmp, names, positions, _, volumes = world
+    broken = volumes["TS_02"].copy()
+    broken[:, :, :20] = np.nan
+    write_tomograms(tmp_path / "tomos", {"TS_01": volumes["TS_01"], "TS_02": broken})
+    picks = pick_csv(tmp_path / "p.csv", names, positions)
+    plan = plan_extraction(picks, tmp_path / "tomos", box=BOX, invert="no")
+    hit = sorted(i for i, (n, p) in enumerate(zip(names, positions)) if n == "TS_02" and round(p[0]) - BOX // 2 < 20)
+    assert hit
+    yielded = []
+    with pytest.raises(InputError, match=r"TS_02\.mrc: holds NaN or Inf voxels in the boxes of p\.csv lines "
+                                         + ", ".join(str(i + 2) for i in hit) + rf" \({len(hit)} of the 6 picks"):
+        for row, volume, _ in iter_boxes(plan):
+            assert np.isfinite(volume).all()
+            yielded.append(row)
+    assert not set(hit) & set(yielded)
+
+
+def test_an_unset_tomogram_voxel_size_is_given_by_the_option(world, tmp_path):
+    tmp, names, positions, files, volumes = world
+    for name, volume in volumes.items():
+        write_mrc(tmp_path / "tomos" / f"{name}.mrc", volume)  # voxel size 0 in the header
+    picks = relion5_star(tmp_path / "p.star", names, positions, SHAPES)
+    with pytest.raises(InputError, match=r"the header leaves the voxel size unset \(0\), and p\.star's coordinates "
+                                         r"are Angstrom from the tomogram centre.*--tomogram-voxel-size"):
+        plan_extraction(picks, tmp_path / "tomos", box=BOX)
+    plan = plan_extraction(picks, tmp_path / "tomos", box=BOX, invert="no",
+                           options=PickOptions(tomogram_voxel_size=VOXEL))
+    _check_centred(plan, positions)
+    pixels = plan_extraction(pick_csv(tmp_path / "p.csv", names, positions), tmp_path / "tomos", box=BOX, invert="no")
+    assert "unset size (0 in the header)" in pixels.summary()  # plain voxels need no voxel size: cut, and said
+    assert any("--tomogram-voxel-size" in note for note in pixels.notes)
+    with pytest.raises(InputError, match="voxel size 10 A in the header, but --tomogram-voxel-size 5"):
+        plan_extraction(picks, tmp / "tomograms", box=BOX, options=PickOptions(tomogram_voxel_size=5.0))
+
+
+def test_particles_csv_row_is_the_picks_place_in_the_list_in_every_format(world, tmp_path):
+    """1-based, as STAR and Dynamo rows are counted; a CSV's row 1 is its line 2 (and messages say line 2)."""
+    tmp, names, positions, files, _ = world
+    numbers = {n: k + 1 for k, n in enumerate(SHAPES)}
+    lists = [pick_csv(tmp_path / "p.csv", names, positions),
+             relion5_star(tmp_path / "p.star", names, positions, SHAPES),
+             dynamo_table(tmp_path / "p.tbl", [numbers[n] for n in names], positions,
+                          doc={k: files[n] for n, k in numbers.items()})]
+    for k, picks in enumerate(lists):
+        result = extract_to_folder(plan_extraction(picks, tmp / "tomograms", box=BOX, invert="no"), tmp_path / f"o{k}")
+        with open(result.table, newline="") as f:
+            assert [r["row"] for r in csv.DictReader(f)] == [str(i + 1) for i in range(len(names))]

@@ -13,7 +13,9 @@ import dynamotable
 import numpy as np
 import pytest
 import torch
+from mrcfiles import write_mrc
 from pickfiles import (
+    VOXEL,
     blob_tomogram,
     copick_project,
     dynamo_table,
@@ -27,6 +29,7 @@ from pickfiles import (
 
 from napari_ktal.core.data import PickOptions, read_picks
 from napari_ktal.core.data.particles.star import particle_block
+from napari_ktal.core.data.sites import site_context
 from napari_ktal.core.data.star_io import read_star_blocks
 from napari_ktal.core.errors import InputError
 from napari_ktal.core.loop import PickSource, export_labels, import_labels, train_cycle
@@ -151,6 +154,42 @@ def test_csv_round_trip(world, tmp_path, small_recipe):
     np.testing.assert_array_equal(after.coords, before.coords)  # the cells as given
     assert after.classes == [given.get(i) for i in range(len(names))]
     assert [r["source"] for r in rows] == ["user" if i in given else "" for i in range(len(names))]
+
+
+def test_csv_export_keeps_every_column_of_the_list(world, tmp_path, small_recipe):
+    """A CSV list comes back with its own columns, order and cells; label set where a class is known,
+    kept where not; path, confidence and source added."""
+    tmp, names, positions, _, _ = world
+    lines = ["Score;Tomogram;X;Y;Z;label;note"]
+    lines += [f"{0.5 + i / 100:.2f};{n};{p[0]:.6f};{p[1]:.6f};{p[2]:.6f};{'old' if i % 2 else ''};\"a; b\""
+              for i, (n, p) in enumerate(zip(names, positions))]
+    picks = tmp_path / "p.csv"
+    picks.write_text("\n".join(lines) + "\n")
+    project = _project(tmp_path, picks, tmp / "tomograms", small_recipe)
+    given = _label(project)
+    out = tmp_path / "labels.csv"
+    export_labels(project, out)
+    with open(out, newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["path", "Score", "Tomogram", "X", "Y", "Z", "label", "note", "confidence", "source"]
+    for i, (row, line) in enumerate(zip(rows[1:], lines[1:])):
+        score, name, x, y, z, label, note = next(csv.reader([line], delimiter=";"))
+        assert row[1:6] == [score, name, x, y, z] and row[7] == note == "a; b"
+        assert row[6] == given.get(i, label) and row[9] == ("user" if i in given else "")
+    assert read_picks(out).tomograms == names
+
+
+def test_a_tomogram_voxel_size_given_by_option_is_the_projects_and_its_contexts(world, tmp_path, small_recipe):
+    """Headers that leave the voxel size unset: --tomogram-voxel-size places the picks and scales the context."""
+    tmp, names, positions, _, volumes = world
+    for name, volume in volumes.items():
+        write_mrc(tmp_path / "tomos" / f"{name}.mrc", volume)  # voxel size 0 in the header
+    picks = relion5_star(tmp_path / "p.star", names, positions, SHAPES)
+    project = _project(tmp_path, picks, tmp_path / "tomos", small_recipe, PickOptions(tomogram_voxel_size=VOXEL))
+    assert project.pool.voxel_size == VOXEL
+    np.testing.assert_allclose([(s.x, s.y, s.z) for s in project.pool.sites],
+                               positions[[s.row for s in project.pool.sites]], atol=1e-6)
+    assert site_context(project.pool, project.source_record(), 0).voxel_size == VOXEL
 
 
 def test_copick_round_trip(world, tmp_path, small_recipe):

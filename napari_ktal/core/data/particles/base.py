@@ -10,11 +10,12 @@ pinned by a test that extracts particles at known positions (tests/core/data/tes
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
+from ...errors import InputError
 from ..tomograms import Geometry
 
 #: ``kind`` of a :class:`Convention`
@@ -22,6 +23,10 @@ PIXELS = "pixels"  # pixels of ``pixel_size`` A from the first voxel's centre (0
 ANGSTROM = "angstrom"  # Angstrom from the first voxel's centre
 CENTRED = "centred-angstrom"  # Angstrom from the tomogram's centre (RELION 5)
 FRACTION = "fraction"  # 0..1 of the tomogram's extent (Warp's normalised coordinates)
+
+#: ``--units`` a list that leaves its unit to the user may be read in (CSV: px or A; Warp: any)
+UNITS = ("px", "A", "fraction")
+UNIT_WORDS = {"px": "pixels", "A": "Angstrom", "fraction": "fractions of the tomogram"}
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,8 @@ class PickOptions:
     pick_pixel_size: float | None = None
     """Angstrom per pixel of pixel coordinates where the file does not say (Warp's --coords_angpix);
     None: the tomogram's voxel size."""
+    tomogram_voxel_size: float | None = None
+    """Angstrom per voxel of tomograms whose header leaves it unset (0)."""
     copick_user: str | None = None
     copick_session: str | None = None
     copick_objects: tuple[str, ...] | None = None
@@ -75,17 +82,26 @@ class PickList:
     classes: list[str | None] | None = None
     """Per row, the class the file gives (a number as text, a name), or None where none."""
     row_ids: list[str] | None = None
-    """How messages and pool keys name each row (default: the 1-based row number)."""
+    """How pool keys and particles.csv name each row (default: the 1-based row number, the
+    row's place among the list's particles)."""
     files: list[Path] = field(default_factory=list)
     """The files this list was read from (the list and its companions), copied into a project."""
     tomogram_files: dict[str, Path] = field(default_factory=dict)
-    """Tomogram files the list itself names (a Dynamo .doc, a copick project), by tomogram name."""
+    """Tomogram files the list itself names (a Dynamo .doc), by tomogram name; absolute, maybe missing."""
+    tomogram_catalogue: Path | None = None
+    """The file that names :attr:`tomogram_files` (a Dynamo .doc or .vll), for messages."""
     extra: dict = field(default_factory=dict)
     """What the format's writer needs to write the list back (copick: points and transforms)."""
     notes: list[str] = field(default_factory=list)
     """Decisions the reader took (said to the user and stored)."""
-    row_word: str = "row"
-    """What messages call a row: ``row`` (of the particle block) or ``line`` (of a CSV)."""
+    lines: list[int] | None = None
+    """The file line of each row, where messages name lines rather than rows (a CSV)."""
+    units: str | None = None
+    """The unit of :data:`UNITS` the coordinates were read in, where the format leaves it to the user."""
+    unit_choices: tuple[str, ...] = ()
+    """The units this list could be read in (``--units``): () where the format fixes them."""
+    tomogram_hint: str = ""
+    """How the list's tomogram names become files, said when a name matches none (a missing .doc)."""
 
     def __post_init__(self) -> None:
         self.coords = np.asarray(self.coords, dtype=np.float64).reshape(-1, 3)
@@ -95,13 +111,56 @@ class PickList:
     def __len__(self) -> int:
         return len(self.coords)
 
+    def _place(self, i: int) -> tuple[str, str]:
+        return ("line", str(self.lines[i])) if self.lines is not None else ("row", self.row_ids[i])
+
     def where(self, i: int) -> str:
-        """``row 17`` (of the file's particles), for messages."""
-        return f"{self.row_word} {self.row_ids[i]}"
+        """``row 17`` (of the file's particles) or ``line 18`` (of a CSV), for messages."""
+        return " ".join(self._place(i))
+
+    def where_many(self, rows, limit: int = 10) -> str:
+        """``rows 3, 5, 9`` (or ``lines ...``): the first ``limit`` of ``rows`` in order, for messages."""
+        rows = sorted(int(i) for i in rows)
+        places = [self._place(i) for i in rows[:limit]]
+        more = f" and {len(rows) - limit} more" if len(rows) > limit else ""
+        return f"{places[0][0]}{'s' if len(rows) > 1 else ''} {', '.join(p[1] for p in places)}{more}"
+
+    def read_as(self, units: str, pick_pixel_size: float | None = None) -> PickList:
+        """The same rows, their coordinates read in ``units`` (one of :attr:`unit_choices`)."""
+        convention, pixel = units_convention(units, len(self), pick_pixel_size)
+        return replace(self, convention=convention, pixel_size=pixel, units=units)
 
     @property
     def has_classes(self) -> bool:
         return self.classes is not None and any(c is not None for c in self.classes)
+
+
+def units_convention(units: str, n: int, pick_pixel_size: float | None) -> tuple[Convention, np.ndarray | None]:
+    """The :class:`Convention` and per-row pixel size of ``n`` coordinates in ``units`` (:data:`UNITS`);
+    pixels are ``pick_pixel_size`` Angstrom, or (None) the tomogram's voxels."""
+    if units == "fraction":
+        return Convention(FRACTION), None
+    if units == "A":
+        return Convention(ANGSTROM), None
+    if units == "px":
+        return Convention(PIXELS), np.full(n, pick_pixel_size or np.nan)
+    raise ValueError(f"unknown units {units!r}")
+
+
+def numbers(path: Path, table, columns, names=None, where=None) -> np.ndarray:
+    """``table[columns]`` (a DataFrame) as (n, k) float64; InputError naming the first row and column whose
+    value is not a finite number. ``names``: how messages call the columns; ``where(i)``: the row ("row 3")."""
+    import pandas as pd
+
+    names = list(columns) if names is None else list(names)
+    where = where or (lambda i: f"row {i + 1}")
+    values = np.column_stack([pd.to_numeric(table[c], errors="coerce").to_numpy(np.float64, na_value=np.nan)
+                              for c in columns]) if len(table) else np.empty((0, len(columns)))
+    bad = ~np.isfinite(values)
+    if bad.any():
+        i, j = (int(v) for v in np.argwhere(bad)[0])  # the first row, then its first column
+        raise InputError(path, f"{where(i)}: {names[j]} is {str(table[columns[j]].iloc[i])!r}, not a finite number")
+    return values
 
 
 def to_voxels(picks: PickList, rows: np.ndarray, geometry: Geometry) -> np.ndarray:

@@ -8,9 +8,12 @@ first voxel's centre is 1 (so the 0-based voxel is that minus 1; a test pins it)
 tomogram's voxel size.
 
 Tomogram numbers are resolved by ``TABLE.doc`` (dynamotable's table map: ``number path`` per
-line) or ``TABLE.vll`` (Dynamo's volume list: one path per line, numbered from 1; lines that
-start with ``*`` hold properties) beside the table. The files they name are used where they
-exist; otherwise their names are matched in ``--tomograms``.
+line, the path kept as text) or ``TABLE.vll`` (Dynamo's volume list: one path per line, numbered
+from 1; lines that start with ``*`` hold properties) beside the table. A tomogram's name is its
+file's stem (``001`` for ``tomos/001.mrc``), matched in ``--tomograms`` where given, else the
+file itself is used (and named, with the path where it was looked for, if it is missing).
+Without a .doc or .vll a tomogram's name is its number. Every row holds as many values as the
+others: pandas would pad a short row, its later values read into the wrong columns.
 
 Written back (:func:`write_classes`): the table with every column and row as read, column 22
 set (written with pandas, as dynamotable does, without padding the table to 42 columns).
@@ -18,13 +21,28 @@ set (written with pandas, as dynamotable does, without padding the table to 42 c
 
 from __future__ import annotations
 
+import math
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from ...atomic import atomic_write_text
 from ...errors import InputError
-from .base import PIXELS, Convention, PickList, PickOptions, label_of_number
+from ..table_rows import check_row_length
+from .base import PIXELS, Convention, PickList, PickOptions, label_of_number, numbers
+
+
+def _check_rows(path: Path) -> None:
+    """Every row holds as many values as the table's other rows (pandas pads a short one with NaN)."""
+    counts = [(k + 1, len(line.split())) for k, line in
+              enumerate(path.read_text(encoding="utf-8").splitlines()) if line.strip()]
+    if not counts:
+        return
+    usual = Counter(c for _, c in counts).most_common(1)[0][0]
+    for row, (line, n) in enumerate(counts, start=1):
+        check_row_length(path, n, usual, row=row, line=line)
 
 
 def _table(path: Path):
@@ -33,26 +51,36 @@ def _table(path: Path):
     if not path.is_file():
         raise InputError(path, "does not exist" if not path.exists() else "is not a file")
     try:
+        _check_rows(path)
         table = dynamotable.read(str(path))
     except UnicodeDecodeError as err:
         raise InputError(path, "is not a text file", "a Dynamo table is text") from err
-    except Exception as err:  # noqa: BLE001 (pandas: empty file, ragged rows, ...)
+    except InputError:
+        raise
+    except Exception as err:  # noqa: BLE001 (pandas: empty file, ...)
         raise InputError(path, f"is not a readable Dynamo table ({type(err).__name__}: {err})") from err
     return table
 
 
 def _catalogue(path: Path) -> tuple[dict[int, str], Path | None]:
-    """Tomogram number -> path as written, from TABLE.doc or TABLE.vll beside the table."""
+    """Tomogram number -> path as written (text, never a number), from TABLE.doc or TABLE.vll beside the table."""
     doc, vll = path.with_suffix(".doc"), path.with_suffix(".vll")
     if doc.is_file():
-        from dynamotable.io import read_table_map
-
-        try:
-            table = read_table_map(str(doc))
-        except Exception as err:  # noqa: BLE001
-            raise InputError(doc, f"is not a readable Dynamo table map ({type(err).__name__}: {err})",
-                             "one 'number path' per line") from err
-        return {int(n): str(p) for n, p in zip(table["tomo"], table["tomo_file"])}, doc
+        # dynamotable's table map, `number path` per line; read here so that a path stays text (001 is not 1)
+        out = {}
+        for k, line in enumerate(doc.read_text(encoding="utf-8", errors="replace").splitlines()):
+            parts = line.split(maxsplit=1)
+            if not parts:
+                continue
+            try:
+                number = float(parts[0])
+            except ValueError:
+                number = math.nan
+            if len(parts) < 2 or not number.is_integer():
+                raise InputError(doc, f"line {k + 1}: {line.strip()[:60]!r} is not 'number path'",
+                                 "a Dynamo table map holds one 'number path' per line")
+            out[int(number)] = parts[1].strip()
+        return out, doc
     if vll.is_file():
         # Dynamo's volume list: no library reads it; one path per line, numbered from 1
         entries = [line.strip() for line in vll.read_text(encoding="utf-8", errors="replace").splitlines()]
@@ -67,17 +95,14 @@ def read(path: Path, options: PickOptions) -> PickList:
     n_cols = table.shape[1]
     if n_cols < 26:
         raise InputError(path, f"has {n_cols} columns; a Dynamo table has at least 26 (x, y, z are 24-26)")
-    try:
-        numbers = table[["tomo"]].to_numpy(dtype=np.float64).ravel()
-        coords = table[["x", "y", "z"]].to_numpy(np.float64) + table[["dx", "dy", "dz"]].to_numpy(np.float64)
-    except (TypeError, ValueError) as err:
-        raise InputError(path, f"a value in columns 4-6, 20 or 24-26 is not a number ({err})") from err
-    bad = np.flatnonzero(~np.isfinite(coords).all(axis=1) | ~np.isfinite(numbers))
-    if len(bad):
-        raise InputError(path, f"row {bad[0] + 1}: a coordinate or the tomogram number is not a finite number")
+    values = numbers(path, table, ["tomo", "x", "y", "z", "dx", "dy", "dz"],
+                     ["column 20 (tomo)", "column 24 (x)", "column 25 (y)", "column 26 (z)", "column 4 (dx)",
+                      "column 5 (dy)", "column 6 (dz)"])
+    tomo_numbers = values[:, 0].astype(np.int64)
+    coords = values[:, 1:4] + values[:, 4:7]
     catalogue, companion = _catalogue(path)
     names, files = [], {}
-    for number in numbers.astype(np.int64).tolist():
+    for number in tomo_numbers.tolist():
         written = catalogue.get(number)
         if written is None:
             names.append(str(number))
@@ -87,22 +112,25 @@ def read(path: Path, options: PickOptions) -> PickList:
             p = path.parent / p
         name = p.stem
         names.append(name)
-        if p.is_file():
-            files[name] = p.resolve()
-    missing = sorted({int(n) for n in numbers.astype(np.int64)} - set(catalogue)) if catalogue else []
+        files[name] = p.resolve()
+    missing = sorted(set(tomo_numbers.tolist()) - set(catalogue)) if catalogue else []
     if missing:
         raise InputError(companion, f"lists no tomogram number {missing[0]}, which the table uses",
                          f"the table is {path.name}")
     pixel = np.full(len(table), options.pick_pixel_size or np.nan)
     if "apix" in table.columns:
-        apix = table["apix"].to_numpy(np.float64)
+        apix = pd.to_numeric(table["apix"], errors="coerce").to_numpy(np.float64)
         pixel = np.where(np.isfinite(apix) & (apix > 0), apix, pixel)
     classes = [label_of_number(v) for v in table["class"].tolist()] if "class" in table.columns else None
-    notes = [] if companion else [f"no {path.with_suffix('.doc').name} or {path.with_suffix('.vll').name} beside "
-                                  "the table: tomogram numbers are matched to file names"]
+    notes, hint = [], ""
+    if companion is None:
+        notes.append(f"no {path.with_suffix('.doc').name} or {path.with_suffix('.vll').name} beside the table: "
+                     "tomogram numbers are matched to file names")
+        hint = (f"{path.with_suffix('.doc')} does not exist (nor a .vll) to map the table's tomogram numbers "
+                "to files")
     return PickList(path, "dynamo", names, coords, Convention(PIXELS, one_based=True), pixel_size=pixel,
                     classes=classes, files=[path] + ([companion] if companion else []), tomogram_files=files,
-                    notes=notes)
+                    tomogram_catalogue=companion, notes=notes, tomogram_hint=hint)
 
 
 def write_classes(source: Path, out: Path, values: list[int | None]) -> None:

@@ -37,19 +37,21 @@ from ...atomic import atomic_write_text
 from ...errors import InputError
 from ..star_io import read_star_blocks
 from .base import (
-    ANGSTROM,
     CENTRED,
-    FRACTION,
     PIXELS,
+    UNITS,
     Convention,
     PickList,
     PickOptions,
     label_of_number,
+    numbers,
+    units_convention,
 )
 
 CLASS_COLUMN = "rlnClassNumber"
 _R5 = ("rlnCenteredCoordinateXAngst", "rlnCenteredCoordinateYAngst", "rlnCenteredCoordinateZAngst")
 _PX = ("rlnCoordinateX", "rlnCoordinateY", "rlnCoordinateZ")
+_SUBTOMOGRAM_ANGLES = ("rlnTomoSubtomogramRot", "rlnTomoSubtomogramTilt", "rlnTomoSubtomogramPsi")
 
 
 def particle_block(path: Path, blocks: dict) -> str:
@@ -74,60 +76,57 @@ def _require(path: Path, table, columns, what: str) -> None:
                                f"({what})", f"found: {', '.join(map(str, table.columns[:12]))}")
 
 
-def _numbers(path: Path, table, columns, what: str) -> np.ndarray:
-    try:
-        values = table[list(columns)].to_numpy(dtype=np.float64)
-    except (TypeError, ValueError) as err:
-        raise InputError(path, f"{what}: a value is not a number ({err})") from err
-    bad = np.flatnonzero(~np.isfinite(values).all(axis=1))
-    if len(bad):
-        raise InputError(path, f"row {bad[0] + 1}: {what} is not a finite number")
-    return values
+def _numbers(path: Path, table, columns, block: str) -> np.ndarray:
+    return numbers(path, table, list(columns), where=lambda i: f"data_{block} row {i + 1}")
 
 
 def _subtomogram_matrices(table) -> np.ndarray | None:
     """RELION's A_subtomogram for each row (rlnTomoSubtomogramRot/Tilt/Psi, ZYZ), or None if absent."""
-    cols = ("rlnTomoSubtomogramRot", "rlnTomoSubtomogramTilt", "rlnTomoSubtomogramPsi")
-    if not all(c in table.columns for c in cols):
+    if not all(c in table.columns for c in _SUBTOMOGRAM_ANGLES):
         return None
     from scipy.spatial.transform import Rotation
 
-    angles = table[list(cols)].to_numpy(dtype=np.float64)
+    angles = table[list(_SUBTOMOGRAM_ANGLES)].to_numpy(dtype=np.float64)
     # RELION's Euler_angles2matrix(rot, tilt, psi) is the transpose (inverse) of the active
     # intrinsic ZYZ rotation by (rot, tilt, psi); pinned in tests against RELION's closed form
     return np.transpose(Rotation.from_euler("ZYZ", angles, degrees=True).as_matrix(), (0, 2, 1))
 
 
-def _origins_angstrom(path: Path, table) -> np.ndarray | None:
+def _origins_angstrom(path: Path, table, block: str) -> np.ndarray | None:
     cols = ("rlnOriginXAngst", "rlnOriginYAngst", "rlnOriginZAngst")
     if not all(c in table.columns for c in cols):
         return None
-    shifts = _numbers(path, table, cols, "rlnOrigin*Angst")
+    shifts = _numbers(path, table, cols, block)
+    if all(c in table.columns for c in _SUBTOMOGRAM_ANGLES):
+        _numbers(path, table, _SUBTOMOGRAM_ANGLES, block)  # each a number, or a message naming the row
     matrices = _subtomogram_matrices(table)
     if matrices is not None:
         shifts = np.einsum("nij,nj->ni", matrices, shifts)
     return shifts
 
 
-def _optics_pixel_sizes(path: Path, blocks: dict, table) -> np.ndarray | None:
+def _optics_pixel_sizes(path: Path, blocks: dict, table, block: str) -> np.ndarray | None:
     """Per row, the tilt-series pixel size of its optics group (NaN where the optics block has none)."""
     optics = blocks.get("optics")
     if optics is None or not hasattr(optics, "columns") or "rlnOpticsGroup" not in optics.columns:
         return None
-    sizes = {}
-    for _, row in optics.iterrows():
-        value = np.nan
-        if "rlnTomoTiltSeriesPixelSize" in optics.columns:
-            value = float(row["rlnTomoTiltSeriesPixelSize"])
-        elif "rlnImagePixelSize" in optics.columns and "rlnTomoSubtomogramBinning" in optics.columns:
-            value = float(row["rlnImagePixelSize"]) / float(row["rlnTomoSubtomogramBinning"])
-        sizes[int(row["rlnOpticsGroup"])] = value if np.isfinite(value) and value > 0 else np.nan
+    if "rlnTomoTiltSeriesPixelSize" in optics.columns:
+        values = _numbers(path, optics, ["rlnTomoTiltSeriesPixelSize"], "optics")[:, 0]
+    elif "rlnImagePixelSize" in optics.columns and "rlnTomoSubtomogramBinning" in optics.columns:
+        image, binning = _numbers(path, optics, ["rlnImagePixelSize", "rlnTomoSubtomogramBinning"], "optics").T
+        values = image / binning
+    else:
+        values = np.full(len(optics), np.nan)
+    own = _numbers(path, optics, ["rlnOpticsGroup"], "optics")[:, 0]
+    sizes = {float(g): (v if np.isfinite(v) and v > 0 else np.nan) for g, v in zip(own, values)}
     if "rlnOpticsGroup" in table.columns:
-        groups = table["rlnOpticsGroup"].to_numpy()
-        unknown = sorted({int(g) for g in groups} - set(sizes))
-        if unknown:
-            raise InputError(path, f"particles use optics group {unknown[0]}, which data_optics does not list")
-        return np.array([sizes[int(g)] for g in groups], np.float64)
+        groups = _numbers(path, table, ["rlnOpticsGroup"], block)[:, 0]
+        unknown = np.flatnonzero([g not in sizes for g in groups])
+        if len(unknown):
+            i = int(unknown[0])
+            raise InputError(path, f"data_{block} row {i + 1}: optics group {groups[i]:g} is not in data_optics",
+                             f"data_optics lists {', '.join(f'{g:g}' for g in sizes)}")
+        return np.array([sizes[g] for g in groups], np.float64)
     if len(sizes) == 1:
         return np.full(len(table), next(iter(sizes.values())))
     return None
@@ -146,23 +145,23 @@ def read(path: Path, options: PickOptions) -> PickList:
     notes: list[str] = []
     if set(_R5) <= set(table.columns):
         _require(path, table, ["rlnTomoName"], "RELION 5 names each particle's tomogram there")
-        coords = _numbers(path, table, _R5, "rlnCenteredCoordinate*Angst")
-        shifts = _origins_angstrom(path, table)
+        coords = _numbers(path, table, _R5, name)
+        shifts = _origins_angstrom(path, table, name)
         if shifts is not None:
             coords = coords - shifts
         # not needed to place the picks (Angstrom), but checked against tomograms.star's
-        pixel = _optics_pixel_sizes(path, blocks, table)
+        pixel = _optics_pixel_sizes(path, blocks, table, name)
         return PickList(path, "relion5", [str(t) for t in table["rlnTomoName"]], coords, Convention(CENTRED),
                         pixel_size=pixel, classes=classes, files=[path], extra=extra)
     _require(path, table, _PX, "coordinates")
-    coords = _numbers(path, table, _PX, "rlnCoordinateX/Y/Z")
+    coords = _numbers(path, table, _PX, name)
     if "rlnTomoName" in table.columns:  # RELION 4: unbinned tilt-series pixels
-        pixel = _optics_pixel_sizes(path, blocks, table)
+        pixel = _optics_pixel_sizes(path, blocks, table, name)
         if pixel is None:
             pixel = np.full(n, np.nan)
         if options.pick_pixel_size:
             pixel = np.where(np.isfinite(pixel), pixel, options.pick_pixel_size)
-        shifts = _origins_angstrom(path, table)
+        shifts = _origins_angstrom(path, table, name)
         if shifts is not None:
             with np.errstate(invalid="ignore"):
                 coords = coords - shifts / pixel[:, None]
@@ -172,7 +171,7 @@ def read(path: Path, options: PickOptions) -> PickList:
         raise InputError(path, "particle block has no rlnTomoName (RELION) or rlnMicrographName (Warp) column",
                          "each particle must name its tomogram")
     if all(c in table.columns for c in ("rlnOriginX", "rlnOriginY", "rlnOriginZ")):
-        coords = coords - _numbers(path, table, ("rlnOriginX", "rlnOriginY", "rlnOriginZ"), "rlnOriginX/Y/Z")
+        coords = coords - _numbers(path, table, ("rlnOriginX", "rlnOriginY", "rlnOriginZ"), name)
     units = options.units
     if units is None:
         if n and np.all((coords >= 0) & (coords <= 1)):
@@ -181,15 +180,10 @@ def read(path: Path, options: PickOptions) -> PickList:
                          "(--units px to read them as pixels)")
         else:
             units = "px"
-    if units == "fraction":
-        convention, pixel = Convention(FRACTION), None
-    elif units == "A":
-        convention, pixel = Convention(ANGSTROM), None
-    else:
-        convention = Convention(PIXELS)
-        pixel = np.full(n, options.pick_pixel_size if options.pick_pixel_size else np.nan)
+    convention, pixel = units_convention(units, n, options.pick_pixel_size)
     return PickList(path, "warp", [str(t) for t in table["rlnMicrographName"]], coords, convention,
-                    pixel_size=pixel, classes=classes, files=[path], extra=extra, notes=notes)
+                    pixel_size=pixel, classes=classes, files=[path], extra=extra, notes=notes, units=units,
+                    unit_choices=UNITS)
 
 
 def write_classes(source: Path, out: Path, block: str, values: list[str]) -> None:
