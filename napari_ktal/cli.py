@@ -245,8 +245,19 @@ def cmd_train_launch(args) -> int:
     args.device = str(distributed.init_from_env(args.device))
     try:
         return cmd_train(args)
+    except RuntimeError as exc:  # another rank failed and left (rank 0 says why): one line, not a traceback
+        if distributed.is_main() or not _peer_left(exc):
+            raise
+        print(f"{PROG}: rank {distributed.rank()}: stopped, another rank left", file=sys.stderr)
+        return 1
     finally:
         distributed.shutdown()
+
+
+def _peer_left(exc: BaseException) -> bool:
+    import torch.distributed as tdist
+
+    return isinstance(exc, tdist.DistError) or "closed by peer" in str(exc) or "Connection reset" in str(exc)
 
 
 def _launch_torchrun(args) -> int:
@@ -274,7 +285,7 @@ def _launch_torchrun(args) -> int:
     try:
         run(get_args_parser().parse_args(argv))
     except ChildFailedError as exc:  # rank 0 said why already; torchrun's traceback would only repeat it
-        codes = [f.exitcode for f in exc.failures.values()]
+        codes = [f.exitcode for _, f in sorted(exc.failures.items())]  # rank 0's first: it says why
         return next((c for c in codes if c and c > 0), 1)
     return 0
 

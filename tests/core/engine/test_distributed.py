@@ -154,6 +154,19 @@ def test_two_cpu_processes_train_like_one(ddp_data):
     assert all(e.startswith("read ") and e.split()[1].startswith(pool + os.sep) for e in events), events
 
 
+def test_a_bad_input_on_rank0_stops_every_rank(ddp_data):
+    """Rank 0 refuses the input (one line, its exit code); rank 1, waiting for rank 0's plan, stops too."""
+    d = ddp_data / "data"
+    cmd = [sys.executable, "-m", "napari_ktal.cli", "train", str(d / "train"), "--project", str(ddp_data / "bad"),
+           "--recipe", str(ddp_data / "tiny.toml"), "--oracle", str(ddp_data / "missing.csv"), "--device", "cpu",
+           "--gpus", "2"]
+    env = os.environ | {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    run = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert run.returncode == 2, run.stderr
+    assert "missing.csv: does not exist" in run.stderr and "rank 1: stopped" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
 def test_gpus_must_be_positive(tmp_path, capsys):
     assert main(["train", "--project", str(tmp_path / "p"), "--gpus", "0"]) == 2
     assert "--gpus must be at least 1" in capsys.readouterr().err
