@@ -183,7 +183,7 @@ def cmd_train(args) -> int:
     from .core.engine import describe_speed, resolve_device
     from .core.loop import commands
     from .core.loop.plots import learning_curve_png
-    from .core.loop.ranks import is_main
+    from .core.loop.ranks import from_rank0, is_main
 
     main = is_main()
     project, lock, recipe = None, contextlib.nullcontext(), None
@@ -202,10 +202,11 @@ def cmd_train(args) -> int:
         lock = project.locked(f"{PROG} train")  # another run or a napari window on it: refused, one line
     with lock:
         device = resolve_device(args.device)
-        plan = commands.shared_plan(lambda: commands.prepare_training(project, recipe=recipe, strategy=args.strategy,
-                                                                      oracle=args.oracle, test=args.test))
+        # rank 0 checks and stores the run's inputs; every rank gets the plan and rank 0's seed
+        plan, seed = from_rank0(lambda: (commands.prepare_training(project, recipe=recipe, strategy=args.strategy,
+                                                                   oracle=args.oracle, test=args.test), args.seed))
         if not main:  # the same cycles, silently
-            commands.train(None, plan, device, seed=args.seed)
+            commands.train(None, plan, device, seed=seed)
             return 0
         n_pool = len(project.pool)
 
@@ -216,8 +217,8 @@ def cmd_train(args) -> int:
                                f"{plan.recipe.name}: {plan.recipe.active.strategy}, {n_pool} volumes")
 
         print(f"recipe {plan.recipe.name}, device {device} ({describe_speed(plan.recipe.speed, device)}), "
-              f"seed {args.seed}")
-        outcome = commands.train(project, plan, device, seed=args.seed, on_begin=lambda: print(_table_header(),
+              f"seed {seed}")
+        outcome = commands.train(project, plan, device, seed=seed, on_begin=lambda: print(_table_header(),
                                  flush=True), on_cycle=on_cycle, on_progress=bar,
                                  should_stop=threading.Event().is_set)
     if outcome.kind == "done":

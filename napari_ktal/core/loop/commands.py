@@ -220,7 +220,7 @@ def train(project: Project | None, plan: TrainingPlan, device: torch.device, *, 
     labels (or, with no labels yet, the random first batch to label). ``on_begin`` is called
     before the first cycle trains.
 
-    Under torchrun every rank calls this with the same ``plan`` (:func:`shared_plan`), rank 0
+    Under torchrun every rank calls this with the same ``plan`` (rank 0's, :func:`.ranks.from_rank0`), rank 0
     with the project and the others with ``project=None``; only rank 0's outcome names files."""
     n_pool, trained, labeled = from_rank0(lambda: (len(project.pool), project.trained_cycles, bool(project.labels())))
     n_cycles = len(budget_schedule(n_pool, plan.recipe.active))
@@ -243,12 +243,6 @@ def train(project: Project | None, plan: TrainingPlan, device: torch.device, *, 
         on_cycle(report)
     nxt = project.paths.query(report.cycle + 1) if report.n_queried and project is not None else None
     return TrainOutcome("cycle", [report], n_cycles, nxt, report.n_queried)
-
-
-def shared_plan(prepare: Callable[[], TrainingPlan]) -> TrainingPlan:
-    """``prepare()`` (:func:`prepare_training`, which reads and writes the project) on rank 0, its
-    plan on every rank. One process: ``prepare()``."""
-    return from_rank0(prepare)
 
 
 def train_next_cycle(root: str | Path, device: torch.device, *, seed: int = DEFAULT_SEED,
