@@ -35,7 +35,7 @@ from ..strategies.selection import random_subset
 from .labels import LabeledSet
 from .metrics import score_predictions
 from .pretraining import initialise_from, pool_features, pretrained_state, typiclust
-from .ranks import from_rank0
+from .ranks import rank0s
 from .schedule import budget_schedule, next_query_size
 
 
@@ -152,7 +152,7 @@ def train_cycle(
     inputs, x = None, None
     if project is not None:
         inputs, x = _read_inputs(project)
-    inputs = from_rank0(lambda: inputs)
+    inputs = rank0s(inputs)
     cycle, classes, idx, y = inputs.cycle, inputs.classes, inputs.labeled, inputs.labels
     pool = project.pool if project is not None else _open(inputs.pool)
     if x is None:
@@ -188,7 +188,7 @@ def train_cycle(
                                junk_class=classes.index(JUNK_CLASS) if JUNK_CLASS in classes else None,
                                speed=recipe.speed, shard=True)
             sel = strategy(ctx, subset, m, options)  # every rank: its passes are collective
-            sel = from_rank0(lambda: sel)  # rank 0's choice everywhere (a strategy's own randomness may differ)
+            sel = rank0s(sel)  # rank 0's choice everywhere (a strategy's own randomness may differ)
             pred, conf = predict(teacher, pool, sel.indices, device, batch_size=batch_size,
                                  speed=recipe.speed, should_stop=should_stop, shard=True)
             if project is not None:
