@@ -177,25 +177,37 @@ def cmd_export(args) -> int:
 
 
 def cmd_train(args) -> int:
+    """``train`` on one process, or as one rank of several (torchrun): every rank runs this; rank 0
+    alone opens, locks, reads and writes the project and prints, the others get what they need
+    from it (``project`` is None there)."""
     from .core.engine import describe_speed, resolve_device
     from .core.loop import commands
     from .core.loop.plots import learning_curve_png
+    from .core.loop.ranks import from_rank0, is_main
 
-    recipe = commands.load_recipe(args.recipe) if args.recipe else None
-    bar = ProgressPrinter()
-    classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
-    picks = None
-    if args.data is not None and (args.tomograms or commands.is_particle_list(args.data)):
-        picks = _pick_source(args, args.data)
-    project, created = commands.open_or_create(args.project, args.data, recipe=recipe, classes=classes,
-                                               picks=picks, on_progress=bar, on_plan=_say_plan)
-    bar.close()
-    if created:
-        print(f"created project {project.root} with {len(project.pool)} volumes of {project.pool.box}^3")
-    with project.locked(f"{PROG} train"):  # another run or a napari window on it: refused, one line
+    main = is_main()
+    project, lock, recipe = None, contextlib.nullcontext(), None
+    if main:
+        recipe = commands.load_recipe(args.recipe) if args.recipe else None
+        bar = ProgressPrinter()
+        classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
+        picks = None
+        if args.data is not None and (args.tomograms or commands.is_particle_list(args.data)):
+            picks = _pick_source(args, args.data)
+        project, created = commands.open_or_create(args.project, args.data, recipe=recipe, classes=classes,
+                                                   picks=picks, on_progress=bar, on_plan=_say_plan)
+        bar.close()
+        if created:
+            print(f"created project {project.root} with {len(project.pool)} volumes of {project.pool.box}^3")
+        lock = project.locked(f"{PROG} train")  # another run or a napari window on it: refused, one line
+    with lock:
         device = resolve_device(args.device)
-        plan = commands.prepare_training(project, recipe=recipe, strategy=args.strategy, oracle=args.oracle,
-                                         test=args.test)
+        # rank 0 checks and stores the run's inputs; every rank gets the plan and rank 0's seed
+        plan, seed = from_rank0(lambda: (commands.prepare_training(project, recipe=recipe, strategy=args.strategy,
+                                                                   oracle=args.oracle, test=args.test), args.seed))
+        if not main:  # the same cycles, silently
+            commands.train(None, plan, device, seed=seed)
+            return 0
         n_pool = len(project.pool)
 
         def on_cycle(report):
@@ -205,8 +217,8 @@ def cmd_train(args) -> int:
                                f"{plan.recipe.name}: {plan.recipe.active.strategy}, {n_pool} volumes")
 
         print(f"recipe {plan.recipe.name}, device {device} ({describe_speed(plan.recipe.speed, device)}), "
-              f"seed {args.seed}")
-        outcome = commands.train(project, plan, device, seed=args.seed, on_begin=lambda: print(_table_header(),
+              f"seed {seed}")
+        outcome = commands.train(project, plan, device, seed=seed, on_begin=lambda: print(_table_header(),
                                  flush=True), on_cycle=on_cycle, on_progress=bar,
                                  should_stop=threading.Event().is_set)
     if outcome.kind == "done":
@@ -223,7 +235,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_train_launch(args) -> int:
-    """``train``, on one process or, with ``--gpus N`` / under torchrun, on several (rank 0 leads)."""
+    """``train``, on one process or, with ``--gpus N`` / under torchrun, on several (the same program on each)."""
     from .core.engine import distributed
     from .core.errors import KtalError
 
@@ -231,15 +243,22 @@ def cmd_train_launch(args) -> int:
         if args.gpus < 1:
             raise KtalError("--gpus must be at least 1")
         return cmd_train(args) if args.gpus == 1 else _launch_torchrun(args)
-    device = distributed.init_from_env(args.device)
-    if not distributed.is_main():
-        from .core.engine.follower import follow
-
-        follow(device)  # no output, no project access: the leader does both
-        return 0
-    args.device = str(device)
-    with distributed.leading():
+    args.device = str(distributed.init_from_env(args.device))
+    try:
         return cmd_train(args)
+    except RuntimeError as exc:  # another rank failed and left (rank 0 says why): one line, not a traceback
+        if distributed.is_main() or not _peer_left(exc):
+            raise
+        print(f"{PROG}: rank {distributed.rank()}: stopped, another rank left", file=sys.stderr)
+        return 1
+    finally:
+        distributed.shutdown()
+
+
+def _peer_left(exc: BaseException) -> bool:
+    import torch.distributed as tdist
+
+    return isinstance(exc, tdist.DistError) or "closed by peer" in str(exc) or "Connection reset" in str(exc)
 
 
 def _launch_torchrun(args) -> int:
@@ -267,7 +286,7 @@ def _launch_torchrun(args) -> int:
     try:
         run(get_args_parser().parse_args(argv))
     except ChildFailedError as exc:  # rank 0 said why already; torchrun's traceback would only repeat it
-        codes = [f.exitcode for f in exc.failures.values()]
+        codes = [f.exitcode for _, f in sorted(exc.failures.items())]  # rank 0's first: it says why
         return next((c for c in codes if c and c > 0), 1)
     return 0
 

@@ -2,8 +2,8 @@
 
 The engine (inference, training, the strategies' passes) only ever asks a source for the
 volumes of some indices. A source that lives in a file can also say how another process
-opens the same volumes (:meth:`VolumeSource.reopen`), so passes over it can be split across
-the processes of a multi-GPU run; an in-memory source says None and runs in one process.
+opens the same volumes (:meth:`VolumeSource.reopen`): under torchrun, rank 0 sends the
+pool's to the other ranks, which open it read-only; an in-memory source says None.
 """
 
 from __future__ import annotations

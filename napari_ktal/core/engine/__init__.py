@@ -5,7 +5,7 @@
 - :mod:`.inference`    batched passes over a volume source, outputs asked for by name
 - :mod:`.training`     one cycle's teacher + student (+ a strategy's auxiliary head)
 - :mod:`.heads`        the base class of such heads
-- :mod:`.distributed`, :mod:`.follower`   torchrun: rank 0 leads, the others follow
+- :mod:`.distributed`  torchrun: every rank runs the same program; thin helpers over torch.distributed
 """
 
 from .device import available_devices, resolve_device

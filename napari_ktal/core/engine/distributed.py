@@ -1,24 +1,18 @@
-"""Several processes, one project: ``torchrun --nproc-per-node N -m napari_ktal.cli train ...``.
+"""Several processes, one program (SPMD): ``torchrun --nproc-per-node N -m napari_ktal.cli train ...``.
 
-Rank 0 (the *leader*) runs ``ktal-cryo train`` exactly as a single process does and is the
-only process that opens the project: it reads the labels, writes checkpoints, queries,
-history and journal, and holds the project's lock. The other ranks (*followers*, see
-:mod:`.follower`) never open the project; they wait for the leader's commands and do their
-part of the two heavy steps:
+Every rank runs the same code: the same cycle, the same training, the same scoring. Where
+their work meets, they use torch's collectives, and nothing else: no commands, no session.
+This module is the thin layer over ``torch.distributed`` that the engine and the loop share:
 
-- ``train``: the leader broadcasts the labeled set and the models' configurations; all ranks
-  train the same models with DistributedDataParallel (see :mod:`.training`), each on its
-  slice of every global batch. DDP copies the leader's initial weights to every rank.
-- ``forward``: a pass over a volume source (scoring, prediction) with the models of the last
-  training; each rank runs a contiguous shard and the outputs are gathered on the leader.
-  Passes the followers cannot repeat (a source held in the leader's memory, a strategy's
-  own model copies) run on the leader alone.
+- :func:`init_from_env` joins the process group torchrun describes; :func:`rank`,
+  :func:`world_size`, :func:`is_main` read it (one process: rank 0 of 1, no group needed);
+- :func:`broadcast_object` (rank 0's value everywhere) and :func:`all_gather_object`;
+- :func:`shard_bounds`: a rank's contiguous part of n items;
+- :class:`DDPContext`: modules wrapped in DistributedDataParallel for one training, with
+  BatchNorm over the global batch (SyncBatchNorm on CUDA, :class:`GlobalBatchNorm3d` on the CPU).
 
-Commands travel on a gloo group (CPU) with a long timeout, so followers can wait while the
-leader imports a pool or labels; tensors travel on the main group (NCCL on CUDA, gloo on the
-CPU). Followers open file-backed sources by the recipe the source gives (the pool: its folder),
-so all ranks must see the same file system. If the leader fails, it exits and torchrun stops
-the followers.
+Who reads and writes the project is the loop's business (rank 0 alone, :mod:`napari_ktal.core.loop.ranks`);
+the engine never sees a project.
 """
 
 from __future__ import annotations
@@ -26,36 +20,17 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as tdist
 from torch import nn
 
 from ..errors import KtalError
 
-COMMAND_TIMEOUT = datetime.timedelta(hours=24)  # followers wait this long for the leader's next command
-
-
-@dataclass
-class _Session:
-    rank: int
-    world: int
-    local_rank: int
-    device: torch.device
-    backend: str
-    commands: Any  # the gloo group commands and gathered objects travel on
-    model_groups: list  # one group per DDP model (teacher, student, auxiliary head): its gradients
-    bn_groups: list  # and one per model for its synchronised BatchNorm statistics
-    models: dict[str, nn.Module] = field(default_factory=dict)  # the last trained models, by role
-    sources: dict[Any, Any] = field(default_factory=dict)  # followers: sources opened, by their reopen recipe
-    in_collective: bool = False  # leader: inside a command (the followers are in it too)
-
-
-_session: _Session | None = None
+#: how long a collective may wait: ranks wait at a broadcast while rank 0 alone imports a pool,
+#: pretrains or writes; a rank that fails ends the run through torchrun, not through this timeout
+WAIT_TIMEOUT = datetime.timedelta(hours=24)
 
 
 # -- set-up -------------------------------------------------------------------------------------
@@ -69,16 +44,13 @@ def init_from_env(device_name: str = "auto") -> torch.device:
     Returns this rank's device: ``cuda:LOCAL_RANK`` (NCCL) unless ``device_name`` is "cpu"
     or CUDA is missing, else the CPU (gloo).
     """
-    global _session
-    if _session is not None:
-        return _session.device
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local = int(os.environ.get("LOCAL_RANK", str(rank)))
+    rank_ = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", str(rank_)))
     name = (device_name or "auto").strip().lower()
     if name != "cpu" and torch.cuda.is_available():
         if local >= torch.cuda.device_count():
-            raise KtalError(f"rank {rank} wants GPU {local} but this node has {torch.cuda.device_count()}; "
+            raise KtalError(f"rank {rank_} wants GPU {local} but this node has {torch.cuda.device_count()}; "
                             "start at most one process per GPU")
         device, backend = torch.device("cuda", local), "nccl"
         torch.cuda.set_device(device)
@@ -87,31 +59,27 @@ def init_from_env(device_name: str = "auto") -> torch.device:
     else:
         device, backend = torch.device("cpu"), "gloo"
     if not tdist.is_initialized():
-        tdist.init_process_group(backend, rank=rank, world_size=world)
-    commands = tdist.new_group(backend="gloo", timeout=COMMAND_TIMEOUT)
-    groups = [tdist.new_group(backend=backend) for _ in range(6)]
-    _session = _Session(rank, world, local, device, backend, commands, groups[:3], groups[3:])
+        tdist.init_process_group(backend, rank=rank_, world_size=world, timeout=WAIT_TIMEOUT)
     return device
 
 
 def shutdown() -> None:
-    global _session
-    if _session is not None:
-        _session = None
+    if tdist.is_initialized():
         with contextlib.suppress(Exception):
             tdist.destroy_process_group()
 
 
 def active() -> bool:
-    return _session is not None and _session.world > 1
+    """Whether this process is one of several (a process group of more than one rank)."""
+    return world_size() > 1
 
 
 def rank() -> int:
-    return _session.rank if _session is not None else 0
+    return tdist.get_rank() if tdist.is_initialized() else 0
 
 
 def world_size() -> int:
-    return _session.world if _session is not None else 1
+    return tdist.get_world_size() if tdist.is_initialized() else 1
 
 
 def is_main() -> bool:
@@ -128,93 +96,32 @@ def shard_bounds(n: int, world: int | None = None, rank_: int | None = None) -> 
     return lo, lo + base + (r < extra)
 
 
-# -- leader and followers ---------------------------------------------------------------------
-def leader_call(command: str, payload: dict) -> None:
-    """Leader: start ``command`` on every follower (then take part in it yourself)."""
-    assert _session is not None and _session.rank == 0
-    _session.in_collective = True
-    tdist.broadcast_object_list([(command, payload)], src=0, group=_session.commands)
-
-
-def _done() -> None:
-    if _session is not None:
-        _session.in_collective = False
-
-
-@contextlib.contextmanager
-def leading() -> Iterator[None]:
-    """Leader: on the way out, release the followers (or leave them to torchrun after a failure
-    inside a command, when they may be waiting in a collective the leader left)."""
-    try:
-        yield
-    except BaseException:
-        if _session is not None and not _session.in_collective:
-            with contextlib.suppress(Exception):
-                tdist.broadcast_object_list([("stop", None)], src=0, group=_session.commands)
-        raise
-    else:
-        tdist.broadcast_object_list([("stop", None)], src=0, group=_session.commands)
-    finally:
-        shutdown()
-
-
-def next_command() -> tuple[str, Any]:
-    """Follower: wait for the leader's next command ``(name, payload)``; ``("stop", None)`` ends."""
-    assert _session is not None
-    box: list[Any] = [None]
-    tdist.broadcast_object_list(box, src=0, group=_session.commands)
+# -- collectives ----------------------------------------------------------------------------------
+def broadcast_object(obj: Any) -> Any:
+    """Rank 0's ``obj`` on every rank (pickled; the others' ``obj`` is ignored). One process: ``obj``."""
+    if not active():
+        return obj
+    box = [obj if is_main() else None]
+    tdist.broadcast_object_list(box, src=0)
     return box[0]
 
 
-
-# -- data and models ------------------------------------------------------------------------------
-def broadcast_arrays(x: np.ndarray, y: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """The leader's labeled set on every rank's device: x as (n, 1, b, b, b), y as (n,)."""
-    on = device if _session.backend == "nccl" else torch.device("cpu")
-    xs = torch.from_numpy(np.ascontiguousarray(x)).unsqueeze(1).to(on)
-    ys = torch.from_numpy(np.asarray(y, dtype=np.int64)).to(on)
-    tdist.broadcast(xs, src=0)
-    tdist.broadcast(ys, src=0)
-    return xs.to(device), ys.to(device)
-
-
-def gather_objects(obj: Any) -> list[Any]:
-    """Every rank's ``obj``, in rank order, on every rank (through the gloo group)."""
+def all_gather_object(obj: Any) -> list[Any]:
+    """Every rank's ``obj``, in rank order, on every rank. One process: ``[obj]``."""
+    if not active():
+        return [obj]
     out: list[Any] = [None] * world_size()
-    tdist.all_gather_object(out, obj, group=_session.commands)
-    _done()
+    tdist.all_gather_object(out, obj)
     return out
-
-
-def remember_models(**models: nn.Module | None) -> None:
-    """The models of the last training, by role: forward passes with them can be sharded."""
-    _session.models = {name: m for name, m in models.items() if m is not None}
-
-
-def model_roles(models) -> list[str] | None:
-    """The roles of ``models`` among the last trained ones, or None if any is not one of them."""
-    if _session is None:
-        return None
-    roles = [next((k for k, v in _session.models.items() if v is m), None) for m in models]
-    return None if None in roles else roles
-
-
-def models_of(roles: list[str]) -> list[nn.Module]:
-    return [_session.models[r] for r in roles]
-
-
-def open_source(reopen) -> Any:
-    """Follower: the source a leader's reopen recipe ``(opener, args)`` describes, opened once."""
-    source = _session.sources.get(reopen)
-    if source is None:
-        opener, args = reopen
-        source = _session.sources[reopen] = opener(*args)
-    return source
 
 
 # -- DDP ---------------------------------------------------------------------------------------------
 class DDPContext:
-    """Teacher, student (and loss module) wrapped in DDP for one cycle's training.
+    """Teacher, student (and an auxiliary head) wrapped in DDP for one cycle's training.
+
+    Each module gets a process group of its own for its gradients and one for its
+    synchronised BatchNorm statistics, made here (every rank makes them, in the same order)
+    and released by :meth:`unwrap`: their all-reduces never interleave.
 
     ``sync_batchnorm`` (default on): BatchNorm normalises with the statistics of the global
     batch, as the single process does; then a step on N ranks computes what the
@@ -229,16 +136,17 @@ class DDPContext:
         self.world, self.rank = world_size(), rank()
         self.sync_bn = True if sync_batchnorm is None else bool(sync_batchnorm)
         self._converted: list[nn.Module] = []
+        self._groups: list = []
 
     def wrap(self, modules: list[nn.Module]) -> list[nn.Module]:
-        """Each module in DDP (teacher, student and an auxiliary head: at most three)."""
+        """Each module in DDP; DDP copies rank 0's weights and buffers to every rank."""
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         ids = [self.device.index] if self.device.type == "cuda" else None
         wrapped = []
-        if len(modules) > len(_session.model_groups):
-            raise KtalError(f"several processes train at most {len(_session.model_groups)} modules together")
-        for m, group, bn_group in zip(modules, _session.model_groups, _session.bn_groups):
+        for m in modules:
+            group, bn_group = tdist.new_group(), tdist.new_group()
+            self._groups += [group, bn_group]
             if self.sync_bn:
                 if self.device.type == "cuda":
                     nn.SyncBatchNorm.convert_sync_batchnorm(m, process_group=bn_group)
@@ -253,6 +161,10 @@ class DDPContext:
         for m in self._converted:
             _revert_batchnorm(m)
         self._converted = []
+        for g in self._groups:
+            with contextlib.suppress(Exception):
+                tdist.destroy_process_group(g)
+        self._groups = []
 
     def all_reduce_sum(self, t: torch.Tensor) -> None:
         tdist.all_reduce(t, op=tdist.ReduceOp.SUM)
@@ -264,7 +176,6 @@ class DDPContext:
                 continue
             for b in m.buffers():
                 tdist.broadcast(b.data, src=0)
-        _done()
 
 
 class _GlobalBatchNormFn(torch.autograd.Function):

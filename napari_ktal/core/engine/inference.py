@@ -9,8 +9,9 @@ to one volume.
 
 What a pass keeps of each model's output is asked for by name (``"logits"``, ``"embedding"``,
 ``"pooled_stages"``: see :data:`napari_ktal.core.models.OUTPUTS`). Under ``torchrun``
-(:mod:`.distributed`), a pass with the models of the last training over a source that other
-processes can open is split across the ranks and the outputs gathered on rank 0.
+(:mod:`.distributed`), a pass asked with ``shard=True``, which every rank makes with the same
+models and indices, is split across the ranks: each runs a contiguous shard of the indices and
+all outputs are gathered on every rank (all_gather), so every rank holds the whole result.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ from ..data import VolumeSource
 from ..errors import KtalError
 from ..models import output as model_output
 from ..progress import Progress, ProgressCallback, StopFlag, check_cancel, emit
-from . import distributed as dist
 from ..recipe import SpeedSpec
+from . import distributed as dist
 from .speed import Speed, cuda_speedups, memory_format, resolve_speed
 
 
@@ -47,21 +48,20 @@ def forward_outputs(
     should_stop: StopFlag | None = None,
     phase: str = "score",
     speed: SpeedSpec | None = None,
+    shard: bool = False,
 ) -> list[torch.Tensor]:
     """Run every model on volumes ``indices`` of ``source``; one CPU float32 tensor per model.
 
     ``output``: what to keep of each forward pass (a name of ``models.OUTPUTS``).
     ``speed``: the recipe's ``[speed]`` (None: "auto"), resolved for scoring on ``device``.
+    ``shard``: under torchrun, every rank calls this with the same models (weights) and
+    indices; each runs its shard and all get the whole result. One process: no effect.
     """
     indices = np.asarray(indices, dtype=np.int64)
     pass_ = _Pass(output, batch_size, phase, resolve_speed(speed, device, "score"))
     with memory_format(models, pass_.speed.channels_last):
-        if dist.active() and dist.is_main():
-            roles, reopen = dist.model_roles(models), source.reopen()
-            if roles is not None and reopen is not None:
-                dist.leader_call("forward", {"roles": roles, "source": reopen, "indices": indices,
-                                             "pass": pass_})
-                return _forward_ranks(models, source, indices, device, pass_, on_progress, should_stop)
+        if shard and dist.active():
+            return _forward_ranks(models, source, indices, device, pass_, on_progress, should_stop)
         return _forward_local(models, source, indices, device, pass_, on_progress, should_stop)
 
 
@@ -84,7 +84,7 @@ class _Pass:
 
 
 def _forward_ranks(models, source, indices, device, pass_: _Pass, on_progress, should_stop):
-    """This rank's contiguous share of ``indices``, then every rank's outputs gathered in order."""
+    """This rank's contiguous share of ``indices``, then every rank's outputs, in order, on every rank."""
     n = len(indices)
     lo, hi = dist.shard_bounds(n)
     share = max(1, hi - lo)
@@ -94,17 +94,9 @@ def _forward_ranks(models, source, indices, device, pass_: _Pass, on_progress, s
 
     mine = _forward_local(models, source, indices[lo:hi], device, pass_,
                           scaled if on_progress is not None else None, should_stop)
-    parts = dist.gather_objects(mine)
+    parts = dist.all_gather_object(mine)
     return [torch.cat([p[k] for p in parts if p[k].numel()]) if any(p[k].numel() for p in parts)
             else torch.empty(0) for k in range(len(models))]
-
-
-def follow_forward(payload: dict, device: torch.device) -> None:
-    """A follower's part of a pass the leader shards (see :func:`forward_outputs`)."""
-    models = dist.models_of(payload["roles"])
-    source = dist.open_source(payload["source"])
-    with memory_format(models, payload["pass"].speed.channels_last):
-        _forward_ranks(models, source, payload["indices"], device, payload["pass"], None, None)
 
 
 def _forward_local(models, source: VolumeSource, indices, device, pass_: _Pass, on_progress, should_stop):

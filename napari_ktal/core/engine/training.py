@@ -18,8 +18,10 @@ batch size (a warning and a progress message say so), down to 2; below that it s
 a :class:`~napari_ktal.core.errors.KtalError`. A restarted run is the run that batch size
 gives from the start, so it is as reproducible as any other.
 
-Several processes (``torchrun``, see :mod:`.distributed`): the modules are wrapped in
-DistributedDataParallel and every rank takes its slice of the same seeded global batch, so
+Several processes (``torchrun``, see :mod:`.distributed`): every rank calls
+:func:`train_pair` with the whole labeled set (the same program on every rank); the modules
+are wrapped in DistributedDataParallel (rank 0's initial weights go to every rank) and every
+rank takes its slice of the same seeded global batch, so
 one optimizer step sees the same samples, flips and (with the loss scaled by the local
 share) the same mean gradient as the single-process step. BatchNorm statistics are those of
 the global batch by default (SyncBatchNorm on CUDA, :class:`.distributed.GlobalBatchNorm3d`
@@ -159,9 +161,9 @@ def train_pair(
     """Train ``teacher`` and ``student`` (and ``head``) in place on volumes ``x`` (n, b, b, b), labels ``y``."""
     if len(x) < 2:
         raise ValueError("training needs at least 2 labeled volumes")
-    if dist.active():
-        return _train_distributed(_Modules(teacher, student, head), x, y, job, device, on_progress, should_stop)
     modules = _Modules(teacher, student, head)
+    if dist.active():
+        return _train_ranks(modules, x, y, job, device, on_progress, should_stop)
     for m in modules.all():
         m.to(device)
     xs, ys = _stage(x, y, device)
@@ -326,30 +328,17 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 
 # -- several processes ------------------------------------------------------------------------
-def _train_distributed(modules: _Modules, x, y, job: TrainJob, device, on_progress, should_stop) -> TrainResult:
-    """Rank 0 (the leader) tells the followers to train with it, then all ranks run :func:`_fit`."""
-    if dist.is_main():
-        head = modules.head
-        dist.leader_call("train", {
-            "teacher": modules.teacher.config, "student": modules.student.config,
-            "head": None if head is None else (type(head), head.config),
-            "job": job, "x": (tuple(x.shape), str(np.asarray(x).dtype)),
-        })
-    return _train_ranks(modules, x, y, job, device, on_progress, should_stop)
-
-
 def _train_ranks(modules: _Modules, x, y, job: TrainJob, device, on_progress, should_stop) -> TrainResult:
+    """Every rank's side of one training: DDP over the ranks, each on its slice of every batch."""
     for m in modules.all():
         m.to(device)
-    xs, ys = dist.broadcast_arrays(x, y, device)
+    xs, ys = _stage(x, y, device)
     ddp = dist.DDPContext(device, job.sync_batchnorm)
     batch = job.train.batch_size
     try:
         wrapped = iter(ddp.wrap(modules.all()))
         run = _Modules(*(None if m is None else next(wrapped) for m in modules))
-        leader = dist.is_main()
-        result = _fit(run, xs, ys, job, device, batch, on_progress=on_progress if leader else None,
-                      should_stop=should_stop if leader else None, ddp=ddp)
+        result = _fit(run, xs, ys, job, device, batch, on_progress=on_progress, should_stop=should_stop, ddp=ddp)
     except torch.OutOfMemoryError:
         raise KtalError(f"out of GPU memory on rank {dist.rank()} at batch size {batch} "
                         f"({batch // dist.world_size()} per GPU); lower [train] batch_size "
@@ -360,18 +349,4 @@ def _train_ranks(modules: _Modules, x, y, job: TrainJob, device, on_progress, sh
     if job.train.recalibrate_bn:  # every rank holds the whole labeled set: the same statistics everywhere
         recalibrate_batchnorm([modules.teacher, modules.student], xs, device, job.train.eval_batch_size)
     ddp.sync_buffers(*modules.all())
-    dist.remember_models(teacher=modules.teacher, student=modules.student, head=modules.head)
     return result
-
-
-def follow_train(payload: dict, device: torch.device) -> None:
-    """A follower's side of :func:`_train_distributed`: the same modules (weights come from rank 0)."""
-    head = None
-    if payload["head"] is not None:
-        cls, config = payload["head"]
-        head = cls(**config)
-    modules = _Modules(ResNet3D.from_config(payload["teacher"]), ResNet3D.from_config(payload["student"]), head)
-    shape, dtype = payload["x"]
-    x = np.empty(shape, dtype=dtype)  # filled by the broadcast
-    y = np.empty(shape[0], dtype=np.int64)
-    _train_ranks(modules, x, y, payload["job"], device, None, None)

@@ -27,6 +27,7 @@ from .benchmark import BenchmarkResult, RunOutcome, run_benchmark
 from .cycle import CycleReport, initial_query, train_cycle
 from .labels import LabeledSet, labels_on_pool, load_labeled_set
 from .oracle import oracle_for_pool, run_with_oracle
+from .ranks import from_rank0
 from .schedule import budget_schedule
 
 DEFAULT_RECIPE = "quick"  # runs on a laptop CPU; the paper's recipes want a GPU
@@ -212,31 +213,35 @@ class TrainOutcome:
     next_size: int = 0
 
 
-def train(project: Project, plan: TrainingPlan, device: torch.device, *, seed: int = DEFAULT_SEED,
+def train(project: Project | None, plan: TrainingPlan, device: torch.device, *, seed: int = DEFAULT_SEED,
           on_begin: Callable[[], None] | None = None, on_cycle: Callable[[CycleReport], None] | None = None,
           on_progress: ProgressCallback | None = None, should_stop: StopFlag | None = None) -> TrainOutcome:
     """With an oracle, every remaining cycle of the schedule; else one cycle on the project's
     labels (or, with no labels yet, the random first batch to label). ``on_begin`` is called
-    before the first cycle trains."""
-    n_cycles = len(budget_schedule(len(project.pool), plan.recipe.active))
+    before the first cycle trains.
+
+    Under torchrun every rank calls this with the same ``plan`` (rank 0's, :func:`.ranks.from_rank0`), rank 0
+    with the project and the others with ``project=None``; only rank 0's outcome names files."""
+    n_pool, trained, labeled = from_rank0(lambda: (len(project.pool), project.trained_cycles, bool(project.labels())))
+    n_cycles = len(budget_schedule(n_pool, plan.recipe.active))
     if plan.oracle is not None:
-        if project.trained_cycles >= n_cycles:
+        if trained >= n_cycles:
             return TrainOutcome("done", [], n_cycles)
         if on_begin is not None:
             on_begin()
         reports = run_with_oracle(project, plan.recipe, plan.oracle, device, seed=seed, test=plan.test,
                                   on_cycle=on_cycle, on_progress=on_progress, should_stop=should_stop)
         return TrainOutcome("oracle", reports, n_cycles)
-    if not project.labels():
-        batch = initial_query(project, plan.recipe, seed)
-        return TrainOutcome("initial", [], n_cycles, project.paths.query(0), len(batch))
+    if not labeled:
+        size = from_rank0(lambda: len(initial_query(project, plan.recipe, seed)))
+        return TrainOutcome("initial", [], n_cycles, project.paths.query(0) if project is not None else None, size)
     if on_begin is not None:
         on_begin()
     report = train_cycle(project, plan.recipe, device, seed=seed, test=plan.test, on_progress=on_progress,
                          should_stop=should_stop)
     if on_cycle is not None:
         on_cycle(report)
-    nxt = project.paths.query(report.cycle + 1) if report.n_queried else None
+    nxt = project.paths.query(report.cycle + 1) if report.n_queried and project is not None else None
     return TrainOutcome("cycle", [report], n_cycles, nxt, report.n_queried)
 
 

@@ -5,6 +5,9 @@ unlabeled pool and writes the next batch to label (``queries/cycle_{c+1}.csv``).
 batch is a random ``initial_fraction`` of the pool. Labeled-set sizes follow the recipe:
 10% -> 40% of the pool in steps of 5% (7 cycles) by default.
 
+Under torchrun every rank runs :func:`train_cycle`; rank 0 alone reads and writes the
+project (:mod:`.ranks`).
+
 Two drivers share :func:`train_cycle`:
 - interactive (napari, or ``ktal-cryo train`` without an oracle): one cycle on the current labels;
 - simulated (``--oracle``, :mod:`.oracle`): queries are answered from a labels file until the
@@ -19,6 +22,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 
+from ..data.source import Reopen
 from ..engine import TrainJob, predict, train_pair
 from ..errors import KtalError
 from ..models import build_pair
@@ -31,6 +35,7 @@ from ..strategies.selection import random_subset
 from .labels import LabeledSet
 from .metrics import score_predictions
 from .pretraining import initialise_from, pool_features, pretrained_state, typiclust
+from .ranks import rank0s
 from .schedule import budget_schedule, next_query_size
 
 
@@ -81,8 +86,52 @@ def initial_query(project: Project, recipe: Recipe, seed: int = DEFAULT_SEED, *,
     return items
 
 
+@dataclass(frozen=True)
+class CycleInputs:
+    """What a cycle needs of the project, read by rank 0 and sent to every rank (:mod:`.ranks`)."""
+
+    cycle: int
+    classes: list[str]
+    labeled: np.ndarray  # pool indices, sorted
+    labels: np.ndarray  # their class ids
+    pool: Reopen  # how another rank opens the pool (read-only)
+    n_pool: int
+
+
+def _read_inputs(project: Project) -> tuple[CycleInputs, np.ndarray]:
+    """Rank 0: the cycle's inputs, checked, and the labeled volumes."""
+    cycle = project.trained_cycles
+    classes = project.classes
+    idx, y, x = project.labeled_arrays()
+    if len(idx) < 2:
+        raise KtalError(f"cycle {cycle}: only {len(idx)} volume(s) labeled; label the current batch first")
+    if len(classes) < 2:
+        raise KtalError("define at least 2 classes before training")
+    return CycleInputs(cycle, classes, idx, y, project.pool.reopen(), len(project.pool)), x
+
+
+def _initial_models(project: Project | None, recipe: Recipe, classes: list[str], cycle: int, device: torch.device,
+                    seed: int, on_progress, should_stop):
+    """Teacher and student of this cycle. Rank 0 (``project`` given) starts them from the pretrained
+    encoder or the last cycle's weights; under torchrun DDP copies rank 0's weights to every rank."""
+    pretrained = None
+    if project is not None:
+        pretrained = pretrained_state(project, recipe, device, seed=seed, on_progress=on_progress,
+                                      should_stop=should_stop)
+    torch.manual_seed(derive_seed(seed, "init", 0 if recipe.active.reinit_each_cycle else cycle))
+    teacher, student = build_pair(recipe.model, len(classes))
+    if pretrained is not None:
+        initialise_from(pretrained, teacher, student)
+    if project is not None and not recipe.active.reinit_each_cycle and project.checkpoint_cycles():
+        prev_t, prev_s, meta = project.load_models(expect_model=recipe.model)  # another architecture: clear error
+        if meta["classes"] == classes:
+            teacher.load_state_dict(prev_t.state_dict())
+            student.load_state_dict(prev_s.state_dict())
+    return teacher, student
+
+
 def train_cycle(
-    project: Project,
+    project: Project | None,
     recipe: Recipe,
     device: torch.device,
     *,
@@ -92,43 +141,40 @@ def train_cycle(
     on_progress: ProgressCallback | None = None,
     should_stop: StopFlag | None = None,
 ) -> CycleReport:
-    """Train on the current labels, save the models, score, write the next batch, log the cycle."""
+    """Train on the current labels, save the models, score, write the next batch, log the cycle.
+
+    Under torchrun every rank calls this: rank 0 with the project, the others with
+    ``project=None`` (:mod:`.ranks`); all train, test and score together, rank 0 writes.
+    """
     recipe = check_recipe(recipe)
     strategy = get_strategy(recipe.active.strategy)
     options = strategy.parse_options(recipe.active.options)
-    cycle = project.trained_cycles
-    classes = project.classes
-    idx, y, x = project.labeled_arrays()
-    if len(idx) < 2:
-        raise KtalError(f"cycle {cycle}: only {len(idx)} volume(s) labeled; label the current batch first")
-    if len(classes) < 2:
-        raise KtalError("define at least 2 classes before training")
-    pretrained = pretrained_state(project, recipe, device, seed=seed, on_progress=on_progress, should_stop=should_stop)
-    torch.manual_seed(derive_seed(seed, "init", 0 if recipe.active.reinit_each_cycle else cycle))
-    teacher, student = build_pair(recipe.model, len(classes))
-    if pretrained is not None:
-        initialise_from(pretrained, teacher, student)
-    if not recipe.active.reinit_each_cycle and project.checkpoint_cycles():
-        prev_t, prev_s, meta = project.load_models(expect_model=recipe.model)  # another architecture: clear error
-        if meta["classes"] == classes:
-            teacher.load_state_dict(prev_t.state_dict())
-            student.load_state_dict(prev_s.state_dict())
+    inputs, x = None, None
+    if project is not None:
+        inputs, x = _read_inputs(project)
+    inputs = rank0s(inputs)
+    cycle, classes, idx, y = inputs.cycle, inputs.classes, inputs.labeled, inputs.labels
+    pool = project.pool if project is not None else _open(inputs.pool)
+    if x is None:
+        x = pool.read(idx)  # the volumes rank 0 read, from the same file
+    teacher, student = _initial_models(project, recipe, classes, cycle, device, seed, on_progress, should_stop)
     train = recipe.train.for_labeled(len(idx), len(classes))
     head = strategy.make_head(teacher, train, options)
     job = TrainJob(train, recipe.transfer, derive_seed(seed, "train", cycle), cycle, recipe.speed)
     result = train_pair(teacher, student, x, y, job, head=head, device=device, on_progress=on_progress,
                         should_stop=should_stop)
     check_cancel(should_stop)
-    project.save_models(cycle, teacher, student, recipe)
+    if project is not None:
+        project.save_models(cycle, teacher, student, recipe)
     batch_size = recipe.train.eval_batch_size
 
     scores = score_predictions([], [], classes)
     if test is not None and len(test.y):
         pred, _ = predict(teacher, test.source, np.arange(len(test.y)), device, batch_size=batch_size,
-                          speed=recipe.speed, should_stop=should_stop)
+                          speed=recipe.speed, should_stop=should_stop, shard=True)
         scores = score_predictions(pred, test.y, classes)
 
-    n_pool = len(project.pool)
+    n_pool = inputs.n_pool
     mean_unc, select_s, n_queried = float("nan"), 0.0, 0
     if select:
         t0 = time.perf_counter()
@@ -137,19 +183,21 @@ def train_cycle(
         if m > 0:
             rng = seeded_rng(seed, "select", cycle)
             subset = random_subset(unlabeled, m, recipe.active.subset_factor, rng)
-            ctx = QueryContext(teacher, student, project.pool, idx, device, rng, recipe.transfer.score, batch_size,
+            ctx = QueryContext(teacher, student, pool, idx, device, rng, recipe.transfer.score, batch_size,
                                head, on_progress, should_stop, labels=y,
                                junk_class=classes.index(JUNK_CLASS) if JUNK_CLASS in classes else None,
-                               speed=recipe.speed)
-            sel = strategy(ctx, subset, m, options)
-            pred, conf = predict(teacher, project.pool, sel.indices, device, batch_size=batch_size,
-                                 speed=recipe.speed, should_stop=should_stop)
-            items = [
-                QueryItem(r, int(i), project.pool.keys[i], float(s), classes[p], float(c))
-                for r, (i, s, p, c) in enumerate(zip(sel.indices, sel.scores, pred, conf))
-            ]
-            project.write_query(cycle + 1, items)
-            n_queried = len(items)
+                               speed=recipe.speed, shard=True)
+            sel = strategy(ctx, subset, m, options)  # every rank: its passes are collective
+            sel = rank0s(sel)  # rank 0's choice everywhere (a strategy's own randomness may differ)
+            pred, conf = predict(teacher, pool, sel.indices, device, batch_size=batch_size,
+                                 speed=recipe.speed, should_stop=should_stop, shard=True)
+            if project is not None:
+                items = [
+                    QueryItem(r, int(i), project.pool.keys[i], float(s), classes[p], float(c))
+                    for r, (i, s, p, c) in enumerate(zip(sel.indices, sel.scores, pred, conf))
+                ]
+                project.write_query(cycle + 1, items)
+            n_queried = len(sel.indices)
             mean_unc = float(np.nanmean(sel.scores)) if np.isfinite(sel.scores).any() else float("nan")
         select_s = time.perf_counter() - t0
 
@@ -158,5 +206,11 @@ def train_cycle(
                          result.teacher_loss, result.student_loss, result.transfer_loss,
                          result.samples_per_second, recipe.active.strategy, str(device), counts,
                          scores.balanced_accuracy, scores.recall_text(), result.epochs, scores.particle_accuracy)
-    project.record_cycle(report.history_row())
+    if project is not None:
+        project.record_cycle(report.history_row())
     return report
+
+
+def _open(reopen: Reopen):
+    opener, args = reopen
+    return opener(*args)

@@ -14,6 +14,7 @@ from ..recipe import Recipe
 from ..seeds import DEFAULT_SEED
 from .cycle import CycleReport, initial_query, train_cycle
 from .labels import LabeledSet, labels_on_pool
+from .ranks import from_rank0
 from .schedule import budget_schedule
 
 
@@ -30,7 +31,7 @@ def oracle_for_pool(pool: Pool, csv_path: str | Path, record: dict | None = None
 
 
 def run_with_oracle(
-    project: Project,
+    project: Project | None,
     recipe: Recipe,
     oracle: dict[int, str],
     device: torch.device,
@@ -44,18 +45,22 @@ def run_with_oracle(
     """Run every remaining cycle of the schedule, answering each batch from ``oracle``.
 
     Resumable: cycles already in history.csv are not redone; an answered batch is not re-asked.
+    Under torchrun every rank runs this; the others with ``project=None`` (rank 0 labels).
     """
-    project.add_classes(sorted(set(oracle.values())))
-    schedule = budget_schedule(len(project.pool), recipe.active)
-    initial_query(project, recipe, seed)
+    if project is not None:
+        project.add_classes(sorted(set(oracle.values())))
+        initial_query(project, recipe, seed)
+    n_pool, first = from_rank0(lambda: (len(project.pool), project.trained_cycles))
+    schedule = budget_schedule(n_pool, recipe.active)
     reports = []
-    for cycle in range(project.trained_cycles, len(schedule)):
+    for cycle in range(first, len(schedule)):
         check_cancel(should_stop)
-        batch = project.read_query(cycle)
-        labeled = project.labels()
-        answers = {q.index: oracle[q.index] for q in batch if q.index not in labeled}
-        if answers:
-            project.label_many(answers, by="oracle", cycle=cycle)
+        if project is not None:
+            batch = project.read_query(cycle)
+            labeled = project.labels()
+            answers = {q.index: oracle[q.index] for q in batch if q.index not in labeled}
+            if answers:
+                project.label_many(answers, by="oracle", cycle=cycle)
         report = train_cycle(project, recipe, device, seed=seed, test=test, select=cycle < len(schedule) - 1,
                              on_progress=on_progress, should_stop=should_stop)
         reports.append(report)

@@ -61,6 +61,9 @@ class QueryContext:
     labels: np.ndarray | None = None  # class ids of ``labeled`` (the labels given so far), if known
     junk_class: int | None = None  # the id of the project's ``junk`` class, if it has one
     speed: SpeedSpec | None = None  # the recipe's [speed] (None: "auto")
+    #: under torchrun every rank runs the query: its passes are split across the ranks and
+    #: gathered on every rank (:func:`~napari_ktal.core.engine.forward_outputs`)
+    shard: bool = False
 
     def torch_generator(self) -> torch.Generator:
         """A torch generator on the device, seeded from ``rng`` (so a query is reproducible)."""
@@ -69,7 +72,8 @@ class QueryContext:
     def forward(self, models, indices, output: str = "logits") -> list[torch.Tensor]:
         """``output`` ("logits", "embedding", "pooled_stages") of each model on volumes ``indices``."""
         return forward_outputs(models, self.source, indices, self.device, output=output, batch_size=self.batch_size,
-                               speed=self.speed, on_progress=self.on_progress, should_stop=self.should_stop)
+                               speed=self.speed, on_progress=self.on_progress, should_stop=self.should_stop,
+                               shard=self.shard)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,127 @@
+"""Seeded oracle runs on one process whose history.csv and queries/*.csv must not change when the
+code is restructured (issue 20: the SPMD rewrite of several processes must leave one process as it was).
+
+``python tests/core/loop/same_history/run.py OUT``             run kt, margin, coreset (seed 0) into OUT
+``python tests/core/loop/same_history/run.py OUT --compare``   ... and compare with the reference files here
+
+The reference files (``reference/<strategy>/``) were recorded with the code before the rewrite
+(commit df7901f) on this project's 2-core CPU machine, OMP_NUM_THREADS=1. Compared byte for byte,
+except history.csv's three clock columns (train_seconds, select_seconds, samples_per_second),
+which are blanked on both sides. Float results depend on the CPU's kernels: on another machine,
+record afresh at the old commit before comparing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import os
+import shutil
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REFERENCE = HERE / "reference"
+STRATEGIES = ("kt", "margin", "coreset")
+SEED = 0
+CLOCKS = ("train_seconds", "select_seconds", "samples_per_second")
+TINY_TOML = """
+name = "tiny-same-history"
+[model]
+teacher_depth = 18
+student_depth = 10
+width = 4
+stem = "strided"
+[train]
+epochs = 3
+lr = 0.02
+lr_milestones = [2]
+batch_size = 6
+eval_batch_size = 8
+[active]
+final_fraction = 0.2
+"""
+
+
+def make_data(out: Path) -> Path:
+    from napari_ktal.core.simulate import SimulationConfig, simulate_dataset
+
+    data = out / "data"
+    if not (data / "train" / "labels.csv").exists():
+        simulate_dataset(data, SimulationConfig(classes=4, per_class=10, test_per_class=2, snr=1.0, box=16, seed=3))
+    (out / "tiny.toml").write_text(TINY_TOML)
+    return data
+
+
+def run(out: Path) -> dict[str, Path]:
+    """One project per strategy under ``out``; their folders."""
+    from napari_ktal.cli import main
+
+    data = make_data(out)
+    projects = {}
+    for strategy in STRATEGIES:
+        project = out / strategy
+        if project.exists():
+            shutil.rmtree(project)
+        rc = main(["train", str(data / "train"), "--project", str(project), "--recipe", str(out / "tiny.toml"),
+                   "--oracle", str(data / "train" / "labels.csv"), "--test", str(data / "test" / "labels.csv"),
+                   "--device", "cpu", "--seed", str(SEED), "--strategy", strategy])
+        if rc != 0:
+            raise SystemExit(f"{strategy}: train exited {rc}")
+        projects[strategy] = project
+    return projects
+
+
+def without_clocks(text: str) -> str:
+    rows = list(csv.DictReader(io.StringIO(text)))
+    f = io.StringIO()
+    if rows:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: ("" if k in CLOCKS else v) for k, v in r.items()})
+    return f.getvalue()
+
+
+def files_of(project: Path) -> dict[str, str]:
+    files = {"history.csv": without_clocks((project / "history.csv").read_text())}
+    for p in sorted((project / "queries").glob("*.csv")):
+        files[f"queries/{p.name}"] = p.read_text()
+    return files
+
+
+def record(projects: dict[str, Path]) -> None:
+    for strategy, project in projects.items():
+        for name, text in files_of(project).items():
+            dest = REFERENCE / strategy / name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_text(text)
+
+
+def differences(projects: dict[str, Path]) -> list[str]:
+    bad = []
+    for strategy, project in projects.items():
+        got = files_of(project)
+        want = {str(p.relative_to(REFERENCE / strategy)): p.read_text()
+                for p in sorted((REFERENCE / strategy).rglob("*.csv"))}
+        if got.keys() != want.keys():
+            bad.append(f"{strategy}: files {sorted(got)} != reference {sorted(want)}")
+        bad += [f"{strategy}/{name} differs from the reference" for name in want if got.get(name) != want[name]]
+    return bad
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    p = argparse.ArgumentParser()
+    p.add_argument("out", type=Path)
+    p.add_argument("--record", action="store_true", help="write the reference files from this run")
+    p.add_argument("--compare", action="store_true")
+    a = p.parse_args()
+    done = run(a.out)
+    if a.record:
+        record(done)
+    if a.compare:
+        problems = differences(done)
+        print("\n".join(problems) if problems else "identical to the reference")
+        sys.exit(1 if problems else 0)
