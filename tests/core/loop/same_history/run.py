@@ -7,8 +7,9 @@ code is restructured (issue 20: the SPMD rewrite of several processes must leave
 The reference files (``reference/<strategy>/``) were recorded with the code before the rewrite
 (commit df7901f) on this project's 2-core CPU machine, OMP_NUM_THREADS=1. Compared byte for byte,
 except history.csv's three clock columns (train_seconds, select_seconds, samples_per_second),
-which are blanked on both sides. Float results depend on the CPU's kernels: on another machine,
-record afresh at the old commit before comparing.
+which are blanked on both sides. Float results depend on the CPU's kernels and torch's version:
+``reference/machine.json`` names the machine the files were recorded on (:func:`machine`), and the
+test compares only on such a machine; elsewhere, record afresh at the old commit before comparing.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import json
 import os
+import platform
 import shutil
 import sys
 from pathlib import Path
@@ -42,6 +45,24 @@ eval_batch_size = 8
 [active]
 final_fraction = 0.2
 """
+
+
+def machine() -> dict[str, str]:
+    """What float results depend on: torch's version, the CPU kernels it picks, the CPU."""
+    import torch
+
+    model = platform.processor()
+    try:
+        model = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                     if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu": model,
+            "machine": platform.machine()}
+
+
+def recorded_machine() -> dict[str, str]:
+    return json.loads((REFERENCE / "machine.json").read_text())
 
 
 def make_data(out: Path) -> Path:
@@ -92,6 +113,8 @@ def files_of(project: Path) -> dict[str, str]:
 
 
 def record(projects: dict[str, Path]) -> None:
+    REFERENCE.mkdir(parents=True, exist_ok=True)
+    (REFERENCE / "machine.json").write_text(json.dumps(machine(), indent=2) + "\n")
     for strategy, project in projects.items():
         for name, text in files_of(project).items():
             dest = REFERENCE / strategy / name
@@ -104,7 +127,7 @@ def differences(projects: dict[str, Path]) -> list[str]:
     for strategy, project in projects.items():
         got = files_of(project)
         want = {str(p.relative_to(REFERENCE / strategy)): p.read_text()
-                for p in sorted((REFERENCE / strategy).rglob("*.csv"))}
+                        for p in sorted((REFERENCE / strategy).rglob("*.csv"))}
         if got.keys() != want.keys():
             bad.append(f"{strategy}: files {sorted(got)} != reference {sorted(want)}")
         bad += [f"{strategy}/{name} differs from the reference" for name in want if got.get(name) != want[name]]
