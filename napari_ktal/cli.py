@@ -258,7 +258,10 @@ def cmd_train_launch(args) -> int:
 def _peer_left(exc: BaseException) -> bool:
     import torch.distributed as tdist
 
-    return isinstance(exc, tdist.DistError) or "closed by peer" in str(exc) or "Connection reset" in str(exc)
+    text = str(exc)
+    if "timeout" in text.lower() or "timed out" in text.lower():  # a wait that ran out, not a rank that left
+        return False
+    return isinstance(exc, tdist.DistError) or "closed by peer" in text or "Connection reset" in text
 
 
 def _launch_torchrun(args) -> int:

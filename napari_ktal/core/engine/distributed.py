@@ -145,7 +145,8 @@ class DDPContext:
         ids = [self.device.index] if self.device.type == "cuda" else None
         wrapped = []
         for m in modules:
-            group, bn_group = tdist.new_group(), tdist.new_group()
+            # the long wait of the default group: a rank may wait here while rank 0 pretrains or writes
+            group, bn_group = tdist.new_group(timeout=WAIT_TIMEOUT), tdist.new_group(timeout=WAIT_TIMEOUT)
             self._groups += [group, bn_group]
             if self.sync_bn:
                 if self.device.type == "cuda":

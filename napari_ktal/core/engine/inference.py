@@ -17,6 +17,7 @@ all outputs are gathered on every rank (all_gather), so every rank holds the who
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -84,8 +85,16 @@ class _Pass:
 
 
 def _forward_ranks(models, source, indices, device, pass_: _Pass, on_progress, should_stop):
-    """This rank's contiguous share of ``indices``, then every rank's outputs, in order, on every rank."""
+    """This rank's contiguous share of ``indices``, then every rank's outputs, in order, on every rank.
+
+    The ranks first check that they were asked for the same pass over the same indices: slices of
+    different lists would be joined into wrong scores without a word."""
     n = len(indices)
+    asked = (n, hashlib.sha1(indices.tobytes()).hexdigest(), pass_.output, len(models))
+    if len(set(dist.all_gather_object(asked))) > 1:
+        raise KtalError(f"{pass_.phase}: the processes were asked for different passes (rank {dist.rank()}: "
+                        f"{n} volumes, '{pass_.output}'); a sharded pass needs the same models and indices on "
+                        "every rank")
     lo, hi = dist.shard_bounds(n)
     share = max(1, hi - lo)
 

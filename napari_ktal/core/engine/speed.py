@@ -46,11 +46,12 @@ CHANNELS_LAST_AUTO: dict[tuple[str, str], bool] = {
 def native_bf16(device: torch.device) -> bool:
     """Whether ``device`` computes bfloat16 in hardware.
 
-    CUDA: what torch reports (Ampere and newer). CPU: AVX512-BF16 or AMX tiles, as torch's own
-    CPU feature detection (cpuinfo) reports them; AVX-512 without BF16 converts in software.
+    CUDA: compute capability 8.0 or newer (Ampere); torch's ``is_bf16_supported()`` also says yes
+    where bf16 is only emulated (V100, T4). CPU: AVX512-BF16 or AMX tiles, as torch's own CPU
+    feature detection (cpuinfo) reports them; AVX-512 without BF16 converts in software.
     """
     if device.type == "cuda":
-        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+        return bool(torch.cuda.is_available() and torch.cuda.get_device_capability(device) >= (8, 0))
     if device.type == "cpu":
         probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
         return any(bool(getattr(torch.cpu, p, lambda: False)()) for p in probes)

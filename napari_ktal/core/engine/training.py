@@ -162,19 +162,30 @@ def train_pair(
     if len(x) < 2:
         raise ValueError("training needs at least 2 labeled volumes")
     modules = _Modules(teacher, student, head)
-    if dist.active():
-        return _train_ranks(modules, x, y, job, device, on_progress, should_stop)
     for m in modules.all():
         m.to(device)
     xs, ys = _stage(x, y, device)
+    ddp = dist.DDPContext(device, job.sync_batchnorm) if dist.active() else None
+    # the memory format is set before DDP wraps the models: its gradient buckets take their layout
+    with memory_format(modules.all(), resolve_speed(job.speed, device, "train").channels_last):
+        if ddp is None:
+            result = _train_local(modules, xs, ys, job, device, on_progress, should_stop)
+        else:
+            result = _train_ranks(modules, xs, ys, job, device, ddp, on_progress, should_stop)
+    if job.train.recalibrate_bn:  # every rank holds the whole labeled set: the same statistics everywhere
+        recalibrate_batchnorm([teacher, student], xs, device, job.train.eval_batch_size)
+    if ddp is not None:
+        ddp.sync_buffers(*modules.all())
+    return result
+
+
+def _train_local(modules: _Modules, xs, ys, job: TrainJob, device, on_progress, should_stop) -> TrainResult:
+    """One process: out of GPU memory, the cycle restarts from its initial weights at half the batch."""
     initial = [_snapshot(m) for m in modules.all()]
     batch_size = job.train.batch_size
     while True:
         try:
-            result = _fit(modules, xs, ys, job, device, batch_size, on_progress=on_progress, should_stop=should_stop)
-            if job.train.recalibrate_bn:
-                recalibrate_batchnorm([teacher, student], xs, device, job.train.eval_batch_size)
-            return result
+            return _fit(modules, xs, ys, job, device, batch_size, on_progress=on_progress, should_stop=should_stop)
         except torch.OutOfMemoryError:
             if batch_size <= MIN_BATCH:
                 _release_memory(modules.all(), device)
@@ -185,7 +196,7 @@ def train_pair(
         cycle = job.cycle if job.cycle is not None else "-"
         message = (f"cycle {cycle}: out of GPU memory at batch size {batch_size}; "
                    f"restarting this cycle's training with batch size {new}")
-        warnings.warn(message, RuntimeWarning, stacklevel=2)
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
         emit(on_progress, Progress("train", 0, 1, job.cycle, 1, job.train.epochs, message=message))
         for m, state in zip(modules.all(), initial):
             m.load_state_dict(state)
@@ -263,7 +274,7 @@ def _fit(
     seen = 0
     sums = torch.zeros(3, device=device)
     means = [float("nan")] * 3
-    with memory_format(raw.all(), speed.channels_last), cuda_speedups(device):
+    with cuda_speedups(device):  # the models are in the speed's memory format already (train_pair)
         for epoch in range(train.epochs):
             sums.zero_()
             batches = _batches(n, batch_size, gen, xs.device, min_size)
@@ -328,17 +339,14 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 
 # -- several processes ------------------------------------------------------------------------
-def _train_ranks(modules: _Modules, x, y, job: TrainJob, device, on_progress, should_stop) -> TrainResult:
+def _train_ranks(modules: _Modules, xs, ys, job: TrainJob, device, ddp: dist.DDPContext, on_progress,
+                 should_stop) -> TrainResult:
     """Every rank's side of one training: DDP over the ranks, each on its slice of every batch."""
-    for m in modules.all():
-        m.to(device)
-    xs, ys = _stage(x, y, device)
-    ddp = dist.DDPContext(device, job.sync_batchnorm)
     batch = job.train.batch_size
     try:
         wrapped = iter(ddp.wrap(modules.all()))
         run = _Modules(*(None if m is None else next(wrapped) for m in modules))
-        result = _fit(run, xs, ys, job, device, batch, on_progress=on_progress, should_stop=should_stop, ddp=ddp)
+        return _fit(run, xs, ys, job, device, batch, on_progress=on_progress, should_stop=should_stop, ddp=ddp)
     except torch.OutOfMemoryError:
         raise KtalError(f"out of GPU memory on rank {dist.rank()} at batch size {batch} "
                         f"({batch // dist.world_size()} per GPU); lower [train] batch_size "
@@ -346,7 +354,3 @@ def _train_ranks(modules: _Modules, x, y, job: TrainJob, device, on_progress, sh
     finally:
         with contextlib.suppress(Exception):
             ddp.unwrap()
-    if job.train.recalibrate_bn:  # every rank holds the whole labeled set: the same statistics everywhere
-        recalibrate_batchnorm([modules.teacher, modules.student], xs, device, job.train.eval_batch_size)
-    ddp.sync_buffers(*modules.all())
-    return result

@@ -17,6 +17,7 @@ Two drivers share :func:`train_cycle`:
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -35,7 +36,7 @@ from ..strategies.selection import random_subset
 from .labels import LabeledSet
 from .metrics import score_predictions
 from .pretraining import initialise_from, pool_features, pretrained_state, typiclust
-from .ranks import rank0s
+from .ranks import check_owner, rank0s
 from .schedule import budget_schedule, next_query_size
 
 
@@ -110,14 +111,10 @@ def _read_inputs(project: Project) -> tuple[CycleInputs, np.ndarray]:
     return CycleInputs(cycle, classes, idx, y, project.pool.reopen(), len(project.pool)), x
 
 
-def _initial_models(project: Project | None, recipe: Recipe, classes: list[str], cycle: int, device: torch.device,
-                    seed: int, on_progress, should_stop):
+def _initial_models(project: Project | None, recipe: Recipe, classes: list[str], cycle: int,
+                    pretrained: Mapping[str, torch.Tensor] | None, seed: int):
     """Teacher and student of this cycle. Rank 0 (``project`` given) starts them from the pretrained
     encoder or the last cycle's weights; under torchrun DDP copies rank 0's weights to every rank."""
-    pretrained = None
-    if project is not None:
-        pretrained = pretrained_state(project, recipe, device, seed=seed, on_progress=on_progress,
-                                      should_stop=should_stop)
     torch.manual_seed(derive_seed(seed, "init", 0 if recipe.active.reinit_each_cycle else cycle))
     teacher, student = build_pair(recipe.model, len(classes))
     if pretrained is not None:
@@ -146,18 +143,22 @@ def train_cycle(
     Under torchrun every rank calls this: rank 0 with the project, the others with
     ``project=None`` (:mod:`.ranks`); all train, test and score together, rank 0 writes.
     """
+    check_owner(project)
     recipe = check_recipe(recipe)
     strategy = get_strategy(recipe.active.strategy)
     options = strategy.parse_options(recipe.active.options)
-    inputs, x = None, None
+    inputs, x, pretrained = None, None, None
     if project is not None:
         inputs, x = _read_inputs(project)
+        # before the broadcast, so that the other ranks wait for a first pretraining there
+        pretrained = pretrained_state(project, recipe, device, seed=seed, on_progress=on_progress,
+                                      should_stop=should_stop)
     inputs = rank0s(inputs)
     cycle, classes, idx, y = inputs.cycle, inputs.classes, inputs.labeled, inputs.labels
     pool = project.pool if project is not None else _open(inputs.pool)
     if x is None:
         x = pool.read(idx)  # the volumes rank 0 read, from the same file
-    teacher, student = _initial_models(project, recipe, classes, cycle, device, seed, on_progress, should_stop)
+    teacher, student = _initial_models(project, recipe, classes, cycle, pretrained, seed)
     train = recipe.train.for_labeled(len(idx), len(classes))
     head = strategy.make_head(teacher, train, options)
     job = TrainJob(train, recipe.transfer, derive_seed(seed, "train", cycle), cycle, recipe.speed)
@@ -188,7 +189,7 @@ def train_cycle(
                                junk_class=classes.index(JUNK_CLASS) if JUNK_CLASS in classes else None,
                                speed=recipe.speed, shard=True)
             sel = strategy(ctx, subset, m, options)  # every rank: its passes are collective
-            sel = rank0s(sel)  # rank 0's choice everywhere (a strategy's own randomness may differ)
+            sel = rank0s(sel)  # every rank chose the same from the same gathered scores; now it is certain
             pred, conf = predict(teacher, pool, sel.indices, device, batch_size=batch_size,
                                  speed=recipe.speed, should_stop=should_stop, shard=True)
             if project is not None:

@@ -14,7 +14,7 @@ from ..recipe import Recipe
 from ..seeds import DEFAULT_SEED
 from .cycle import CycleReport, initial_query, train_cycle
 from .labels import LabeledSet, labels_on_pool
-from .ranks import from_rank0
+from .ranks import check_owner, from_rank0
 from .schedule import budget_schedule
 
 
@@ -47,6 +47,7 @@ def run_with_oracle(
     Resumable: cycles already in history.csv are not redone; an answered batch is not re-asked.
     Under torchrun every rank runs this; the others with ``project=None`` (rank 0 labels).
     """
+    check_owner(project)
     if project is not None:
         project.add_classes(sorted(set(oracle.values())))
         initial_query(project, recipe, seed)

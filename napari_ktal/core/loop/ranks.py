@@ -28,6 +28,14 @@ def rank0s(value: T) -> T:
     return dist.broadcast_object(value)
 
 
+def check_owner(project: object | None) -> None:
+    """Rank 0 passes the project, every other rank None: anything else is a caller's mistake (a
+    single process with no project would fail later, far from the cause)."""
+    if (project is None) == dist.is_main():
+        raise RuntimeError(f"rank {dist.rank()} of {dist.world_size()} was given "
+                           f"{'no project' if project is None else 'the project'}; rank 0 alone owns it")
+
+
 def is_main() -> bool:
     """Whether this process is rank 0, the one that owns the project (one process: always)."""
     return dist.is_main()

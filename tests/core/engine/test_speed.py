@@ -19,8 +19,9 @@ TINY = load_recipe("quick").replace(model={"width": 2}, train={
 
 
 def _fake_cpu(monkeypatch, bf16: bool, amx: bool = False) -> None:
-    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: bf16, raising=False)
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    # raising: if torch renames its probes, native_bf16 would silently say no; this test must fail then
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
 
 
 @pytest.mark.parametrize("avx512_bf16, amx", [(True, False), (False, True), (False, False)])
@@ -35,13 +36,45 @@ def test_auto_follows_the_measured_table_and_explicit_choices_win(monkeypatch):
     _fake_cpu(monkeypatch, bf16=False)
     assert resolve_speed(None, CPU, "train") == Speed(bf16=False, channels_last=True)
     assert resolve_speed(None, CPU, "score") == Speed(bf16=False, channels_last=False)
-    for phase in ("train", "score"):
-        assert speed_module.CHANNELS_LAST_AUTO[("cpu", phase)] == resolve_speed(None, CPU, phase).channels_last
     forced = SpeedSpec(precision="bf16", channels_last=False, compile=True)
     assert resolve_speed(forced, CPU, "train") == Speed(bf16=True, channels_last=False, compile=True)
     assert resolve_speed(forced, CPU, "score") == Speed(bf16=True, channels_last=False)  # never compiled to score
     _fake_cpu(monkeypatch, bf16=True)
     assert resolve_speed(SpeedSpec(precision="fp32", channels_last=True), CPU, "score") == Speed(False, True)
+
+
+@pytest.mark.parametrize("capability, native", [((7, 0), False), ((7, 5), False), ((8, 0), True), ((9, 0), True)])
+def test_cuda_bf16_counts_as_native_from_ampere_on_not_where_torch_emulates_it(monkeypatch, capability, native):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)  # torch says yes on a V100 too
+    cuda = torch.device("cuda", 0)
+    assert native_bf16(cuda) is native
+    assert resolve_speed(None, cuda, "train") == Speed(bf16=native, channels_last=False)
+
+
+def test_the_recipes_speed_reaches_every_pass_of_a_cycle(monkeypatch, new_project, small_recipe):
+    """Training, the test set's prediction, the strategy's scoring and the batch's prediction all
+    resolve the recipe's [speed], not a default."""
+    from napari_ktal.core.engine import inference, training
+    from napari_ktal.core.loop import train_cycle
+
+    seen = []
+
+    def spy(spec, device, phase):
+        seen.append((spec, phase))
+        return speed_module.resolve_speed(spec, device, phase)
+
+    monkeypatch.setattr(training, "resolve_speed", spy)
+    monkeypatch.setattr(inference, "resolve_speed", spy)
+    wanted = SpeedSpec(precision="fp32", channels_last=True)
+    recipe = small_recipe.replace(speed={"precision": "fp32", "channels_last": True})
+    project = new_project()
+    project.add_classes(["a", "b", "c"])
+    project.label_many({i: "abc"[i % 3] for i in range(9)})
+    train_cycle(project, recipe, CPU, seed=0)
+    assert {phase for _, phase in seen} == {"train", "score"}
+    assert all(spec == wanted for spec, _ in seen), seen
 
 
 def _easy_set(n: int = 24, box: int = 16, seed: int = 0):
