@@ -81,6 +81,7 @@ class WidgetHooks(Hooks):
     def closed(self) -> None:
         self.w.keys.unbind()
         self.w.canvas_keys.detach()
+        self.w.context_view.hide()
         self.w.view.remove()
         self.w.overlay.restore()
         self.w.browser_panel.set_session(None)
