@@ -149,6 +149,56 @@ def export_job(root: Path, out: Path, device_name: str, on_progress=None, should
     return write_predictions(Project(root), out, resolve_device(device_name), on_progress, should_stop)
 
 
+UNDO_NAMES = 4  # volumes an undo message names; more are counted
+
+
+def undo_message(step, keys, cycle: int) -> str:
+    """What undoing ``step`` (the session's changes of one undo step) took back, and what the volumes are now.
+
+    ``keys``: the pool's volume names; ``cycle``: the batch on screen. A step of an earlier batch
+    is visited (its first volume), so the message says how to label it and how to get back.
+    """
+    given: dict[tuple, list] = {}
+    for c in step:
+        given.setdefault((c.after, c.after_skipped), []).append(c)
+    what = []
+    for (label, skipped), changes in given.items():
+        volumes = _volumes(changes, keys)
+        what.append(f"the skip of {volumes}" if skipped else
+                    f"taking back the label of {volumes}" if label is None else f"{label} on {volumes}")
+    now: dict[str, int] = {}
+    for c in step:
+        state = c.before if c.before is not None else "skipped" if c.before_skipped else "unlabeled"
+        now[state] = now.get(state, 0) + 1
+    if len(step) == 1:
+        again = f"it is {next(iter(now))} again"
+    elif len(now) == 1:
+        again = f"all {len(step)} are {next(iter(now))} again"
+    else:
+        again = ", ".join(f"{n} {state} again" for state, n in now.items())
+    text = f"Undone: {'; '.join(what)}: {again}."
+    earlier = step[0].cycle
+    if earlier != cycle:
+        where, shown = ("It is", "") if len(step) == 1 else ("They are", f"; {keys[step[0].index]} is shown")
+        text += (f" {where} from the batch of cycle {earlier}{shown}: a label key now labels it, "
+                 "N goes back to the batch.")
+    return text
+
+
+def _volumes(changes, keys) -> str:
+    """'sub_1.mrc', or '3 volumes (sub_1.mrc, sub_2.mrc, sub_3.mrc)', naming UNDO_NAMES at most."""
+    if len(changes) == 1:
+        return keys[changes[0].index]
+    names = [keys[c.index] for c in changes[:UNDO_NAMES]]
+    more = f" and {len(changes) - UNDO_NAMES} more" if len(changes) > UNDO_NAMES else ""
+    return f"{len(changes)} volumes ({', '.join(names)}{more})"
+
+
+def _sentence(text: str) -> str:
+    """A core message as a status line: capitalised, with a full stop."""
+    return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
+
+
 class Controller:
     """The dock's logic over one open project at a time."""
 
@@ -311,15 +361,11 @@ class Controller:
         self._after_change()
 
     def undo(self) -> None:
+        """Undo the last step (one label, a skip, or a bulk assignment) and say what it took back."""
         s = self.session
-        change = s.undo()
-        if change is None:
-            return
-        if change.cycle != s.cycle:
-            restored = s.label_of(change.index) or ("skipped" if s.is_skipped(change.index) else "unlabeled")
-            self.hooks.status(f"Undone: {s.project.pool.keys[change.index]} (batch of cycle {change.cycle}) is "
-                              f"{restored} again; a label key now labels it, N goes back to the batch.")
-        self._after_change(changed_label=True)
+        step = s.undo()
+        if step:
+            self._after_change(changed_label=True, note=undo_message(step, s.project.pool.keys, s.cycle))
 
     def next(self) -> None:
         self.session.next()
@@ -339,16 +385,20 @@ class Controller:
         self.session.visit(index)
         self.hooks.show()
 
-    def _after_change(self, changed_label: bool = False) -> None:
-        """After a label change: show the (new) current volume; train, or stop training."""
+    def _after_change(self, changed_label: bool = False, note: str = "") -> None:
+        """After a label change: show the (new) current volume; train, or stop training. ``note``
+        goes to the status line, before what training makes of the change."""
         session = self.session
+        training = ""
         if self._train_cycle == session.cycle and self.runner.running(TRAIN):
             if session.phase is Phase.LABELING:
                 self.runner.cancel(TRAIN)
-                self.hooks.status("The batch changed while training: training stopped. It restarts "
-                                  "when every volume of the batch is labeled or skipped.")
+                training = ("The batch changed while training: training stopped. It restarts "
+                            "when every volume of the batch is labeled or skipped.")
             elif changed_label:
-                self.hooks.status("A label changed after training started; it counts from the next cycle.")
+                training = "A label changed after training started; it counts from the next cycle."
+        if note or training:
+            self.hooks.status(" ".join(part for part in (note, training) if part))
         self.hooks.show()
         self.hooks.labels_changed()
         self.maybe_start_training()

@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from napari_ktal._napari.controller import TRAIN, Controller, Hooks
+from napari_ktal._napari.controller import TRAIN, Controller, Hooks, undo_message
 from napari_ktal.core.errors import Cancelled, KtalError
 from napari_ktal.core.loop import Phase
+from napari_ktal.core.loop.session import Change
 from napari_ktal.core.progress import Progress
 from napari_ktal.core.project import ProjectLocked
 
@@ -311,3 +312,40 @@ def test_progress_updates_are_throttled_but_epochs_and_the_end_get_through(ctl):
     assert hooks.said("progress")[-1] == ("cycle 0: epoch 1/2 · loss 0.500 · ~0 s left", 50, 100)
     controller.on_progress(Progress("train", 1, 50, cycle=0, epoch=2, epochs=2, elapsed=0.6))
     assert hooks.said("progress")[-1][1] == 51  # a new epoch is shown at once
+
+
+def test_undoing_a_bulk_assignment_says_what_it_took_back(ctl, project):
+    """The issue: undoing 4 labels given at once named one volume ("Undone: sub_000069.mrc ... unlabeled again")."""
+    controller, runner, hooks = ctl
+    s = controller.open_project(project.root)
+    a, b, c = s.batch
+    keys = s.project.pool.keys
+    controller.assign_to([b.index], s.classes[0])
+    controller.assign_to([a.index, b.index, c.index], s.classes[2])  # the gallery's selection, one undo step
+    assert runner.running(TRAIN) is not None  # the batch is done: it trains
+    controller.undo()
+    (said,) = hooks.said("status")[-1]
+    assert said.startswith(
+        f"Undone: {s.classes[2]} on 3 volumes ({keys[a.index]}, {keys[b.index]}, {keys[c.index]}): "
+        f"2 unlabeled again, 1 {s.classes[0]} again. ")
+    assert "training stopped" in said  # and what that did to training, in the same line
+    assert s.labels == {b.index: s.classes[0]} and runner.running(TRAIN) is None
+
+
+def test_undo_message_names_a_few_volumes_counts_the_rest_and_says_where_they_come_from():
+    keys = [f"sub_{i:06d}.mrc" for i in range(100)]
+    bulk = tuple(Change(i, None, None, False, cycle=2, after="ribosome") for i in (69, 70, 71, 72, 73, 74))
+    assert undo_message(bulk, keys, cycle=2) == (
+        "Undone: ribosome on 6 volumes (sub_000069.mrc, sub_000070.mrc, sub_000071.mrc, sub_000072.mrc and 2 more): "
+        "all 6 are unlabeled again.")
+    assert undo_message(bulk[:1], keys, cycle=3) == (
+        "Undone: ribosome on sub_000069.mrc: it is unlabeled again. It is from the batch of cycle 2: a label key "
+        "now labels it, N goes back to the batch.")
+    assert undo_message(bulk[:2], keys, cycle=3).endswith(
+        "They are from the batch of cycle 2; sub_000069.mrc is shown: a label key now labels it, N goes back to the "
+        "batch.")
+    skip = (Change(5, 0, "junk", False, cycle=2, after_skipped=True),)
+    assert undo_message(skip, keys, cycle=2) == "Undone: the skip of sub_000005.mrc: it is junk again."
+    taken_back = (Change(7, None, "ribosome", False, cycle=2),)
+    assert undo_message(taken_back, keys, cycle=2) == (
+        "Undone: taking back the label of sub_000007.mrc: it is ribosome again.")

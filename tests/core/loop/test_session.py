@@ -45,11 +45,13 @@ def test_undo_restores_what_was_there_and_goes_back(project):
     s.go_to(0)
     s.assign("class_02")  # relabel
     assert s.label_of(first.index) == "class_02"
-    assert s.undo().before == "class_00"
+    (change,) = s.undo()
+    assert (change.before, change.after) == ("class_00", "class_02")
     assert s.label_of(first.index) == "class_00" and s.position == 0
-    assert s.undo().before is None
+    (change,) = s.undo()
+    assert (change.before, change.after) == (None, "class_00")
     assert s.is_open(first.index) and project.labels() == {}
-    assert s.undo() is None and not s.can_undo
+    assert s.undo() == () and not s.can_undo
 
 
 def test_skips_survive_a_restart_and_undo(project):
@@ -58,7 +60,8 @@ def test_skips_survive_a_restart_and_undo(project):
     s.skip()
     assert s.is_skipped(first.index) and s.position == 1
     assert project.journal.records()[-1]["by"] == SKIP_BY
-    s.undo()
+    (change,) = s.undo()
+    assert change.after_skipped and change.after is None
     assert s.is_open(first.index)
     s.skip()
     s.assign("class_01")
@@ -116,7 +119,8 @@ def test_classes_rename_remove_and_blockers(project):
     assert s.label_of(s.batch[0].index) == "ribosome" and "ribosome" in s.classes
     s.go_to(0)
     s.assign("junk")
-    assert s.undo().before == "ribosome"
+    (change,) = s.undo()
+    assert (change.before, change.after) == ("ribosome", "junk")
     with pytest.raises(KtalError, match="labels 1 volumes"):
         s.remove_class("ribosome")
     s.remove_class("junk")
@@ -124,6 +128,8 @@ def test_classes_rename_remove_and_blockers(project):
         s.assign_number(9)
     with pytest.raises(KtalError, match="unknown class"):
         s.assign("nonsense")
+    assert [c.after for c in s.undo()] == ["class_01"]
+    assert [c.after for c in s.undo()] == ["ribosome"]  # what the step gave, renamed with its class
 
 
 # -- more than nine classes, corrections, bulk labels, undo across batches ------------------------
@@ -181,7 +187,8 @@ def test_assign_many_is_one_undo_step(project):
     s.go_to(1)
     s.assign("class_00")
     s.undo()
-    s.undo()  # both bulk labels at once
+    step = s.undo()  # both bulk labels at once
+    assert [(c.index, c.before, c.after) for c in step] == [(a.index, None, "class_02"), (c.index, None, "class_02")]
     assert s.labels == {} and s.position == 0 and not s.can_undo
     assert [r["op"] for r in project.journal.records()] == ["set", "set", "set", "unset", "unset", "unset"]
 
@@ -196,8 +203,8 @@ def test_undo_reaches_across_a_batch_boundary(project, sim_truth, tiny_recipe):
     al.train_cycle(project, tiny_recipe, torch.device("cpu"), seed=0)
     s.reload()
     assert s.cycle == 1 and s.can_undo
-    change = s.undo()
-    assert change.index == last.index and change.cycle == 0
+    (change,) = s.undo()
+    assert change.index == last.index and change.cycle == 0 and change.after == wrong
     assert s.label_of(last.index) is None and project.labels().get(last.index) is None
     assert s.visiting == last.index and s.current_index == last.index  # shown, though not in this batch
     s.assign(sim_truth[last.key])  # a class key now labels the visited volume
