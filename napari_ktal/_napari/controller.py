@@ -321,17 +321,27 @@ class Controller:
         s.assign(label)
         self._after_change(changed_label=before is not None and before != label)
 
-    def assign_number(self, number: int) -> None:
-        if number <= len(self.session.classes):
-            self.assign(self.session.classes[number - 1])
-
     def assign_key(self, key: str) -> None:
-        """A class key (1-9, 0, then letters) pressed: label with its class, if there is one."""
-        from ..core.loop.session import class_of_key
+        """A class key (1-9, 0, then letters) pressed over the viewer: label with its class, or say there is none."""
+        label = self.class_of_key(key)
+        if label is not None:
+            self.assign(label)
 
-        k = class_of_key(key)
-        if k is not None and k < len(self.session.classes):
-            self.assign(self.session.classes[k])
+    def assign_key_to(self, indices, key: str) -> None:
+        """A class key pressed in the gallery or the review table: label ``indices``, or say there is no such class."""
+        label = self.class_of_key(key)
+        if label is not None:
+            self.assign_to(indices, label)
+
+    def class_of_key(self, key: str) -> str | None:
+        """The class ``key`` labels with; None, with a status line that says so, if the project has none on it."""
+        from ..core.loop.session import class_for_key
+
+        try:
+            return class_for_key(self.session.classes, key)
+        except KtalError as exc:
+            self.hooks.status(_sentence(str(exc)))
+            return None
 
     def assign_to(self, indices, label: str) -> None:
         """Give ``label`` to several volumes at once (the gallery's selection): one undo step."""

@@ -258,8 +258,11 @@ def test_corrections_bulk_labels_visits_and_undo_across_batches(ctl, project, si
     assert a.index not in s.labels and b.index not in s.labels
     controller.visit(a.index)
     assert s.current_index == a.index
-    controller.assign_key("9")  # no 9th class: nothing happens
+    controller.assign_key("9")  # no 9th class: nothing is labeled, and the status line says so
     assert a.index not in s.labels
+    assert hooks.said("status")[-1] == ("No class on key 9: this project has 3 classes (keys 1-3).",)
+    controller.assign_key_to([a.index], "q")  # the gallery's or review's selection: the same
+    assert a.index not in s.labels and "No class on key Q" in hooks.said("status")[-1][0]
 
 
 def test_the_cycle_status_says_how_long_labeling_and_training_took(ctl, project, sim_truth):

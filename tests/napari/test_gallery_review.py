@@ -141,6 +141,15 @@ def test_a_tenth_and_eleventh_class_by_key_with_their_keys_and_colours_on_the_bu
     assert s.label_of(first.index) == "kind_9" and s.label_of(second.index) == "kind_10"
     g = widget.browser_panel.gallery
     assert g.colors["kind_9"] != g.colors["kind_10"]
+    # a key with no class labels nothing, and says so (in the viewer and in the gallery)
+    labels = dict(s.labels)
+    press(qtbot, canvas(viewer), "w")
+    assert s.labels == labels
+    assert widget.panel.status.text() == "No class on key W: this project has 11 classes (keys 1-9, 0, Q)."
+    widget.panel.status.clear()
+    click_cell(qtbot, g, 0)
+    press(qtbot, g.list, "e")
+    assert s.labels == labels and widget.panel.status.text().startswith("No class on key E:")
 
 
 def test_undo_across_a_batch_boundary_by_key(make_widget, qtbot, project, sim_truth):

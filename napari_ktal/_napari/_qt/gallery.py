@@ -54,6 +54,7 @@ class _List(QListView):
 class GalleryView(QWidget):
     goToRequested = Signal(int)  # batch position
     assignRequested = Signal(object, str)  # pool indices, class name
+    classKeyPressed = Signal(object, str)  # pool indices, a class key ("3", "Q"): the controller knows its class
     actionRequested = Signal(str)  # "next", "previous", "skip", "undo"
     modeChosen = Signal(str)  # a thumbnail mode
 
@@ -202,11 +203,10 @@ class GalleryView(QWidget):
         if key in ACTION_KEYS:
             self.actionRequested.emit(ACTION_KEYS[key])
             return
-        k = class_of_key(key)
-        if self.session is not None and k is not None and k < len(self.session.classes):
+        if class_of_key(key) is not None:
             chosen = self.selected()
             if chosen:
-                self.assignRequested.emit(chosen, self.session.classes[k])
+                self.classKeyPressed.emit(chosen, key)
 
     def _menu(self, pos) -> None:
         if self.session is None or not self.selected():

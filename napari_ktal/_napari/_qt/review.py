@@ -110,6 +110,7 @@ class _Table(QTableView):
 
 class ReviewView(RefreshWhenShown, QWidget):
     relabelRequested = Signal(object, str)  # pool indices, class name
+    classKeyPressed = Signal(object, str)  # pool indices, a class key ("3", "Q"): the controller knows its class
     unlabelRequested = Signal(object)  # pool indices
     visitRequested = Signal(int)  # pool index
     undoRequested = Signal()
@@ -220,6 +221,5 @@ class ReviewView(RefreshWhenShown, QWidget):
         if ACTION_KEYS.get(key) == "undo":
             self.undoRequested.emit()
             return
-        k = class_of_key(key)
-        if self.session is not None and k is not None and k < len(self.session.classes) and self.selected():
-            self.relabelRequested.emit(self.selected(), self.session.classes[k])
+        if class_of_key(key) is not None and self.selected():
+            self.classKeyPressed.emit(self.selected(), key)

@@ -73,7 +73,7 @@ class ActiveLearningWidget(QWidget):
         self.view = VolumeView(napari_viewer)
         self.context_view = ContextView(napari_viewer)
         self.keys = KeyBindings()
-        self.canvas_keys = CanvasKeys(self.keys, self)
+        self.canvas_keys = CanvasKeys(self.keys, self, unbound_class_key=self.assign_key)
         self.overlay = TextOverlay(napari_viewer)
         self._torn_down = False
         self._watched: weakref.ref | None = None  # the napari window whose closing closes our project
@@ -161,9 +161,9 @@ class ActiveLearningWidget(QWidget):
         return _reports_errors(action)
 
     # the controller's actions, each a no-op without a project and reporting a KtalError as a notification
-    (assign, assign_number, assign_key, assign_to, relabel, unlabel, unlabel_many, skip, undo, next, previous,
+    (assign, assign_key, assign_key_to, assign_to, relabel, unlabel, unlabel_many, skip, undo, next, previous,
      go_to, visit, add_class, add_junk_class, rename_class, remove_class, set_recipe) = map(_when_open, (
-        "assign", "assign_number", "assign_key", "assign_to", "relabel", "unlabel", "unlabel_many", "skip", "undo",
+        "assign", "assign_key", "assign_key_to", "assign_to", "relabel", "unlabel", "unlabel_many", "skip", "undo",
         "next", "previous", "go_to", "visit", "add_class", "add_junk_class", "rename_class", "remove_class",
         "set_recipe"))
     del _when_open

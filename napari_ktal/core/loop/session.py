@@ -48,6 +48,27 @@ def class_of_key(key: str) -> int | None:
     return CLASS_KEYS.index(key) if len(key) == 1 and key in CLASS_KEYS else None
 
 
+def class_for_key(classes: list[str], key: str) -> str:
+    """The class of ``classes`` that ``key`` labels with; a KtalError that says which keys there are if none."""
+    k = class_of_key(key)
+    if k is not None and k < len(classes):
+        return classes[k]
+    have = f"{len(classes)} classes (keys {keys_of_classes(len(classes))})" if classes else "no classes yet"
+    what = f"on key {str(key).upper()}" if k is not None else f"key {key!r}"
+    raise KtalError(f"no class {what}: this project has {have}")
+
+
+def keys_of_classes(n: int) -> str:
+    """The keys of the first ``n`` classes, as a user reads them: '1-4', '1-9, 0', '1-9, 0, Q W E'."""
+    keys = CLASS_KEYS[:max(0, n)]
+    digits, letters = keys[:10], keys[10:]
+    if len(digits) <= 2:
+        text = ", ".join(digits)
+    else:
+        text = f"{digits[0]}-{digits[-1]}" if len(digits) < 10 else f"{digits[0]}-{digits[-2]}, {digits[-1]}"
+    return text + (", " + " ".join(letters) if letters else "")
+
+
 class Phase(Enum):
     """What the session needs next."""
 
@@ -283,11 +304,7 @@ class LabelingSession:
 
     def assign_key(self, key: str) -> Change:
         """Label with the class bound to ``key`` (1-9, 0, then letters: :data:`CLASS_KEYS`)."""
-        k = class_of_key(key)
-        classes = self.project.classes
-        if k is None or k >= len(classes):
-            raise KtalError(f"no class on key {key}; there are {len(classes)} classes")
-        return self.assign(classes[k])
+        return self.assign(class_for_key(self.project.classes, key))
 
     def assign_number(self, number: int) -> Change:
         """Label with the class bound to number key ``number`` (1-9; 10 is key 0)."""

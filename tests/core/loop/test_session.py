@@ -134,12 +134,19 @@ def test_classes_rename_remove_and_blockers(project):
 
 # -- more than nine classes, corrections, bulk labels, undo across batches ------------------------
 def test_class_keys_reach_past_nine_and_skip_the_action_keys():
-    from napari_ktal.core.loop.session import CLASS_KEYS, class_of_key, key_of_class
+    from napari_ktal.core.loop.session import CLASS_KEYS, class_for_key, class_of_key, key_of_class, keys_of_classes
 
     assert [key_of_class(k) for k in range(11)] == list("1234567890Q")
     assert class_of_key("0") == 9 and class_of_key("q") == 10 and class_of_key("N") is None
     assert not set("NPSUC") & set(CLASS_KEYS) and len(set(CLASS_KEYS)) == len(CLASS_KEYS) == 31
     assert key_of_class(32) is None and class_of_key("12") is None
+    assert [keys_of_classes(n) for n in (0, 1, 2, 3, 9, 10, 12)] == [
+        "", "1", "1, 2", "1-3", "1-9", "1-9, 0", "1-9, 0, Q W"]
+    assert class_for_key(["a", "b"], "2") == "b"
+    with pytest.raises(KtalError, match=r"^no class on key Q: this project has 2 classes \(keys 1, 2\)$"):
+        class_for_key(["a", "b"], "q")
+    with pytest.raises(KtalError, match="no classes yet"):
+        class_for_key([], "1")
 
 
 def test_a_tenth_and_an_eleventh_class_by_key(project):
@@ -151,7 +158,7 @@ def test_a_tenth_and_an_eleventh_class_by_key(project):
     s.assign_key("q")
     assert s.label_of(first.index) == s.classes[9] == "extra_9"
     assert s.label_of(second.index) == s.classes[10] == "extra_10"
-    with pytest.raises(KtalError, match="no class on key W"):
+    with pytest.raises(KtalError, match=r"no class on key W: this project has 11 classes \(keys 1-9, 0, Q\)"):
         s.assign_key("W")  # the 12th key: there are 11 classes
 
 
