@@ -40,9 +40,19 @@ def class_colors(classes: list[str]) -> dict[str, str]:
 
 
 def text_color_on(hex_color: str) -> str:
-    """Black or white, whichever reads better on ``hex_color``."""
-    r, g, b = _rgb(hex_color)
-    return "#000000" if 0.299 * r + 0.587 * g + 0.114 * b > 150 / 255 else "#ffffff"
+    """Black or white, whichever has the higher contrast ratio on ``hex_color`` (at least 4.58: WCAG AA)."""
+    return max(("#000000", "#ffffff"), key=lambda text: contrast_ratio(text, hex_color))
+
+
+def contrast_ratio(a: str, b: str) -> float:
+    """WCAG 2's contrast ratio of two colours, 1 (none) to 21 (black on white)."""
+    hi, lo = sorted((relative_luminance(a), relative_luminance(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+def relative_luminance(hex_color: str) -> float:
+    """WCAG 2's relative luminance of an sRGB colour (CIE Y), 0 (black) to 1 (white)."""
+    return float(_linear(np.array(_rgb(hex_color))) @ _SRGB_TO_XYZ[1])
 
 
 @lru_cache(maxsize=8)
@@ -64,14 +74,21 @@ def _palette(n: int) -> tuple[str, ...]:
     return tuple("#" + "".join(f"{round(255 * v):02x}" for v in rgb) for rgb in chosen)
 
 
+_SRGB_TO_XYZ = np.array([[0.4124564, 0.3575761, 0.1804375],  # linear sRGB -> CIE XYZ (D65)
+                         [0.2126729, 0.7151522, 0.0721750],
+                         [0.0193339, 0.1191920, 0.9503041]])
+_D65_WHITE = np.array([0.95047, 1.0, 1.08883])
+
+
+def _linear(rgb: np.ndarray) -> np.ndarray:
+    """sRGB channel values in [0, 1] without their gamma."""
+    rgb = np.asarray(rgb, dtype=np.float64)
+    return np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+
+
 def srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
     """CIELAB (D65) of sRGB colours with channels in [0, 1] (the last axis)."""
-    rgb = np.asarray(rgb, dtype=np.float64)
-    linear = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
-    to_xyz = np.array([[0.4124564, 0.3575761, 0.1804375],
-                       [0.2126729, 0.7151522, 0.0721750],
-                       [0.0193339, 0.1191920, 0.9503041]])
-    xyz = linear @ to_xyz.T / np.array([0.95047, 1.0, 1.08883])  # relative to the D65 white
+    xyz = _linear(rgb) @ _SRGB_TO_XYZ.T / _D65_WHITE
     eps = (6 / 29) ** 3
     f = np.where(xyz > eps, np.cbrt(xyz), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
     return np.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], axis=-1)

@@ -1,6 +1,7 @@
 """Thumbnails and class colours: plain functions, no Qt."""
 
 import numpy as np
+import pytest
 
 from napari_ktal._napari.palette import (
     THEME_BACKGROUNDS,
@@ -8,6 +9,7 @@ from napari_ktal._napari.palette import (
     _palette,
     class_color,
     class_colors,
+    contrast_ratio,
     srgb_to_lab,
     text_color_on,
 )
@@ -105,3 +107,12 @@ def test_the_31_keyed_classes_differ_pairwise_and_from_unlabeled_and_the_themes(
     np.testing.assert_allclose(srgb_to_lab(np.array([[0.2, 0.5, 0.9], [1, 1, 1]])),
                                _lab(["#3380e6", "#ffffff"]), atol=0.5)
     assert [class_color(k) for k in range(5)] == list(_palette(256)[:5])  # more classes: the first keep theirs
+
+
+def test_text_on_every_class_colour_meets_wcag_aa():
+    """Black or white text on a class colour (the gallery's label chips): the old brightness rule put white
+    on bright green at 1.5:1."""
+    ratios = [contrast_ratio(text_color_on(class_color(k)), class_color(k)) for k in range(MAX_KEYED_CLASSES)]
+    assert min(ratios) >= 4.5
+    assert contrast_ratio("#000000", "#ffffff") == pytest.approx(21.0)
+    assert contrast_ratio("#777777", "#777777") == 1.0
