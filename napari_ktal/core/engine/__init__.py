@@ -8,7 +8,7 @@
 - :mod:`.distributed`, :mod:`.follower`   torchrun: rank 0 leads, the others follow
 """
 
-from .device import available_devices, resolve_device
+from .device import auto_device, available_devices, parse_device, resolve_device
 from .heads import AuxiliaryHead
 from .inference import forward_outputs, predict
 from .speed import SpeedOptions
@@ -19,8 +19,10 @@ __all__ = [
     "SpeedOptions",
     "TrainJob",
     "TrainResult",
+    "auto_device",
     "available_devices",
     "forward_outputs",
+    "parse_device",
     "predict",
     "resolve_device",
     "train_pair",

@@ -36,6 +36,7 @@ import torch.distributed as tdist
 from torch import nn
 
 from ..errors import KtalError
+from .device import parse_device
 
 COMMAND_TIMEOUT = datetime.timedelta(hours=24)  # followers wait this long for the leader's next command
 
@@ -75,7 +76,7 @@ def init_from_env(device_name: str = "auto") -> torch.device:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", str(rank)))
-    name = (device_name or "auto").strip().lower()
+    name = parse_device(device_name)  # an unknown name is refused, not taken for "auto"
     if name != "cpu" and torch.cuda.is_available():
         if local >= torch.cuda.device_count():
             raise KtalError(f"rank {rank} wants GPU {local} but this node has {torch.cuda.device_count()}; "
