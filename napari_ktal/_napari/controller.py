@@ -202,17 +202,49 @@ def _sentence(text: str) -> str:
 class Controller:
     """The dock's logic over one open project at a time."""
 
-    def __init__(self, runner: Runner, hooks: Hooks | None = None, seed: int = DEFAULT_SEED):
+    def __init__(self, runner: Runner, hooks: Hooks | None = None, seed: int = DEFAULT_SEED,
+                 devices: list[str] | None = None):
+        """``devices``: those that work here, as :func:`~napari_ktal.core.engine.available_devices`
+        lists them; probed on first use if not given."""
         self.runner = runner
         self.hooks = hooks or Hooks()
         self.seed = seed
         self.session: LabelingSession | None = None
         self.auto_train = True
-        self.device = "auto"
+        self._devices = devices
+        self._device = "auto"
         self._train_cycle: int | None = None  # the batch's cycle the running training was started for
         self._start_when_free = False  # the batch got done while a cancelled cycle was stopping
         self._last_progress = (0.0, None)  # (when, epoch) of the last progress shown
         self.browser = Browser(self)
+
+    # -- device --------------------------------------------------------------------------------
+    @property
+    def device(self) -> str:
+        """Where cycles train, as ``--device`` names it (auto, cpu, cuda:N)."""
+        return self._device
+
+    @device.setter
+    def device(self, name: str) -> None:
+        from ..core.engine import parse_device
+
+        self._device = parse_device(name)
+
+    def devices(self) -> list[str]:
+        """The devices that work here ('auto' first, 'cpu' last); probed once."""
+        if self._devices is None:
+            from ..core.engine import available_devices
+
+            self._devices = available_devices()
+        return self._devices
+
+    def device_text(self) -> str:
+        """Where training runs, in words: 'the CPU', 'cuda:1', 'the CPU (device: auto)'."""
+        from ..core.engine import auto_device
+
+        actual = auto_device(self.devices()) if self._device == "auto" else self._device
+        words = "the CPU" if actual == "cpu" else actual
+        return f"{words} (device: auto)" if self._device == "auto" else words
 
     # -- projects --------------------------------------------------------------------------
     def open_project(self, root: str | Path) -> LabelingSession:
@@ -496,7 +528,7 @@ class Controller:
         self._train_cycle = s.cycle
         cycle = s.project.trained_cycles
         self.hooks.progress(f"cycle {cycle}: starting", 0, 0)
-        self.hooks.status(f"Training cycle {cycle} on {len(s.labels)} labeled volumes ({self.device}). "
+        self.hooks.status(f"Training cycle {cycle} with {len(s.labels)} labeled volumes on {self.device_text()}. "
                           "You can keep browsing and relabeling.")
         job = partial(train_job, s.project.root, self.device, self.seed, worker_threads())
         self.hooks.job_changed(TRAIN, True)

@@ -129,6 +129,8 @@ def test_a_finished_batch_trains_the_next_cycle_in_the_background(ctl, project, 
     _label_batch(controller, sim_truth)
     assert s.phase is Phase.READY and runner.running(TRAIN) is not None and controller.training
     assert ("job_changed", TRAIN, True) in hooks.calls
+    assert hooks.said("status")[-1] == (f"Training cycle 0 with {len(s.labels)} labeled volumes on the CPU. "
+                                        "You can keep browsing and relabeling.",)
     runner.run()
     assert s.cycle == 1 and s.phase is Phase.LABELING and not controller.training
     assert any(text.startswith("Cycle 0 trained on") for (text,) in hooks.said("status"))
@@ -352,3 +354,16 @@ def test_undo_message_names_a_few_volumes_counts_the_rest_and_says_where_they_co
     taken_back = (Change(7, None, "ribosome", False, cycle=2),)
     assert undo_message(taken_back, keys, cycle=2) == (
         "Undone: taking back the label of sub_000007.mrc: it is ribosome again.")
+
+
+def test_the_device_in_words_never_reads_as_started_automatically():
+    """The status line said "(auto)", which read as "started automatically"; it names the device now."""
+    on_gpu = Controller(SerialRunner(), Recorder(), devices=["auto", "cuda:0", "cuda:1", "cpu"])
+    assert on_gpu.device == "auto" and on_gpu.device_text() == "cuda:0 (device: auto)"
+    on_gpu.device = "CUDA:1"
+    assert on_gpu.device == "cuda:1" and on_gpu.device_text() == "cuda:1"
+    on_cpu = Controller(SerialRunner(), Recorder(), devices=["auto", "cpu"])
+    assert on_cpu.device_text() == "the CPU (device: auto)"
+    with pytest.raises(KtalError, match="unknown device 'tpu'"):
+        on_cpu.device = "tpu"
+    assert on_cpu.device == "auto"

@@ -18,11 +18,11 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ...core.errors import KtalError
 from ...core.loop.commands import DEFAULT_RECIPE
 from ...core.project import JUNK_CLASS
 
 BROWSE = "Browse…"
-
 
 
 def _shrinkable(combo: QComboBox) -> None:
@@ -78,6 +78,43 @@ class RecipeCombo(QComboBox):
             self.set_recipe(path, emit=True)
         else:
             self.setCurrentIndex(self._previous)
+
+
+class DeviceCombo(QComboBox):
+    """The devices that work here, named as ``ktal-cryo --device`` takes them (auto, cuda:N, cpu).
+
+    Filled from :func:`~napari_ktal.core.engine.available_devices`; a name set from code goes
+    through the core's :func:`~napari_ktal.core.engine.parse_device` ('cuda' is 'cuda:0').
+    ``deviceChosen`` is emitted for the user's choices only, so two combos can follow each other.
+    """
+
+    deviceChosen = Signal(str)
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        _shrinkable(self)
+        self.setToolTip("Where cycles train. Only devices that work here are listed;\n"
+                        "auto: the first GPU if it works, else the CPU.")
+        self.activated.connect(lambda _: self.deviceChosen.emit(self.device()))
+
+    def set_devices(self, devices: list[str]) -> None:
+        keep = self.device()
+        self.clear()
+        self.addItems(devices)
+        self.setCurrentIndex(max(0, self.findText(keep)))
+
+    def device(self) -> str:
+        return self.currentText() or "auto"
+
+    def set_device(self, name: str) -> None:
+        """Show ``name``; KtalError if it is not one of the devices that work here."""
+        from ...core.engine import parse_device
+
+        index = self.findText(parse_device(name))
+        if index < 0:
+            have = ", ".join(self.itemText(i) for i in range(self.count()))
+            raise KtalError(f"device '{name}' does not work here; choose from {have}")
+        self.setCurrentIndex(index)
 
 
 class PathField(QWidget):

@@ -37,7 +37,7 @@ from ..viewer_bindings import KEYS
 from ..volume_view import MODES as VIEW_MODES
 from ..volume_view import VolumeView
 from .common import swatch
-from .fields import RecipeCombo
+from .fields import DeviceCombo, RecipeCombo
 from .plot import CyclePlot
 
 
@@ -172,8 +172,7 @@ class SessionPanel(QWidget):
 
         settings = QWidget(self.tabs)
         self.recipe = RecipeCombo(settings)
-        self.device = QComboBox(settings)
-        self.device.setToolTip("Only devices that can run are listed; auto picks the first GPU, else the CPU")
+        self.device = DeviceCombo(settings)
         self.smoothing = QDoubleSpinBox(settings)
         self.smoothing.setRange(0.0, 4.0)
         self.smoothing.setSingleStep(0.25)
