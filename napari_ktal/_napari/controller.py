@@ -7,7 +7,7 @@ to show next) and runs the long jobs (import, a cycle's training, export) throug
 the view what changed through :class:`Hooks`, whose methods do nothing by default: the Qt
 widget fills them in; tests drive the controller alone.
 
-Auto-training: when every volume of the batch is labeled or skipped and "start the next cycle"
+Auto-training: when every volume of the batch is labeled or skipped and "Auto-train when the batch is done"
 is on, a cycle trains in the background while the user keeps browsing. A label of that batch
 taken back while it trains cancels it (it restarts when the batch is done again); a label
 changed in place is kept for the next cycle. Training runs in a thread of its own with a

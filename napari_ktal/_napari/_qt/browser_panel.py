@@ -32,7 +32,6 @@ class BrowserPanel(QTabWidget):
         self.addTab(self.review, "Review labels")
         self.addTab(self.examples, "Class examples")
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
-        self.setMinimumHeight(300)  # two rows of the gallery
         self._docked = False
         browser = widget.controller.browser
         self.gallery.thumbnail = browser.thumbnail

@@ -25,10 +25,17 @@ from ...core.project import JUNK_CLASS
 BROWSE = "Browse…"
 
 
-def _shrinkable(combo: QComboBox) -> None:
-    """Let a combo box be narrower than its longest item (the dock decides the width)."""
+def shrinkable(combo: QComboBox, tip_shows_text: bool = False) -> None:
+    """Let a combo box be narrower than its longest item (the dock decides the width).
+
+    ``tip_shows_text``: its tooltip starts with its current text (for items as long as a user
+    makes them, class names: the box may show them elided), then the tooltip it has now.
+    """
     combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
     combo.setMinimumContentsLength(10)
+    if tip_shows_text:
+        about = combo.toolTip()
+        combo.currentTextChanged.connect(lambda text: combo.setToolTip("\n".join(t for t in (text, about) if t)))
 
 
 class RecipeCombo(QComboBox):
@@ -44,7 +51,7 @@ class RecipeCombo(QComboBox):
             self.addItem(name, name)
         self.addItem(BROWSE, None)
         self.setCurrentIndex(max(0, self.findData(DEFAULT_RECIPE)))
-        _shrinkable(self)
+        shrinkable(self)
         self.setToolTip("Training recipe: network, epochs, batch sizes and the labeling budget.\n"
                         "quick: small and fast (CPU); paper-*: the paper's settings (GPU).")
         self._previous = self.currentIndex()
@@ -92,7 +99,7 @@ class DeviceCombo(QComboBox):
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
-        _shrinkable(self)
+        shrinkable(self)
         self.setToolTip("Where cycles train. Only devices that work here are listed;\n"
                         "auto: the first GPU if it works, else the CPU.")
         self.activated.connect(lambda _: self.deviceChosen.emit(self.device()))

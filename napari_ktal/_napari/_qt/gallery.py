@@ -30,6 +30,7 @@ from ...core.loop.session import CLASS_KEYS, class_of_key
 from ..palette import class_colors
 from ..thumbnails import MODES as THUMB_MODES
 from .common import ACTION_KEYS, event_key, pixmap_of
+from .elided import ElidedLabel
 from .gallery_cells import CELL, THUMB, CellDelegate, GalleryModel
 
 ORDERS = {"rank": "batch order", "teacher": "teacher's class", "score": "most uncertain first",
@@ -76,7 +77,8 @@ class GalleryView(QWidget):
             self.order.addItem(text, key)
         self.order.setToolTip("Order of the thumbnails (the teacher's class groups them)")
         self.summary = QLabel(self)
-        hint = QLabel("click: show · Ctrl/Shift-click: select several · class key: label the selection", self)
+        hint = ElidedLabel("click: show · Ctrl/Shift-click: select several · class key: label the selection", self,
+                           Qt.TextElideMode.ElideRight)
         hint.setStyleSheet("color: gray;")
         tools = QHBoxLayout()
         tools.addWidget(QLabel("Thumbnails", self))
@@ -97,6 +99,8 @@ class GalleryView(QWidget):
         self.list.setMovement(QListView.Movement.Static)
         self.list.setUniformItemSizes(True)
         self.list.setGridSize(CELL)
+        # at least one row of cells: more would not fit under napari's layer docks on an 800 px screen
+        self.list.setMinimumHeight(CELL.height() + 2 * self.list.frameWidth())
         self.list.setSpacing(0)
         self.list.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.list.setVerticalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)

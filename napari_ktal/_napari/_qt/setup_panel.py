@@ -23,7 +23,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from .fields import ClassListEditor, DeviceCombo, PathField, RecipeCombo, _shrinkable
+from .fields import ClassListEditor, DeviceCombo, PathField, RecipeCombo, shrinkable
 
 FROM_FOLDER = "Folder of MRC files"
 FROM_FILE = "MRC stack file or labels CSV"
@@ -56,7 +56,7 @@ class SetupPanel(QWidget):
 
         new_box = QGroupBox("Start a new project", self)
         self.source_kind = QComboBox(new_box)
-        _shrinkable(self.source_kind)
+        shrinkable(self.source_kind)
         self.source_kind.setToolTip("Where the subtomograms come from: files, or an Image layer\n"
                                     "holding one volume (z, y, x) or a stack (n, z, y, x)")
         self.source_path = PathField("folder with .mrc files", "Choose the folder of subtomograms")
