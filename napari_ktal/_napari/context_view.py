@@ -27,38 +27,29 @@ from .volume_view import VIEW_TAG, camera_of
 OUTLINE_COLOR = (1.0, 0.8, 0.0)  # #ffcc00: yellow reads on grey noise in both napari themes
 OUTLINE_SUBPIXELS = 2  # outline pixels per slab voxel: a line half a voxel wide
 FIT_MARGIN = 0.05  # of the canvas, around the slab (napari's reset_view leaves the same)
-_PAD = 1  # outline pixels around the slab: room for the line where the box touches the slab's edge
 
 
-def outline_image(shape_yx: tuple[int, int], box: tuple[int, int, int, int],
-                  subpixels: int = OUTLINE_SUBPIXELS) -> np.ndarray:
-    """A uint8 image, 1 on a line just outside the box and 0 elsewhere.
+def box_outline(shape_yx: tuple[int, int], box: tuple[int, int, int, int],
+                subpixels: int = OUTLINE_SUBPIXELS) -> tuple[np.ndarray, tuple[float, float]]:
+    """The box's outline as an image: 1 on a line just outside the box, 0 elsewhere.
 
     ``shape_yx``: the slab's (y, x) size in voxels; ``box``: (z0, y0, x0, side) in slab voxels
-    (a :class:`~napari_ktal.core.data.sites.SiteContext`'s ``box``). The image has ``subpixels``
-    pixels per voxel and one more pixel on every side, so the line is drawn even where the box
-    touches the slab's edge. Its pixel ``i`` covers slab coordinates
-    ``[(i - 1) / subpixels - 0.5, i / subpixels - 0.5]`` (voxel ``j`` of the slab covers
-    ``[j - 0.5, j + 0.5]``, the box ``[y0 - 0.5, y0 + side - 0.5]``); :func:`outline_translate`
-    places it.
+    (a :class:`~napari_ktal.core.data.sites.SiteContext`'s ``box``, which may reach past the slab
+    where the box crosses the tomogram's edge). The image has ``subpixels`` pixels per voxel and
+    covers the slab and the whole outline. Returns it and the slab coordinates (y, x) of its first
+    pixel's centre (slab voxel ``j`` covers ``[j - 0.5, j + 0.5]``, the box ``[y0 - 0.5, y0 + side - 0.5]``).
     """
     f = int(subpixels)
-    h, w = shape_yx
     _, y0, x0, side = box
-    out = np.zeros((h * f + 2 * _PAD, w * f + 2 * _PAD), np.uint8)
-    top, bottom = y0 * f + _PAD - 1, (y0 + side) * f + _PAD  # the rows just outside the box
-    left, right = x0 * f + _PAD - 1, (x0 + side) * f + _PAD
+    # fine grid index g covers slab coordinates [g / f - 0.5, (g + 1) / f - 0.5]: the box starts at g = y0 * f
+    top, bottom, left, right = y0 * f - 1, (y0 + side) * f, x0 * f - 1, (x0 + side) * f  # just outside it
+    lo_y, lo_x = min(0, top), min(0, left)
+    hi_y, hi_x = max(shape_yx[0] * f - 1, bottom), max(shape_yx[1] * f - 1, right)
+    out = np.zeros((hi_y - lo_y + 1, hi_x - lo_x + 1), np.uint8)
+    top, bottom, left, right = top - lo_y, bottom - lo_y, left - lo_x, right - lo_x
     out[top, left:right + 1] = out[bottom, left:right + 1] = 1
     out[top:bottom + 1, left] = out[top:bottom + 1, right] = 1
-    return out
-
-
-def outline_translate(origin_yx: tuple[int, int], voxel_size: float, subpixels: int = OUTLINE_SUBPIXELS
-                      ) -> tuple[float, float]:
-    """Where napari puts :func:`outline_image`'s first pixel centre (world units, with scale ``voxel_size / subpixels``)
-    for a slab whose first voxel is tomogram voxel ``origin_yx``."""
-    f = float(subpixels)
-    return tuple(voxel_size * (o - 0.5 + (0.5 - _PAD) / f) for o in origin_yx)
+    return out, ((lo_y + 0.5) / f - 0.5, (lo_x + 0.5) / f - 0.5)
 
 
 class ContextView:
@@ -91,10 +82,11 @@ class ContextView:
         slab = self.viewer.add_image(image, name=self.names[0], scale=(v, v), translate=(oy * v, ox * v),
                                      colormap="gray", contrast_limits=(lo, hi if hi > lo else lo + 1),
                                      metadata=meta, units="angstrom")
+        lines, (fy, fx) = box_outline(image.shape, context.box)
         outline = self.viewer.add_image(
-            outline_image(image.shape, context.box), name=self.names[1], scale=(v / OUTLINE_SUBPIXELS,) * 2,
-            translate=outline_translate((oy, ox), v), colormap=_outline_colormap(), contrast_limits=(0, 1),
-            blending="translucent", interpolation2d="nearest", metadata=meta, units="angstrom")
+            lines, name=self.names[1], scale=(v / OUTLINE_SUBPIXELS,) * 2, translate=((oy + fy) * v, (ox + fx) * v),
+            colormap=_outline_colormap(), contrast_limits=(0, 1), blending="translucent", interpolation2d="nearest",
+            metadata=meta, units="angstrom")
         self._layers = [slab, outline]
         self.viewer.layers.selection.active = slab  # its contrast is what a user may want to change
         if self._ndisplay is None:  # the first show since hide(): remember the view

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from pickfiles import blob_tomogram, random_positions, relion5_star, write_tomograms
 
-from napari_ktal._napari.context_view import OUTLINE_SUBPIXELS, outline_image, outline_translate
+from napari_ktal._napari.context_view import OUTLINE_SUBPIXELS, box_outline
 from napari_ktal._napari.controller import Controller, Hooks
 from napari_ktal.core.data.sites import site_context
 from napari_ktal.core.errors import KtalError
@@ -112,31 +112,29 @@ def test_no_context_for_a_project_of_subtomogram_files(project):
         site_context(project.pool, project.source_record(), 0)
 
 
-@pytest.mark.parametrize("box", [(0, 48, 48, 32), (0, 0, 0, 32), (0, 10, 90, 32)])  # centred; at two edges
+@pytest.mark.parametrize("box", [(0, 48, 48, 32), (0, 0, 0, 32), (0, 10, 90, 32), (0, -7, 100, 32)],
+                         ids=["centred", "at the slab's corner", "at its right edge", "past the tomogram's edges"])
 def test_box_outline_lies_just_outside_the_box(box):
-    """Every outline pixel (placed as napari places it) is within a line's width outside the box, and
-    the line closes around it: the box's voxels stay visible, and the outline is drawn at the slab's edge too."""
+    """Every outline pixel (placed as napari places it) is within a line's width outside the box, and the
+    line closes around it: the box's voxels stay visible, and the whole box is outlined, even where it
+    reaches past the slab (a pick near the tomogram's edge)."""
     shape, voxel = (128, 122), 10.0
     _, y0, x0, side = box
-    origin = (7, 3)  # the slab's first voxel in the tomogram
-    image = outline_image(shape, box)
+    origin = np.array([7, 3])  # the slab's first voxel in the tomogram
+    image, first = box_outline(shape, box)
     f = OUTLINE_SUBPIXELS
-    assert image.shape == (shape[0] * f + 2, shape[1] * f + 2)
+    assert all(first[k] <= 0.5 / f - 0.5 and image.shape[k] >= shape[k] * f for k in (0, 1))  # the slab is covered
     iy, ix = np.nonzero(image)
-    first = np.array(outline_translate(origin, voxel))
-    centres = first + np.stack([iy, ix], axis=1) * (voxel / f)  # world (y, x) of each outline pixel's centre
-    lo = (np.array(origin) + (y0, x0) - 0.5) * voxel  # the box's world corners (voxel j covers j +- 0.5)
+    centres = (origin + np.array(first) + np.stack([iy, ix], axis=1) / f) * voxel  # world (y, x), as napari puts them
+    lo = (origin + (y0, x0) - 0.5) * voxel  # the box's world corners (voxel j covers j +- 0.5)
     hi = lo + side * voxel
     half = voxel / f / 2
-    outside = (centres < lo) | (centres > hi)
-    assert outside.any(axis=1).all(), "an outline pixel covers a voxel of the box"
+    assert ((centres < lo) | (centres > hi)).any(axis=1).all(), "an outline pixel covers a voxel of the box"
     assert (centres > lo - 2 * half).all() and (centres < hi + 2 * half).all(), "an outline pixel is off the box"
-    # a closed ring: each side of the box has its line, corner to corner
-    for axis in (0, 1):
+    for axis in (0, 1):  # a closed ring: each side of the box has its line, corner to corner
         for edge in (lo[axis] - half, hi[axis] + half):
-            on = np.isclose(centres[:, axis], edge)
-            other = centres[on, 1 - axis]
-            assert on.any() and other.min() <= lo[1 - axis] - half + 1e-9 and other.max() >= hi[1 - axis] + half - 1e-9
+            other = centres[np.isclose(centres[:, axis], edge), 1 - axis]
+            assert other.size and other.min() <= lo[1 - axis] - half + 1e-9 and other.max() >= hi[1 - axis] + half - 1e-9
 
 
 def _pixels_in_world(layer) -> tuple[np.ndarray, np.ndarray]:
