@@ -76,7 +76,7 @@ class ContextView:
         self.remove_layers()
         v = context.voxel_size
         image = context.slab.mean(axis=0) if context.slab.size else np.zeros((1, 1), np.float32)
-        oz, oy, ox = context.origin
+        _, oy, ox = context.origin
         lo, hi = (float(p) for p in np.percentile(image, (1, 99.5)))
         meta = {VIEW_TAG: True}
         slab = self.viewer.add_image(image, name=self.names[0], scale=(v, v), translate=(oy * v, ox * v),

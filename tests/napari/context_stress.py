@@ -9,13 +9,12 @@ Prints one line per round and ``ok`` at the end; exits 1 if the view is wrong, -
 
 from __future__ import annotations
 
-import torch  # noqa: F401, I001  (before Qt, as in the tests' conftest)
-
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
+import torch  # noqa: F401  (imported before Qt, which main() imports: as in the tests' conftest)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: pickfiles, mrcfiles
 

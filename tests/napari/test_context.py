@@ -201,7 +201,7 @@ def test_keys_c_then_c_n_or_a_class_key_20_times_do_not_crash_napari():
     when the view switches back), then the project closes with the context shown."""
     env = dict(os.environ, PYTHONFAULTHANDLER="1", OMP_NUM_THREADS="1")  # a crash prints the Python stack
     run = subprocess.run([sys.executable, str(STRESS), str(STRESS_ROUNDS)], capture_output=True, text=True,
-                         env=env, timeout=STRESS_HANG_S)
+                         env=env, timeout=STRESS_HANG_S, check=False)
     output = run.stdout + run.stderr
     how = f"killed by {signal.Signals(-run.returncode).name}" if run.returncode < 0 else f"exit {run.returncode}"
     assert run.returncode == 0, f"{how}\n{output[-6000:]}"

@@ -129,8 +129,8 @@ def test_a_finished_batch_trains_the_next_cycle_in_the_background(ctl, project, 
     _label_batch(controller, sim_truth)
     assert s.phase is Phase.READY and runner.running(TRAIN) is not None and controller.training
     assert ("job_changed", TRAIN, True) in hooks.calls
-    assert hooks.said("status")[-1] == (f"Training cycle 0 with {len(s.labels)} labeled volumes on the CPU. "
-                                        "You can keep browsing and relabeling.",)
+    assert hooks.said("status")[-1] == ((f"Training cycle 0 with {len(s.labels)} labeled volumes on the CPU. "
+                                         "You can keep browsing and relabeling."),)
     runner.run()
     assert s.cycle == 1 and s.phase is Phase.LABELING and not controller.training
     assert any(text.startswith("Cycle 0 trained on") for (text,) in hooks.said("status"))

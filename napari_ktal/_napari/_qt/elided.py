@@ -10,7 +10,14 @@ what they hide.
 from __future__ import annotations
 
 from qtpy.QtCore import QSize, Qt
-from qtpy.QtWidgets import QLabel, QPushButton, QSizePolicy, QStyle, QStyleOptionButton, QStylePainter
+from qtpy.QtWidgets import (
+    QLabel,
+    QPushButton,
+    QSizePolicy,
+    QStyle,
+    QStyleOptionButton,
+    QStylePainter,
+)
 
 MIN_CHARS = "MMMM"  # the least a squeezed label or button shows: about four characters and "…"
 

@@ -134,7 +134,13 @@ def test_classes_rename_remove_and_blockers(project):
 
 # -- more than nine classes, corrections, bulk labels, undo across batches ------------------------
 def test_class_keys_reach_past_nine_and_skip_the_action_keys():
-    from napari_ktal.core.loop.session import CLASS_KEYS, class_for_key, class_of_key, key_of_class, keys_of_classes
+    from napari_ktal.core.loop.session import (
+        CLASS_KEYS,
+        class_for_key,
+        class_of_key,
+        key_of_class,
+        keys_of_classes,
+    )
 
     assert [key_of_class(k) for k in range(11)] == list("1234567890Q")
     assert class_of_key("0") == 9 and class_of_key("q") == 10 and class_of_key("N") is None
