@@ -86,6 +86,7 @@ def test_gallery_multi_select_bulk_assign_sort_and_thumbnails(make_widget, qtbot
     assert [(r["op"], r["label"], r["cycle"]) for r in new] == [("set", s.classes[2], 1)] * 2
     assert s.phase is Phase.READY
     _label_chip_is_readable_on_the_selection(g, s.classes[2])
+    assert g.model.data(g.model.index(0), Qt.ItemDataRole.ToolTipRole).endswith(f"your label: {s.classes[2]}")
     press(qtbot, g.list, "u")  # one undo takes both back
     assert all(s.label_of(q.index) is None for q in s.batch)
 

@@ -117,6 +117,10 @@ def test_every_text_of_the_dock_is_readable_at_1280x800(make_widget, qtbot, proj
         laid_out(qtbot, browser.currentWidget(), browser)
         problems += [f"{browser.tabText(k)}: {p}" for p in unreadable(browser, browser)]
     assert not problems, "\n".join(problems)
+    # what just happened (an undo, a key with no class, training) shows without scrolling the dock
+    session_page.verticalScrollBar().setValue(0)
+    shown = _global_rect(session_page.viewport())
+    assert shown.contains(_global_rect(widget.panel.status)), "the status line is below the fold"
     # the long class name is elided on its button, whole in the tooltip
     button = widget.panel.class_buttons[s.classes.index(LONG_NAMES[0])]
     assert isinstance(button, ElidedButton) and button.elided and LONG_NAMES[0] in button.toolTip()

@@ -88,7 +88,7 @@ class GalleryView(QWidget):
         tools.addWidget(self.summary, 1)
         tools.addWidget(hint)
 
-        self.model = GalleryModel(self)
+        self.model = GalleryModel(self, label_of=self.label_of)
         self.list = _List(self)
         self.list.setModel(self.model)
         self.list.setItemDelegate(CellDelegate(self))

@@ -26,8 +26,10 @@ CHIP_PADDING = 4  # pixels either side of a label's text in its chip
 class GalleryModel(QAbstractListModel):
     """The batch in display order; the view's state (labels, thumbnails) is read when painting."""
 
-    def __init__(self, parent=None):
+    def __init__(self, parent=None, label_of=lambda index: None):
+        """``label_of(pool index)``: the volume's label or None (for the tooltip)."""
         super().__init__(parent)
+        self.label_of = label_of
         self.rows: list = []  # QueryItem per row, in display order
         self.position: dict[int, int] = {}  # pool index -> batch position
         self._rows_by_index: dict[int, int] = {}
@@ -46,7 +48,9 @@ class GalleryModel(QAbstractListModel):
         if role == Qt.ItemDataRole.ToolTipRole:
             score = "random pick" if math.isnan(item.score) else f"uncertainty {item.score:.3g}"
             teacher = f"teacher: {item.predicted} {100 * item.confidence:.0f}%" if item.predicted else "no teacher yet"
-            return f"#{self.position.get(item.index, 0) + 1} {item.key} · {score} · {teacher}"
+            label = self.label_of(item.index)
+            yours = f" · your label: {label}" if label is not None else ""  # a cell elides a long class name
+            return f"#{self.position.get(item.index, 0) + 1} {item.key} · {score} · {teacher}{yours}"
         return None
 
     def set_rows(self, rows: list, positions: dict[int, int]) -> None:

@@ -173,7 +173,9 @@ class SessionPanel(QWidget):
         self.progress = ProgressBar(train_box)
         self.progress.setTextVisible(True)
         self.progress.show_progress("idle", 0, 1)
-        self.status = QLabel(train_box)
+        # what just happened (training, an undo, a key with no class): near the top, where a
+        # 1280 x 800 screen shows it without scrolling the dock
+        self.status = QLabel(self)
         self.status.setWordWrap(True)
         # room for two lines, so a longer message does not reflow the dock (and redraw the plot)
         self.status.setMinimumHeight(2 * self.status.fontMetrics().lineSpacing())
@@ -188,7 +190,6 @@ class SessionPanel(QWidget):
         train_layout.addWidget(self.auto_train)
         train_layout.addWidget(self.progress)  # a row of its own: room for "epoch 5/30 · ~1 min left"
         train_layout.addLayout(buttons)
-        train_layout.addWidget(self.status)
 
         # -- tabs: the plot; the project's settings ---------------------------------------------
         self.tabs = QTabWidget(self)
@@ -237,7 +238,7 @@ class SessionPanel(QWidget):
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        for w in (self.title, self.summary, vol_box, self.class_box, train_box, self.tabs):
+        for w in (self.title, self.summary, self.status, vol_box, self.class_box, train_box, self.tabs):
             layout.addWidget(w)
         layout.addStretch(1)
 
