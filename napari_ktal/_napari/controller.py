@@ -226,9 +226,13 @@ class Controller:
 
     @device.setter
     def device(self, name: str) -> None:
+        """KtalError for a name ``--device`` would not take, or a device that does not work here."""
         from ..core.engine import parse_device
 
-        self._device = parse_device(name)
+        device = parse_device(name)
+        if device not in self.devices():
+            raise KtalError(f"device '{device}' does not work here; choose from {', '.join(self.devices())}")
+        self._device = device
 
     def devices(self) -> list[str]:
         """The devices that work here ('auto' first, 'cpu' last); probed once."""

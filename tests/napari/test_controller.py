@@ -366,4 +366,6 @@ def test_the_device_in_words_never_reads_as_started_automatically():
     assert on_cpu.device_text() == "the CPU (device: auto)"
     with pytest.raises(KtalError, match="unknown device 'tpu'"):
         on_cpu.device = "tpu"
+    with pytest.raises(KtalError, match="device 'cuda:0' does not work here; choose from auto, cpu"):
+        on_cpu.device = "cuda"
     assert on_cpu.device == "auto"
