@@ -2,6 +2,8 @@
 
     xvfb-run -a -s "-screen 0 1600x1000x24" python docs/screenshots/make_screenshots.py
 
+- ``window-1280x800.png``: the whole napari window on a laptop screen, as napari opens (layer
+  controls and layer list shown), with the project open: every text of the docks readable;
 - ``widget.png``: the dock and the current volume (1280 x 800);
 - ``gallery.png``: the batch gallery below the canvas, sorted by the teacher's class, three
   volumes selected for one key press (1280 x 900);
@@ -72,10 +74,6 @@ def main() -> int:
         app = QApplication.instance()
         window = viewer.window._qt_window
         window.resize(1280, 800)
-        # give the canvas the room napari's layer list and controls take by default
-        # (View > Layer List / Layer Controls bring them back)
-        viewer.window._qt_viewer.dockLayerList.hide()
-        viewer.window._qt_viewer.dockLayerControls.hide()
         widget = ActiveLearningWidget(viewer)
         viewer.window.add_dock_widget(widget, name="Active learning", area="right")
         widget.panel.auto_train.setChecked(False)
@@ -85,12 +83,26 @@ def main() -> int:
             settle(app, rounds=1)
             if browser.teacher is not None and all(browser.thumbnail(q.index) is not None for q in s.batch):
                 break
+        # four volumes labeled at once (a gallery selection) and taken back: the status line says what went
+        widget.assign_to([q.index for q in s.batch[9:13]], NAMES[0])
+        widget.undo()
         s.go_to(8)
         widget.show_current()
         settle(app)
         widget.view.fit()  # now that the docks have taken their room
         settle(app)
         shots = []
+        path = OUT / "window-1280x800.png"
+        viewer.screenshot(str(path), canvas_only=False, flash=False)
+        shots.append(path)
+
+        # give the canvas the room napari's layer list and controls take by default
+        # (View > Layer List / Layer Controls bring them back)
+        viewer.window._qt_viewer.dockLayerList.hide()
+        viewer.window._qt_viewer.dockLayerControls.hide()
+        settle(app)
+        widget.view.fit()
+        settle(app)
         path = OUT / "widget.png"
         viewer.screenshot(str(path), canvas_only=False, flash=False)
         shots.append(path)

@@ -7,7 +7,7 @@ to show next) and runs the long jobs (import, a cycle's training, export) throug
 the view what changed through :class:`Hooks`, whose methods do nothing by default: the Qt
 widget fills them in; tests drive the controller alone.
 
-Auto-training: when every volume of the batch is labeled or skipped and "start the next cycle"
+Auto-training: when every volume of the batch is labeled or skipped and "Auto-train when the batch is done"
 is on, a cycle trains in the background while the user keeps browsing. A label of that batch
 taken back while it trains cancels it (it restarts when the batch is done again); a label
 changed in place is kept for the next cycle. Training runs in a thread of its own with a
@@ -149,20 +149,106 @@ def export_job(root: Path, out: Path, device_name: str, on_progress=None, should
     return write_predictions(Project(root), out, resolve_device(device_name), on_progress, should_stop)
 
 
+UNDO_NAMES = 4  # volumes an undo message names; more are counted
+
+
+def undo_message(step, keys, cycle: int) -> str:
+    """What undoing ``step`` (the session's changes of one undo step) took back, and what the volumes are now.
+
+    ``keys``: the pool's volume names; ``cycle``: the batch on screen. A step of an earlier batch
+    is visited (its first volume), so the message says how to label it and how to get back.
+    """
+    given: dict[tuple, list] = {}
+    for c in step:
+        given.setdefault((c.after, c.after_skipped), []).append(c)
+    what = []
+    for (label, skipped), changes in given.items():
+        volumes = _volumes(changes, keys)
+        what.append(f"the skip of {volumes}" if skipped else
+                    f"taking back the label of {volumes}" if label is None else f"{label} on {volumes}")
+    now: dict[str, int] = {}
+    for c in step:
+        state = c.before if c.before is not None else "skipped" if c.before_skipped else "unlabeled"
+        now[state] = now.get(state, 0) + 1
+    if len(step) == 1:
+        again = f"it is {next(iter(now))} again"
+    elif len(now) == 1:
+        again = f"all {len(step)} are {next(iter(now))} again"
+    else:
+        again = ", ".join(f"{n} {state} again" for state, n in now.items())
+    text = f"Undone: {'; '.join(what)}: {again}."
+    earlier = step[0].cycle
+    if earlier != cycle:
+        where, shown = ("It is", "") if len(step) == 1 else ("They are", f"; {keys[step[0].index]} is shown")
+        text += (f" {where} from the batch of cycle {earlier}{shown}: a label key now labels it, "
+                 "N goes back to the batch.")
+    return text
+
+
+def _volumes(changes, keys) -> str:
+    """'sub_1.mrc', or '3 volumes (sub_1.mrc, sub_2.mrc, sub_3.mrc)', naming UNDO_NAMES at most."""
+    if len(changes) == 1:
+        return keys[changes[0].index]
+    names = [keys[c.index] for c in changes[:UNDO_NAMES]]
+    more = f" and {len(changes) - UNDO_NAMES} more" if len(changes) > UNDO_NAMES else ""
+    return f"{len(changes)} volumes ({', '.join(names)}{more})"
+
+
+def _sentence(text: str) -> str:
+    """A core message as a status line: capitalised, with a full stop."""
+    return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
+
+
 class Controller:
     """The dock's logic over one open project at a time."""
 
-    def __init__(self, runner: Runner, hooks: Hooks | None = None, seed: int = DEFAULT_SEED):
+    def __init__(self, runner: Runner, hooks: Hooks | None = None, seed: int = DEFAULT_SEED,
+                 devices: list[str] | None = None):
+        """``devices``: those that work here, as :func:`~napari_ktal.core.engine.available_devices`
+        lists them; probed on first use if not given."""
         self.runner = runner
         self.hooks = hooks or Hooks()
         self.seed = seed
         self.session: LabelingSession | None = None
         self.auto_train = True
-        self.device = "auto"
+        self._devices = devices
+        self._device = "auto"
         self._train_cycle: int | None = None  # the batch's cycle the running training was started for
         self._start_when_free = False  # the batch got done while a cancelled cycle was stopping
         self._last_progress = (0.0, None)  # (when, epoch) of the last progress shown
         self.browser = Browser(self)
+
+    # -- device --------------------------------------------------------------------------------
+    @property
+    def device(self) -> str:
+        """Where cycles train, as ``--device`` names it (auto, cpu, cuda:N)."""
+        return self._device
+
+    @device.setter
+    def device(self, name: str) -> None:
+        """KtalError for a name ``--device`` would not take, or a device that does not work here."""
+        from ..core.engine import parse_device
+
+        device = parse_device(name)
+        if device not in self.devices():
+            raise KtalError(f"device '{device}' does not work here; choose from {', '.join(self.devices())}")
+        self._device = device
+
+    def devices(self) -> list[str]:
+        """The devices that work here ('auto' first, 'cpu' last); probed once."""
+        if self._devices is None:
+            from ..core.engine import available_devices
+
+            self._devices = available_devices()
+        return self._devices
+
+    def device_text(self) -> str:
+        """Where training runs, in words: 'the CPU', 'cuda:1', 'the CPU (device: auto)'."""
+        from ..core.engine import auto_device
+
+        actual = auto_device(self.devices()) if self._device == "auto" else self._device
+        words = "the CPU" if actual == "cpu" else actual
+        return f"{words} (device: auto)" if self._device == "auto" else words
 
     # -- projects --------------------------------------------------------------------------
     def open_project(self, root: str | Path) -> LabelingSession:
@@ -271,17 +357,27 @@ class Controller:
         s.assign(label)
         self._after_change(changed_label=before is not None and before != label)
 
-    def assign_number(self, number: int) -> None:
-        if number <= len(self.session.classes):
-            self.assign(self.session.classes[number - 1])
-
     def assign_key(self, key: str) -> None:
-        """A class key (1-9, 0, then letters) pressed: label with its class, if there is one."""
-        from ..core.loop.session import class_of_key
+        """A class key (1-9, 0, then letters) pressed over the viewer: label with its class, or say there is none."""
+        label = self.class_of_key(key)
+        if label is not None:
+            self.assign(label)
 
-        k = class_of_key(key)
-        if k is not None and k < len(self.session.classes):
-            self.assign(self.session.classes[k])
+    def assign_key_to(self, indices, key: str) -> None:
+        """A class key pressed in the gallery or the review table: label ``indices``, or say there is no such class."""
+        label = self.class_of_key(key)
+        if label is not None:
+            self.assign_to(indices, label)
+
+    def class_of_key(self, key: str) -> str | None:
+        """The class ``key`` labels with; None, with a status line that says so, if the project has none on it."""
+        from ..core.loop.session import class_for_key
+
+        try:
+            return class_for_key(self.session.classes, key)
+        except KtalError as exc:
+            self.hooks.status(_sentence(str(exc)))
+            return None
 
     def assign_to(self, indices, label: str) -> None:
         """Give ``label`` to several volumes at once (the gallery's selection): one undo step."""
@@ -311,15 +407,11 @@ class Controller:
         self._after_change()
 
     def undo(self) -> None:
+        """Undo the last step (one label, a skip, or a bulk assignment) and say what it took back."""
         s = self.session
-        change = s.undo()
-        if change is None:
-            return
-        if change.cycle != s.cycle:
-            restored = s.label_of(change.index) or ("skipped" if s.is_skipped(change.index) else "unlabeled")
-            self.hooks.status(f"Undone: {s.project.pool.keys[change.index]} (batch of cycle {change.cycle}) is "
-                              f"{restored} again; a label key now labels it, N goes back to the batch.")
-        self._after_change(changed_label=True)
+        step = s.undo()
+        if step:
+            self._after_change(changed_label=True, note=undo_message(step, s.project.pool.keys, s.cycle))
 
     def next(self) -> None:
         self.session.next()
@@ -339,16 +431,20 @@ class Controller:
         self.session.visit(index)
         self.hooks.show()
 
-    def _after_change(self, changed_label: bool = False) -> None:
-        """After a label change: show the (new) current volume; train, or stop training."""
+    def _after_change(self, changed_label: bool = False, note: str = "") -> None:
+        """After a label change: show the (new) current volume; train, or stop training. ``note``
+        goes to the status line, before what training makes of the change."""
         session = self.session
+        training = ""
         if self._train_cycle == session.cycle and self.runner.running(TRAIN):
             if session.phase is Phase.LABELING:
                 self.runner.cancel(TRAIN)
-                self.hooks.status("The batch changed while training: training stopped. It restarts "
-                                  "when every volume of the batch is labeled or skipped.")
+                training = ("The batch changed while training: training stopped. It restarts "
+                            "when every volume of the batch is labeled or skipped.")
             elif changed_label:
-                self.hooks.status("A label changed after training started; it counts from the next cycle.")
+                training = "A label changed after training started; it counts from the next cycle."
+        if note or training:
+            self.hooks.status(" ".join(part for part in (note, training) if part))
         self.hooks.show()
         self.hooks.labels_changed()
         self.maybe_start_training()
@@ -436,7 +532,7 @@ class Controller:
         self._train_cycle = s.cycle
         cycle = s.project.trained_cycles
         self.hooks.progress(f"cycle {cycle}: starting", 0, 0)
-        self.hooks.status(f"Training cycle {cycle} on {len(s.labels)} labeled volumes ({self.device}). "
+        self.hooks.status(f"Training cycle {cycle} with {len(s.labels)} labeled volumes on {self.device_text()}. "
                           "You can keep browsing and relabeling.")
         job = partial(train_job, s.project.root, self.device, self.seed, worker_threads())
         self.hooks.job_changed(TRAIN, True)

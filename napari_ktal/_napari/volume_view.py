@@ -36,6 +36,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .layer_removal import remove_layers
+
 VIEW_TAG = "napari-ktal view"  # layer metadata key that marks our layers
 GAP = 0.12  # gap between grid cells, as a fraction of the box
 RENDERING = "mip"
@@ -64,6 +66,11 @@ def view_data(volume: np.ndarray, smoothing: float = 1.0, invert: bool = True) -
         v = gaussian_filter(v, smoothing, mode="nearest")
     cz, cy, cx = (s // 2 for s in v.shape)
     return ViewData(v, v[cz], v[:, cy, :], v[:, :, cx], _limits(v), _limits(v.max(axis=0)))
+
+
+def camera_of(viewer):
+    """The viewer's camera: ``viewer.scene.camera`` since napari 0.9, ``viewer.camera`` before."""
+    return getattr(viewer, "scene", viewer).camera
 
 
 def _limits(values: np.ndarray) -> tuple[float, float]:
@@ -147,8 +154,7 @@ class VolumeView:
         want = len(self.names) + (self.mode == "3d")  # + the captions
         if len(self.all_layers) == want and len(self._layers) == len(self.names):
             return False
-        for layer in self.all_layers:  # a user deleted some: start over with a clean set
-            self.viewer.layers.remove(layer)
+        remove_layers(self.viewer, self.all_layers)  # a user deleted some: start over with a clean set
         common = {"colormap": "gray", "metadata": {VIEW_TAG: True}, "units": "angstrom"}
         self._captions = None
         if self.mode == "panels":
@@ -237,8 +243,7 @@ class VolumeView:
     def fit(self) -> None:
         """Fit the grid in the canvas, with a margin for the captions and the text overlay."""
         self.viewer.reset_view()
-        camera = getattr(self.viewer, "scene", self.viewer).camera  # viewer.scene since napari 0.9
-        camera.zoom *= 0.85
+        camera_of(self.viewer).zoom *= 0.85
 
     def refresh(self) -> None:
         """Show the last volume again (after a change of smoothing or contrast inversion)."""
@@ -246,6 +251,5 @@ class VolumeView:
             self.show(*self._last)
 
     def remove(self) -> None:
-        for layer in self.all_layers:
-            self.viewer.layers.remove(layer)
+        remove_layers(self.viewer, self.all_layers)
         self._layers, self._captions, self._geometry, self._last = [], None, None, None

@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from napari_ktal._napari.controller import TRAIN, Controller, Hooks
+from napari_ktal._napari.controller import TRAIN, Controller, Hooks, undo_message
 from napari_ktal.core.errors import Cancelled, KtalError
 from napari_ktal.core.loop import Phase
+from napari_ktal.core.loop.session import Change
 from napari_ktal.core.progress import Progress
 from napari_ktal.core.project import ProjectLocked
 
@@ -128,6 +129,8 @@ def test_a_finished_batch_trains_the_next_cycle_in_the_background(ctl, project, 
     _label_batch(controller, sim_truth)
     assert s.phase is Phase.READY and runner.running(TRAIN) is not None and controller.training
     assert ("job_changed", TRAIN, True) in hooks.calls
+    assert hooks.said("status")[-1] == ((f"Training cycle 0 with {len(s.labels)} labeled volumes on the CPU. "
+                                         "You can keep browsing and relabeling."),)
     runner.run()
     assert s.cycle == 1 and s.phase is Phase.LABELING and not controller.training
     assert any(text.startswith("Cycle 0 trained on") for (text,) in hooks.said("status"))
@@ -257,8 +260,11 @@ def test_corrections_bulk_labels_visits_and_undo_across_batches(ctl, project, si
     assert a.index not in s.labels and b.index not in s.labels
     controller.visit(a.index)
     assert s.current_index == a.index
-    controller.assign_key("9")  # no 9th class: nothing happens
+    controller.assign_key("9")  # no 9th class: nothing is labeled, and the status line says so
     assert a.index not in s.labels
+    assert hooks.said("status")[-1] == ("No class on key 9: this project has 3 classes (keys 1-3).",)
+    controller.assign_key_to([a.index], "q")  # the gallery's or review's selection: the same
+    assert a.index not in s.labels and "No class on key Q" in hooks.said("status")[-1][0]
 
 
 def test_the_cycle_status_says_how_long_labeling_and_training_took(ctl, project, sim_truth):
@@ -311,3 +317,55 @@ def test_progress_updates_are_throttled_but_epochs_and_the_end_get_through(ctl):
     assert hooks.said("progress")[-1] == ("cycle 0: epoch 1/2 · loss 0.500 · ~0 s left", 50, 100)
     controller.on_progress(Progress("train", 1, 50, cycle=0, epoch=2, epochs=2, elapsed=0.6))
     assert hooks.said("progress")[-1][1] == 51  # a new epoch is shown at once
+
+
+def test_undoing_a_bulk_assignment_says_what_it_took_back(ctl, project):
+    """The issue: undoing 4 labels given at once named one volume ("Undone: sub_000069.mrc ... unlabeled again")."""
+    controller, runner, hooks = ctl
+    s = controller.open_project(project.root)
+    a, b, c = s.batch
+    keys = s.project.pool.keys
+    controller.assign_to([b.index], s.classes[0])
+    controller.assign_to([a.index, b.index, c.index], s.classes[2])  # the gallery's selection, one undo step
+    assert runner.running(TRAIN) is not None  # the batch is done: it trains
+    controller.undo()
+    (said,) = hooks.said("status")[-1]
+    assert said.startswith(
+        f"Undone: {s.classes[2]} on 3 volumes ({keys[a.index]}, {keys[b.index]}, {keys[c.index]}): "
+        f"2 unlabeled again, 1 {s.classes[0]} again. ")
+    assert "training stopped" in said  # and what that did to training, in the same line
+    assert s.labels == {b.index: s.classes[0]} and runner.running(TRAIN) is None
+
+
+def test_undo_message_names_a_few_volumes_counts_the_rest_and_says_where_they_come_from():
+    keys = [f"sub_{i:06d}.mrc" for i in range(100)]
+    bulk = tuple(Change(i, None, None, False, cycle=2, after="ribosome") for i in (69, 70, 71, 72, 73, 74))
+    assert undo_message(bulk, keys, cycle=2) == (
+        "Undone: ribosome on 6 volumes (sub_000069.mrc, sub_000070.mrc, sub_000071.mrc, sub_000072.mrc and 2 more): "
+        "all 6 are unlabeled again.")
+    assert undo_message(bulk[:1], keys, cycle=3) == (
+        "Undone: ribosome on sub_000069.mrc: it is unlabeled again. It is from the batch of cycle 2: a label key "
+        "now labels it, N goes back to the batch.")
+    assert undo_message(bulk[:2], keys, cycle=3).endswith(
+        "They are from the batch of cycle 2; sub_000069.mrc is shown: a label key now labels it, N goes back to the "
+        "batch.")
+    skip = (Change(5, 0, "junk", False, cycle=2, after_skipped=True),)
+    assert undo_message(skip, keys, cycle=2) == "Undone: the skip of sub_000005.mrc: it is junk again."
+    taken_back = (Change(7, None, "ribosome", False, cycle=2),)
+    assert undo_message(taken_back, keys, cycle=2) == (
+        "Undone: taking back the label of sub_000007.mrc: it is ribosome again.")
+
+
+def test_the_device_in_words_never_reads_as_started_automatically():
+    """The status line said "(auto)", which read as "started automatically"; it names the device now."""
+    on_gpu = Controller(SerialRunner(), Recorder(), devices=["auto", "cuda:0", "cuda:1", "cpu"])
+    assert on_gpu.device == "auto" and on_gpu.device_text() == "cuda:0 (device: auto)"
+    on_gpu.device = "CUDA:1"
+    assert on_gpu.device == "cuda:1" and on_gpu.device_text() == "cuda:1"
+    on_cpu = Controller(SerialRunner(), Recorder(), devices=["auto", "cpu"])
+    assert on_cpu.device_text() == "the CPU (device: auto)"
+    with pytest.raises(KtalError, match="unknown device 'tpu'"):
+        on_cpu.device = "tpu"
+    with pytest.raises(KtalError, match="device 'cuda:0' does not work here; choose from auto, cpu"):
+        on_cpu.device = "cuda"
+    assert on_cpu.device == "auto"

@@ -1,6 +1,8 @@
 """The gallery, the review table, class keys past nine and undo across batches, driven in a real
 napari window (run under ``xvfb-run -a``) with real mouse clicks and key presses."""
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -26,6 +28,31 @@ def canvas(viewer):
 def click_cell(qtbot, gallery, row: int, modifier=Qt.KeyboardModifier.NoModifier) -> None:
     rect = gallery.list.visualRect(gallery.model.index(row))
     qtbot.mouseClick(gallery.list.viewport(), Qt.MouseButton.LeftButton, modifier, rect.center())
+
+
+def _label_chip_is_readable_on_the_selection(gallery, label: str) -> None:
+    """Below each selected cell's thumbnail the label is a chip of its class colour (a long run of exactly
+    that colour), with black or white text on it: never class-coloured text on the grey selection."""
+    from qtpy.QtGui import QColor
+
+    from napari_ktal._napari._qt.gallery_cells import THUMB
+    from napari_ktal._napari.palette import contrast_ratio
+
+    image = gallery.list.viewport().grab().toImage()
+    ratio = image.devicePixelRatio()
+    color = gallery.colors[label]
+    chip = QColor(color).rgb()
+    for row in range(gallery.model.rowCount()):
+        assert gallery.list.selectionModel().isSelected(gallery.model.index(row))
+        cell = gallery.list.visualRect(gallery.model.index(row))
+        x0, x1 = int(cell.left() * ratio), int(cell.right() * ratio)
+        below = range(int((cell.top() + THUMB + 10) * ratio), int(cell.bottom() * ratio))  # under the frame
+        rows = [[image.pixel(x, y) for x in range(x0, x1)] for y in below]
+        runs = [max((len(list(g)) for v, g in itertools.groupby(r) if v == chip), default=0) for r in rows]
+        assert max(runs) >= 20 * ratio, f"cell {row}: no chip of {color} under the thumbnail"
+        on_chip = {v for r, n in zip(rows, runs) if n >= 20 * ratio for v in r}
+        best = max(contrast_ratio(QColor(v).name(), color) for v in on_chip)
+        assert best >= 4.5, f"cell {row}: the label's text contrasts {best:.1f}:1 with its chip"
 
 
 def trained_once(project, sim_truth, tiny_recipe):
@@ -58,6 +85,8 @@ def test_gallery_multi_select_bulk_assign_sort_and_thumbnails(make_widget, qtbot
     new = project.journal.records()[records:]
     assert [(r["op"], r["label"], r["cycle"]) for r in new] == [("set", s.classes[2], 1)] * 2
     assert s.phase is Phase.READY
+    _label_chip_is_readable_on_the_selection(g, s.classes[2])
+    assert g.model.data(g.model.index(0), Qt.ItemDataRole.ToolTipRole).endswith(f"your label: {s.classes[2]}")
     press(qtbot, g.list, "u")  # one undo takes both back
     assert all(s.label_of(q.index) is None for q in s.batch)
 
@@ -141,6 +170,15 @@ def test_a_tenth_and_eleventh_class_by_key_with_their_keys_and_colours_on_the_bu
     assert s.label_of(first.index) == "kind_9" and s.label_of(second.index) == "kind_10"
     g = widget.browser_panel.gallery
     assert g.colors["kind_9"] != g.colors["kind_10"]
+    # a key with no class labels nothing, and says so (in the viewer and in the gallery)
+    labels = dict(s.labels)
+    press(qtbot, canvas(viewer), "w")
+    assert s.labels == labels
+    assert widget.panel.status.text() == "No class on key W: this project has 11 classes (keys 1-9, 0, Q)."
+    widget.panel.status.clear()
+    click_cell(qtbot, g, 0)
+    press(qtbot, g.list, "e")
+    assert s.labels == labels and widget.panel.status.text().startswith("No class on key E:")
 
 
 def test_undo_across_a_batch_boundary_by_key(make_widget, qtbot, project, sim_truth):

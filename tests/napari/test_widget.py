@@ -248,6 +248,34 @@ def test_classes_errors_and_export(make_widget, qtbot, project, sim_truth, tiny_
     assert len(lines) == 1 + len(s.project.pool)
 
 
+def test_the_setup_page_chooses_the_device_the_project_tab_shows(make_widget, qtbot, project):
+    """The README's setup page has a device: only devices that work, named as --device names them."""
+    from napari.utils.notifications import notification_manager
+
+    from napari_ktal.core.engine import available_devices
+
+    viewer, widget = make_widget()
+    setup, tab = widget.setup.device, widget.panel.device
+    assert setup.isVisibleTo(widget.setup)
+    offered = [setup.itemText(i) for i in range(setup.count())]
+    assert offered == available_devices() == [tab.itemText(i) for i in range(tab.count())]
+    assert setup.device() == tab.device() == widget.controller.device == "auto"
+    setup.setCurrentIndex(setup.findText("cpu"))
+    setup.activated.emit(setup.currentIndex())  # as the user's choice is announced
+    assert widget.controller.device == "cpu" and tab.device() == "cpu"
+    shown: list[str] = []
+    notification_manager.notification_ready.connect(lambda n: shown.append(str(n.message)))
+    widget.set_device("tpu")  # not a device: said, and nothing changes
+    assert any("unknown device 'tpu'" in m for m in shown) and widget.controller.device == "cpu"
+    widget.panel.auto_train.setChecked(False)
+    s = widget.open_project(project.root)
+    for _ in range(2):
+        widget.assign(s.classes[0])
+    widget.start_training()
+    assert widget.panel.status.text().startswith("Training cycle 0 with 2 labeled volumes on the CPU.")
+    widget.cancel_training()
+
+
 def test_create_project_from_an_image_layer(make_widget, qtbot, tmp_path):
     from napari_ktal._napari.sample_data import simulated_subtomograms
     viewer, widget = make_widget()

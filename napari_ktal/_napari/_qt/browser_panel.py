@@ -32,7 +32,6 @@ class BrowserPanel(QTabWidget):
         self.addTab(self.review, "Review labels")
         self.addTab(self.examples, "Class examples")
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
-        self.setMinimumHeight(300)  # two rows of the gallery
         self._docked = False
         browser = widget.controller.browser
         self.gallery.thumbnail = browser.thumbnail
@@ -45,9 +44,11 @@ class BrowserPanel(QTabWidget):
         g = self.gallery
         g.goToRequested.connect(w.go_to)
         g.assignRequested.connect(w.assign_to)
+        g.classKeyPressed.connect(w.assign_key_to)
         g.actionRequested.connect(lambda name: getattr(w, name)())
         g.modeChosen.connect(lambda mode: c.browser.set_settings(mode=mode))
         self.review.relabelRequested.connect(w.assign_to)
+        self.review.classKeyPressed.connect(w.assign_key_to)
         self.review.unlabelRequested.connect(w.unlabel_many)
         self.review.visitRequested.connect(w.visit)
         self.review.undoRequested.connect(w.undo)

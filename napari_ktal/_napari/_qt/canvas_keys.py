@@ -9,6 +9,9 @@ go to napari as before. The same keys stay bound in napari too (a viewer without
 canvas, or a napari whose canvas this cannot reach, still works through them).
 
 Held down, N and P keep moving; a held class key, S or U acts once (no accidental labels).
+A class key with no class in the project (Q in a project of 4 classes) is handed to
+``unbound_class_key`` (the widget says so in the status line) and then to napari, whose own
+keys (X, Y, Z, O orient a 3D plane) keep working.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import weakref
 
 from qtpy.QtCore import QEvent, QObject
 
+from ...core.loop.session import CLASS_KEYS
 from ..viewer_bindings import KEYS, KeyBindings
 from .common import event_key
 
@@ -25,9 +29,10 @@ REPEATABLE = {KEYS["next"], KEYS["previous"]}
 
 
 class CanvasKeys(QObject):
-    def __init__(self, bindings: KeyBindings, parent=None):
+    def __init__(self, bindings: KeyBindings, parent=None, unbound_class_key=None):
         super().__init__(parent)
         self.bindings = bindings
+        self.unbound_class_key = unbound_class_key  # called with a class key that labels nothing here
         self._canvas: weakref.ref | None = None
 
     def attach(self, viewer) -> bool:
@@ -61,6 +66,8 @@ class CanvasKeys(QObject):
         key = event_key(event)
         action = self.bindings.actions.get(key) if key is not None else None
         if action is None:
+            if key in CLASS_KEYS and self.unbound_class_key is not None and not event.isAutoRepeat():
+                self.unbound_class_key(key)
             return False
         if not event.isAutoRepeat() or key in REPEATABLE:
             action()

@@ -11,6 +11,7 @@ from ...core.loop.session import CLASS_KEYS
 from ..viewer_bindings import KEYS
 
 ACTION_KEYS = {KEYS[name]: name for name in ("next", "previous", "skip", "undo")}  # "N" -> "next"
+PLAIN_KEYS = frozenset(CLASS_KEYS) | frozenset(KEYS.values())  # every key we act on, without modifiers
 
 
 def swatch(color: str, size: int = 12) -> QIcon:
@@ -21,14 +22,15 @@ def swatch(color: str, size: int = 12) -> QIcon:
 
 
 def event_key(event) -> str | None:
-    """The character of a plain key press (no Ctrl, Alt or Meta), upper case: '3', 'Q', 'N'; else None."""
+    """The character of a plain key press (no Ctrl, Alt or Meta) of one of our keys, upper case: '3', 'Q', 'N',
+    'C'; else None."""
     mods = event.modifiers()
     blocked = Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.AltModifier | \
         Qt.KeyboardModifier.MetaModifier
     if mods & blocked:
         return None
     text = event.text().upper()
-    if len(text) == 1 and (text in CLASS_KEYS or text in ACTION_KEYS):
+    if len(text) == 1 and text in PLAIN_KEYS:
         return text
     return None
 

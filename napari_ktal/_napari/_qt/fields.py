@@ -18,17 +18,24 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ...core.errors import KtalError
 from ...core.loop.commands import DEFAULT_RECIPE
 from ...core.project import JUNK_CLASS
 
 BROWSE = "Browse…"
 
 
+def shrinkable(combo: QComboBox, tip_shows_text: bool = False) -> None:
+    """Let a combo box be narrower than its longest item (the dock decides the width).
 
-def _shrinkable(combo: QComboBox) -> None:
-    """Let a combo box be narrower than its longest item (the dock decides the width)."""
+    ``tip_shows_text``: its tooltip starts with its current text (for items as long as a user
+    makes them, class names: the box may show them elided), then the tooltip it has now.
+    """
     combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
     combo.setMinimumContentsLength(10)
+    if tip_shows_text:
+        about = combo.toolTip()
+        combo.currentTextChanged.connect(lambda text: combo.setToolTip("\n".join(t for t in (text, about) if t)))
 
 
 class RecipeCombo(QComboBox):
@@ -44,7 +51,7 @@ class RecipeCombo(QComboBox):
             self.addItem(name, name)
         self.addItem(BROWSE, None)
         self.setCurrentIndex(max(0, self.findData(DEFAULT_RECIPE)))
-        _shrinkable(self)
+        shrinkable(self)
         self.setToolTip("Training recipe: network, epochs, batch sizes and the labeling budget.\n"
                         "quick: small and fast (CPU); paper-*: the paper's settings (GPU).")
         self._previous = self.currentIndex()
@@ -78,6 +85,43 @@ class RecipeCombo(QComboBox):
             self.set_recipe(path, emit=True)
         else:
             self.setCurrentIndex(self._previous)
+
+
+class DeviceCombo(QComboBox):
+    """The devices that work here, named as ``ktal-cryo --device`` takes them (auto, cuda:N, cpu).
+
+    Filled from :func:`~napari_ktal.core.engine.available_devices`; a name set from code goes
+    through the core's :func:`~napari_ktal.core.engine.parse_device` ('cuda' is 'cuda:0').
+    ``deviceChosen`` is emitted for the user's choices only, so two combos can follow each other.
+    """
+
+    deviceChosen = Signal(str)
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        shrinkable(self)
+        self.setToolTip("Where cycles train. Only devices that work here are listed;\n"
+                        "auto: the first GPU if it works, else the CPU.")
+        self.activated.connect(lambda _: self.deviceChosen.emit(self.device()))
+
+    def set_devices(self, devices: list[str]) -> None:
+        keep = self.device()
+        self.clear()
+        self.addItems(devices)
+        self.setCurrentIndex(max(0, self.findText(keep)))
+
+    def device(self) -> str:
+        return self.currentText() or "auto"
+
+    def set_device(self, name: str) -> None:
+        """Show ``name``; KtalError if it is not one of the devices that work here."""
+        from ...core.engine import parse_device
+
+        index = self.findText(parse_device(name))
+        if index < 0:
+            have = ", ".join(self.itemText(i) for i in range(self.count()))
+            raise KtalError(f"device '{name}' does not work here; choose from {have}")
+        self.setCurrentIndex(index)
 
 
 class PathField(QWidget):

@@ -30,6 +30,7 @@ from ...core.loop.session import CLASS_KEYS, class_of_key
 from ..palette import class_colors
 from ..thumbnails import MODES as THUMB_MODES
 from .common import ACTION_KEYS, event_key, pixmap_of
+from .elided import ElidedLabel
 from .gallery_cells import CELL, THUMB, CellDelegate, GalleryModel
 
 ORDERS = {"rank": "batch order", "teacher": "teacher's class", "score": "most uncertain first",
@@ -54,6 +55,7 @@ class _List(QListView):
 class GalleryView(QWidget):
     goToRequested = Signal(int)  # batch position
     assignRequested = Signal(object, str)  # pool indices, class name
+    classKeyPressed = Signal(object, str)  # pool indices, a class key ("3", "Q"): the controller knows its class
     actionRequested = Signal(str)  # "next", "previous", "skip", "undo"
     modeChosen = Signal(str)  # a thumbnail mode
 
@@ -75,7 +77,8 @@ class GalleryView(QWidget):
             self.order.addItem(text, key)
         self.order.setToolTip("Order of the thumbnails (the teacher's class groups them)")
         self.summary = QLabel(self)
-        hint = QLabel("click: show · Ctrl/Shift-click: select several · class key: label the selection", self)
+        hint = ElidedLabel("click: show · Ctrl/Shift-click: select several · class key: label the selection", self,
+                           Qt.TextElideMode.ElideRight)
         hint.setStyleSheet("color: gray;")
         tools = QHBoxLayout()
         tools.addWidget(QLabel("Thumbnails", self))
@@ -85,7 +88,7 @@ class GalleryView(QWidget):
         tools.addWidget(self.summary, 1)
         tools.addWidget(hint)
 
-        self.model = GalleryModel(self)
+        self.model = GalleryModel(self, label_of=self.label_of)
         self.list = _List(self)
         self.list.setModel(self.model)
         self.list.setItemDelegate(CellDelegate(self))
@@ -96,6 +99,8 @@ class GalleryView(QWidget):
         self.list.setMovement(QListView.Movement.Static)
         self.list.setUniformItemSizes(True)
         self.list.setGridSize(CELL)
+        # at least one row of cells: more would not fit under napari's layer docks on an 800 px screen
+        self.list.setMinimumHeight(CELL.height() + 2 * self.list.frameWidth())
         self.list.setSpacing(0)
         self.list.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.list.setVerticalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
@@ -202,11 +207,10 @@ class GalleryView(QWidget):
         if key in ACTION_KEYS:
             self.actionRequested.emit(ACTION_KEYS[key])
             return
-        k = class_of_key(key)
-        if self.session is not None and k is not None and k < len(self.session.classes):
+        if class_of_key(key) is not None:
             chosen = self.selected()
             if chosen:
-                self.assignRequested.emit(chosen, self.session.classes[k])
+                self.classKeyPressed.emit(chosen, key)
 
     def _menu(self, pos) -> None:
         if self.session is None or not self.selected():

@@ -1,6 +1,12 @@
 """The gallery's cells: a list model over the batch and a delegate that paints each volume
 (thumbnail framed in its label's colour, number and uncertainty, the teacher's class and
-confidence, the label). The view is :mod:`.gallery`."""
+confidence, the label). The view is :mod:`.gallery`.
+
+The label is a chip in its class's colour with black or white text (whichever contrasts more),
+never class-coloured text: that was unreadable on the grey of a selected cell (contrast ratio
+down to 1.04 on napari's dark theme) and on some class colours; the other lines use the
+palette's text colour, its highlighted-text colour in a selected cell.
+"""
 
 from __future__ import annotations
 
@@ -10,17 +16,20 @@ from qtpy.QtCore import QAbstractListModel, QRect, QSize, Qt
 from qtpy.QtGui import QColor, QPen
 from qtpy.QtWidgets import QStyle, QStyledItemDelegate
 
-from ..palette import UNLABELED
+from ..palette import UNLABELED, text_color_on
 
 THUMB = 88  # thumbnail side in pixels
 CELL = QSize(THUMB + 16, THUMB + 46)
+CHIP_PADDING = 4  # pixels either side of a label's text in its chip
 
 
 class GalleryModel(QAbstractListModel):
     """The batch in display order; the view's state (labels, thumbnails) is read when painting."""
 
-    def __init__(self, parent=None):
+    def __init__(self, parent=None, label_of=lambda index: None):
+        """``label_of(pool index)``: the volume's label or None (for the tooltip)."""
         super().__init__(parent)
+        self.label_of = label_of
         self.rows: list = []  # QueryItem per row, in display order
         self.position: dict[int, int] = {}  # pool index -> batch position
         self._rows_by_index: dict[int, int] = {}
@@ -39,7 +48,9 @@ class GalleryModel(QAbstractListModel):
         if role == Qt.ItemDataRole.ToolTipRole:
             score = "random pick" if math.isnan(item.score) else f"uncertainty {item.score:.3g}"
             teacher = f"teacher: {item.predicted} {100 * item.confidence:.0f}%" if item.predicted else "no teacher yet"
-            return f"#{self.position.get(item.index, 0) + 1} {item.key} · {score} · {teacher}"
+            label = self.label_of(item.index)
+            yours = f" · your label: {label}" if label is not None else ""  # a cell elides a long class name
+            return f"#{self.position.get(item.index, 0) + 1} {item.key} · {score} · {teacher}{yours}"
         return None
 
     def set_rows(self, rows: list, positions: dict[int, int]) -> None:
@@ -77,7 +88,8 @@ class CellDelegate(QStyledItemDelegate):
         g, item = self.g, index.data(Qt.ItemDataRole.UserRole)
         r = option.rect.adjusted(2, 2, -2, -2)
         painter.save()
-        if option.state & QStyle.StateFlag.State_Selected:
+        selected = bool(option.state & QStyle.StateFlag.State_Selected)
+        if selected:
             painter.fillRect(r, option.palette.highlight())
         box = QRect(r.x() + (r.width() - THUMB) // 2, r.y() + 3, THUMB, THUMB)
         pix = g.pixmap(item.index)
@@ -97,7 +109,7 @@ class CellDelegate(QStyledItemDelegate):
         if pos == g.current:
             painter.setPen(QPen(QColor("#ffffff"), 2))
             painter.drawRect(box.adjusted(-4, -4, 4, 4))
-        text = option.palette.text().color()
+        text = (option.palette.highlightedText() if selected else option.palette.text()).color()
         painter.setPen(text)
         font = painter.font()
         font.setPointSizeF(max(6.0, font.pointSizeF() - 1.5))
@@ -114,7 +126,17 @@ class CellDelegate(QStyledItemDelegate):
                              Qt.AlignmentFlag.AlignLeft, painter.fontMetrics().elidedText(
                                  teacher, Qt.TextElideMode.ElideRight, r.width() - line // 2 - 5))
         if label is not None:
-            painter.setPen(QColor(g.colors.get(label, UNLABELED)))
-            painter.drawText(QRect(r.x(), y + 2 * line, r.width(), line), Qt.AlignmentFlag.AlignHCenter,
-                             painter.fontMetrics().elidedText(label, Qt.TextElideMode.ElideRight, r.width()))
+            self._chip(painter, label, g.colors.get(label, UNLABELED), QRect(r.x(), y + 2 * line, r.width(), line))
         painter.restore()
+
+    @staticmethod
+    def _chip(painter, text: str, color: str, room: QRect) -> QRect:
+        """``text`` centred in ``room`` on a chip of ``color``, in black or white; returns the chip."""
+        fm = painter.fontMetrics()
+        shown = fm.elidedText(text, Qt.TextElideMode.ElideRight, room.width() - 2 * CHIP_PADDING)
+        width = fm.horizontalAdvance(shown) + 2 * CHIP_PADDING
+        chip = QRect(room.x() + (room.width() - width) // 2, room.y(), width, room.height())
+        painter.fillRect(chip, QColor(color))
+        painter.setPen(QColor(text_color_on(color)))
+        painter.drawText(chip, Qt.AlignmentFlag.AlignCenter, shown)
+        return chip

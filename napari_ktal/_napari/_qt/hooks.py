@@ -52,18 +52,8 @@ class WidgetHooks(Hooks):
             self.w.panel.plot.update_rows(cycle_summary(s.project, s.labels))
 
     def opened(self) -> None:
-        from ...core.engine import available_devices
-        from ...core.engine.device import CUDA_BROKEN, cuda_broken
-
         w, p = self.w, self.w.panel
         w.watch_window()
-        current = p.device.currentText()
-        p.device.clear()
-        devices = available_devices()
-        p.device.addItems(devices)
-        if cuda_broken(devices):
-            show_warning(CUDA_BROKEN)
-        p.device.setCurrentIndex(max(0, p.device.findText(current)))
         try:
             name, label = w.controller.recipe_choice()
         except KtalError as exc:
@@ -81,6 +71,7 @@ class WidgetHooks(Hooks):
     def closed(self) -> None:
         self.w.keys.unbind()
         self.w.canvas_keys.detach()
+        self.w.context_view.hide()
         self.w.view.remove()
         self.w.overlay.restore()
         self.w.browser_panel.set_session(None)

@@ -33,6 +33,7 @@ from qtpy.QtWidgets import (
 from ...core.loop.session import class_of_key
 from ..palette import UNLABELED, class_colors
 from .common import ACTION_KEYS, Debounced, RefreshWhenShown, event_key, swatch
+from .fields import shrinkable
 
 COLUMNS = ["volume", "label", "cycle", "by", "when", "teacher says", "confidence", "p(label)"]
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
@@ -110,6 +111,7 @@ class _Table(QTableView):
 
 class ReviewView(RefreshWhenShown, QWidget):
     relabelRequested = Signal(object, str)  # pool indices, class name
+    classKeyPressed = Signal(object, str)  # pool indices, a class key ("3", "Q"): the controller knows its class
     unlabelRequested = Signal(object)  # pool indices
     visitRequested = Signal(int)  # pool index
     undoRequested = Signal()
@@ -122,11 +124,14 @@ class ReviewView(RefreshWhenShown, QWidget):
         self._refresh_soon = Debounced(self.refresh, 150, self)
 
         self.class_filter = QComboBox(self)
+        self.class_filter.setToolTip("Show the labels of this class")
+        shrinkable(self.class_filter, tip_shows_text=True)
         self.class_filter.addItem(ALL)
         self.disagree = QCheckBox("only where the teacher disagrees", self)
         self.count = QLabel(self)
         self.target = QComboBox(self)
         self.target.setToolTip("The class the selected labels become")
+        shrinkable(self.target, tip_shows_text=True)
         self.relabel_button = QPushButton("Relabel selected", self)
         self.unlabel_button = QPushButton("Unlabel selected", self)
         self.unlabel_button.setToolTip("Take the labels back: the volumes return to the unlabeled pool (Delete)")
@@ -220,6 +225,5 @@ class ReviewView(RefreshWhenShown, QWidget):
         if ACTION_KEYS.get(key) == "undo":
             self.undoRequested.emit()
             return
-        k = class_of_key(key)
-        if self.session is not None and k is not None and k < len(self.session.classes) and self.selected():
-            self.relabelRequested.emit(self.selected(), self.session.classes[k])
+        if class_of_key(key) is not None and self.selected():
+            self.classKeyPressed.emit(self.selected(), key)

@@ -9,7 +9,6 @@ click.
 from __future__ import annotations
 
 import math
-from html import escape
 
 from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import (
@@ -37,12 +36,13 @@ from ..viewer_bindings import KEYS
 from ..volume_view import MODES as VIEW_MODES
 from ..volume_view import VolumeView
 from .common import swatch
-from .fields import RecipeCombo
+from .elided import ElidedButton, ElidedLabel
+from .fields import DeviceCombo, RecipeCombo, shrinkable
 from .plot import CyclePlot
 
 
-def _button(text: str, parent: QWidget, tip: str = "") -> QPushButton:
-    b = QPushButton(text, parent)
+def _button(text: str, parent: QWidget, tip: str = "", kind: type[QPushButton] = QPushButton) -> QPushButton:
+    b = kind(text, parent)
     b.setFocusPolicy(Qt.FocusPolicy.NoFocus)
     if tip:
         b.setToolTip(tip)
@@ -56,15 +56,21 @@ def _fmt_score(value: float) -> str:
 
 
 class ProgressBar(QProgressBar):
-    """A progress bar that repaints with the next frame, not at once.
+    """A progress bar that repaints with the next frame, not at once, and elides its text.
 
     QProgressBar.setValue repaints synchronously; in a napari window (an OpenGL canvas in
     it) each repaint composes the whole window, 20-40 ms without a GPU. Updates are
-    coalesced with everything else that changes in the same event-loop turn.
+    coalesced with everything else that changes in the same event-loop turn. A text longer
+    than the bar ("cycle 3: epoch 5/30 · loss 0.412 · ~1 min 20 s left") is elided, and whole
+    in the tooltip.
     """
 
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self._text = ""
+
     def setValue(self, value: int) -> None:  # noqa: N802 - Qt's name
-        self.show_progress(self.format(), value, self.maximum())
+        self.show_progress(self._text, value, self.maximum())
 
     def show_progress(self, text: str, done: int, total: int) -> None:
         """Range, value and text at once, painted with the next frame."""
@@ -72,10 +78,24 @@ class ProgressBar(QProgressBar):
         try:
             self.setRange(0, total)
             super().setValue(done)
-            self.setFormat(text)
+            self._text = text
+            self._elide()
         finally:
             self.setUpdatesEnabled(True)
         self.update()
+
+    def full_text(self) -> str:
+        return self._text
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        super().resizeEvent(event)
+        self._elide()
+
+    def _elide(self) -> None:
+        room = self.contentsRect().width() - 2 * self.fontMetrics().averageCharWidth()  # the style's text margins
+        shown = self.fontMetrics().elidedText(self._text, Qt.TextElideMode.ElideRight, max(room, 0))
+        self.setFormat(shown.replace("%", "%%"))  # a literal '%', not one of Qt's %p %v %m
+        self.setToolTip(self._text if shown != self._text else "")
 
 
 class SessionPanel(QWidget):
@@ -86,20 +106,23 @@ class SessionPanel(QWidget):
 
     def __init__(self, parent: QWidget | None = None, theme: dict | None = None):
         super().__init__(parent)
-        self.title = QLabel(self)
-        self.title.setWordWrap(True)
-        self.title.setTextFormat(Qt.TextFormat.RichText)
+        self.title = ElidedLabel("", self, Qt.TextElideMode.ElideMiddle)  # a folder name has no spaces to wrap at
+        font = self.title.font()
+        font.setBold(True)
+        self.title.setFont(font)
+        self.summary = QLabel(self)  # the batch and the pool
+        self.summary.setWordWrap(True)
 
         # -- the current volume ----------------------------------------------------------
         vol_box = QGroupBox("Volume", self)
         self.position = QLabel(vol_box)
         self.position.setStyleSheet("font-size: 16pt; font-weight: bold;")
-        self.key = QLabel(vol_box)
+        self.key = ElidedLabel("", vol_box, Qt.TextElideMode.ElideMiddle)  # keeps a file's number and extension
         self.key.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.score = QLabel(vol_box)
-        self.teacher = QLabel(vol_box)
-        self.label = QLabel(vol_box)
-        self.label.setTextFormat(Qt.TextFormat.RichText)
+        self.key.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        self.score = ElidedLabel("", vol_box, Qt.TextElideMode.ElideRight)
+        self.teacher = ElidedLabel("", vol_box, Qt.TextElideMode.ElideRight)
+        self.label = ElidedLabel("", vol_box, Qt.TextElideMode.ElideRight)
         self.previous_button = _button("◀ Prev", vol_box, f"Previous volume of the batch ({KEYS['previous']})")
         self.skip_button = _button("Skip", vol_box, f"Leave this volume unlabeled and go on ({KEYS['skip']})")
         self.undo_button = _button("Undo", vol_box, f"Undo the last label or skip ({KEYS['undo']})")
@@ -109,7 +132,7 @@ class SessionPanel(QWidget):
             nav.addWidget(b)
         top = QHBoxLayout()
         top.addWidget(self.position)
-        top.addWidget(self.key, 1, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        top.addWidget(self.key, 1)
         facts = QFormLayout()
         facts.addRow("Uncertainty", self.score)
         facts.addRow("Teacher says", self.teacher)
@@ -142,28 +165,31 @@ class SessionPanel(QWidget):
 
         # -- training ----------------------------------------------------------------------
         train_box = QGroupBox("Training", self)
-        self.auto_train = QCheckBox("Start the next cycle when the batch is labeled", train_box)
+        self.auto_train = QCheckBox("Auto-train when the batch is done", train_box)
+        self.auto_train.setToolTip("Start the next cycle by itself as soon as every volume of the batch is labeled "
+                                   "or skipped")
         self.auto_train.setChecked(True)
         self.auto_train.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.progress = ProgressBar(train_box)
         self.progress.setTextVisible(True)
-        self.progress.setFormat("idle")
-        self.progress.setValue(0)
-        self.status = QLabel(train_box)
+        self.progress.show_progress("idle", 0, 1)
+        # what just happened (training, an undo, a key with no class): near the top, where a
+        # 1280 x 800 screen shows it without scrolling the dock
+        self.status = QLabel(self)
         self.status.setWordWrap(True)
         # room for two lines, so a longer message does not reflow the dock (and redraw the plot)
         self.status.setMinimumHeight(2 * self.status.fontMetrics().lineSpacing())
         self.train_button = _button("Train now", train_box, "Train a cycle on the current labels")
         self.cancel_button = _button("Cancel", train_box, "Stop training; nothing of the cycle is kept")
         self.cancel_button.setEnabled(False)
-        row = QHBoxLayout()
-        row.addWidget(self.progress, 1)
-        row.addWidget(self.train_button)
-        row.addWidget(self.cancel_button)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.train_button)
+        buttons.addWidget(self.cancel_button)
+        buttons.addStretch(1)
         train_layout = QVBoxLayout(train_box)
         train_layout.addWidget(self.auto_train)
-        train_layout.addLayout(row)
-        train_layout.addWidget(self.status)
+        train_layout.addWidget(self.progress)  # a row of its own: room for "epoch 5/30 · ~1 min left"
+        train_layout.addLayout(buttons)
 
         # -- tabs: the plot; the project's settings ---------------------------------------------
         self.tabs = QTabWidget(self)
@@ -172,8 +198,7 @@ class SessionPanel(QWidget):
 
         settings = QWidget(self.tabs)
         self.recipe = RecipeCombo(settings)
-        self.device = QComboBox(settings)
-        self.device.setToolTip("Only devices that can run are listed; auto picks the first GPU, else the CPU")
+        self.device = DeviceCombo(settings)
         self.smoothing = QDoubleSpinBox(settings)
         self.smoothing.setRange(0.0, 4.0)
         self.smoothing.setSingleStep(0.25)
@@ -183,11 +208,12 @@ class SessionPanel(QWidget):
         self.invert = QCheckBox("Invert contrast (protein bright)", settings)
         self.invert.setChecked(True)
         self.view_mode = QComboBox(settings)
+        shrinkable(self.view_mode)
         for key, text in VIEW_MODES.items():
             self.view_mode.addItem(text, key)
         self.view_mode.setToolTip("Projection + slices draw fast everywhere; the 3D volume can be rotated but\n"
                                   "costs ~10x more per frame without a GPU")
-        self.canvas_text = QCheckBox("Describe the volume on the canvas too", settings)
+        self.canvas_text = QCheckBox("Describe the volume on the canvas", settings)
         self.canvas_text.setToolTip("Position, key, teacher and label as text over the volume (the dock and the\n"
                                     "gallery show them anyway). Off by default: without a GPU each frame with new\n"
                                     "text takes ~100 ms longer to draw.")
@@ -203,8 +229,8 @@ class SessionPanel(QWidget):
         form.addRow("Device", self.device)
         form.addRow("View", self.view_mode)
         form.addRow("Smoothing", self.smoothing)
-        form.addRow("", self.invert)
-        form.addRow("", self.canvas_text)
+        form.addRow(self.invert)  # a row's whole width: a form's label column would cost the text its room
+        form.addRow(self.canvas_text)
         form.addRow(self.browser_button)
         form.addRow(self.export_button)
         form.addRow(self.close_button)
@@ -212,7 +238,7 @@ class SessionPanel(QWidget):
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        for w in (self.title, vol_box, self.class_box, train_box, self.tabs):
+        for w in (self.title, self.summary, self.status, vol_box, self.class_box, train_box, self.tabs):
             layout.addWidget(w)
         layout.addStretch(1)
 
@@ -221,12 +247,14 @@ class SessionPanel(QWidget):
         """Rebuild the class buttons: "1  name", ..., "0  name", "Q  name", ..., in the class's colour."""
         for b in self.class_buttons:
             self.class_grid.removeWidget(b)
+            b.hide()  # gone from the dock now, not when Qt gets round to deleting it
             b.deleteLater()
         self.class_buttons = []
         for k, name in enumerate(classes):
             key = key_of_class(k)
             tip = f"Label the volume '{name}'" + (f" (key {key})" if key else "")
-            b = _button(f"{key}  {name}" if key else name, self.class_box, tip + ". Right-click to rename or remove.")
+            b = _button(f"{key}  {name}" if key else name, self.class_box, tip + ". Right-click to rename or remove.",
+                        ElidedButton)
             b.setIcon(swatch(class_color(k)))
             b.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
             b.clicked.connect(lambda _=False, n=name: self.assignRequested.emit(n))
@@ -253,6 +281,15 @@ class SessionPanel(QWidget):
             self.addClassRequested.emit(name.strip())
 
     # -- state ---------------------------------------------------------------------------
+    def _set_label_text(self, text: str, given: bool) -> None:
+        """The label in bold, or what stands for none in italics (a font, not rich text: it is elided)."""
+        font = self.label.font()
+        if font.bold() != given or font.italic() == given:
+            font.setBold(given)
+            font.setItalic(not given)
+            self.label.setFont(font)
+        self.label.setText(text)
+
     def show_state(self, session: LabelingSession, training: bool, guess=None) -> None:
         """Fill every label from the session (cheap: called after each key press).
 
@@ -265,12 +302,12 @@ class SessionPanel(QWidget):
                 Phase.DONE: "no further batch: the pool is used up"}[phase]
         kind = "random picks" if session.cycle == 0 else "most uncertain"
         skipped = f", {session.n_skipped_in_batch} skipped" if session.n_skipped_in_batch else ""
-        self.title.setText(
-            f"<b>{escape(session.project.root.name)}</b> · cycle {session.cycle}<br>"
-            f"batch ({kind}): {session.n_labeled_in_batch}/{len(session)} labeled{skipped}, {todo}<br>"
+        self.title.setText(f"{session.project.root.name} · cycle {session.cycle}")
+        self.title.setToolTip(str(session.project.root))
+        self.summary.setText(
+            f"batch ({kind}): {session.n_labeled_in_batch}/{len(session)} labeled{skipped}, {todo}\n"
             f"pool: {n_labeled}/{n_pool} labeled ({100 * n_labeled / max(n_pool, 1):.0f}%), budget {final}"
         )
-        self.title.setToolTip(str(session.project.root))
         item = session.item
         index = session.current_index
         if index is None:
@@ -292,12 +329,8 @@ class SessionPanel(QWidget):
             self.teacher.setText(f"{item.predicted}  ({100 * item.confidence:.0f}%)" if item.predicted else "—")
         if index is not None:
             label = session.label_of(index)
-            if label is not None:
-                self.label.setText(f"<b>{escape(label)}</b>")
-            elif session.is_skipped(index):
-                self.label.setText("<i>skipped</i>")
-            else:
-                self.label.setText("<i>not labeled yet</i>")
+            self._set_label_text(label if label is not None else "skipped" if session.is_skipped(index)
+                                 else "not labeled yet", given=label is not None)
         for b, name in zip(self.class_buttons, session.classes):
             style = "font-weight: bold; border: 2px solid #6a9fd8;" if (
                 index is not None and session.label_of(index) == name) else ""

@@ -1,8 +1,9 @@
 """The first page of the dock: open a project folder, or create one from subtomograms.
 
 The subtomograms can be a folder of MRC files, one MRC (stack) file, a labels CSV, or an
-Image layer already open in napari (a volume or a stack of volumes). The form only collects
-the choices; the widget does the work (in a worker) and reports problems.
+Image layer already open in napari (a volume or a stack of volumes). The device the cycles
+train on is chosen above both (it is the same choice as the Project tab's). The form only
+collects the choices; the widget does the work (in a worker) and reports problems.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from .fields import ClassListEditor, PathField, RecipeCombo, _shrinkable
+from .fields import ClassListEditor, DeviceCombo, PathField, RecipeCombo, shrinkable
 
 FROM_FOLDER = "Folder of MRC files"
 FROM_FILE = "MRC stack file or labels CSV"
@@ -55,7 +56,7 @@ class SetupPanel(QWidget):
 
         new_box = QGroupBox("Start a new project", self)
         self.source_kind = QComboBox(new_box)
-        _shrinkable(self.source_kind)
+        shrinkable(self.source_kind)
         self.source_kind.setToolTip("Where the subtomograms come from: files, or an Image layer\n"
                                     "holding one volume (z, y, x) or a stack (n, z, y, x)")
         self.source_path = PathField("folder with .mrc files", "Choose the folder of subtomograms")
@@ -77,9 +78,15 @@ class SetupPanel(QWidget):
         hint = QLabel("Label the volumes the models are least sure of: after each batch, a teacher and "
                       "a student network are trained, and their disagreement picks the next batch.", self)
         hint.setWordWrap(True)
+        self.device = DeviceCombo(self)
+        self.device.setToolTip(self.device.toolTip() + "\nFor the project you open or create here; the Project "
+                               "tab changes it later.")
+        device_row = QFormLayout()
+        device_row.addRow("Train on", self.device)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(hint)
+        layout.addLayout(device_row)
         layout.addWidget(open_box)
         layout.addWidget(new_box)
         layout.addStretch(1)

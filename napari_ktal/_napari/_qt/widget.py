@@ -19,7 +19,7 @@ from functools import partial, wraps
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from napari.utils.notifications import show_error
+from napari.utils.notifications import show_error, show_warning
 from qtpy.QtCore import QEvent, Qt
 from qtpy.QtWidgets import (
     QFileDialog,
@@ -73,7 +73,7 @@ class ActiveLearningWidget(QWidget):
         self.view = VolumeView(napari_viewer)
         self.context_view = ContextView(napari_viewer)
         self.keys = KeyBindings()
-        self.canvas_keys = CanvasKeys(self.keys, self)
+        self.canvas_keys = CanvasKeys(self.keys, self, unbound_class_key=self.assign_key)
         self.overlay = TextOverlay(napari_viewer)
         self._torn_down = False
         self._watched: weakref.ref | None = None  # the napari window whose closing closes our project
@@ -94,6 +94,7 @@ class ActiveLearningWidget(QWidget):
         self.setMinimumWidth(340)
         # fill the dock's height (napari adds a stretch below widgets that do not ask for it)
         self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Expanding)
+        self._fill_devices()
         self._connect()
         self._attach()
 
@@ -119,7 +120,8 @@ class ActiveLearningWidget(QWidget):
         p.removeRequested.connect(self.remove_class)
         p.recipe.recipeChosen.connect(self.set_recipe)
         p.auto_train.toggled.connect(self._on_auto_train)
-        p.device.currentTextChanged.connect(lambda name: setattr(c, "device", name or "auto"))
+        for combo in (p.device, self.setup.device):
+            combo.deviceChosen.connect(self.set_device)
         p.smoothing.valueChanged.connect(self._on_display_changed)
         p.invert.toggled.connect(self._on_display_changed)
         p.view_mode.currentIndexChanged.connect(self._on_view_mode)
@@ -131,7 +133,25 @@ class ActiveLearningWidget(QWidget):
         self.setup.attach()
         self.viewer.events.theme.connect(self._on_theme)
 
+    def _fill_devices(self) -> None:
+        """The devices that work here, in both device fields (setup page, Project tab); probed once."""
+        from ...core.engine.device import CUDA_BROKEN, cuda_broken
+
+        devices = self.controller.devices()
+        for combo in (self.setup.device, self.panel.device):
+            combo.set_devices(devices)
+            combo.set_device(self.controller.device)
+        if cuda_broken(devices):
+            show_warning(CUDA_BROKEN)
+
     # -- actions: buttons, keys and tests come here ------------------------------------------
+    @_reports_errors
+    def set_device(self, name: str) -> None:
+        """Train on ``name`` (auto, cpu, cuda:N) from the next cycle on; both device fields show it."""
+        self.controller.device = name
+        for combo in (self.setup.device, self.panel.device):
+            combo.set_device(self.controller.device)
+
     @_reports_errors
     def open_project(self, root: str | Path):
         return self.controller.open_project(root)
@@ -161,9 +181,9 @@ class ActiveLearningWidget(QWidget):
         return _reports_errors(action)
 
     # the controller's actions, each a no-op without a project and reporting a KtalError as a notification
-    (assign, assign_number, assign_key, assign_to, relabel, unlabel, unlabel_many, skip, undo, next, previous,
+    (assign, assign_key, assign_key_to, assign_to, relabel, unlabel, unlabel_many, skip, undo, next, previous,
      go_to, visit, add_class, add_junk_class, rename_class, remove_class, set_recipe) = map(_when_open, (
-        "assign", "assign_number", "assign_key", "assign_to", "relabel", "unlabel", "unlabel_many", "skip", "undo",
+        "assign", "assign_key", "assign_key_to", "assign_to", "relabel", "unlabel", "unlabel_many", "skip", "undo",
         "next", "previous", "go_to", "visit", "add_class", "add_junk_class", "rename_class", "remove_class",
         "set_recipe"))
     del _when_open

@@ -8,7 +8,7 @@
 - :mod:`.distributed`  torchrun: every rank runs the same program; thin helpers over torch.distributed
 """
 
-from .device import available_devices, resolve_device
+from .device import auto_device, available_devices, parse_device, resolve_device
 from .heads import AuxiliaryHead
 from .inference import forward_outputs, predict
 from .speed import Speed, describe_speed, native_bf16, resolve_speed
@@ -19,10 +19,12 @@ __all__ = [
     "Speed",
     "TrainJob",
     "TrainResult",
+    "auto_device",
     "available_devices",
     "describe_speed",
     "forward_outputs",
     "native_bf16",
+    "parse_device",
     "predict",
     "resolve_device",
     "resolve_speed",

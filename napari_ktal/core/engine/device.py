@@ -52,25 +52,40 @@ def _cuda_count() -> int:
 
 
 CUDA_BROKEN = "CUDA is installed but does not work here (driver or runtime problem?); computing on the CPU"
+AUTO_GPU_INDEX = 0
+AUTO_GPU = f"cuda:{AUTO_GPU_INDEX}"  # what 'auto' (and a bare 'cuda') takes when it works
+
+
+def parse_device(name: str | None) -> str:
+    """A device name as ``--device`` takes it (auto, cpu, cuda, cuda:N; any case, None for auto) in
+    its canonical form ('cuda' is 'cuda:0'); KtalError for anything else. Says nothing of whether it works."""
+    name = (name or "auto").strip().lower()
+    if name == "cuda":
+        return AUTO_GPU
+    if name in ("auto", "cpu") or (name.startswith("cuda:") and name[5:].isdigit()):
+        return name
+    raise KtalError(f"unknown device '{name}'; use auto, cpu or cuda:N")
+
+
+def auto_device(devices: list[str]) -> str:
+    """The device 'auto' computes on, given :func:`available_devices`' list (the rule of :func:`resolve_device`)."""
+    return AUTO_GPU if AUTO_GPU in devices else "cpu"
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """'auto' -> the first working CUDA device, else the CPU (with a warning if CUDA is broken)."""
-    name = (name or "auto").strip().lower()
+    """'auto' -> the first CUDA device if it works, else the CPU (with a warning if CUDA is broken)."""
+    name = parse_device(name)
     if name == "auto":
         if _cuda_present():
-            if _cuda_works(0):
-                return torch.device("cuda:0")
+            if _cuda_works(AUTO_GPU_INDEX):
+                return torch.device(AUTO_GPU)
             warnings.warn(CUDA_BROKEN, RuntimeWarning, stacklevel=2)
         return torch.device("cpu")
     if name == "cpu":
         return torch.device("cpu")
-    if name == "cuda":
-        name = "cuda:0"
-    if name.startswith("cuda:") and name[5:].isdigit():
+    if name.startswith("cuda:"):
         if not _cuda_present() or int(name[5:]) >= _cuda_count():
             raise KtalError(f"device '{name}' is not available here; choose from {', '.join(available_devices())}")
         if not _cuda_works(int(name[5:])):
             raise KtalError(f"device '{name}' is present but cannot run (driver problem?); use --device cpu")
-        return torch.device(name)
-    raise KtalError(f"unknown device '{name}'; use auto, cpu or cuda:N")
+    return torch.device(name)

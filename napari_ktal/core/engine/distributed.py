@@ -27,6 +27,7 @@ import torch.distributed as tdist
 from torch import nn
 
 from ..errors import KtalError
+from .device import parse_device
 
 #: how long a collective may wait: ranks wait at a broadcast while rank 0 alone imports a pool,
 #: pretrains or writes; a rank that fails ends the run through torchrun, not through this timeout
@@ -47,7 +48,7 @@ def init_from_env(device_name: str = "auto") -> torch.device:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank_ = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", str(rank_)))
-    name = (device_name or "auto").strip().lower()
+    name = parse_device(device_name)  # an unknown name is refused, not taken for "auto"
     if name != "cpu" and torch.cuda.is_available():
         if local >= torch.cuda.device_count():
             raise KtalError(f"rank {rank_} wants GPU {local} but this node has {torch.cuda.device_count()}; "

@@ -48,6 +48,27 @@ def class_of_key(key: str) -> int | None:
     return CLASS_KEYS.index(key) if len(key) == 1 and key in CLASS_KEYS else None
 
 
+def class_for_key(classes: list[str], key: str) -> str:
+    """The class of ``classes`` that ``key`` labels with; a KtalError that says which keys there are if none."""
+    k = class_of_key(key)
+    if k is not None and k < len(classes):
+        return classes[k]
+    have = f"{len(classes)} classes (keys {keys_of_classes(len(classes))})" if classes else "no classes yet"
+    what = f"on key {str(key).upper()}" if k is not None else f"key {key!r}"
+    raise KtalError(f"no class {what}: this project has {have}")
+
+
+def keys_of_classes(n: int) -> str:
+    """The keys of the first ``n`` classes, as a user reads them: '1-4', '1-9, 0', '1-9, 0, Q W E'."""
+    keys = CLASS_KEYS[:max(0, n)]
+    digits, letters = keys[:10], keys[10:]
+    if len(digits) <= 2:
+        text = ", ".join(digits)
+    else:
+        text = f"{digits[0]}-{digits[-1]}" if len(digits) < 10 else f"{digits[0]}-{digits[-2]}, {digits[-1]}"
+    return text + (", " + " ".join(letters) if letters else "")
+
+
 class Phase(Enum):
     """What the session needs next."""
 
@@ -65,6 +86,8 @@ class Change:
     before: str | None  # label before the change (None: unlabeled)
     before_skipped: bool
     cycle: int = 0  # the batch on screen when it happened
+    after: str | None = None  # the label it gave (None: it took one away, or skipped)
+    after_skipped: bool = False  # it was a skip
 
 
 class LabelingSession:
@@ -224,13 +247,13 @@ class LabelingSession:
             self.position = nxt
 
     # -- changing labels ---------------------------------------------------------------
-    def _change(self, index: int) -> Change:
+    def _change(self, index: int, after: str | None = None, after_skipped: bool = False) -> Change:
         return Change(index, self._positions.get(index), self._labels.get(index), index in self._skipped,
-                      self.cycle)
+                      self.cycle, after, after_skipped)
 
     def _set_labels(self, indices: list[int], label: str) -> tuple[Change, ...]:
         """Label ``indices`` (one journal write, fsync'ed) and push one undo step."""
-        changes = tuple(self._change(i) for i in dict.fromkeys(int(i) for i in indices))
+        changes = tuple(self._change(i, after=label) for i in dict.fromkeys(int(i) for i in indices))
         if not changes:
             return changes
         was = {c.index: c.before for c in changes if c.before not in (None, label)}
@@ -281,11 +304,7 @@ class LabelingSession:
 
     def assign_key(self, key: str) -> Change:
         """Label with the class bound to ``key`` (1-9, 0, then letters: :data:`CLASS_KEYS`)."""
-        k = class_of_key(key)
-        classes = self.project.classes
-        if k is None or k >= len(classes):
-            raise KtalError(f"no class on key {key}; there are {len(classes)} classes")
-        return self.assign(classes[k])
+        return self.assign(class_for_key(self.project.classes, key))
 
     def assign_number(self, number: int) -> Change:
         """Label with the class bound to number key ``number`` (1-9; 10 is key 0)."""
@@ -304,7 +323,7 @@ class LabelingSession:
             return None
         if not self.batch:
             raise KtalError("there is no volume to skip")
-        change = self._change(self.batch[self.position].index)
+        change = self._change(self.batch[self.position].index, after_skipped=True)
         self.project.unlabel(change.index, by=SKIP_BY, cycle=self.cycle, was=change.before)
         self._labels.pop(change.index, None)
         self._skipped.add(change.index)
@@ -316,14 +335,15 @@ class LabelingSession:
     def can_undo(self) -> bool:
         return bool(self._undo)
 
-    def undo(self) -> Change | None:
-        """Restore what the last step replaced (new journal lines) and go back to it.
+    def undo(self) -> tuple[Change, ...]:
+        """Restore what the last step replaced (new journal lines) and go back to its first volume.
 
-        Works across batches: a step of an earlier batch restores that volume's label and
-        visits it (it is not in the batch on screen). Returns the step's first change.
+        Works across batches: a step of an earlier batch restores those volumes' labels and
+        visits the first (it is not in the batch on screen). Returns every change of the step
+        (several for a bulk assignment), or ``()`` if there is nothing to undo.
         """
         if not self._undo:
-            return None
+            return ()
         step = self._undo.pop()
         restore: dict[str, list[Change]] = {}
         for change in step:
@@ -349,7 +369,7 @@ class LabelingSession:
             self.go_to(self._positions[first.index])
         else:
             self.visiting = first.index
-        return first
+        return step
 
     # -- classes -----------------------------------------------------------------------
     def add_class(self, name: str) -> None:
@@ -366,7 +386,8 @@ class LabelingSession:
         self.project.rename_class(old, new)  # the journal records the rename; labels follow
         new = new.strip()
         self._labels = {i: (new if lab == old else lab) for i, lab in self._labels.items()}
-        self._undo = [tuple(c if c.before != old else replace(c, before=new) for c in step) for step in self._undo]
+        self._undo = [tuple(replace(c, before=new if c.before == old else c.before,
+                                    after=new if c.after == old else c.after) for c in step) for step in self._undo]
 
     def remove_class(self, name: str) -> None:
         self.project.remove_class(name)  # refuses a class that still labels volumes

@@ -12,8 +12,10 @@ from napari_ktal.cli import main
 from napari_ktal.core.engine import device
 from napari_ktal.core.engine.device import (
     CUDA_BROKEN,
+    auto_device,
     available_devices,
     cuda_broken,
+    parse_device,
     resolve_device,
 )
 from napari_ktal.core.errors import KtalError
@@ -29,6 +31,16 @@ def test_devices_offered_work():
     if not torch.cuda.is_available():
         with pytest.raises(KtalError, match="not available"):
             resolve_device("cuda:0")
+
+
+def test_device_names_as_the_cli_takes_them():
+    assert [parse_device(n) for n in (None, "", " Auto ", "CPU", "cuda", "cuda:1")] == [
+        "auto", "auto", "auto", "cpu", "cuda:0", "cuda:1"]
+    for bad in ("tpu", "cuda:", "cuda:x", "gpu"):
+        with pytest.raises(KtalError, match="unknown device"):
+            parse_device(bad)
+    assert auto_device(["auto", "cpu"]) == "cpu" and auto_device(["auto", "cuda:0", "cuda:1", "cpu"]) == "cuda:0"
+    assert auto_device(available_devices()) == str(resolve_device("auto"))
 
 
 @pytest.fixture

@@ -45,11 +45,13 @@ def test_undo_restores_what_was_there_and_goes_back(project):
     s.go_to(0)
     s.assign("class_02")  # relabel
     assert s.label_of(first.index) == "class_02"
-    assert s.undo().before == "class_00"
+    (change,) = s.undo()
+    assert (change.before, change.after) == ("class_00", "class_02")
     assert s.label_of(first.index) == "class_00" and s.position == 0
-    assert s.undo().before is None
+    (change,) = s.undo()
+    assert (change.before, change.after) == (None, "class_00")
     assert s.is_open(first.index) and project.labels() == {}
-    assert s.undo() is None and not s.can_undo
+    assert s.undo() == () and not s.can_undo
 
 
 def test_skips_survive_a_restart_and_undo(project):
@@ -58,7 +60,8 @@ def test_skips_survive_a_restart_and_undo(project):
     s.skip()
     assert s.is_skipped(first.index) and s.position == 1
     assert project.journal.records()[-1]["by"] == SKIP_BY
-    s.undo()
+    (change,) = s.undo()
+    assert change.after_skipped and change.after is None
     assert s.is_open(first.index)
     s.skip()
     s.assign("class_01")
@@ -116,7 +119,8 @@ def test_classes_rename_remove_and_blockers(project):
     assert s.label_of(s.batch[0].index) == "ribosome" and "ribosome" in s.classes
     s.go_to(0)
     s.assign("junk")
-    assert s.undo().before == "ribosome"
+    (change,) = s.undo()
+    assert (change.before, change.after) == ("ribosome", "junk")
     with pytest.raises(KtalError, match="labels 1 volumes"):
         s.remove_class("ribosome")
     s.remove_class("junk")
@@ -124,16 +128,31 @@ def test_classes_rename_remove_and_blockers(project):
         s.assign_number(9)
     with pytest.raises(KtalError, match="unknown class"):
         s.assign("nonsense")
+    assert [c.after for c in s.undo()] == ["class_01"]
+    assert [c.after for c in s.undo()] == ["ribosome"]  # what the step gave, renamed with its class
 
 
 # -- more than nine classes, corrections, bulk labels, undo across batches ------------------------
 def test_class_keys_reach_past_nine_and_skip_the_action_keys():
-    from napari_ktal.core.loop.session import CLASS_KEYS, class_of_key, key_of_class
+    from napari_ktal.core.loop.session import (
+        CLASS_KEYS,
+        class_for_key,
+        class_of_key,
+        key_of_class,
+        keys_of_classes,
+    )
 
     assert [key_of_class(k) for k in range(11)] == list("1234567890Q")
     assert class_of_key("0") == 9 and class_of_key("q") == 10 and class_of_key("N") is None
     assert not set("NPSUC") & set(CLASS_KEYS) and len(set(CLASS_KEYS)) == len(CLASS_KEYS) == 31
     assert key_of_class(32) is None and class_of_key("12") is None
+    assert [keys_of_classes(n) for n in (0, 1, 2, 3, 9, 10, 12)] == [
+        "", "1", "1, 2", "1-3", "1-9", "1-9, 0", "1-9, 0, Q W"]
+    assert class_for_key(["a", "b"], "2") == "b"
+    with pytest.raises(KtalError, match=r"^no class on key Q: this project has 2 classes \(keys 1, 2\)$"):
+        class_for_key(["a", "b"], "q")
+    with pytest.raises(KtalError, match="no classes yet"):
+        class_for_key([], "1")
 
 
 def test_a_tenth_and_an_eleventh_class_by_key(project):
@@ -145,7 +164,7 @@ def test_a_tenth_and_an_eleventh_class_by_key(project):
     s.assign_key("q")
     assert s.label_of(first.index) == s.classes[9] == "extra_9"
     assert s.label_of(second.index) == s.classes[10] == "extra_10"
-    with pytest.raises(KtalError, match="no class on key W"):
+    with pytest.raises(KtalError, match=r"no class on key W: this project has 11 classes \(keys 1-9, 0, Q\)"):
         s.assign_key("W")  # the 12th key: there are 11 classes
 
 
@@ -181,7 +200,8 @@ def test_assign_many_is_one_undo_step(project):
     s.go_to(1)
     s.assign("class_00")
     s.undo()
-    s.undo()  # both bulk labels at once
+    step = s.undo()  # both bulk labels at once
+    assert [(c.index, c.before, c.after) for c in step] == [(a.index, None, "class_02"), (c.index, None, "class_02")]
     assert s.labels == {} and s.position == 0 and not s.can_undo
     assert [r["op"] for r in project.journal.records()] == ["set", "set", "set", "unset", "unset", "unset"]
 
@@ -196,8 +216,8 @@ def test_undo_reaches_across_a_batch_boundary(project, sim_truth, tiny_recipe):
     al.train_cycle(project, tiny_recipe, torch.device("cpu"), seed=0)
     s.reload()
     assert s.cycle == 1 and s.can_undo
-    change = s.undo()
-    assert change.index == last.index and change.cycle == 0
+    (change,) = s.undo()
+    assert change.index == last.index and change.cycle == 0 and change.after == wrong
     assert s.label_of(last.index) is None and project.labels().get(last.index) is None
     assert s.visiting == last.index and s.current_index == last.index  # shown, though not in this batch
     s.assign(sim_truth[last.key])  # a class key now labels the visited volume
