@@ -148,7 +148,7 @@ def train_cycle(
     """
     recipe = check_recipe(recipe)
     strategy = get_strategy(recipe.active.strategy)
-    options = strategy.parse_options(recipe.active.options)
+    options = strategy.parse_options(recipe.active.options.get(strategy.name, {}))
     inputs, x = None, None
     if project is not None:
         inputs, x = _read_inputs(project)
@@ -186,7 +186,7 @@ def train_cycle(
             ctx = QueryContext(teacher, student, pool, idx, device, rng, recipe.transfer.score, batch_size,
                                head, on_progress, should_stop, labels=y,
                                junk_class=classes.index(JUNK_CLASS) if JUNK_CLASS in classes else None,
-                               speed=recipe.speed, shard=True)
+                               speed=recipe.speed, shard=True, option_tables=recipe.active.options)
             sel = strategy(ctx, subset, m, options)  # every rank: its passes are collective
             sel = rank0s(sel)  # rank 0's choice everywhere (a strategy's own randomness may differ)
             pred, conf = predict(teacher, pool, sel.indices, device, batch_size=batch_size,
