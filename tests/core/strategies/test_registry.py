@@ -1,5 +1,6 @@
 """The registry: names, options from the recipe, discovery, and every strategy through a real cycle."""
 
+import dataclasses
 import importlib
 import pkgutil
 
@@ -119,6 +120,26 @@ def test_replace_updates_a_table_key_by_key(tiny):
     changed = check_recipe(tiny.replace(active={"options": {"autoal": {"fit_steps": 2}, "poal": {"noise": 0.0}}}))
     assert changed.active.options["autoal"] == {"fit_steps": 2, "search_steps": 6}
     assert changed.active.options["poal"] == {"noise": 0.0} and changed.active.options["bald"] == {"mc_passes": 4}
+
+
+def test_replace_with_an_older_flat_key_still_works_with_the_warning():
+    recipe = load_recipe("quick").replace(active={"strategy": "poal", "poal_noise": 0.0})
+    with pytest.warns(FutureWarning, match="poal_noise"):
+        assert check_recipe(recipe).active.options == {"poal": {"noise": 0.0}}
+
+
+def test_the_recipe_table_of_the_strategy_reaches_its_query_in_a_cycle(first_cycle, tiny, monkeypatch):
+    seen = []
+    bald = STRATEGIES["bald"]
+
+    def spy(ctx, candidates, m, opts):
+        seen.append((opts, ctx.option_tables))
+        return bald.query(ctx, candidates, m, opts)
+
+    monkeypatch.setitem(STRATEGIES, "bald", dataclasses.replace(bald, query=spy))
+    first_cycle(tiny.replace(active={"strategy": "bald", "options": {"bald": {"mc_dropout": 0.25}}}))
+    (opts, tables), = seen
+    assert (opts.mc_passes, opts.mc_dropout) == (4, 0.25) and tables["noise-stability"] == {"passes": 3}
 
 
 @pytest.mark.parametrize("name", list(STRATEGIES))
