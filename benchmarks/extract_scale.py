@@ -2,6 +2,7 @@
 
     nice python benchmarks/extract_scale.py --dir /tmp/ktal_extract_scale            # the issue's size
     python benchmarks/extract_scale.py --dir /tmp/es --tomograms 2 --shape 512x512x200 --picks 5000   # smaller
+    python benchmarks/extract_scale.py --tiny     # seconds, every phase, a temporary folder: what a test runs
 
 Phases, each in its own process so that each peak resident set size is its own (sampled from
 /proc/self/status every 0.1 s, and ru_maxrss from wait4), the tomograms evicted from the page
@@ -17,7 +18,8 @@ cache (fsync + POSIX_FADV_DONTNEED) before each measured phase:
 4. ``mrc`` (only when asked for in ``--phases``): ``extract_to_folder``, one MRC per pick.
 
 The tomograms and the pool are deleted at the end (``--keep`` keeps them). Results go to
-``benchmarks/results/extract-scale-LABEL.json`` and a table. Linux only.
+``benchmarks/results/extract-scale-LABEL.json`` (or ``--out``; with ``--tiny``, ``DIR/extract_scale.json``)
+and a table. Linux only.
 """
 
 from __future__ import annotations
@@ -184,7 +186,8 @@ def summary(phase: str, r: dict) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--dir", required=True, help="work folder (needs the tomograms' size + the pool's of disk)")
+    p.add_argument("--dir", help="work folder (needs the tomograms' size + the pool's of disk); required but "
+                   "with --tiny")
     p.add_argument("--tomograms", type=int, default=20)
     p.add_argument("--shape", default="1000x1000x300", help="x x y x z voxels (default 1000x1000x300)")
     p.add_argument("--picks", type=int, default=100_000)
@@ -193,15 +196,31 @@ def main(argv=None) -> int:
     p.add_argument("--phases", default="generate,read,pool", help="default generate,read,pool; add mrc for MRC files")
     p.add_argument("--label", help="name of the results file (default: from the sizes)")
     p.add_argument("--keep", action="store_true", help="keep the tomograms and the pool")
+    p.add_argument("--out", help="results file (default: benchmarks/results/extract-scale-LABEL.json)")
+    p.add_argument("--tiny", action="store_true", help="seconds: 2 tomograms of 96x96x64, 24 picks, every phase "
+                   "(mrc too), one thread, in a temporary folder unless --dir; results in DIR/extract_scale.json")
     p.add_argument("--phase", help=argparse.SUPPRESS)
     p.add_argument("--result", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.phase:
         return run_child(args)
+    if args.tiny:
+        args.tomograms, args.shape, args.picks, args.threads = 2, "96x96x64", 24, 1
+        args.phases = "generate,read,pool,mrc"
+        if args.dir is None:
+            import tempfile
+            args.dir = tempfile.mkdtemp(prefix="ktal_extract_scale_")
+    if args.dir is None:
+        p.error("--dir is required (but with --tiny)")
     d = Path(args.dir)
     d.mkdir(parents=True, exist_ok=True)
     label = args.label or f"{args.tomograms}x{args.shape}-{args.picks}"
-    out_path = HERE / "results" / f"extract-scale-{label}.json"
+    if args.out:
+        out_path = Path(args.out)
+    elif args.tiny:
+        out_path = d / "extract_scale.json"
+    else:
+        out_path = HERE / "results" / f"extract-scale-{label}.json"
     results = {"tomograms": args.tomograms, "shape_xyz": args.shape, "picks": args.picks, "box": args.box,
                "cpu_count": os.cpu_count(), "argv": sys.argv[1:] if argv is None else argv,
                "machine": os.uname().machine, "mem_total_GB": os.sysconf("SC_PAGE_SIZE") *

@@ -2,6 +2,7 @@
 
     nice python benchmarks/pool_scale.py --n 100000 --dir /tmp/ktal_pool_scale
     python benchmarks/pool_scale.py --n 2000 --dir /tmp/ps --quick     # a smoke run
+    python benchmarks/pool_scale.py --tiny                             # seconds: what a test runs
 
 Phases, each in its own process so that each peak resident set size is its own:
 
@@ -154,7 +155,7 @@ def phase_dd(args) -> dict:
 
 
 def tiny_recipe():
-    from napari_ktal.core.recipe import load_recipe
+    from napari_ktal.core.loop import load_recipe
     return load_recipe("quick").replace(model={"width": 2}, train={"eval_batch_size": 256})
 
 
@@ -222,7 +223,7 @@ def phase_score(args) -> dict:
     rng = np.random.default_rng(0)
     subset = np.sort(rng.choice(n, size=max(1, int(n * args.score_fraction)), replace=False))
     m = max(1, int(0.05 * n))
-    ctx = QueryContext(t, s, project.pool.read, np.empty(0, np.int64), torch.device("cpu"), rng, "kl",
+    ctx = QueryContext(t, s, project.pool, np.empty(0, np.int64), torch.device("cpu"), rng, "kl",
                        recipe.train.eval_batch_size)
     t0 = time.perf_counter()
     sel = STRATEGIES["kt"](ctx, subset, m)
@@ -271,13 +272,15 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, default=100_000, help="volumes in the pool (default 100000)")
     p.add_argument("--per-stack", type=int, default=1000, help="volumes per MRC stack (default 1000)")
-    p.add_argument("--dir", required=True, help="work folder (needs ~2 x 131 kB x N of disk)")
+    p.add_argument("--dir", help="work folder (needs ~2 x 131 kB x N of disk); required but with --tiny")
     p.add_argument("--phases", default="generate,dd,import,score,predict")
     p.add_argument("--score-fraction", type=float, default=0.5)
     p.add_argument("--threads", type=int, help="torch threads in the phases (default: torch's)")
     p.add_argument("--no-duplicate-check", action="store_true",
                    help="diagnostic: import without volumes.iter_volumes's per-volume duplicate hash")
     p.add_argument("--quick", action="store_true", help="smoke run: implies --n 2000 unless --n is given")
+    p.add_argument("--tiny", action="store_true",
+                   help="seconds: 48 volumes in stacks of 16, one thread, in a temporary folder unless --dir")
     p.add_argument("--phase", help=argparse.SUPPRESS)
     p.add_argument("--result", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -285,6 +288,13 @@ def main(argv=None) -> int:
         return run_child(args)
     if args.quick and "--n" not in (argv or sys.argv[1:]):
         args.n = 2000
+    if args.tiny:
+        args.n, args.per_stack, args.threads = 48, 16, 1
+        if args.dir is None:
+            import tempfile
+            args.dir = tempfile.mkdtemp(prefix="ktal_pool_scale_")
+    if args.dir is None:
+        p.error("--dir is required (but with --tiny)")
     d = Path(args.dir)
     d.mkdir(parents=True, exist_ok=True)
     out_path = d / "pool_scale.json"

@@ -49,3 +49,29 @@ def test_throughput_tiny_mode_measures_every_speed_variant_against_both_ceilings
     assert rows[("quick", "bf16+cl")]["train_speed"] == "bf16, channels_last"
     assert set(result["cycle"]) == {"fp32", "auto"} and result["cycle"]["fp32"]["train_speed"] == "fp32"
     assert "x fp32" in capsys.readouterr().out
+
+
+def test_pool_scale_tiny_mode_measures_every_phase(tmp_path, monkeypatch, capsys):
+    _run("pool_scale.py", "--tiny", "--dir", str(tmp_path), monkeypatch=monkeypatch)
+    result = json.loads((tmp_path / "pool_scale.json").read_text())
+    assert result["n"] == 48 and result["generate"]["stacks"] == 3
+    assert result["dd"]["read_MBps"] > 0 and result["dd"]["write_MBps"] > 0
+    assert result["import"]["volumes"] == 48 and result["import"]["pool_bytes"] >= 48 * 32**3 * 2
+    assert result["score"]["scored"] == 24 and result["score"]["selected"] == 2
+    assert result["predict"]["predicted"] == 48
+    for phase in ("generate", "dd", "import", "score", "predict"):
+        assert 0 < result[phase]["peak_VmRSS_MB"] < 100_000 and result[phase]["ru_maxrss_MB"] > 0
+        assert result[phase].get("wall_s", 1) > 0 and result[phase]["threads"] == 1
+    assert "predict" in capsys.readouterr().out
+
+
+def test_extract_scale_tiny_mode_cuts_the_picks_into_a_pool_and_mrc_files(tmp_path, monkeypatch, capsys):
+    _run("extract_scale.py", "--tiny", "--dir", str(tmp_path), monkeypatch=monkeypatch)
+    result = json.loads((tmp_path / "extract_scale.json").read_text())  # not in benchmarks/results
+    assert result["generate"]["tomograms"] == 2 and result["generate"]["picks"] == 24
+    assert result["read"]["MBps"] > 0 and result["read"]["bytes"] == 2 * 96 * 96 * 64 * 4 + 2 * 1024
+    for phase in ("pool", "mrc"):
+        assert result[phase]["picks"] == 24 and result[phase]["picks_per_s"] > 0
+        assert 0 < result[phase]["peak_VmRSS_MB"] < 100_000 and result[f"{phase}_vs_read"] > 0
+    assert not (tmp_path / "tomograms").exists()  # cleaned up without --keep
+    assert "x the plain read" in capsys.readouterr().out

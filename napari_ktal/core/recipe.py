@@ -6,7 +6,7 @@ A recipe is a small TOML file (see ``models/*.toml``) with four tables::
     [transfer] knowledge-transfer loss, its weight lambda, the scoring distance
     [train]    optimizer, lr schedule, epochs, batch size, augmentation
     [active]   strategy, initial fraction, step, final budget, subset factor, re-init
-    [active.options]  settings of the query strategies (each strategy reads its own keys)
+    [active.options.<strategy>]  one table of settings per query strategy ([active.options.bald])
     [pretrain] self-supervised pretraining of the encoder on the pool (optional)
     [speed]    the convolutions' precision and memory format ("auto": the fastest measured)
 
@@ -16,12 +16,16 @@ Every key is checked: an unknown key (a typo) or an out-of-range value raises
 This module is the bottom of the core: it imports nothing of napari-ktal but its errors, so
 every layer can read recipes. It knows the names the recipe's fixed tables accept (depths,
 stems, transfer losses, scores); the packages that implement them are tested to agree. The
-strategies are an open set: :func:`read_recipe` keeps ``[active] strategy`` and
-``[active.options]`` as given, and :func:`napari_ktal.core.strategies.check_recipe` checks
-them against the registry (``napari_ktal.core.loop.load_recipe`` does both).
+strategies are an open set: :func:`read_recipe` keeps ``[active] strategy`` and the
+``[active.options.<strategy>]`` tables as given, and
+:func:`napari_ktal.core.strategies.check_recipe` checks them against the registry
+(``napari_ktal.core.loop.load_recipe`` does both).
 
-Older recipes wrote strategy settings as flat ``[active]`` keys (``mc_passes = 20``); they
-are read into ``[active.options]``, so projects written by earlier versions still open.
+Older recipes wrote strategy settings flat, in ``[active]`` (``mc_passes = 20``) or in one
+shared ``[active.options]`` with a prefix per strategy (``autoal_fit_steps = 50``). Such keys
+are kept here as flat entries of ``options``; ``check_recipe`` moves each into the table of
+the strategies that read it, with a FutureWarning, so projects written by earlier versions
+still open (and are written back in the new form).
 """
 
 from __future__ import annotations
@@ -201,8 +205,9 @@ class ActiveSpec:
     #: cycle 0's batch: "random" (the paper), or "typiclust": the most typical volume of each of M
     #: clusters of the pretrained features (needs [pretrain] method)
     initial: str = "random"
-    #: [active.options]: the strategies' settings, checked by the strategy registry
-    options: dict[str, OptionValue] = field(default_factory=dict)
+    #: [active.options.<strategy>]: each strategy's settings, one table per strategy name, checked
+    #: by the strategy registry (older recipes' flat keys sit here as scalars until that check)
+    options: dict[str, dict[str, OptionValue] | OptionValue] = field(default_factory=dict)
 
     def validate(self, section: str = "active") -> None:
         check(bool(self.strategy.strip()), f"{section}.strategy", "must name a query strategy")
@@ -278,8 +283,10 @@ class Recipe:
     def replace(self, **sections: dict[str, Any]) -> Recipe:
         """A copy with some keys changed, e.g. ``recipe.replace(train={"epochs": 5})``.
 
-        In ``active``, strategy options may be given in ``options`` or flat (``mc_passes=4``);
-        either way they update the options the recipe has.
+        In ``active``, ``options`` updates the strategies' tables key by key
+        (``active={"options": {"bald": {"mc_passes": 4}}}``); a flat key that is not one of
+        ``[active]``'s own (``mc_passes=4``) is an older-form option, moved into its strategies'
+        tables (with a warning) by ``check_recipe``.
         """
         data = self.to_dict()
         for section, values in sections.items():
@@ -288,7 +295,11 @@ class Recipe:
             if section == "active":
                 own = {f.name for f in fields(ActiveSpec)}
                 options = data["active"]["options"]
-                options.update(values.pop("options", {}))
+                for key, value in values.pop("options", {}).items():
+                    if isinstance(value, dict) and isinstance(options.get(key), dict):
+                        options[key] = {**options[key], **value}
+                    else:
+                        options[key] = value
                 options.update({k: values.pop(k) for k in list(values) if k not in own})
             data[section].update(values)
         return recipe_from_dict(data)
@@ -338,15 +349,24 @@ def from_table(cls: type, data: dict[str, Any], where: str, ignore: Iterable[str
     return cls(**kwargs)
 
 
+def _option_value(value: Any, key: str) -> None:
+    check(isinstance(value, (bool, int, float, str, list)), key,
+          f"must be a number, a word, true/false or a list, got {value!r}")
+
+
 def _active_table(data: dict[str, Any]) -> ActiveSpec:
-    """``[active]``: its own keys typed; ``options`` and the older flat strategy keys as options."""
+    """``[active]``: its own keys typed; the ``[active.options.<strategy>]`` tables as given; the
+    older flat strategy keys (in ``[active]`` or ``[active.options]``) as flat entries of ``options``."""
     own = [f.name for f in fields(ActiveSpec)]
     options = data.get("options", {})
     check(isinstance(options, dict), "active.options", "must be a table")
-    options = dict(options)
+    options = {k: dict(v) if isinstance(v, dict) else v for k, v in options.items()}
     for key, value in options.items():
-        check(isinstance(value, (bool, int, float, str, list)), f"active.options.{key}",
-               f"must be a number, a word, true/false or a list, got {value!r}")
+        if isinstance(value, dict):
+            for option, v in value.items():
+                _option_value(v, f"active.options.{key}.{option}")
+        else:
+            _option_value(value, f"active.options.{key}")
     for key, value in data.items():
         if key in own:
             continue

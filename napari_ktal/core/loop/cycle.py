@@ -146,7 +146,7 @@ def train_cycle(
     check_owner(project)
     recipe = check_recipe(recipe)
     strategy = get_strategy(recipe.active.strategy)
-    options = strategy.parse_options(recipe.active.options)
+    options = strategy.parse_options(recipe.active.options.get(strategy.name, {}))
     inputs, x, pretrained = None, None, None
     if project is not None:
         inputs, x = _read_inputs(project)
@@ -187,7 +187,7 @@ def train_cycle(
             ctx = QueryContext(teacher, student, pool, idx, device, rng, recipe.transfer.score, batch_size,
                                head, on_progress, should_stop, labels=y,
                                junk_class=classes.index(JUNK_CLASS) if JUNK_CLASS in classes else None,
-                               speed=recipe.speed, shard=True)
+                               speed=recipe.speed, shard=True, option_tables=recipe.active.options)
             sel = strategy(ctx, subset, m, options)  # every rank: its passes are collective
             sel = rank0s(sel)  # every rank chose the same from the same gathered scores; now it is certain
             pred, conf = predict(teacher, pool, sel.indices, device, batch_size=batch_size,

@@ -1,7 +1,7 @@
 """AutoAL (Wang, Zhan and Huang, "AutoAL: Automated Active Learning with Differentiable Query
 Strategy Search", ICML 2025, arXiv 2410.13853; code haizailache999/AutoAL), ported to 3D.
 
-K candidate strategies of this registry (``autoal_candidates``; kt among them by default) each
+K candidate strategies of this registry (``candidates``; kt among them by default) each
 pick a batch, giving a 0/1 matrix A (N x K). SearchNet, a 3D ResNet with a K-way head, gives
 per-sample weights w (N x K); a sample's score is s_i = softmax_i(sum_k A_ik w_ik) over the
 samples; a Gaussian mixture fitted to s sets the threshold tau at the batch's share, and the
@@ -23,15 +23,15 @@ Port and fixes (the reference code hard-codes 2D shapes, 7 candidates and the po
   on SearchNet), on the second half with the first half as the labeled set;
 - the mask: the reference's sigmoid(1e11 (s - tau)) is a step function whose gradient is zero
   almost everywhere, so SearchNet learned next to nothing; here the same threshold is applied
-  with a finite slope on log s, sigmoid((log s - log tau) / T), T = ``autoal_temperature`` nats
+  with a finite slope on log s, sigmoid((log s - log tau) / T), T = ``temperature`` nats
   (a slope on s itself lets the softmax collapse onto one sample, all others at the threshold
   with mask 1/2; a slope relative to the spread of s leaves a candidate whose picks start
   below the threshold without gradient). The reference's size penalty is a Python number (no gradient) subtracted
-  from SearchNet's loss; here it is ``autoal_size_weight`` x ((sum m - q) / q)^2 and added;
+  from SearchNet's loss; here it is ``size_weight`` x ((sum m - q) / q)^2 and added;
 - the threshold is the mixture's quantile computed exactly (bisection on its CDF), not from
-  10,000 samples of it; up to ``autoal_gmm_components`` components, fewer on a small batch;
+  10,000 samples of it; up to ``gmm_components`` components, fewer on a small batch;
 - the loss-prediction module's ranking loss also reaches SearchNet's features
-  (``autoal_lpl_weight``); in the reference its gradient is discarded before SearchNet steps;
+  (``lpl_weight``); in the reference its gradient is discarded before SearchNet steps;
 - the networks live for one cycle (the reference keeps SearchNet across rounds);
 - candidate strategies run with their default options; the labeled volumes' labels come from
   the query context (the teacher's predictions stand in when a caller gives none).
@@ -151,7 +151,7 @@ def candidate_matrix(ctx: QueryContext, names: list[str], indices: np.ndarray, q
     for k, name in enumerate(names):
         check_cancel(ctx.should_stop)
         sub = dataclasses.replace(ctx, rng=np.random.default_rng(ctx.rng.integers(2**62)))
-        sel = STRATEGIES[name](sub, indices, min(q, len(indices)))
+        sel = STRATEGIES[name](sub, indices, min(q, len(indices)), ctx.options_of(name))  # its own table
         a[[pos[int(i)] for i in sel.indices], k] = 1.0
     return a
 
@@ -159,35 +159,36 @@ def candidate_matrix(ctx: QueryContext, names: list[str], indices: np.ndarray, q
 # -- the strategy ---------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Options:
-    autoal_candidates: str = DEFAULT_CANDIDATES  # comma-separated registry names (K of them)
-    autoal_fit_steps: int = 100  # FitNet's cross-entropy steps on the first half of the labeled set
-    autoal_search_steps: int = 60  # alternating SearchNet / loss-module / FitNet steps on the second half
-    autoal_batch_size: int = 32  # volumes per step
-    autoal_lr: float = 0.05  # SGD (momentum 0.9) for all three networks
-    autoal_temperature: float = 1.0  # mask slope: sigmoid((log s - log tau) / temperature), in nats
-    autoal_size_weight: float = 1.0  # weight of the mask-size penalty
-    autoal_lpl_weight: float = 1.0  # weight of the loss-prediction ranking loss in SearchNet's
-    autoal_gmm_components: int = 5  # Gaussian mixture components of the threshold
+    #: comma-separated registry names (K of them); each runs with its own [active.options.<name>]
+    candidates: str = DEFAULT_CANDIDATES
+    fit_steps: int = 100  # FitNet's cross-entropy steps on the first half of the labeled set
+    search_steps: int = 60  # alternating SearchNet / loss-module / FitNet steps on the second half
+    batch_size: int = 32  # volumes per step
+    lr: float = 0.05  # SGD (momentum 0.9) for all three networks
+    temperature: float = 1.0  # mask slope: sigmoid((log s - log tau) / temperature), in nats
+    size_weight: float = 1.0  # weight of the mask-size penalty
+    lpl_weight: float = 1.0  # weight of the loss-prediction ranking loss in SearchNet's
+    gmm_components: int = 5  # Gaussian mixture components of the threshold
 
     def validate(self, section: str) -> None:
-        names = candidate_names(self.autoal_candidates)
-        check(len(names) >= 2 and len(set(names)) == len(names), f"{section}.autoal_candidates",
+        names = candidate_names(self.candidates)
+        check(len(names) >= 2 and len(set(names)) == len(names), f"{section}.candidates",
               "must name at least 2 different strategies, comma-separated")
         for name in names:
-            check(name in STRATEGIES and name != "autoal", f"{section}.autoal_candidates",
+            check(name in STRATEGIES and name != "autoal", f"{section}.candidates",
                   f"{name!r} is not a strategy AutoAL can use; known: "
                   + ", ".join(n for n in STRATEGIES if n != "autoal"))
-            check(STRATEGIES[name].head is None, f"{section}.autoal_candidates",
+            check(STRATEGIES[name].head is None, f"{section}.candidates",
                   f"{name!r} needs a module trained with the teacher; AutoAL cannot run it")
-        check(0 <= self.autoal_fit_steps <= 100_000, f"{section}.autoal_fit_steps", "must be between 0 and 100000")
-        check(0 <= self.autoal_search_steps <= 100_000, f"{section}.autoal_search_steps",
+        check(0 <= self.fit_steps <= 100_000, f"{section}.fit_steps", "must be between 0 and 100000")
+        check(0 <= self.search_steps <= 100_000, f"{section}.search_steps",
               "must be between 0 and 100000")
-        check(2 <= self.autoal_batch_size <= 4096, f"{section}.autoal_batch_size", "must be between 2 and 4096")
-        check(0 < self.autoal_lr <= 10, f"{section}.autoal_lr", "must be in (0, 10]")
-        check(0 <= self.autoal_temperature <= 100, f"{section}.autoal_temperature", "must be between 0 and 100")
-        check(0 <= self.autoal_size_weight <= 1000, f"{section}.autoal_size_weight", "must be between 0 and 1000")
-        check(0 <= self.autoal_lpl_weight <= 1000, f"{section}.autoal_lpl_weight", "must be between 0 and 1000")
-        check(1 <= self.autoal_gmm_components <= 20, f"{section}.autoal_gmm_components", "must be between 1 and 20")
+        check(2 <= self.batch_size <= 4096, f"{section}.batch_size", "must be between 2 and 4096")
+        check(0 < self.lr <= 10, f"{section}.lr", "must be in (0, 10]")
+        check(0 <= self.temperature <= 100, f"{section}.temperature", "must be between 0 and 100")
+        check(0 <= self.size_weight <= 1000, f"{section}.size_weight", "must be between 0 and 1000")
+        check(0 <= self.lpl_weight <= 1000, f"{section}.lpl_weight", "must be between 0 and 1000")
+        check(1 <= self.gmm_components <= 20, f"{section}.gmm_components", "must be between 1 and 20")
 
 
 def _sgd(module, lr):
@@ -236,20 +237,20 @@ def train_search(ctx: QueryContext, names: list[str], share: float, opts: Option
     sub = dataclasses.replace(ctx, labeled=labeled[fit_pos], labels=y[fit_pos])
     picks = torch.as_tensor(candidate_matrix(sub, names, labeled[search_pos], q_all), dtype=torch.float32,
                             device=device)
-    bs = opts.autoal_batch_size
+    bs = opts.batch_size
 
     def batch(pos: np.ndarray) -> torch.Tensor:
         if len(pos) <= bs:
             return torch.arange(len(pos), device=device)
         return torch.randperm(len(pos), generator=gen, device=device)[:bs]
 
-    opt_fit = _sgd(fit_net, opts.autoal_lr)
+    opt_fit = _sgd(fit_net, opts.lr)
     fit_losses, search_losses = [], []
     fit_idx = torch.as_tensor(fit_pos, device=device)
     search_idx = torch.as_tensor(search_pos, device=device)
-    total = opts.autoal_fit_steps + opts.autoal_search_steps
+    total = opts.fit_steps + opts.search_steps
     fit_net.train()
-    for step in range(opts.autoal_fit_steps if len(fit_pos) >= 2 else 0):
+    for step in range(opts.fit_steps if len(fit_pos) >= 2 else 0):
         check_cancel(ctx.should_stop)
         b = fit_idx[batch(fit_pos)]
         loss = F.cross_entropy(fit_net(x_all[b]).logits, y_all[b])
@@ -258,8 +259,8 @@ def train_search(ctx: QueryContext, names: list[str], share: float, opts: Option
         opt_fit.step()
         fit_losses.append(float(loss.detach()))
         emit(ctx.on_progress, Progress("score", step + 1, total))
-    opt_search, opt_loss = _sgd(search_net, opts.autoal_lr), _sgd(lossnet, opts.autoal_lr)
-    for step in range(opts.autoal_search_steps if len(search_pos) >= 2 else 0):
+    opt_search, opt_loss = _sgd(search_net, opts.lr), _sgd(lossnet, opts.lr)
+    for step in range(opts.search_steps if len(search_pos) >= 2 else 0):
         check_cancel(ctx.should_stop)
         local = batch(search_pos)
         b = search_idx[local]
@@ -272,10 +273,10 @@ def train_search(ctx: QueryContext, names: list[str], share: float, opts: Option
                 ce = F.cross_entropy(fit_net(xb).logits, yb, reduction="none")
             search_net.train()
             out = search_net(xb)
-            loss, _ = search_objective(out.logits.float(), ab, ce, q, temperature=opts.autoal_temperature,
-                                       size_weight=opts.autoal_size_weight, components=opts.autoal_gmm_components)
-            if opts.autoal_lpl_weight > 0 and len(local) >= 2:
-                loss = loss + opts.autoal_lpl_weight * loss_ranking_loss(lossnet(out.stages), ce)
+            loss, _ = search_objective(out.logits.float(), ab, ce, q, temperature=opts.temperature,
+                                       size_weight=opts.size_weight, components=opts.gmm_components)
+            if opts.lpl_weight > 0 and len(local) >= 2:
+                loss = loss + opts.lpl_weight * loss_ranking_loss(lossnet(out.stages), ce)
             opt_search.zero_grad()
             loss.backward()
             opt_search.step()
@@ -294,7 +295,7 @@ def train_search(ctx: QueryContext, names: list[str], share: float, opts: Option
             with torch.no_grad():
                 search_net.eval()
                 s = combined_scores(search_net(xb).logits.float(), ab)
-                mask = soft_mask(s, q / len(s), opts.autoal_temperature, opts.autoal_gmm_components)
+                mask = soft_mask(s, q / len(s), opts.temperature, opts.gmm_components)
             fit_net.train()
             ce = F.cross_entropy(fit_net(xb).logits, yb, reduction="none")
             loss = (ce * mask).mean()
@@ -302,16 +303,16 @@ def train_search(ctx: QueryContext, names: list[str], share: float, opts: Option
             loss.backward()
             opt_fit.step()
             fit_losses.append(float(loss.detach()))
-        emit(ctx.on_progress, Progress("score", opts.autoal_fit_steps + step + 1, total))
+        emit(ctx.on_progress, Progress("score", opts.fit_steps + step + 1, total))
     return SearchState(search_net.eval(), fit_net.eval(), search_losses, fit_losses)
 
 
 @register("autoal", summary="AutoAL: SearchNet learns per-volume weights of candidate strategies (kt among them) "
-          "by bi-level training with FitNet on the labeled set", options=Options,
-          cost="every candidate's query twice, FitNet and SearchNet trained for autoal_fit_steps + "
-               "autoal_search_steps steps, one SearchNet pass over the candidates")
+          "by bi-level training with FitNet on the labeled set", options=Options, old_prefix="autoal",
+          cost="every candidate's query twice, FitNet and SearchNet trained for fit_steps + "
+               "search_steps steps, one SearchNet pass over the candidates")
 def autoal_query(ctx: QueryContext, candidates: np.ndarray, m: int, opts: Options) -> Selection:
-    names = candidate_names(opts.autoal_candidates)
+    names = candidate_names(opts.candidates)
     if len(ctx.labeled) < 2:
         raise KtalError("strategy 'autoal' needs at least 2 labeled volumes")
     share = m / max(len(candidates), 1)

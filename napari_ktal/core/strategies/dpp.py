@@ -4,13 +4,13 @@ SubSetML @ ICML 2021, arXiv 2107.01622). No public code exists; this is our read
 
 Three criteria, one k-DPP over the candidates:
 
-- informativeness u_i: the teacher's uncertainty (``dpp_uncertainty``: entropy by default, or
+- informativeness u_i: the teacher's uncertainty (``uncertainty``: entropy by default, or
   margin, least confidence, or the knowledge-transfer score);
 - representativeness r_i, by centroid-based clustering: k-means with M clusters on the teacher's
   embeddings (the penultimate pooled features); r_i = (share of the candidates in i's cluster) x
   exp(-|e_i - centroid|^2 / 2 sigma^2): typical members of large groups;
 - diversity: a Gaussian kernel S_ij = exp(-|e_i - e_j|^2 / 2 sigma^2) on the same embeddings,
-  sigma = ``dpp_bandwidth`` x the median distance between candidates.
+  sigma = ``bandwidth`` x the median distance between candidates.
 
 The quality of a candidate is q_i = (u_i / max u)^alpha (r_i / max r)^beta, the DPP kernel
 L = diag(q) S diag(q) (the quality-diversity decomposition of Kulesza & Taskar), and the batch
@@ -21,10 +21,10 @@ conditioned on it (the Schur complement of its row and column).
 What follows the paper: the three criteria, the k-DPP, taking the hardest sample, clustering for
 representativeness. Our choices (the paper leaves them open or has no deep-learning form): the
 teacher's embedding as the feature space; the product form of the quality with exponents
-``dpp_alpha`` and ``dpp_beta``; the Gaussian kernel and its median-distance bandwidth; k-means
+``alpha`` and ``beta``; the Gaussian kernel and its median-distance bandwidth; k-means
 with k = M, seeded k-means++; and by default the most probable batch found greedily (the fast
-greedy MAP of Chen et al. 2018, ``dpp_mode = "map"``: the same pool gives the same batch)
-instead of a random k-DPP draw (``dpp_mode = "sample"``, the exact sampler of Kulesza & Taskar
+greedy MAP of Chen et al. 2018, ``mode = "map"``: the same pool gives the same batch)
+instead of a random k-DPP draw (``mode = "sample"``, the exact sampler of Kulesza & Taskar
 2012, Alg. 8). The paper's bias towards the classifier that best suits the data has no
 counterpart here: there is one teacher. The batch is listed by quality, highest first.
 """
@@ -195,20 +195,20 @@ def select_batch(kernel: np.ndarray, k: int, rng: np.random.Generator, *, first:
 # -- the strategy ---------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Options:
-    dpp_uncertainty: str = "entropy"  # informativeness: entropy, margin, least-confidence or kt
-    dpp_alpha: float = 1.0  # exponent of informativeness in the quality
-    dpp_beta: float = 1.0  # exponent of representativeness in the quality
-    dpp_bandwidth: float = 1.0  # kernel sigma as a multiple of the median distance between candidates
-    dpp_mode: str = "map"  # "map": the most probable batch (greedy); "sample": a random k-DPP draw
-    dpp_hardest: bool = True  # always take the most informative candidate (the paper's refinement)
+    uncertainty: str = "entropy"  # informativeness: entropy, margin, least-confidence or kt
+    alpha: float = 1.0  # exponent of informativeness in the quality
+    beta: float = 1.0  # exponent of representativeness in the quality
+    bandwidth: float = 1.0  # kernel sigma as a multiple of the median distance between candidates
+    mode: str = "map"  # "map": the most probable batch (greedy); "sample": a random k-DPP draw
+    hardest: bool = True  # always take the most informative candidate (the paper's refinement)
 
     def validate(self, section: str) -> None:
-        check(self.dpp_uncertainty in UNCERTAINTIES, f"{section}.dpp_uncertainty",
+        check(self.uncertainty in UNCERTAINTIES, f"{section}.uncertainty",
               f"must be one of {', '.join(UNCERTAINTIES)}")
-        check(self.dpp_mode in MODES, f"{section}.dpp_mode", f"must be one of {', '.join(MODES)}")
-        check(0 <= self.dpp_alpha <= 100, f"{section}.dpp_alpha", "must be between 0 and 100")
-        check(0 <= self.dpp_beta <= 100, f"{section}.dpp_beta", "must be between 0 and 100")
-        check(0 < self.dpp_bandwidth <= 100, f"{section}.dpp_bandwidth", "must be in (0, 100]")
+        check(self.mode in MODES, f"{section}.mode", f"must be one of {', '.join(MODES)}")
+        check(0 <= self.alpha <= 100, f"{section}.alpha", "must be between 0 and 100")
+        check(0 <= self.beta <= 100, f"{section}.beta", "must be between 0 and 100")
+        check(0 < self.bandwidth <= 100, f"{section}.bandwidth", "must be in (0, 100]")
 
 
 def informativeness(ctx: QueryContext, candidates: np.ndarray, kind: str) -> np.ndarray:
@@ -220,18 +220,18 @@ def informativeness(ctx: QueryContext, candidates: np.ndarray, kind: str) -> np.
 
 
 @register("dpp", summary="multiple criteria (uncertainty, k-means representativeness, diversity) as a "
-          "fixed-size DPP on the teacher's embedding", options=Options,
-          cost="one pass of the teacher over the candidates (two nets with dpp_uncertainty = kt); "
+          "fixed-size DPP on the teacher's embedding", options=Options, old_prefix="dpp",
+          cost="one pass of the teacher over the candidates (two nets with uncertainty = kt); "
                "an N x N kernel, k-means and an O(N M^2) greedy selection")
 def dpp_query(ctx: QueryContext, candidates: np.ndarray, m: int, opts: Options) -> Selection:
-    u = informativeness(ctx, candidates, opts.dpp_uncertainty)
+    u = informativeness(ctx, candidates, opts.uncertainty)
     (emb,) = ctx.forward([ctx.teacher], candidates, output="embedding")
     x = emb.double().numpy()
-    similarity, sigma = rbf_kernel(x, opts.dpp_bandwidth)
+    similarity, sigma = rbf_kernel(x, opts.bandwidth)
     r = representativeness(x, m, sigma, ctx.rng)
-    q = quality(u, r, opts.dpp_alpha, opts.dpp_beta)
+    q = quality(u, r, opts.alpha, opts.beta)
     kernel = q[:, None] * similarity * q[None, :]
-    first = int(np.argmax(u)) if opts.dpp_hardest else None
-    chosen = select_batch(kernel, m, ctx.rng, first=first, mode=opts.dpp_mode)
+    first = int(np.argmax(u)) if opts.hardest else None
+    chosen = select_batch(kernel, m, ctx.rng, first=first, mode=opts.mode)
     chosen = chosen[np.argsort(-q[chosen], kind="stable")]
     return Selection(candidates[chosen], q[chosen])

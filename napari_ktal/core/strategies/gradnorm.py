@@ -109,10 +109,10 @@ def gradnorm_scores(
 
 @dataclass(frozen=True)
 class Options:
-    gradnorm_batch_size: int = 16  # samples per vmap call (memory ~ this x the model's size)
+    batch_size: int = 16  # samples per vmap call (memory ~ this x the model's size)
 
     def validate(self, section: str) -> None:
-        check(1 <= self.gradnorm_batch_size <= 4096, f"{section}.gradnorm_batch_size",
+        check(1 <= self.batch_size <= 4096, f"{section}.batch_size",
               "must be between 1 and 4096")
 
 
@@ -120,19 +120,20 @@ COST = "one forward and backward of the teacher per candidate (batched with vmap
 
 
 def _gradnorm(ctx: QueryContext, candidates: np.ndarray, m: int, loss: str, opts: Options) -> Selection:
-    scores = gradnorm_scores(ctx.teacher, ctx.source, candidates, ctx.device, loss, opts.gradnorm_batch_size,
+    scores = gradnorm_scores(ctx.teacher, ctx.source, candidates, ctx.device, loss, opts.batch_size,
                              ctx.on_progress, ctx.should_stop)
     return Selection(*top_m(candidates, scores, m))
 
 
-@register("gradnorm-expected", summary="gradient norm of the expected loss (gradnorm)", cost=COST, options=Options)
+@register("gradnorm-expected", summary="gradient norm of the expected loss (gradnorm)", cost=COST, options=Options,
+          old_prefix="gradnorm")
 def gradnorm_expected_query(ctx: QueryContext, candidates: np.ndarray, m: int, opts: Options) -> Selection:
     """expected-gradnorm (Wang et al. 2022): top M by the summed per-tensor gradient norms."""
     return _gradnorm(ctx, candidates, m, "expected", opts)
 
 
 @register("gradnorm-entropy", summary="gradient norm of the prediction entropy (gradnorm)", cost=COST,
-          options=Options)
+          options=Options, old_prefix="gradnorm")
 def gradnorm_entropy_query(ctx: QueryContext, candidates: np.ndarray, m: int, opts: Options) -> Selection:
     """entropy-gradnorm (Wang et al. 2022): top M by the summed per-tensor gradient norms."""
     return _gradnorm(ctx, candidates, m, "entropy", opts)

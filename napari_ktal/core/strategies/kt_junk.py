@@ -13,12 +13,12 @@ knows about junk:
   a volume the teacher calls junk with 90% confidence keeps a tenth of its score; a particle
   the teacher half-suspects of being junk keeps half, so hard particles near junk still come.
 - ``pareto``: POAL's Pareto search (:mod:`.poal`) for a batch trading D against P(not junk).
-- ``ktjunk_ood`` (both modes): also weigh by an in-distribution p-value, the share of the labeled
+- ``ood`` (both modes): also weigh by an in-distribution p-value, the share of the labeled
   particle volumes whose Mahalanobis confidence (:func:`.poal.ood_scores`, on the teacher's
   stages) is no higher than the candidate's: junk of a kind no label has shown yet is far from
   every particle class even when the teacher's junk class does not cover it.
 
-A project without a ``junk`` class gets plain ``kt`` (times the p-value with ``ktjunk_ood``).
+A project without a ``junk`` class gets plain ``kt`` (times the p-value with ``ood``).
 """
 
 from __future__ import annotations
@@ -54,31 +54,31 @@ def in_distribution_p_value(candidate_ood, labeled_ood) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Options:
-    ktjunk_mode: str = "product"  # "product": kt x P(not junk)^power; "pareto": POAL's search over both
-    ktjunk_power: float = 1.0  # exponent of P(not junk) in the product (0: plain kt)
-    ktjunk_ood: bool = False  # also weigh by the in-distribution p-value of the Mahalanobis confidence
+    mode: str = "product"  # "product": kt x P(not junk)^power; "pareto": POAL's search over both
+    power: float = 1.0  # exponent of P(not junk) in the product (0: plain kt)
+    ood: bool = False  # also weigh by the in-distribution p-value of the Mahalanobis confidence
 
     def validate(self, section: str) -> None:
-        check(self.ktjunk_mode in MODES, f"{section}.ktjunk_mode", f"must be one of {', '.join(MODES)}")
-        check(0 <= self.ktjunk_power <= 100, f"{section}.ktjunk_power", "must be between 0 and 100")
+        check(self.mode in MODES, f"{section}.mode", f"must be one of {', '.join(MODES)}")
+        check(0 <= self.power <= 100, f"{section}.power", "must be between 0 and 100")
 
 
 @register("kt-junk", summary="knowledge transfer weighed by the teacher's probability that a volume is no junk "
           "(junk-aware kt)", cost="one pass of teacher and student over the candidates (+ a Mahalanobis pass over "
-          "labeled + candidates with ktjunk_ood)", options=Options)
+          "labeled + candidates with ood = true)", options=Options, old_prefix="ktjunk")
 def kt_junk_query(ctx: QueryContext, candidates: np.ndarray, m: int, opts: Options) -> Selection:
     t_logits, s_logits = ctx.forward([ctx.teacher, ctx.student], candidates)
     kt = DISTANCES[ctx.score_distance](t_logits, s_logits).double().numpy()
     particle = not_junk_probability(t_logits, ctx.junk_class)
-    if opts.ktjunk_ood:
+    if opts.ood:
         labeled = np.asarray(ctx.labeled, np.int64)
         if ctx.labels is not None and ctx.junk_class is not None:
             labeled = labeled[np.asarray(ctx.labels) != ctx.junk_class]
         if len(labeled):
             scores = ood_scores(ctx, np.concatenate([labeled, candidates]))
             particle = particle * in_distribution_p_value(scores[len(labeled):], scores[: len(labeled)])
-    if opts.ktjunk_mode == "pareto":
+    if opts.mode == "pareto":
         chosen = poal_select(kt, particle, m, ctx.rng)
         order = chosen[np.argsort(-kt[chosen], kind="stable")]
         return Selection(candidates[order], kt[order])
-    return Selection(*top_m(candidates, kt * particle**opts.ktjunk_power, m))
+    return Selection(*top_m(candidates, kt * particle**opts.power, m))

@@ -94,25 +94,25 @@ class LossPredictionHead(AuxiliaryHead):
 
 @dataclass(frozen=True)
 class Options:
-    lloss_weight: float = 1.0  # lambda of the loss-prediction ranking loss
-    lloss_margin: float = 1.0  # margin of the ranking loss
-    lloss_detach_fraction: float = 0.6  # features are detached after this fraction of epochs
+    weight: float = 1.0  # lambda of the loss-prediction ranking loss
+    margin: float = 1.0  # margin of the ranking loss
+    detach_fraction: float = 0.6  # features are detached after this fraction of epochs
 
     def validate(self, section: str) -> None:
-        check(self.lloss_weight >= 0, f"{section}.lloss_weight", "must be >= 0")
-        check(self.lloss_margin >= 0, f"{section}.lloss_margin", "must be >= 0")
-        check(0 <= self.lloss_detach_fraction <= 1, f"{section}.lloss_detach_fraction", "must be in [0, 1]")
+        check(self.weight >= 0, f"{section}.weight", "must be >= 0")
+        check(self.margin >= 0, f"{section}.margin", "must be >= 0")
+        check(0 <= self.detach_fraction <= 1, f"{section}.detach_fraction", "must be in [0, 1]")
 
 
 def build_head(teacher: nn.Module, train: TrainSpec, opts: Options) -> LossPredictionHead:
     """A fresh head for ``teacher``; features are detached from epoch round(detach_fraction * epochs)."""
-    return LossPredictionHead(teacher.stage_channels, weight=opts.lloss_weight, margin=opts.lloss_margin,
-                              detach_epoch=int(round(opts.lloss_detach_fraction * train.epochs)))
+    return LossPredictionHead(teacher.stage_channels, weight=opts.weight, margin=opts.margin,
+                              detach_epoch=int(round(opts.detach_fraction * train.epochs)))
 
 
 @register("lloss", summary="learning loss: a module trained to predict the teacher's loss (LL4AL)",
           cost="a small head trained with the teacher; one pass of the teacher over the candidates",
-          options=Options, head=build_head)
+          options=Options, old_prefix="lloss", head=build_head)
 def lloss_query(ctx: QueryContext, candidates: np.ndarray, m: int, opts: Options) -> Selection:
     """Top M by the loss the head predicts from the teacher's pooled stage features."""
     if not isinstance(ctx.head, LossPredictionHead):

@@ -104,21 +104,22 @@ def output_changes(
 
 @dataclass(frozen=True)
 class Options:
-    noise_passes: int = 30  # K noisy copies of the teacher (the paper uses 30-50)
-    noise_scale: float = 0.001  # ||noise|| = noise_scale * ||W|| for each layer's weight
+    passes: int = 30  # K noisy copies of the teacher (the paper uses 30-50)
+    scale: float = 0.001  # ||noise|| = scale * ||W|| for each layer's weight
 
     def validate(self, section: str) -> None:
-        check(1 <= self.noise_passes <= 1000, f"{section}.noise_passes", "must be between 1 and 1000")
-        check(0 < self.noise_scale <= 1, f"{section}.noise_scale", "must be in (0, 1]")
+        check(1 <= self.passes <= 1000, f"{section}.passes", "must be between 1 and 1000")
+        check(0 < self.scale <= 1, f"{section}.scale", "must be in (0, 1]")
 
 
 @register("noise-stability", summary="k-center on output changes under small weight noise", options=Options,
-          cost="noise_passes + 1 passes of the teacher over the candidates, then M k-center passes")
+          old_prefix="noise",
+          cost="passes + 1 passes of the teacher over the candidates, then M k-center passes")
 def noise_stability_query(ctx: QueryContext, candidates: np.ndarray, m: int, opts: Options) -> Selection:
     """Noise stability (Li et al. 2024): greedy k-center from the origin on the concatenated
-    normalised softmax changes under ``noise_passes`` weight-noise draws of relative size
-    ``noise_scale``."""
-    feats = output_changes(ctx.teacher, ctx.source, candidates, ctx.device, opts.noise_passes, opts.noise_scale,
+    normalised softmax changes under ``passes`` weight-noise draws of relative size
+    ``scale``."""
+    feats = output_changes(ctx.teacher, ctx.source, candidates, ctx.device, opts.passes, opts.scale,
                            ctx.torch_generator(), ctx.batch_size, ctx.on_progress, ctx.should_stop)
     order, dist = kcenter_greedy(feats, m, centers=feats.new_zeros(1, feats.shape[1]))
     return Selection(candidates[order], dist)

@@ -8,12 +8,12 @@ Two objectives per candidate, both to be maximised:
 - in-distribution confidence M: the Mahalanobis confidence of Lee et al. (2018) on the teacher's
   spatially averaged stage activations. Class means and one tied covariance per stage come from
   the labeled volumes of the particle classes (junk is left out: it is the out-of-distribution
-  data). Each input is first nudged by an FGSM-style step of ``poal_noise`` (0.01) towards its
+  data). Each input is first nudged by an FGSM-style step of ``noise`` (0.01) towards its
   nearest class mean, then ``M_l = max_c -1/2 (f_l - mu_c)^T Sigma_l^-1 (f_l - mu_c)`` and M is
   the mean over the stages. Junk lies far from every particle class: low M.
 
 The batch: successive non-dominated fronts of (U, M) are pre-selected until they hold at least
-``poal_preselect`` x M candidates; then a Monte-Carlo search draws fixed-size subsets, scores
+``preselect`` x M candidates; then a Monte-Carlo search draws fixed-size subsets, scores
 each by (sum U, sum M), keeps a non-dominated archive, stops early when the MMD between recent
 archive fronts stops changing, and returns the archived subset that overlaps most with how often
 each candidate recurs across the archive.
@@ -30,9 +30,9 @@ by the same affine map, so the archive's dominance is unchanged (it only makes t
 MMD tolerance scale-free).
 
 Our choices beside the paper: the tied covariance is shrunk towards its mean variance
-(``poal_shrinkage``; a few dozen labeled volumes cannot estimate a 64x64 covariance, where the
+(``shrinkage``; a few dozen labeled volumes cannot estimate a 64x64 covariance, where the
 reference code's ``EmpiricalCovariance`` would use a pseudo-inverse); the archive is seeded with
-the top-M subsets of a few weighted sums of the two objectives (``poal_seed_archive``; each is
+the top-M subsets of a few weighted sums of the two objectives (``seed_archive``; each is
 Pareto-optimal among fixed-size subsets, where pure random subsets of 6M candidates rarely are);
 the early-stop statistics are the real mean and spread of the MMDs to the recent fronts (the
 reference code keeps only the last one, with a spread of 0). Without labels (a caller that gives
@@ -291,29 +291,29 @@ def ood_scores(ctx: QueryContext, candidates: np.ndarray, *, noise: float = 0.01
 
 @dataclass(frozen=True)
 class Options:
-    poal_noise: float = 0.01  # FGSM step on the input before the Mahalanobis score (0: none)
-    poal_shrinkage: float = 0.1  # tied covariance shrunk this far towards its mean variance
-    poal_preselect: float = 6.0  # pre-select non-dominated fronts until this many x M candidates
-    poal_max_iterations: int = 20000  # Monte-Carlo draws at most (the reference: M x pre-selected)
-    poal_seed_archive: bool = True  # start the archive with the top-M subsets of weighted sums
+    noise: float = 0.01  # FGSM step on the input before the Mahalanobis score (0: none)
+    shrinkage: float = 0.1  # tied covariance shrunk this far towards its mean variance
+    preselect: float = 6.0  # pre-select non-dominated fronts until this many x M candidates
+    max_iterations: int = 20000  # Monte-Carlo draws at most (the reference: M x pre-selected)
+    seed_archive: bool = True  # start the archive with the top-M subsets of weighted sums
 
     def validate(self, section: str) -> None:
-        check(0 <= self.poal_noise <= 1, f"{section}.poal_noise", "must be in [0, 1]")
-        check(0 <= self.poal_shrinkage <= 1, f"{section}.poal_shrinkage", "must be in [0, 1]")
-        check(1 <= self.poal_preselect <= 100, f"{section}.poal_preselect", "must be between 1 and 100")
-        check(0 <= self.poal_max_iterations <= 10_000_000, f"{section}.poal_max_iterations",
+        check(0 <= self.noise <= 1, f"{section}.noise", "must be in [0, 1]")
+        check(0 <= self.shrinkage <= 1, f"{section}.shrinkage", "must be in [0, 1]")
+        check(1 <= self.preselect <= 100, f"{section}.preselect", "must be between 1 and 100")
+        check(0 <= self.max_iterations <= 10_000_000, f"{section}.max_iterations",
               "must be between 0 and 10000000")
 
 
 @register("poal", summary="POAL: Pareto choice of a batch, entropy against Mahalanobis in-distribution confidence",
           cost="one pass of the teacher over labeled + candidates, then 4 x (forward, backward, forward) over the "
-               "candidates; a Monte-Carlo subset search (seconds)", options=Options)
+               "candidates; a Monte-Carlo subset search (seconds)", options=Options, old_prefix="poal")
 def poal_query(ctx: QueryContext, candidates: np.ndarray, m: int, opts: Options) -> Selection:
     """The batch POAL's Pareto search picks, ordered by entropy (its score)."""
     (logits,) = ctx.forward([ctx.teacher], candidates)
     u = entropy(logits.softmax(1).numpy())
-    ood = ood_scores(ctx, candidates, noise=opts.poal_noise, shrinkage=opts.poal_shrinkage)
-    chosen = poal_select(u, -ood, m, ctx.rng, preselect_factor=opts.poal_preselect,
-                         seed_archive=opts.poal_seed_archive, max_iterations=opts.poal_max_iterations)
+    ood = ood_scores(ctx, candidates, noise=opts.noise, shrinkage=opts.shrinkage)
+    chosen = poal_select(u, -ood, m, ctx.rng, preselect_factor=opts.preselect,
+                         seed_archive=opts.seed_archive, max_iterations=opts.max_iterations)
     order = chosen[np.argsort(-u[chosen], kind="stable")]
     return Selection(candidates[order], u[order])

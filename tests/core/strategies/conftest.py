@@ -15,8 +15,9 @@ TINY = loop.load_recipe("quick").replace(
     model={"width": 2},
     train={"min_steps": 0, "epochs": 2, "lr_milestones": [], "batch_size": 8, "eval_batch_size": 16},
     active={"initial_fraction": 0.2, "step_fraction": 0.2, "final_fraction": 0.6,
-            "options": {"mc_passes": 4, "noise_passes": 3, "gradnorm_batch_size": 8, "autoal_fit_steps": 6,
-                        "autoal_search_steps": 6}},
+            "options": {"bald": {"mc_passes": 4}, "variation-ratio": {"mc_passes": 4},
+                        "noise-stability": {"passes": 3}, "gradnorm-entropy": {"batch_size": 8},
+                        "gradnorm-expected": {"batch_size": 8}, "autoal": {"fit_steps": 6, "search_steps": 6}}},
 )
 
 

@@ -88,7 +88,7 @@ def test_candidate_picks_form_the_matrix(query_context):
 
 def test_the_bilevel_training_steps_every_network(query_context):
     ctx = _labeled_ctx(query_context)
-    opts = Options(autoal_candidates="entropy,kt", autoal_fit_steps=3, autoal_search_steps=6, autoal_batch_size=3)
+    opts = Options(candidates="entropy,kt", fit_steps=3, search_steps=6, batch_size=3)
     before = {k: v.clone() for k, v in ctx.teacher.state_dict().items()}
     state = train_search(ctx, ["entropy", "kt"], 0.5, opts)
     assert len(state.search_losses) == 2 and len(state.fit_losses) == 3 + 2
@@ -99,8 +99,8 @@ def test_the_bilevel_training_steps_every_network(query_context):
 
 def test_the_query_takes_m_of_the_candidates_picks(query_context):
     ctx = _labeled_ctx(query_context)
-    opts = Options(autoal_candidates="entropy,margin,kt", autoal_fit_steps=2, autoal_search_steps=3,
-                   autoal_batch_size=3)
+    opts = Options(candidates="entropy,margin,kt", fit_steps=2, search_steps=3,
+                   batch_size=3)
     sel = STRATEGIES["autoal"](ctx, np.arange(6, 12), 2, opts)
     assert len(set(sel.indices.tolist())) == 2 and set(sel.indices) <= set(range(6, 12))
     assert np.all(np.diff(sel.scores) <= 0)
@@ -112,8 +112,25 @@ def test_the_query_takes_m_of_the_candidates_picks(query_context):
 
 def test_candidates_are_checked_by_name():
     parse = STRATEGIES["autoal"].parse_options
-    assert parse({"autoal_candidates": "kt, entropy"}).autoal_candidates == "kt, entropy"
+    assert parse({"candidates": "kt, entropy"}).candidates == "kt, entropy"
     for bad, why in (("kt", "at least 2"), ("kt,nope", "'nope'"), ("kt,lloss", "needs a module"),
                      ("kt,autoal", "'autoal'")):
         with pytest.raises(Exception, match=why):
-            parse({"autoal_candidates": bad})
+            parse({"candidates": bad})
+
+
+def test_each_candidate_runs_with_its_own_options_table(query_context, monkeypatch):
+    """The composite rule: AutoAL runs bald with [active.options.bald], not with its own table."""
+    seen = []
+    bald = STRATEGIES["bald"]
+
+    def spy(ctx, candidates, m, opts):
+        seen.append(opts.mc_passes)
+        return bald.query(ctx, candidates, m, opts)
+
+    monkeypatch.setitem(STRATEGIES, "bald", dataclasses.replace(bald, query=spy))
+    ctx = dataclasses.replace(_labeled_ctx(query_context), option_tables={"bald": {"mc_passes": 3}})
+    candidate_matrix(ctx, ["entropy", "bald"], np.arange(6, 12), 2)
+    ctx = dataclasses.replace(ctx, option_tables={})
+    candidate_matrix(ctx, ["entropy", "bald"], np.arange(6, 12), 2)
+    assert seen == [3, 20]  # its table, then its default

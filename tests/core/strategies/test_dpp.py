@@ -75,9 +75,9 @@ def test_the_query_takes_the_hardest_candidate_and_m_distinct_volumes(query_cont
     from napari_ktal.core.strategies.dpp import informativeness
 
     for mode in ("map", "sample"):
-        sel = STRATEGIES["dpp"](query_context, np.arange(2, 12), 4, Options(dpp_mode=mode))
+        sel = STRATEGIES["dpp"](query_context, np.arange(2, 12), 4, Options(mode=mode))
         assert len(set(sel.indices.tolist())) == 4 and np.all(np.diff(sel.scores) <= 0)
         u = informativeness(query_context, np.arange(2, 12), "entropy")
         assert 2 + int(np.argmax(u)) in sel.indices
-    with pytest.raises(Exception, match="dpp_uncertainty"):
-        STRATEGIES["dpp"].parse_options({"dpp_uncertainty": "bald"})
+    with pytest.raises(Exception, match="active.options.dpp.uncertainty"):
+        STRATEGIES["dpp"].parse_options({"uncertainty": "bald"})

@@ -48,7 +48,7 @@ def test_plain_kt_takes_the_junk_and_kt_junk_the_particles():
     sel = STRATEGIES["kt-junk"](ctx, np.arange(8), 4, Options())
     assert sorted(sel.indices.tolist()) == [4, 5, 6, 7] and np.all(np.diff(sel.scores) <= 0)
     # power 0 is plain kt; without a junk class there is nothing to weigh
-    assert sorted(STRATEGIES["kt-junk"](ctx, np.arange(8), 4, Options(ktjunk_power=0.0)).indices) == [0, 1, 2, 3]
+    assert sorted(STRATEGIES["kt-junk"](ctx, np.arange(8), 4, Options(power=0.0)).indices) == [0, 1, 2, 3]
     no_junk = dataclasses.replace(ctx, junk_class=None)
     assert sorted(STRATEGIES["kt-junk"](no_junk, np.arange(8), 4).indices) == [0, 1, 2, 3]
 
@@ -56,7 +56,7 @@ def test_plain_kt_takes_the_junk_and_kt_junk_the_particles():
 def test_the_pareto_mode_takes_what_dominates_on_both_counts():
     ctx = _case()
     ctx.student.table.data[4:6] = torch.log(torch.tensor([0.02, 0.93, 0.05]))  # 4, 5: KL ~ 2.6, above the junk's
-    sel = STRATEGIES["kt-junk"](ctx, np.arange(8), 2, Options(ktjunk_mode="pareto"))
+    sel = STRATEGIES["kt-junk"](ctx, np.arange(8), 2, Options(mode="pareto"))
     assert sorted(sel.indices.tolist()) == [4, 5] and np.all(np.diff(sel.scores) <= 0)
 
 
@@ -84,9 +84,9 @@ def test_the_ood_weight_pushes_a_planted_outlier_down(query_context):
     ctx = dataclasses.replace(query_context, source=ArraySource(vols), labeled=np.arange(6),
                               labels=np.array([0, 0, 1, 1, 0, 1]), junk_class=None)
     full = STRATEGIES["kt-junk"](ctx, np.arange(6, 12), 6, Options())
-    weighted = STRATEGIES["kt-junk"](ctx, np.arange(6, 12), 6, Options(ktjunk_ood=True))
+    weighted = STRATEGIES["kt-junk"](ctx, np.arange(6, 12), 6, Options(ood=True))
     rank = {i: r for r, i in enumerate(weighted.indices.tolist())}
     assert rank[9] == 5 or weighted.scores[rank[9]] <= dict(zip(full.indices, full.scores))[9] / 6
-    assert STRATEGIES["kt-junk"].parse_options({"ktjunk_mode": "pareto"}).ktjunk_mode == "pareto"
-    with pytest.raises(Exception, match="ktjunk_mode"):
-        STRATEGIES["kt-junk"].parse_options({"ktjunk_mode": "sum"})
+    assert STRATEGIES["kt-junk"].parse_options({"mode": "pareto"}).mode == "pareto"
+    with pytest.raises(Exception, match="active.options.kt-junk.mode"):
+        STRATEGIES["kt-junk"].parse_options({"mode": "sum"})

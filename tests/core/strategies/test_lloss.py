@@ -34,7 +34,7 @@ def test_head_shape_and_ranking_loss_by_hand(tiny_net):
 
 
 def test_gradient_reaches_the_teacher_only_before_the_detach_epoch(tiny_net):
-    head = build_head(tiny_net, TrainSpec(epochs=10, lr_milestones=[]), Options(lloss_detach_fraction=0.6))
+    head = build_head(tiny_net, TrainSpec(epochs=10, lr_milestones=[]), Options(detach_fraction=0.6))
     assert head.detach_epoch == 6
     out = tiny_net(torch.randn(4, 1, 16, 16, 16))
     ce = torch.tensor([3.0, 1.0, 2.0, 0.0])
@@ -49,7 +49,7 @@ def test_gradient_reaches_the_teacher_only_before_the_detach_epoch(tiny_net):
 
 
 def test_the_head_is_rebuilt_from_its_config(tiny_net, tiny):
-    head = build_head(tiny_net, tiny.train, Options(lloss_weight=2.0))
+    head = build_head(tiny_net, tiny.train, Options(weight=2.0))
     copy = head.fresh_copy()
     assert type(copy) is LossPredictionHead and copy.config == head.config and copy.weight == 2.0
 
@@ -76,6 +76,6 @@ def test_the_query_needs_the_head(query_context, tiny):
 
 def test_options_are_read_from_the_recipe():
     strategy = STRATEGIES["lloss"]
-    assert strategy.parse_options({"lloss_margin": 0.5}).lloss_margin == 0.5
-    with pytest.raises(Exception, match="lloss_detach_fraction"):
-        strategy.parse_options({"lloss_detach_fraction": 2.0})
+    assert strategy.parse_options({"margin": 0.5}).margin == 0.5
+    with pytest.raises(Exception, match="active.options.lloss.detach_fraction"):
+        strategy.parse_options({"detach_fraction": 2.0})

@@ -96,9 +96,9 @@ def test_the_ood_score_of_the_teacher_ranks_a_planted_outlier_first(query_contex
 
 
 def test_the_query_returns_m_volumes_by_entropy_and_reads_its_options(query_context):
-    sel = STRATEGIES["poal"](query_context, np.arange(2, 12), 3, Options(poal_noise=0.0))
+    sel = STRATEGIES["poal"](query_context, np.arange(2, 12), 3, Options(noise=0.0))
     assert len(set(sel.indices.tolist())) == 3 and set(sel.indices) <= set(range(2, 12))
     assert np.all(np.diff(sel.scores) <= 0)
-    assert STRATEGIES["poal"].parse_options({"poal_preselect": 3}).poal_preselect == 3.0
-    with pytest.raises(Exception, match="poal_shrinkage"):
-        STRATEGIES["poal"].parse_options({"poal_shrinkage": 2.0})
+    assert STRATEGIES["poal"].parse_options({"preselect": 3}).preselect == 3.0
+    with pytest.raises(Exception, match="active.options.poal.shrinkage"):
+        STRATEGIES["poal"].parse_options({"shrinkage": 2.0})

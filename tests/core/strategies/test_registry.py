@@ -10,7 +10,7 @@ import pytest
 import napari_ktal.core.strategies as strategies_pkg
 from napari_ktal.core.errors import RecipeError
 from napari_ktal.core.loop import load_recipe
-from napari_ktal.core.recipe import recipe_from_dict
+from napari_ktal.core.recipe import read_recipe, recipe_from_dict
 from napari_ktal.core.strategies import STRATEGIES, check_recipe
 
 HELPERS = {"base", "heuristics", "kcenter", "selection"}  # modules that register no strategy
@@ -36,20 +36,54 @@ def test_unknown_strategy_is_refused_with_the_known_names(tiny):
         check_recipe(tiny.replace(active={"strategy": "noise_stability"}))
 
 
-def test_options_from_the_options_table_and_from_older_flat_keys():
-    new = recipe_from_dict({"active": {"strategy": "bald", "options": {"mc_passes": 7}}})
-    old = recipe_from_dict({"active": {"strategy": "bald", "mc_passes": 7}})  # how earlier versions wrote it
-    assert new == old and new.active.options == {"mc_passes": 7}
-    assert STRATEGIES["bald"].parse_options(check_recipe(new).active.options).mc_passes == 7
+def test_each_strategy_reads_its_own_table_without_prefixes():
+    recipe = check_recipe(recipe_from_dict({"active": {"strategy": "autoal", "options": {
+        "autoal": {"candidates": "kt,margin", "fit_steps": 5}, "bald": {"mc_passes": 7}}}}))
+    assert recipe.active.options == {"autoal": {"candidates": "kt,margin", "fit_steps": 5}, "bald": {"mc_passes": 7}}
+    autoal = STRATEGIES["autoal"].parse_options(recipe.active.options["autoal"])
+    assert (autoal.candidates, autoal.fit_steps, autoal.lr) == ("kt,margin", 5, 0.05)
+    assert STRATEGIES["bald"].parse_options(recipe.active.options["bald"]).mc_passes == 7
+    assert STRATEGIES["variation-ratio"].parse_options(recipe.active.options.get("variation-ratio", {})).mc_passes == 20
+
+
+@pytest.mark.parametrize("old", [
+    {"strategy": "autoal", "autoal_fit_steps": 5, "mc_passes": 7},  # flat in [active] (the first versions)
+    {"strategy": "autoal", "options": {"autoal_fit_steps": 5, "mc_passes": 7}},  # flat, prefixed [active.options]
+])
+def test_older_flat_keys_are_read_into_their_strategies_tables_with_a_warning(old):
+    new = {"strategy": "autoal", "options": {"autoal": {"fit_steps": 5}, "bald": {"mc_passes": 7},
+                                             "variation-ratio": {"mc_passes": 7}}}  # every strategy that read it
+    with pytest.warns(FutureWarning) as caught:
+        got = check_recipe(recipe_from_dict({"active": old}))
+    messages = sorted(str(w.message) for w in caught)
+    assert len(messages) == 2
+    assert "'autoal_fit_steps'" in messages[0] and "[active.options.autoal] fit_steps" in messages[0]
+    assert "'mc_passes'" in messages[1] and "[active.options.variation-ratio] mc_passes" in messages[1]
+    assert got == check_recipe(recipe_from_dict({"active": new}))
+    assert "autoal_" not in got.to_toml() and "[active.options.autoal]" in got.to_toml()  # written in the new form
+
+
+def test_an_option_given_in_both_forms_is_refused():
     with pytest.raises(RecipeError, match="given twice"):
         recipe_from_dict({"active": {"mc_passes": 7, "options": {"mc_passes": 8}}})
+    with pytest.raises(RecipeError, match="'active.options.bald.mc_passes': is given twice"):
+        check_recipe(recipe_from_dict({"active": {"mc_passes": 7, "options": {"bald": {"mc_passes": 8}}}}))
 
 
-def test_option_typos_and_bad_values_are_refused_by_name():
-    with pytest.raises(RecipeError, match="'active.options.mc_pases' is not known; did you mean 'mc_passes'"):
+def test_option_typos_and_bad_values_are_refused_by_table_and_key():
+    with pytest.raises(RecipeError, match=r"'active.options.bald.mc_pases' is not known; did you mean 'mc_passes'\?"):
+        check_recipe(recipe_from_dict({"active": {"options": {"bald": {"mc_pases": 3}}}}))
+    with pytest.raises(RecipeError, match="'active.options.autoal.autoal_lr' is not known; did you mean 'lr'"):
+        check_recipe(recipe_from_dict({"active": {"options": {"autoal": {"autoal_lr": 0.1}}}}))
+    with pytest.raises(RecipeError, match="'active.options.bladd' is not known; did you mean 'bald'"):
+        check_recipe(recipe_from_dict({"active": {"options": {"bladd": {"mc_passes": 3}}}}))
+    with pytest.raises(RecipeError, match="'active.options.mc_pases' is not known; did you mean "
+                                          "'active.options.bald.mc_passes'"):
         check_recipe(recipe_from_dict({"active": {"options": {"mc_pases": 3}}}))
-    with pytest.raises(RecipeError, match="active.options.noise_scale"):
+    with pytest.raises(RecipeError, match="'active.options.noise-stability.scale'"), pytest.warns(FutureWarning):
         check_recipe(recipe_from_dict({"active": {"noise_scale": 5.0}}))
+    with pytest.raises(RecipeError, match="'active.options.poal.shrinkage'"):
+        check_recipe(recipe_from_dict({"active": {"options": {"poal": {"shrinkage": "high"}}}}))
     with pytest.raises(RecipeError, match="'active.inital_fraction' is not known; did you mean 'initial_fraction'"):
         recipe_from_dict({"active": {"inital_fraction": 0.1}})  # a typo of [active]'s own key
 
@@ -59,13 +93,53 @@ def test_options_at_their_default_are_dropped_so_an_old_full_recipe_equals_the_s
     old = shipped.to_dict()
     old["active"].pop("options")
     old["active"].update(mc_passes=20, mc_dropout=0.5, noise_passes=30, noise_scale=0.001, gradnorm_batch_size=16)
-    assert check_recipe(recipe_from_dict(old)) == shipped
+    with pytest.warns(FutureWarning):
+        assert check_recipe(recipe_from_dict(old)) == shipped
 
 
 def test_a_recipe_with_options_reads_back_from_toml(tmp_path, tiny):
     path = tmp_path / "r.toml"
     path.write_text(tiny.to_toml())
-    assert load_recipe(path) == check_recipe(tiny) and "[active.options]" in path.read_text()
+    assert load_recipe(path) == check_recipe(tiny) and "[active.options.noise-stability]" in path.read_text()
+    assert read_recipe(path) == tiny
+
+
+def test_an_older_projects_recipe_file_still_reads_and_writes_back_new(tmp_path, tiny):
+    old = tiny.to_toml().split("[active.options")[0]  # [active] and everything before it, no tables
+    path = tmp_path / "recipe.toml"
+    path.write_text(old + "mc_passes = 4\n\n[active.options]\nnoise_passes = 3\ngradnorm_batch_size = 8\n"
+                    "autoal_fit_steps = 6\nautoal_search_steps = 6\n\n[speed]\n" + tiny.to_toml().split("[speed]\n")[1])
+    with pytest.warns(FutureWarning) as caught:
+        recipe = load_recipe(path)
+    assert any("'noise_passes'" in str(w.message) for w in caught)
+    assert recipe == check_recipe(tiny)
+    assert "noise_passes" not in recipe.to_toml() and "[active.options.noise-stability]\npasses = 3" in recipe.to_toml()
+
+
+def test_replace_updates_a_table_key_by_key(tiny):
+    changed = check_recipe(tiny.replace(active={"options": {"autoal": {"fit_steps": 2}, "poal": {"noise": 0.0}}}))
+    assert changed.active.options["autoal"] == {"fit_steps": 2, "search_steps": 6}
+    assert changed.active.options["poal"] == {"noise": 0.0} and changed.active.options["bald"] == {"mc_passes": 4}
+
+
+def test_replace_with_an_older_flat_key_still_works_with_the_warning():
+    recipe = load_recipe("quick").replace(active={"strategy": "poal", "poal_noise": 0.0})
+    with pytest.warns(FutureWarning, match="poal_noise"):
+        assert check_recipe(recipe).active.options == {"poal": {"noise": 0.0}}
+
+
+def test_the_recipe_table_of_the_strategy_reaches_its_query_in_a_cycle(first_cycle, tiny, monkeypatch):
+    seen = []
+    bald = STRATEGIES["bald"]
+
+    def spy(ctx, candidates, m, opts):
+        seen.append((opts, ctx.option_tables))
+        return bald.query(ctx, candidates, m, opts)
+
+    monkeypatch.setitem(STRATEGIES, "bald", dataclasses.replace(bald, query=spy))
+    first_cycle(tiny.replace(active={"strategy": "bald", "options": {"bald": {"mc_dropout": 0.25}}}))
+    (opts, tables), = seen
+    assert (opts.mc_passes, opts.mc_dropout) == (4, 0.25) and tables["noise-stability"] == {"passes": 3}
 
 
 @pytest.mark.parametrize("name", list(STRATEGIES))
@@ -89,7 +163,7 @@ def test_strategies_called_directly_with_the_query_interface(query_context):
     for name, strategy in STRATEGIES.items():
         if strategy.head is not None:
             continue  # needs its head trained with the teacher: see its own tests
-        options = dataclasses.replace(strategy.options(), **{k: v for k, v in {"mc_passes": 4, "noise_passes": 3}.items()
-                                                             if k in {f.name for f in dataclasses.fields(strategy.options)}})
+        options = strategy.parse_options({"bald": {"mc_passes": 4}, "variation-ratio": {"mc_passes": 4},
+                                          "noise-stability": {"passes": 3}}.get(name, {}))
         sel = strategy(query_context, candidates, 4, options)
         assert len(sel.indices) == len(set(sel.indices.tolist())) == 4 and set(sel.indices) <= set(candidates)
