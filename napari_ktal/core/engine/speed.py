@@ -8,11 +8,12 @@ device does (:class:`Speed`). ``"auto"`` follows the measurements in docs/perfor
 ================  =====================================  ==========================================
                   precision "auto"                       channels_last "auto"
 ================  =====================================  ==========================================
-CPU, training     bf16 where the CPU has it natively     on: 1.6-1.7x the float32 step on 2-core
-                  (AVX512-BF16 or AMX, asked of torch),  AMD EPYC machines, 1.4x with bf16 on top
-                  float32 elsewhere (bf16 emulated in    (2.2x in all) where bf16 is native
+CPU, training     bf16 where the CPU has it natively     on: 1.2-1.7x the float32 step on the three
+                  (AVX512-BF16 or AMX, asked of torch),  2-core CPUs measured; with native bf16
+                  float32 elsewhere (bf16 emulated in    2.2x in all (1.4x for bf16 alone)
                   software is slower than float32)
-CPU, scoring      as training                            off: no gain when scoring (0.8-1.0x)
+CPU, scoring      as training                            off: mixed (0.71-1.3x), and scoring is ~1%
+                                                         of a quick cycle
 CUDA              bf16 (tensor cores)                    off (not measured on a GPU yet)
 ================  =====================================  ==========================================
 
@@ -78,9 +79,6 @@ class Speed:
     def describe(self) -> str:
         return f"{'bf16' if self.bf16 else 'fp32'}{', channels_last' if self.channels_last else ''}"
 
-
-#: float32, contiguous: the reference every other choice is measured against
-FP32 = Speed()
 
 
 def describe_speed(spec: SpeedSpec | None, device: torch.device) -> str:
