@@ -1,8 +1,9 @@
-"""How the core reports progress and learns that it should stop.
+"""How the core reports progress and learns that it should stop: one :class:`RunContext`.
 
-Shells pass ``on_progress(Progress)`` (a plain callable) and ``should_stop()`` (e.g.
-``threading.Event().is_set``); the core never imports a shell. Long loops call
-:func:`check_cancel` once per batch and raise :class:`Cancelled` when asked to stop.
+A shell builds ``RunContext(on_progress=..., should_stop=...)`` (plain callables: a progress bar's
+update, ``threading.Event().is_set``) and passes it as ``run=`` to the core's long jobs, which hand
+it down unchanged; the core never imports a shell. Long loops call ``run.check_cancel()`` once per
+batch (it raises :class:`Cancelled` when asked to stop) and ``run.emit(Progress(...))`` as they go.
 :func:`describe` is the one wording of an event that the CLI's bar and the widget's bar show,
 with an estimate of the time left when the event says how long its phase has run (``elapsed``).
 """
@@ -85,6 +86,31 @@ def describe(p: Progress, with_counts: bool = True) -> str:
     if p.phase == "train" and p.cycle is not None:
         what = f"cycle {p.cycle}: {what}"
     return (f"{what}: {p.done}/{p.total}" if with_counts else what) + eta
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Where a long job's progress goes and how it learns it should stop; ``RunContext()`` is a
+    quiet run that never stops (the default of every job)."""
+
+    on_progress: ProgressCallback | None = None
+    should_stop: StopFlag | None = None
+
+    def emit(self, event: Progress) -> None:
+        if self.on_progress is not None:
+            self.on_progress(event)
+
+    def check_cancel(self) -> None:
+        """Raise :class:`Cancelled` if the shell asked to stop."""
+        if self.should_stop is not None and self.should_stop():
+            raise Cancelled("stopped on request")
+
+    def quiet(self) -> RunContext:
+        """The same cancel without progress: for inner work whose events would confuse the bar."""
+        return RunContext(should_stop=self.should_stop)
+
+
+QUIET = RunContext()
 
 
 def emit(on_progress: ProgressCallback | None, event: Progress) -> None:
