@@ -11,7 +11,21 @@ itself stays behind and only says who held it last. Readers (``ktal-cryo predict
 script that only looks) need no lock: every file of a project is written atomically or
 appended to a journal, so a reader never sees half a write.
 
-Where the file system cannot lock (some network mounts), the lock degrades to a warning.
+What it guards against: two writers interleaving their writes to one project (the journal, the
+checkpoints, a cycle's query), e.g. ``ktal-cryo train`` in a terminal while a napari window
+imports labels. It is advisory: it stops every writer of this package, which all take it, and
+nothing else (a script that writes into the folder without a ``ProjectLock``, ``rm``). On
+Windows it is ``msvcrt.locking`` on one byte far past the text, mandatory for that byte only,
+so the holder's line stays readable; the system releases it at exit as well. On NFS, Linux
+implements ``flock`` with the protocol's byte-range locks, so it excludes writers on other
+machines when the server supports locks; a mount with ``nolock`` keeps locks local to each
+machine (two machines can both hold it), and a file system that refuses locks (ENOLCK,
+EOPNOTSUPP: some FUSE or SMB mounts) degrades the lock to a warning.
+
+Why the two system calls and not the ``filelock`` package (torch installs it, but it is not a
+dependency of ours): it wraps the same ``flock`` and ``msvcrt.locking``, and what it adds,
+waiting with a timeout and soft-lock fallbacks, is what a project must not do: a second
+writer is refused at once, with the holder's name that this module writes into the file.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ Port and fixes (the reference code hard-codes 2D shapes, 7 candidates and the po
   with mask 1/2; a slope relative to the spread of s leaves a candidate whose picks start
   below the threshold without gradient). The reference's size penalty is a Python number (no gradient) subtracted
   from SearchNet's loss; here it is ``size_weight`` x ((sum m - q) / q)^2 and added;
-- the threshold is the mixture's quantile computed exactly (bisection on its CDF), not from
+- the threshold is the mixture's quantile computed exactly (Brent's method on its CDF), not from
   10,000 samples of it; up to ``gmm_components`` components, fewer on a small batch;
 - the loss-prediction module's ranking loss also reaches SearchNet's features
   (``lpl_weight``); in the reference its gradient is discarded before SearchNet steps;
@@ -69,25 +69,33 @@ class Mixture1D:
     sds: np.ndarray
 
     def cdf(self, x: float) -> float:
-        z = (x - self.means) / (self.sds * math.sqrt(2))
-        return float(np.sum(self.weights * 0.5 * (1 + np.vectorize(math.erf)(z))))
+        from scipy.special import ndtr  # the standard normal CDF
+
+        return float(np.sum(self.weights * ndtr((x - self.means) / self.sds)))
 
     def quantile(self, q: float, tol: float = 1e-12) -> float:
+        """The x with cdf(x) = q, by Brent's method between 12 sds below the lowest component and
+        above the highest (the CDF is 0 and 1 there to double precision)."""
+        from scipy.optimize import brentq
+
         lo = float(np.min(self.means - 12 * self.sds))
         hi = float(np.max(self.means + 12 * self.sds))
-        for _ in range(200):
-            mid = 0.5 * (lo + hi)
-            if self.cdf(mid) < q:
-                lo = mid
-            else:
-                hi = mid
-            if hi - lo <= tol * max(1.0, abs(mid)):
-                break
-        return 0.5 * (lo + hi)
+        if self.cdf(lo) >= q:
+            return lo
+        if self.cdf(hi) <= q:
+            return hi
+        return float(brentq(lambda x: self.cdf(x) - q, lo, hi, xtol=tol, rtol=tol))
 
 
 def fit_gmm_1d(values, components: int = 5, iterations: int = 200) -> Mixture1D:
-    """EM for a 1-D Gaussian mixture, started at quantiles; variances floored at 1e-6 of the spread."""
+    """EM for a 1-D Gaussian mixture, started at quantiles; variances floored at 1e-6 of the spread.
+
+    Hand-written because neither numpy nor scipy fits a mixture (scikit-learn's GaussianMixture
+    would be a dependency for these dozen lines; the tests check that it finds the components and
+    the quantiles of its data). The log-density is written out: scipy.stats.norm.logpdf costs
+    three times as much, and this runs at every step of the search."""
+    from scipy.special import softmax
+
     x = np.asarray(values, float)
     k = max(1, min(components, len(np.unique(x))))
     spread = float(x.var()) if len(x) > 1 else 0.0
@@ -97,9 +105,7 @@ def fit_gmm_1d(values, components: int = 5, iterations: int = 200) -> Mixture1D:
     w = np.full(k, 1.0 / k)
     for _ in range(iterations):
         logp = -0.5 * (x[:, None] - means) ** 2 / var - 0.5 * np.log(2 * np.pi * var) + np.log(w)
-        logp -= logp.max(axis=1, keepdims=True)
-        r = np.exp(logp)
-        r /= r.sum(axis=1, keepdims=True)
+        r = softmax(logp, axis=1)  # the responsibilities
         n = r.sum(0) + 1e-12
         new_means = (r * x[:, None]).sum(0) / n
         var = np.maximum((r * (x[:, None] - new_means) ** 2).sum(0) / n, floor)
@@ -212,99 +218,165 @@ class SearchState:
     fit_losses: list[float]
 
 
-def train_search(ctx: QueryContext, names: list[str], share: float, opts: Options) -> SearchState:
-    """The bi-level training of SearchNet, FitNet and the loss module on the labeled set."""
-    labeled = np.asarray(ctx.labeled, np.int64)
-    y = _labels(ctx, labeled)
-    perm = ctx.rng.permutation(len(labeled))
-    half = len(labeled) // 2
-    fit_pos, search_pos = perm[:half], perm[half:]
-    device = ctx.device
-    gen = ctx.torch_generator()
-    teacher = ctx.teacher
-    config = teacher.config
+@dataclass
+class _Networks:
+    """The three networks of a cycle's search and their optimisers (FitNet keeps its optimiser, and
+    its momentum, from the warm-up into the alternation)."""
+
+    fit: ResNet3D
+    search: ResNet3D
+    loss: LossPredictionHead
+    opt_fit: torch.optim.Optimizer
+    opt_search: torch.optim.Optimizer
+    opt_loss: torch.optim.Optimizer
+
+
+@dataclass
+class _Halves:
+    """The labeled set on the device, split in FitNet's warm-up half and the search half, with the
+    candidates' picks A on the search half."""
+
+    x: torch.Tensor  # every labeled volume, (L, 1, D, H, W)
+    y: torch.Tensor  # their labels
+    fit: torch.Tensor  # positions in x of the warm-up half
+    search: torch.Tensor  # positions in x of the search half
+    picks: torch.Tensor  # (len(search), K): 1 where candidate k picked that volume
+    q: int  # how many volumes each candidate picked on the search half
+
+
+def _networks(ctx: QueryContext, k: int, lr: float) -> _Networks:
+    """FitNet fresh, SearchNet from the teacher with a K-way head (both seeded from ``ctx.rng``),
+    the loss module on SearchNet's stages."""
+    device, teacher = ctx.device, ctx.teacher
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(ctx.rng.integers(2**62)))
-        fit_net = ResNet3D.from_config(config).to(device)
-        search_net = ResNet3D.from_config(dataclasses.replace(config, n_classes=len(names))).to(device)
-    search_net.load_state_dict({k: v for k, v in teacher.state_dict().items() if not k.startswith("fc.")},
+        fit_net = ResNet3D.from_config(teacher.config).to(device)
+        search_net = ResNet3D.from_config(dataclasses.replace(teacher.config, n_classes=k)).to(device)
+    search_net.load_state_dict({n: v for n, v in teacher.state_dict().items() if not n.startswith("fc.")},
                                strict=False)
     lossnet = LossPredictionHead(search_net.stage_channels, hidden=32).to(device)
+    return _Networks(fit_net, search_net, lossnet, _sgd(fit_net, lr), _sgd(search_net, lr), _sgd(lossnet, lr))
+
+
+def _halves(ctx: QueryContext, names: list[str], share: float, labeled: np.ndarray, y: np.ndarray,
+            perm: np.ndarray) -> _Halves:
+    """Read the labeled volumes and run every candidate on the search half, with the warm-up half as
+    their labeled set (A is computed once: the candidates' picks do not depend on SearchNet)."""
+    device = ctx.device
+    half = len(labeled) // 2
+    fit_pos, search_pos = perm[:half], perm[half:]
     x_all = torch.from_numpy(np.asarray(ctx.source.read(labeled), np.float32)).unsqueeze(1).to(device)
-    y_all = torch.as_tensor(y, device=device)
-    # the candidates' picks on the search half, with the fit half as the labeled set
     q_all = max(2, math.ceil(len(search_pos) * share))
     sub = dataclasses.replace(ctx, labeled=labeled[fit_pos], labels=y[fit_pos])
     picks = torch.as_tensor(candidate_matrix(sub, names, labeled[search_pos], q_all), dtype=torch.float32,
                             device=device)
-    bs = opts.batch_size
+    return _Halves(x_all, torch.as_tensor(y, device=device), torch.as_tensor(fit_pos, device=device),
+                   torch.as_tensor(search_pos, device=device), picks, q_all)
 
-    def batch(pos: np.ndarray) -> torch.Tensor:
-        if len(pos) <= bs:
-            return torch.arange(len(pos), device=device)
-        return torch.randperm(len(pos), generator=gen, device=device)[:bs]
 
-    opt_fit = _sgd(fit_net, opts.lr)
-    fit_losses, search_losses = [], []
-    fit_idx = torch.as_tensor(fit_pos, device=device)
-    search_idx = torch.as_tensor(search_pos, device=device)
-    total = opts.fit_steps + opts.search_steps
-    fit_net.train()
-    for step in range(opts.fit_steps if len(fit_pos) >= 2 else 0):
+def _batch(n: int, size: int, gen: torch.Generator) -> torch.Tensor:
+    """Positions of one step's batch among ``n`` volumes: all of them, or ``size`` drawn at random."""
+    if n <= size:
+        return torch.arange(n, device=gen.device)
+    return torch.randperm(n, generator=gen, device=gen.device)[:size]
+
+
+def _step(optimiser: torch.optim.Optimizer, loss: torch.Tensor) -> float:
+    optimiser.zero_grad()
+    loss.backward()
+    optimiser.step()
+    return float(loss.detach())
+
+
+def _warm_up_fitnet(ctx: QueryContext, nets: _Networks, data: _Halves, gen: torch.Generator, opts: Options,
+                    total: int) -> list[float]:
+    """Phase 1: FitNet's cross-entropy steps on the warm-up half; its losses."""
+    fit_losses = []
+    nets.fit.train()
+    for step in range(opts.fit_steps if len(data.fit) >= 2 else 0):
         check_cancel(ctx.should_stop)
-        b = fit_idx[batch(fit_pos)]
-        loss = F.cross_entropy(fit_net(x_all[b]).logits, y_all[b])
-        opt_fit.zero_grad()
-        loss.backward()
-        opt_fit.step()
-        fit_losses.append(float(loss.detach()))
+        b = data.fit[_batch(len(data.fit), opts.batch_size, gen)]
+        fit_losses.append(_step(nets.opt_fit, F.cross_entropy(nets.fit(data.x[b]).logits, data.y[b])))
         emit(ctx.on_progress, Progress("score", step + 1, total))
-    opt_search, opt_loss = _sgd(search_net, opts.lr), _sgd(lossnet, opts.lr)
-    for step in range(opts.search_steps if len(search_pos) >= 2 else 0):
+    return fit_losses
+
+
+def _fit_ce(nets: _Networks, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+    """FitNet's per-volume cross-entropy, without gradient (the target SearchNet and the loss module learn)."""
+    with torch.no_grad():
+        nets.fit.eval()
+        return F.cross_entropy(nets.fit(xb).logits, yb, reduction="none")
+
+
+def _search_step(nets: _Networks, xb, yb, ab, q: int, opts: Options) -> float:
+    """SearchNet's step: make the mask cover what FitNet gets wrong (plus the loss-ranking term)."""
+    ce = _fit_ce(nets, xb, yb)
+    nets.search.train()
+    out = nets.search(xb)
+    loss, _ = search_objective(out.logits.float(), ab, ce, q, temperature=opts.temperature,
+                               size_weight=opts.size_weight, components=opts.gmm_components)
+    if opts.lpl_weight > 0 and len(xb) >= 2:
+        loss = loss + opts.lpl_weight * loss_ranking_loss(nets.loss(out.stages), ce)
+    return _step(nets.opt_search, loss)
+
+
+def _loss_module_step(nets: _Networks, xb, yb) -> float:
+    """The loss module's step: rank FitNet's losses from SearchNet's stages."""
+    ce = _fit_ce(nets, xb, yb)
+    with torch.no_grad():
+        nets.search.eval()
+        stages = nets.search(xb).stages
+    return _step(nets.opt_loss, loss_ranking_loss(nets.loss(stages), ce))
+
+
+def _fitnet_step(nets: _Networks, xb, yb, ab, q: int, opts: Options) -> float:
+    """FitNet's step: learn what SearchNet's mask selects, mean(CE_i m_i)."""
+    with torch.no_grad():
+        nets.search.eval()
+        s = combined_scores(nets.search(xb).logits.float(), ab)
+        mask = soft_mask(s, q / len(s), opts.temperature, opts.gmm_components)
+    nets.fit.train()
+    ce = F.cross_entropy(nets.fit(xb).logits, yb, reduction="none")
+    return _step(nets.opt_fit, (ce * mask).mean())
+
+
+def _alternate(ctx: QueryContext, nets: _Networks, data: _Halves, gen: torch.Generator, opts: Options,
+               total: int) -> tuple[list[float], list[float]]:
+    """Phase 2: on the search half, SearchNet, the loss module and FitNet take turns (the reference's
+    order); SearchNet's losses and FitNet's."""
+    search_losses, fit_losses = [], []
+    n = len(data.search)
+    for step in range(opts.search_steps if n >= 2 else 0):
         check_cancel(ctx.should_stop)
-        local = batch(search_pos)
-        b = search_idx[local]
-        xb, yb, ab = x_all[b], y_all[b], picks[local]
-        q = max(1, min(len(local) - 1, round(len(local) * q_all / len(search_pos))))
-        phase = (step + 1) % 3  # the reference's order: SearchNet, loss module, FitNet
-        if phase == 1:  # SearchNet: make the mask cover what FitNet gets wrong
-            with torch.no_grad():
-                fit_net.eval()
-                ce = F.cross_entropy(fit_net(xb).logits, yb, reduction="none")
-            search_net.train()
-            out = search_net(xb)
-            loss, _ = search_objective(out.logits.float(), ab, ce, q, temperature=opts.temperature,
-                                       size_weight=opts.size_weight, components=opts.gmm_components)
-            if opts.lpl_weight > 0 and len(local) >= 2:
-                loss = loss + opts.lpl_weight * loss_ranking_loss(lossnet(out.stages), ce)
-            opt_search.zero_grad()
-            loss.backward()
-            opt_search.step()
-            search_losses.append(float(loss.detach()))
-        elif phase == 2:  # the loss module: rank FitNet's losses from SearchNet's stages
-            with torch.no_grad():
-                fit_net.eval()
-                search_net.eval()
-                ce = F.cross_entropy(fit_net(xb).logits, yb, reduction="none")
-                stages = search_net(xb).stages
-            loss = loss_ranking_loss(lossnet(stages), ce)
-            opt_loss.zero_grad()
-            loss.backward()
-            opt_loss.step()
-        else:  # FitNet: learn what the mask selects
-            with torch.no_grad():
-                search_net.eval()
-                s = combined_scores(search_net(xb).logits.float(), ab)
-                mask = soft_mask(s, q / len(s), opts.temperature, opts.gmm_components)
-            fit_net.train()
-            ce = F.cross_entropy(fit_net(xb).logits, yb, reduction="none")
-            loss = (ce * mask).mean()
-            opt_fit.zero_grad()
-            loss.backward()
-            opt_fit.step()
-            fit_losses.append(float(loss.detach()))
+        local = _batch(n, opts.batch_size, gen)
+        b = data.search[local]
+        xb, yb, ab = data.x[b], data.y[b], data.picks[local]
+        q = max(1, min(len(local) - 1, round(len(local) * data.q / n)))
+        phase = (step + 1) % 3
+        if phase == 1:
+            search_losses.append(_search_step(nets, xb, yb, ab, q, opts))
+        elif phase == 2:
+            _loss_module_step(nets, xb, yb)
+        else:
+            fit_losses.append(_fitnet_step(nets, xb, yb, ab, q, opts))
         emit(ctx.on_progress, Progress("score", opts.fit_steps + step + 1, total))
-    return SearchState(search_net.eval(), fit_net.eval(), search_losses, fit_losses)
+    return search_losses, fit_losses
+
+
+def train_search(ctx: QueryContext, names: list[str], share: float, opts: Options) -> SearchState:
+    """The bi-level training of SearchNet, FitNet and the loss module on the labeled set: split it
+    in halves, build the networks, run the candidates on the search half, warm FitNet up on the
+    other half, then alternate. The order of the steps is the order ``ctx.rng`` is drawn in."""
+    labeled = np.asarray(ctx.labeled, np.int64)
+    y = _labels(ctx, labeled)
+    perm = ctx.rng.permutation(len(labeled))
+    gen = ctx.torch_generator()
+    nets = _networks(ctx, len(names), opts.lr)
+    data = _halves(ctx, names, share, labeled, y, perm)
+    total = opts.fit_steps + opts.search_steps
+    fit_losses = _warm_up_fitnet(ctx, nets, data, gen, opts, total)
+    search_losses, more_fit_losses = _alternate(ctx, nets, data, gen, opts, total)
+    return SearchState(nets.search.eval(), nets.fit.eval(), search_losses, fit_losses + more_fit_losses)
 
 
 @register("autoal", summary="AutoAL: SearchNet learns per-volume weights of candidate strategies (kt among them) "

@@ -31,6 +31,7 @@ counterpart here: there is one teacher. The batch is listed by quality, highest 
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,23 +62,18 @@ def rbf_kernel(x: np.ndarray, bandwidth: float = 1.0) -> tuple[np.ndarray, float
 
 
 def kmeans(x: np.ndarray, k: int, rng: np.random.Generator, iterations: int = 30) -> tuple[np.ndarray, np.ndarray]:
-    """Lloyd's k-means with k-means++ seeding: (assignment (N,), centroids (k, D))."""
+    """Lloyd's k-means with k-means++ seeding (scipy's ``kmeans2``): (assignment (N,), centroids (k', D)).
+
+    k' = min(k, the number of distinct points): k-means++ cannot seed more centres than there are
+    distinct points. A cluster that empties keeps its centre (scipy warns; nothing is wrong here)."""
+    from scipy.cluster.vq import kmeans2
+
     x = np.asarray(x, float)
-    k = max(1, min(k, len(x)))
-    centres = [x[rng.integers(len(x))]]
-    for _ in range(1, k):
-        d2 = ((x[:, None, :] - np.array(centres)[None]) ** 2).sum(-1).min(1)
-        total = d2.sum()
-        centres.append(x[rng.choice(len(x), p=d2 / total)] if total > 0 else x[rng.integers(len(x))])
-    c = np.array(centres)
-    assign = np.zeros(len(x), np.int64)
-    for _ in range(iterations):
-        assign = ((x[:, None, :] - c[None]) ** 2).sum(-1).argmin(1)
-        new = np.array([x[assign == j].mean(0) if np.any(assign == j) else c[j] for j in range(k)])
-        if np.allclose(new, c):
-            break
-        c = new
-    return assign, c
+    k = max(1, min(k, len(np.unique(x, axis=0))))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "One of the clusters is empty", UserWarning)
+        centres, assign = kmeans2(x, k, iter=iterations, minit="++", seed=rng)
+    return assign.astype(np.int64), centres
 
 
 def representativeness(x: np.ndarray, k: int, sigma: float, rng: np.random.Generator) -> np.ndarray:

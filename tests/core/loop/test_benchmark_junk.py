@@ -51,6 +51,11 @@ def test_ratio_interval_resamples_the_seeds_in_pairs():
     assert r == pytest.approx(0.75 / 1.65) and lo < r < hi < 1
     assert math.isnan(ratio_ci({0: 0.1}, {0: 0.0})[0])
     assert ratio_ci({0: 0.1}, {0: 0.2})[0] == pytest.approx(0.5) and math.isnan(ratio_ci({0: 0.1}, {0: 0.2})[1])
+    # resampled in pairs: seed 0 (no junk in either) is a ratio of 1, seed 1 alone and the mixed pairs 0.6
+    assert ratio_ci({0: 0.0, 1: 0.3}, {0: 0.0, 1: 0.5}) == pytest.approx((0.6, 0.6, 1.0))
+    # b without junk in 2 of 3 seeds: (2/3)^3 of the resamples have nothing to divide by, the interval is open
+    r, lo, hi = ratio_ci({0: 0.2, 1: 0.3, 2: 0.1}, {0: 0.0, 1: 0.5, 2: 0.0})
+    assert r == pytest.approx(1.2) and 0 < lo < r and hi == math.inf
 
 
 def test_a_benchmark_on_a_pool_with_junk_records_the_junk_share_of_every_batch(tmp_path):

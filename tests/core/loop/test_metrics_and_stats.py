@@ -41,6 +41,10 @@ def test_bootstrap_interval_covers_the_mean_and_shrinks_with_more_seeds():
     lo2, hi2 = bootstrap_ci(many)
     assert hi2 - lo2 < hi - lo
     assert all(math.isnan(v) for v in bootstrap_ci([0.5]))
+    # two values: resampled means 0, 0.5, 1 with probabilities 1/4, 1/2, 1/4, so the 95% interval is [0, 1]
+    assert bootstrap_ci([0.0, 1.0]) == pytest.approx((0.0, 1.0))
+    assert bootstrap_ci([0.3, 0.3, 0.3]) == pytest.approx((0.3, 0.3))  # no spread: a point (BCa would give NaN)
+    assert bootstrap_ci(few) == bootstrap_ci(few) != bootstrap_ci(few, seed=1)  # seeded: a summary is reproducible
 
 
 def test_paired_wilcoxon_over_seeds_and_its_floor():

@@ -34,6 +34,24 @@ print("locked", flush=True)
 time.sleep(120)
 """
 
+SECOND = """
+import sys
+from napari_ktal.core.project.lock import ProjectLock, ProjectLocked
+try:
+    ProjectLock(sys.argv[1], "second").acquire()
+except ProjectLocked as exc:
+    print("refused by", exc.holder.pid)
+else:
+    print("locked")
+"""
+
+
+def _second_process_tries(folder: Path) -> str:
+    """What another process gets when it asks for the lock of ``folder``: "locked" or who refused it."""
+    done = subprocess.run([sys.executable, "-c", SECOND, str(folder)], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, check=True, timeout=120)
+    return done.stdout.strip()
+
 
 @pytest.fixture
 def holder():
@@ -87,6 +105,16 @@ def test_cli_is_refused_while_another_process_holds_the_project(project, sim_tra
     proc.wait()
     assert main(["import-labels", str(answers), "--project", str(project.root), "--add-classes"]) == 0
     assert len(Project(project.root).labels()) >= 2
+
+
+def test_a_second_process_gets_the_lock_only_after_the_first_dies(tmp_path, holder):
+    """The lock itself, between two processes other than this one: refused while the first holds it,
+    granted once the first is SIGKILLed (the system releases a dead process's flock)."""
+    first = holder(tmp_path)
+    assert _second_process_tries(tmp_path) == f"refused by {first.pid}"
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    assert _second_process_tries(tmp_path) == "locked"
 
 
 def test_two_windows_in_one_process_exclude_each_other(project):

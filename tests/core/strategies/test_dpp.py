@@ -2,6 +2,7 @@
 probability proportional to det(L_Y); clustering must call the typical point representative."""
 
 import itertools
+import warnings
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from napari_ktal.core.strategies.dpp import (
     Options,
     conditioned_on,
     greedy_map,
+    kmeans,
     quality,
     rbf_kernel,
     representativeness,
@@ -69,6 +71,22 @@ def test_the_typical_member_of_a_large_cluster_is_the_most_representative():
     assert int(np.argmax(r)) in range(13) and r[12] > r[13:16].max() > r[16]
     q = quality([1.0, 0.5, 0.0], [0.2, 0.4, 0.4])
     assert q == pytest.approx([0.5, 0.5, 1e-6])
+
+
+def test_kmeans_separates_blobs_and_seeds_no_more_centres_than_distinct_points():
+    rng = np.random.default_rng(0)
+    centres = np.array([[0.0, 0.0], [6.0, 0.0], [0.0, 6.0]])
+    x = np.concatenate([c + rng.normal(0, 0.3, (10, 2)) for c in centres])
+    assign, found = kmeans(x, 3, np.random.default_rng(1))
+    truth = np.repeat(np.arange(3), 10)
+    assert len(set(zip(assign.tolist(), truth.tolist()))) == 3  # one cluster per blob, whatever its number
+    assert np.abs(np.sort(found[:, 0] + 10 * found[:, 1]) - np.sort(centres[:, 0] + 10 * centres[:, 1])).max() < 2
+    same = np.array([[1.0, 1.0]] * 4 + [[2.0, 2.0]] * 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # k-means++ on 2 distinct points with k = 3 would divide 0 by 0
+        assign, found = kmeans(same, 3, np.random.default_rng(0))
+    assert len(found) == 2 and assign[:4].tolist() == [assign[0]] * 4 and assign[0] != assign[4]
+    assert kmeans(x, 3, np.random.default_rng(1))[0].tolist() == kmeans(x, 3, np.random.default_rng(1))[0].tolist()
 
 
 def test_the_query_takes_the_hardest_candidate_and_m_distinct_volumes(query_context):
