@@ -16,7 +16,6 @@ import torch
 from mrcfiles import noise, write_mrc
 from napari.components import ViewerModel
 
-from napari_ktal._napari._qt import hooks as hooks_module
 from napari_ktal._napari._qt import widget as widget_module
 from napari_ktal._napari._qt.widget import ActiveLearningWidget
 from napari_ktal._napari.controller import LOCK_PURPOSE
@@ -30,10 +29,8 @@ from napari_ktal.core.project.lock import ProjectLock
 def notes(monkeypatch):
     """Every notification the widget shows: [(level, text)]."""
     seen: list[tuple[str, str]] = []
-    for module in (widget_module, hooks_module):
-        for level in ("error", "warning", "info"):
-            if hasattr(module, f"show_{level}"):
-                monkeypatch.setattr(module, f"show_{level}", lambda text, lv=level: seen.append((lv, str(text))))
+    for level in ("error", "warning", "info"):
+        monkeypatch.setattr(widget_module, f"show_{level}", lambda text, lv=level: seen.append((lv, str(text))))
     return seen
 
 
@@ -49,7 +46,7 @@ def make_widget(qtbot):
 
     yield make
     for w in made:
-        w._teardown()
+        w.teardown()
 
 
 def errors(notes) -> list[str]:
