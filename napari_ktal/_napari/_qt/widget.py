@@ -153,7 +153,7 @@ class ActiveLearningWidget(QWidget):
         events.history_changed.connect(self._on_history_changed)
         events.opened.connect(self._on_opened)
         events.closed.connect(self._on_closed)
-        events.status.connect(p.status.setText)
+        events.status.connect(p.status.setText, check_nargs=False)  # a Qt builtin: no signature to check
         events.progress.connect(p.progress.show_progress)
         events.info.connect(self._notify)
         events.error.connect(self._report)
