@@ -26,8 +26,8 @@ import math
 import os
 import sys
 import time
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Protocol
 
 from psygnal import Signal, SignalGroup
