@@ -330,3 +330,23 @@ def test_the_device_in_words_never_reads_as_started_automatically():
     with pytest.raises(KtalError, match="device 'cuda:0' does not work here; choose from auto, cpu"):
         on_cpu.device = "cuda"
     assert on_cpu.device == "auto"
+
+
+def test_what_follows_a_trained_cycle_waits_for_the_injected_defer(project, sim_truth):
+    """The new batch's first volume is shown first; the gallery and the plot follow when ``defer`` runs them."""
+    later = []
+    runner = SerialRunner()
+    controller = Controller(runner, defer=later.append)
+    controller.device = "cpu"
+    heard = Recorder(controller.events)
+    try:
+        controller.open_project(project.root)
+        _label_batch(controller, sim_truth)
+        heard.calls.clear()
+        runner.run(TRAIN)
+        assert controller.session.cycle == 1 and heard.said("show") and len(later) == 1
+        assert not heard.said("batch_changed") and not heard.said("history_changed")
+        later.pop()()
+        assert heard.said("batch_changed") and heard.said("history_changed")
+    finally:
+        controller.close_project()

@@ -164,3 +164,22 @@ def test_a_damaged_checkpoint_at_export_is_a_notification(make_widget, notes, pr
     (message,) = errors(notes)
     assert "teacher.pt" in message and "damaged" in message
     assert session_widget.panel.export_button.isEnabled() and not (tmp_path / "pred.csv").exists()
+
+
+def test_a_volume_that_cannot_be_shown_is_a_notification(make_widget, notes, project, monkeypatch):
+    """A KtalError raised by a view while it follows the controller's news (psygnal hands it on
+    wrapped in an EmitLoopError) is a notification, as one from the controller itself is."""
+    from napari_ktal.core.errors import KtalError
+
+    w = make_widget()
+    s = w.open_project(project.root)
+    position = s.position
+
+    def unreadable(*args, **kwargs):
+        raise KtalError("sub_000001.mrc is truncated")
+
+    monkeypatch.setattr(w.view, "show", unreadable)
+    w.next()
+    assert errors(notes) == ["sub_000001.mrc is truncated"] and s.position == position + 1
+    monkeypatch.undo()
+    _usable(w, project.root)
