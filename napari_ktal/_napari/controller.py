@@ -83,7 +83,7 @@ class ControllerEvents(SignalGroup):
     """A long job's progress: (text, done, total); ``total`` 0 means busy, no count yet."""
     info = Signal(str)
     """A notification."""
-    error = Signal(object)
+    error = Signal(BaseException)
     """A problem (an exception): a KtalError says what to do; anything else is a bug."""
     job_changed = Signal(str, bool)
     """A job of ``kind`` started (True) or ended (False): buttons enable and disable."""
