@@ -205,7 +205,7 @@ class Window:
             return f"unknown ({exc})"
 
     def close(self) -> None:
-        self.widget._teardown()
+        self.widget.teardown()
         self.viewer.close()
 
 

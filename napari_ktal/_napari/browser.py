@@ -1,8 +1,9 @@
 """What the gallery, the review table and the per-class examples show, without Qt.
 
-:class:`Browser` belongs to the :class:`~.controller.Controller` and runs two kinds of job on
-its runner, both off the GUI thread and both superseded when asked again (a stale result is
-dropped by the runner):
+:class:`Browser` belongs to the :class:`~.controller.Controller` (which tells it when a project
+opens or closes and when the batch changes) and runs two kinds of job on the controller's
+runner, both off the GUI thread and both superseded when asked again (a stale result is dropped
+by the runner):
 
 - ``thumbnails``: thumbnails of the batch (and of the examples), computed once per volume and
   display setting, delivered in chunks (:mod:`.thumbnails`); what is asked for while one runs
@@ -12,14 +13,18 @@ dropped by the runner):
   each cycle: the review table's "teacher says" and the examples' ranking.
 
 Views read what to show from here (``review_rows``, ``examples``, ``thumbnail``) and learn
-of news through the controller's hooks (``thumbnails_ready``, ``teacher_changed``).
+of news through the controller's signals (``events.thumbnails_ready``, ``events.teacher_changed``),
+which the browser emits; it knows the controller only through two callables (the session, the
+device), not the controller itself.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
+from ..core.loop import LabelingSession
 from ..core.loop.review import (
     ReviewRow,
     TeacherView,
@@ -29,6 +34,7 @@ from ..core.loop.review import (
     review_rows,
     teacher_opinion,
 )
+from .runner import legacy_job
 from .thumbnails import ThumbnailCache, ThumbnailChunk, ThumbSettings, thumbnail_job
 
 THUMBNAILS, TEACHER = "thumbnails", "teacher"
@@ -46,8 +52,14 @@ def teacher_job(root: Path, indices: list[int], device_name: str, on_progress=No
 class Browser:
     """Thumbnails, the teacher's opinion of the labels, review rows and examples of one session."""
 
-    def __init__(self, controller):
-        self.c = controller
+    def __init__(self, runner, events, session: Callable[[], LabelingSession | None], device: Callable[[], str]):
+        """``runner``: the controller's :class:`~.controller.Runner`; ``events``: its
+        :class:`~.controller.ControllerEvents`; ``session()`` and ``device()``: the open session
+        (None if none) and where to run the teacher, now."""
+        self.runner = runner
+        self.events = events
+        self._session = session
+        self._device = device
         self.settings = ThumbSettings()
         self.cache = ThumbnailCache()
         self.teacher: TeacherView | None = None
@@ -57,8 +69,8 @@ class Browser:
         self._teacher_next = False  # ask the teacher once the batch's thumbnails are made
 
     @property
-    def session(self):
-        return self.c.session
+    def session(self) -> LabelingSession | None:
+        return self._session()
 
     # -- the project's life ------------------------------------------------------------------
     def opened(self) -> None:
@@ -84,7 +96,7 @@ class Browser:
             return
         self._teacher_next = True
         self.request([q.index for q in s.batch])
-        if self.c.runner.running(THUMBNAILS) is None:
+        if self.runner.running(THUMBNAILS) is None:
             self._start_teacher_if_due()
 
     def _start_teacher_if_due(self) -> None:
@@ -105,13 +117,13 @@ class Browser:
         if new == self.settings:
             return
         self.settings = new
-        self.c.runner.cancel(THUMBNAILS)
+        self.runner.cancel(THUMBNAILS)
         self._job += 1
         self._pending, self._running = [], set()
         if self.session is not None:
             self.request([q.index for q in self.session.batch])
             self.request([i for idx in self.examples().values() for i in idx])
-        self.c.hooks.thumbnails_ready([])
+        self.events.thumbnails_ready.emit([])
 
     def request(self, indices) -> None:
         """Make the thumbnails of ``indices`` that are not made yet (in the background)."""
@@ -121,7 +133,7 @@ class Browser:
                    if i not in self._running and i not in self._pending]
         if not missing:
             return
-        if self.c.runner.running(THUMBNAILS) is not None:
+        if self.runner.running(THUMBNAILS) is not None:
             self._pending.extend(missing)
             return
         self._start(missing)
@@ -129,8 +141,8 @@ class Browser:
     def _start(self, indices: list[int]) -> None:
         self._job += 1
         self._running = set(indices)
-        job = partial(thumbnail_job, self.session.project.pool, indices, self.settings)
-        self.c.runner.start(THUMBNAILS, job, on_progress=self._on_chunk, on_error=self.c.hooks.error,
+        job = legacy_job(thumbnail_job, self.session.project.pool, indices, self.settings)
+        self.runner.start(THUMBNAILS, job, on_progress=self._on_chunk, on_error=self.events.error.emit,
                             on_finished=partial(self._on_thumbnails_done, self._job))
 
     def _on_chunk(self, chunk: ThumbnailChunk) -> None:
@@ -139,7 +151,7 @@ class Browser:
         done = self.cache.add(chunk)
         self._running.difference_update(done)
         if chunk.settings == self.settings:
-            self.c.hooks.thumbnails_ready(done)
+            self.events.thumbnails_ready.emit(done)
 
     def _on_thumbnails_done(self, job: int) -> None:
         if job != self._job:
@@ -148,7 +160,7 @@ class Browser:
         pending, self._pending = self._pending, []
         if pending and self.session is not None:
             self.request(pending)
-        if self.c.runner.running(THUMBNAILS) is None and self.session is not None:
+        if self.runner.running(THUMBNAILS) is None and self.session is not None:
             self._start_teacher_if_due()
 
     # -- the teacher's opinion -------------------------------------------------------------------
@@ -158,12 +170,12 @@ class Browser:
         if s is None or not s.project.checkpoint_cycles():
             return
         indices = sorted(set(s.labels) | {q.index for q in s.batch})
-        job = partial(teacher_job, s.project.root, indices, self.c.device)
-        self.c.runner.start(TEACHER, job, on_result=self._on_teacher, on_error=self.c.hooks.error)
+        job = legacy_job(teacher_job, s.project.root, indices, self._device())
+        self.runner.start(TEACHER, job, on_result=self._on_teacher, on_error=self.events.error.emit)
 
     def _on_teacher(self, view: TeacherView | None) -> None:
         self.teacher = view
-        self.c.hooks.teacher_changed()
+        self.events.teacher_changed.emit()
         if self.session is not None:
             self.request([i for idx in self.examples().values() for i in idx])
 

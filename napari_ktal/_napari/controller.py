@@ -3,9 +3,10 @@ the next cycle started when a batch is done, and what to tell the user.
 
 The controller holds a :class:`~napari_ktal.core.loop.LabelingSession` (what is labeled, what
 to show next) and runs the long jobs (import, a cycle's training, export) through a *runner*
-(:class:`~napari_ktal._napari._qt.worker.TaskRunner` in napari, a plain one in tests). It tells
-the view what changed through :class:`Hooks`, whose methods do nothing by default: the Qt
-widget fills them in; tests drive the controller alone.
+(:class:`~napari_ktal._napari._qt.worker.TaskRunner` in napari, :class:`~.runner.SerialRunner` in
+tests). It tells whoever listens what changed through the psygnal signals of
+:class:`ControllerEvents` (``controller.events``): the Qt widget's panels and layers connect to
+them; tests record them and drive the controller alone.
 
 Auto-training: when every volume of the batch is labeled or skipped and "Auto-train when the batch is done"
 is on, a cycle trains in the background while the user keeps browsing. A label of that batch
@@ -25,9 +26,11 @@ import math
 import os
 import sys
 import time
-from functools import partial
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
+
+from psygnal import Signal, SignalGroup
 
 from ..core.errors import KtalError
 from ..core.loop import LabelingSession, Phase, commands
@@ -35,6 +38,7 @@ from ..core.progress import Progress, clock, describe
 from ..core.seeds import DEFAULT_SEED
 from .background import run_in_background_thread
 from .browser import Browser
+from .runner import legacy_job
 
 LOCK_PURPOSE = "napari (napari-ktal widget)"  # what a refused `ktal-cryo train` is told holds the project
 TRAIN, IMPORT, EXPORT, WARM_UP = "train", "import", "export", "warm-up"
@@ -42,7 +46,10 @@ PROGRESS_INTERVAL = 0.25  # s: the bar is updated at most this often (each updat
 
 
 class Runner(Protocol):
-    """Runs ``job(on_progress, should_stop)`` off the GUI thread; one job per kind at a time."""
+    """Runs ``job(run)`` (``run``: a RunContext) off the GUI thread; one job per kind at a time.
+
+    The delivery rules are :mod:`.runner`'s: :class:`~._qt.worker.TaskRunner`, :class:`~.runner.SerialRunner`.
+    """
 
     def start(self, kind: str, job, *, on_progress=None, on_result=None, on_error=None, on_cancelled=None,
               on_finished=None) -> Any: ...
@@ -56,54 +63,67 @@ class Runner(Protocol):
     def shutdown(self, timeout: float = 30.0) -> bool: ...
 
 
-class Hooks:
-    """What the view does when the controller's state changes; every hook does nothing here."""
+class ControllerEvents(SignalGroup):
+    """What the controller tells its view: one psygnal signal per piece of news, emitted on the
+    thread the controller runs on (the GUI thread in napari)."""
 
-    def show(self, reset_camera: bool = False) -> None:
-        """The current volume and the session's numbers changed."""
+    show = Signal(bool)
+    """The current volume and the session's numbers changed; ``reset_camera``: fit the view to it."""
+    classes_changed = Signal()
+    """Classes were added, renamed or removed (buttons, keys)."""
+    history_changed = Signal()
+    """A cycle was trained, or labels changed what the per-cycle plot shows."""
+    opened = Signal()
+    """A project is open: show the labeling page."""
+    closed = Signal()
+    """No project is open: show the setup page."""
+    status = Signal(str)
+    """A line about training or the batch."""
+    progress = Signal(str, int, int)
+    """A long job's progress: (text, done, total); ``total`` 0 means busy, no count yet."""
+    info = Signal(str)
+    """A notification."""
+    error = Signal(BaseException)
+    """A problem (an exception): a KtalError says what to do; anything else is a bug."""
+    job_changed = Signal(str, bool)
+    """A job of ``kind`` started (True) or ended (False): buttons enable and disable."""
+    batch_changed = Signal()
+    """Another batch is on screen (a cycle was trained, or a project opened): the gallery starts over."""
+    labels_changed = Signal()
+    """Labels changed (the review table and the examples are out of date)."""
+    thumbnails_ready = Signal(list)
+    """Thumbnails of these pool volumes are made (an empty list: the thumbnail kind changed)."""
+    teacher_changed = Signal()
+    """The teacher's opinion of the labels is new (review table, examples)."""
 
-    def classes_changed(self) -> None:
-        """Classes were added, renamed or removed (buttons, keys)."""
 
-    def history_changed(self) -> None:
-        """A cycle was trained, or labels changed what the per-cycle plot shows."""
+def call_now(fn: Callable[[], None]) -> None:
+    """The default ``defer`` of a controller without an event loop: run ``fn`` at once."""
+    fn()
 
-    def opened(self) -> None:
-        """A project is open: show the labeling page."""
 
-    def closed(self) -> None:
-        """No project is open: show the setup page."""
+class ProgressThrottle:
+    """Which progress events are worth a repaint: at most one every ``interval`` s of ``clock``,
+    but every new epoch, message, set of metrics and the end get through."""
 
-    def status(self, text: str) -> None:
-        """A line about training or the batch."""
+    def __init__(self, interval: float = PROGRESS_INTERVAL, clock: Callable[[], float] = time.monotonic):
+        self.interval = interval
+        self.clock = clock
+        self.reset()
 
-    def progress(self, text: str, done: int, total: int) -> None:
-        """A long job's progress; ``total`` 0 means busy, no count yet."""
+    def reset(self) -> None:
+        self._last = (-math.inf, None)  # (when, epoch) of the last event let through
 
-    def info(self, text: str) -> None:
-        """A notification."""
-
-    def error(self, exc: BaseException) -> None:
-        """A problem: a KtalError says what to do; anything else is a bug."""
-
-    def job_changed(self, kind: str, running: bool) -> None:
-        """A job of ``kind`` started or ended (buttons enable and disable)."""
-
-    def batch_changed(self) -> None:
-        """Another batch is on screen (a cycle was trained, or a project opened): the gallery starts over."""
-
-    def labels_changed(self) -> None:
-        """Labels changed (the review table and the examples are out of date)."""
-
-    def thumbnails_ready(self, indices: list[int]) -> None:
-        """Thumbnails of these pool volumes are made (an empty list: the thumbnail kind changed)."""
-
-    def teacher_changed(self) -> None:
-        """The teacher's opinion of the labels is new (review table, examples)."""
-
-    def defer(self, fn) -> None:
-        """Run ``fn`` a little later, after what changed so far is on screen (here: at once)."""
-        fn()
+    def due(self, event: Progress) -> bool:
+        """Whether to show ``event`` (and remember it as the last one shown)."""
+        now = self.clock()
+        last_time, last_epoch = self._last
+        done, total = event.steps
+        if now - last_time < self.interval and event.epoch == last_epoch and not event.message \
+                and not event.metrics and done < total:
+            return False
+        self._last = (now, event.epoch)
+        return True
 
 
 def worker_threads() -> int:
@@ -202,21 +222,25 @@ def _sentence(text: str) -> str:
 class Controller:
     """The dock's logic over one open project at a time."""
 
-    def __init__(self, runner: Runner, hooks: Hooks | None = None, seed: int = DEFAULT_SEED,
-                 devices: list[str] | None = None):
+    def __init__(self, runner: Runner, seed: int = DEFAULT_SEED, devices: list[str] | None = None,
+                 defer: Callable[[Callable[[], None]], None] = call_now,
+                 clock: Callable[[], float] = time.monotonic):
         """``devices``: those that work here, as :func:`~napari_ktal.core.engine.available_devices`
-        lists them; probed on first use if not given."""
+        lists them; probed on first use if not given. ``defer(fn)``: run ``fn`` a little later,
+        after what changed so far is on screen (the widget posts it to Qt's event loop). ``clock``:
+        seconds, for throttling the progress bar."""
         self.runner = runner
-        self.hooks = hooks or Hooks()
+        self.events = ControllerEvents()
         self.seed = seed
         self.session: LabelingSession | None = None
         self.auto_train = True
         self._devices = devices
         self._device = "auto"
+        self._defer = defer
         self._train_cycle: int | None = None  # the batch's cycle the running training was started for
         self._start_when_free = False  # the batch got done while a cancelled cycle was stopping
-        self._last_progress = (0.0, None)  # (when, epoch) of the last progress shown
-        self.browser = Browser(self)
+        self._throttle = ProgressThrottle(PROGRESS_INTERVAL, clock)
+        self.browser = Browser(runner, self.events, session=lambda: self.session, device=lambda: self.device)
 
     # -- device --------------------------------------------------------------------------------
     @property
@@ -270,15 +294,15 @@ class Controller:
         project.journal.fsync_in_background()  # a key press does not wait for the disk (see journal.py)
         self.session = session
         self._training_stopped()
-        self.hooks.opened()
-        self.hooks.status("")
-        self.hooks.classes_changed()
-        self.hooks.show(reset_camera=True)
-        self.hooks.history_changed()
+        self.events.opened.emit()
+        self.events.status.emit("")
+        self.events.classes_changed.emit()
+        self.events.show.emit(True)  # reset_camera
+        self.events.history_changed.emit()
         self.browser.opened()
-        self.hooks.batch_changed()
+        self.events.batch_changed.emit()
         if "torch._dynamo" not in sys.modules:
-            self.runner.start(WARM_UP, warm_up, on_error=self.hooks.error)
+            self.runner.start(WARM_UP, legacy_job(warm_up), on_error=self.events.error.emit)
         self.maybe_start_training()
         return session
 
@@ -292,36 +316,36 @@ class Controller:
         classes = list(classes or [])
         if layer is not None:
             voxel = float(layer.scale[-1]) if layer.scale[-1] > 0 else 1.0
-            job = partial(commands.create_from_array, root, layer.data, voxel, layer.name, recipe, classes)
+            job = legacy_job(commands.create_from_array, root, layer.data, voxel, layer.name, recipe, classes)
         elif source and (tomograms or commands.is_particle_list(source)):  # boxes cut at the picks
             picks = commands.PickSource(Path(source), Path(tomograms) if tomograms else None)
-            job = partial(commands.create_from_picks, root, picks, recipe, classes)
+            job = legacy_job(commands.create_from_picks, root, picks, recipe, classes)
         elif source:
-            job = partial(commands.create_project, root, source, recipe, classes)
+            job = legacy_job(commands.create_project, root, source, recipe, classes)
         else:
             raise KtalError("choose the subtomograms: a folder, an MRC stack or CSV, or an Image layer")
 
         def done(project) -> None:
-            self.hooks.job_changed(IMPORT, False)
+            self.events.job_changed.emit(IMPORT, False)
             if layer is not None:
                 layer.visible = False  # its volumes are in the project now; keep the canvas for the view
-            self.hooks.info(f"Created project {project.root}")
+            self.events.info.emit(f"Created project {project.root}")
             self._reporting(self.open_project, project.root)
 
         def failed(exc: BaseException) -> None:
-            self.hooks.job_changed(IMPORT, False)
-            self.hooks.error(exc)
+            self.events.job_changed.emit(IMPORT, False)
+            self.events.error.emit(exc)
 
-        self.hooks.job_changed(IMPORT, True)
+        self.events.job_changed.emit(IMPORT, True)
         return self.runner.start(IMPORT, job, on_result=done, on_error=failed,
-                                 on_cancelled=lambda: self.hooks.job_changed(IMPORT, False))
+                                 on_cancelled=lambda: self.events.job_changed.emit(IMPORT, False))
 
     def close_project(self) -> None:
         """Stop any job, let go of the project (and its lock)."""
         self.runner.shutdown()
         self.release_project()
         self._train_cycle = None
-        self.hooks.closed()
+        self.events.closed.emit()
 
     def release_project(self) -> None:
         """Forget the session and let go of the project's lock (after the jobs stopped)."""
@@ -331,7 +355,7 @@ class Controller:
             try:
                 session.project.journal.fsync_in_foreground()  # every label on disk before we let go
             except KtalError as exc:
-                self.hooks.error(exc)
+                self.events.error.emit(exc)
             finally:
                 session.project.release_lock()
 
@@ -339,7 +363,7 @@ class Controller:
         try:
             return fn(*args)
         except KtalError as exc:
-            self.hooks.error(exc)
+            self.events.error.emit(exc)
             return None
 
     def context(self):
@@ -376,7 +400,7 @@ class Controller:
         try:
             return class_for_key(self.session.classes, key)
         except KtalError as exc:
-            self.hooks.status(_sentence(str(exc)))
+            self.events.status.emit(_sentence(str(exc)))
             return None
 
     def assign_to(self, indices, label: str) -> None:
@@ -415,21 +439,21 @@ class Controller:
 
     def next(self) -> None:
         self.session.next()
-        self.hooks.show()
+        self.events.show.emit(False)
 
     def previous(self) -> None:
         self.session.previous()
-        self.hooks.show()
+        self.events.show.emit(False)
 
     def go_to(self, position: int) -> None:
         """Show the batch's volume at ``position`` (a click in the gallery)."""
         self.session.go_to(position)
-        self.hooks.show()
+        self.events.show.emit(False)
 
     def visit(self, index: int) -> None:
         """Show any pool volume (from the review table or the examples); class keys then relabel it."""
         self.session.visit(index)
-        self.hooks.show()
+        self.events.show.emit(False)
 
     def _after_change(self, changed_label: bool = False, note: str = "") -> None:
         """After a label change: show the (new) current volume; train, or stop training. ``note``
@@ -444,9 +468,9 @@ class Controller:
             elif changed_label:
                 training = "A label changed after training started; it counts from the next cycle."
         if note or training:
-            self.hooks.status(" ".join(part for part in (note, training) if part))
-        self.hooks.show()
-        self.hooks.labels_changed()
+            self.events.status.emit(" ".join(part for part in (note, training) if part))
+        self.events.show.emit(False)
+        self.events.labels_changed.emit()
         self.maybe_start_training()
 
     # -- classes -------------------------------------------------------------------------------
@@ -473,9 +497,9 @@ class Controller:
             raise KtalError(f"cannot {what} while a cycle trains; cancel it or wait until it is done")
 
     def _classes_changed(self) -> None:
-        self.hooks.classes_changed()
-        self.hooks.show()
-        self.hooks.history_changed()
+        self.events.classes_changed.emit()
+        self.events.show.emit(False)
+        self.events.history_changed.emit()
 
     # -- recipe --------------------------------------------------------------------------------
     def recipe_choice(self) -> tuple[str, str | None]:
@@ -497,8 +521,8 @@ class Controller:
         self.session.project.set_recipe(commands.load_recipe(name_or_path))
         self.session.refresh_recipe()
         when = "from the next cycle" if self.runner.running(TRAIN) else "from now on"
-        self.hooks.info(f"Recipe '{Path(name_or_path).stem}' is used {when}")
-        self.hooks.show()
+        self.events.info.emit(f"Recipe '{Path(name_or_path).stem}' is used {when}")
+        self.events.show.emit(False)
 
     # -- training --------------------------------------------------------------------------------
     @property
@@ -515,7 +539,7 @@ class Controller:
             return
         blocker = s.training_blocker()
         if blocker:
-            self.hooks.status(f"Batch done. To train: {blocker}.")
+            self.events.status.emit(f"Batch done. To train: {blocker}.")
             return
         self.start_training()
 
@@ -531,40 +555,36 @@ class Controller:
             raise KtalError("the cancelled cycle is still stopping; try again in a moment")
         self._train_cycle = s.cycle
         cycle = s.project.trained_cycles
-        self.hooks.progress(f"cycle {cycle}: starting", 0, 0)
-        self.hooks.status(f"Training cycle {cycle} with {len(s.labels)} labeled volumes on {self.device_text()}. "
+        self.events.progress.emit(f"cycle {cycle}: starting", 0, 0)
+        self.events.status.emit(f"Training cycle {cycle} with {len(s.labels)} labeled volumes on {self.device_text()}. "
                           "You can keep browsing and relabeling.")
-        job = partial(train_job, s.project.root, self.device, self.seed, worker_threads())
-        self.hooks.job_changed(TRAIN, True)
+        job = legacy_job(train_job, s.project.root, self.device, self.seed, worker_threads())
+        self.events.job_changed.emit(TRAIN, True)
         task = self.runner.start(TRAIN, job, on_progress=self.on_progress, on_result=self._on_trained,
                                  on_error=self._on_train_error, on_cancelled=self._on_train_cancelled,
                                  on_finished=self._on_train_finished)
-        self.hooks.show()
+        self.events.show.emit(False)
         return task
 
     def cancel_training(self) -> None:
         self._start_when_free = False
         if self.runner.cancel(TRAIN):
-            self.hooks.status("Training cancelled; nothing of that cycle was saved.")
+            self.events.status.emit("Training cancelled; nothing of that cycle was saved.")
 
     def on_progress(self, event: Progress) -> None:
         """Show a training's progress: at most every PROGRESS_INTERVAL s, and at each new epoch or message."""
-        now = time.monotonic()
-        last_time, last_epoch = self._last_progress
-        done, total = event.steps
-        if now - last_time < PROGRESS_INTERVAL and event.epoch == last_epoch and not event.message \
-                and not event.metrics and done < total:
+        if not self._throttle.due(event):
             return
-        self._last_progress = (now, event.epoch)
-        self.hooks.progress(describe(event), done, max(total, 1))
+        done, total = event.steps
+        self.events.progress.emit(describe(event), done, max(total, 1))
         if event.message:  # e.g. out of GPU memory: training restarts with a smaller batch
-            self.hooks.status(event.message)
+            self.events.status.emit(event.message)
 
     def _training_stopped(self) -> None:
         self._train_cycle = None
-        self._last_progress = (0.0, None)
-        self.hooks.progress("idle", 0, 1)
-        self.hooks.job_changed(TRAIN, False)
+        self._throttle.reset()
+        self.events.progress.emit("idle", 0, 1)
+        self.events.job_changed.emit(TRAIN, False)
 
     def labeling_seconds(self, cycle: int) -> float:
         """How long the expert spent labeling the batch of ``cycle`` (NaN if not by hand)."""
@@ -579,7 +599,7 @@ class Controller:
 
     def _on_trained(self, report) -> None:
         self._training_stopped()
-        self.hooks.progress(f"cycle {report.cycle} trained", 1, 1)
+        self.events.progress.emit(f"cycle {report.cycle} trained", 1, 1)
         seconds = report.train_seconds + report.select_seconds
         labeling = self.labeling_seconds(report.cycle) if self.session is not None else float("nan")
         took = f"labeling took {clock(labeling)}, training {clock(seconds)}" if not math.isnan(labeling) else \
@@ -591,29 +611,29 @@ class Controller:
             msg = f"Cycle {report.cycle} trained ({took}); every volume is labeled or queried."
         # the status line says it (a notification's slide-in animation costs a software-rendered
         # window ~0.3 s of GUI time, just as the new batch wants to be drawn)
-        self.hooks.status(msg)
+        self.events.status.emit(msg)
         if self.session is not None:
             self.session.reload()
-            self.hooks.show()  # the new batch's first volume first; the gallery and the plot follow
+            self.events.show.emit(False)  # the new batch's first volume first; the gallery and the plot follow
 
             def rest() -> None:
                 if self.session is not None:
-                    self.hooks.batch_changed()
+                    self.events.batch_changed.emit()
                     self.browser.batch_changed()
-                    self.hooks.history_changed()
+                    self.events.history_changed.emit()
 
-            self.hooks.defer(rest)
+            self._defer(rest)
 
     def _on_train_error(self, exc: BaseException) -> None:
         self._training_stopped()
-        self.hooks.status(f"Training failed: {exc}")
-        self.hooks.error(exc)
-        self.hooks.show()
+        self.events.status.emit(f"Training failed: {exc}")
+        self.events.error.emit(exc)
+        self.events.show.emit(False)
 
     def _on_train_cancelled(self) -> None:
         self._training_stopped()
         if self.session is not None:
-            self.hooks.show()
+            self.events.show.emit(False)
 
     def _on_train_finished(self) -> None:
         if self._start_when_free:
@@ -629,15 +649,15 @@ class Controller:
             raise KtalError("no trained models yet: label the first batch and train a cycle, then export")
 
         def done(result) -> None:
-            self.hooks.job_changed(EXPORT, False)
-            self.hooks.info(f"Wrote {result.n_volumes} volumes ({result.n_labeled} labeled, predictions of the "
+            self.events.job_changed.emit(EXPORT, False)
+            self.events.info.emit(f"Wrote {result.n_volumes} volumes ({result.n_labeled} labeled, predictions of the "
                             f"cycle {result.cycle} teacher) to {result.path}")
 
         def failed(exc: BaseException) -> None:
-            self.hooks.job_changed(EXPORT, False)
-            self.hooks.error(exc)
+            self.events.job_changed.emit(EXPORT, False)
+            self.events.error.emit(exc)
 
-        self.hooks.job_changed(EXPORT, True)
-        job = partial(export_job, self.session.project.root, Path(path), self.device)
+        self.events.job_changed.emit(EXPORT, True)
+        job = legacy_job(export_job, self.session.project.root, Path(path), self.device)
         return self.runner.start(EXPORT, job, on_result=done, on_error=failed,
-                                 on_cancelled=lambda: self.hooks.job_changed(EXPORT, False))
+                                 on_cancelled=lambda: self.events.job_changed.emit(EXPORT, False))

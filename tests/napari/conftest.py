@@ -20,4 +20,4 @@ def make_widget(make_napari_viewer, qtbot):
 
     yield make
     for widget in made:
-        widget._teardown()  # stop workers before the viewers go
+        widget.teardown()  # stop workers before the viewers go

@@ -100,7 +100,7 @@ def main(rounds: int) -> int:
         press("c")
         widget.controller.close_project()  # the context and the view go at once
         draw()
-        widget._teardown()
+        widget.teardown()
         viewer.close()
     for p in problems:
         print(p, flush=True)

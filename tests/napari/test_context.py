@@ -1,6 +1,6 @@
 """A project made from a particle list in the dock, and a particle shown in its tomogram.
 
-The controller part runs without Qt (an inline runner); the widget part needs a display
+The controller part runs without Qt (the serial runner, running each job at once); the widget part needs a display
 (``xvfb-run -a``): the setup form's "Particle list + tomograms" choice, and the key C that
 shows the current particle in a slab of its tomogram with the box outlined, and takes it away.
 The key stress (C, then C, N or a class key, 20 times) runs ``context_stress.py`` in a process
@@ -20,7 +20,8 @@ import pytest
 from pickfiles import blob_tomogram, random_positions, relion5_star, write_tomograms
 
 from napari_ktal._napari.context_view import OUTLINE_SUBPIXELS, box_outline
-from napari_ktal._napari.controller import Controller, Hooks
+from napari_ktal._napari.controller import Controller
+from napari_ktal._napari.runner import SerialRunner
 from napari_ktal.core.data.sites import site_context
 from napari_ktal.core.errors import KtalError
 
@@ -28,43 +29,6 @@ SHAPES = {"TS_01": (32, 64, 64), "TS_02": (32, 56, 64)}
 STRESS = Path(__file__).with_name("context_stress.py")
 STRESS_ROUNDS = 20
 STRESS_HANG_S = 900  # not a speed limit: only ends a run that hangs (20 rounds take ~1.5 min on 2 busy cores)
-
-
-class NowRunner:
-    """Runs each job at once, in the calling thread."""
-
-    def start(self, kind, job, *, on_progress=None, on_result=None, on_error=None, on_cancelled=None,
-              on_finished=None):
-        try:
-            result = job(on_progress or (lambda p: None), lambda: False)
-        except BaseException as exc:  # noqa: BLE001 - delivered like the Qt runner does
-            if on_error:
-                on_error(exc)
-        else:
-            if on_result:
-                on_result(result)
-        if on_finished:
-            on_finished()
-
-    def running(self, kind=None):
-        return None
-
-    def busy(self, kind=None):
-        return False
-
-    def cancel(self, kind=None):
-        return False
-
-    def shutdown(self, timeout=30.0):
-        return True
-
-
-class Errors(Hooks):
-    def __init__(self):
-        self.errors = []
-
-    def error(self, exc):
-        self.errors.append(exc)
 
 
 @pytest.fixture(scope="module")
@@ -85,10 +49,11 @@ def scene(tmp_path_factory):
 
 def test_controller_creates_from_picks_and_reads_the_context_slab(scene, tmp_path):
     tmp, picks, names, positions, volumes = scene
-    hooks = Errors()
-    ctl = Controller(NowRunner(), hooks)
+    ctl = Controller(SerialRunner(eager=True))
+    errors = []
+    ctl.events.error.connect(errors.append)
     ctl.create_project(tmp_path / "p", source=picks, tomograms=tmp / "tomograms", classes=["a", "b"])
-    assert not hooks.errors, hooks.errors
+    assert not errors, errors
     project = ctl.session.project
     assert project.pool.box == 32 and project.pool.sites is not None
     index = ctl.session.item.index
@@ -191,7 +156,7 @@ def test_setup_form_and_key_c_show_the_particle_in_its_tomogram(make_napari_view
         qtbot.keyClick(canvas, "n")  # another volume: back to the volume view
         assert "ktal context" not in [layer.name for layer in viewer.layers] and viewer.dims.ndisplay == 3
     finally:
-        widget._teardown()
+        widget.teardown()
 
 
 @pytest.mark.gui

@@ -1,20 +1,19 @@
 """The dock's logic without Qt or a viewer: a labeling session, auto-training, messages.
 
-A serial runner stands in for the Qt task runner: jobs wait until the test runs them, and
-cancelled ones never run, with the same delivery rules (a cancelled job's result is dropped).
+The package's serial runner stands in for the Qt task runner: jobs wait until the test runs them,
+and cancelled ones never run, by the same delivery rules (a cancelled job's result is dropped).
+What the controller tells the view is recorded from its signals.
 """
 
 from __future__ import annotations
 
-import itertools
 import sys
-import threading
-from dataclasses import dataclass, field
 
 import pytest
 
-from napari_ktal._napari.controller import TRAIN, Controller, Hooks, undo_message
-from napari_ktal.core.errors import Cancelled, KtalError
+from napari_ktal._napari.controller import PROGRESS_INTERVAL, TRAIN, Controller, ProgressThrottle, undo_message
+from napari_ktal._napari.runner import SerialRunner
+from napari_ktal.core.errors import KtalError
 from napari_ktal.core.loop import Phase
 from napari_ktal.core.loop.session import Change
 from napari_ktal.core.progress import Progress
@@ -23,96 +22,38 @@ from napari_ktal.core.project import ProjectLocked
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-@dataclass
-class Job:
-    id: int
-    kind: str
-    fn: object
-    callbacks: dict
-    stop: threading.Event = field(default_factory=threading.Event)
-    done: bool = False
-    delivered: bool = False
+class Recorder:
+    """Every signal the controller emits, in order: [(name, *args)]."""
 
-
-class SerialRunner:
-    """Runs jobs when told to, in the calling thread; the TaskRunner's rules otherwise."""
-
-    def __init__(self):
-        self.jobs: list[Job] = []
-        self._ids = itertools.count(1)
-
-    def start(self, kind, job, **callbacks):
-        self.cancel(kind)
-        task = Job(next(self._ids), kind, job, callbacks)
-        self.jobs.append(task)
-        return task
-
-    def _live(self, kind):
-        return [j for j in self.jobs if (kind is None or j.kind == kind) and not j.stop.is_set() and not j.delivered]
-
-    def running(self, kind=None):
-        return next(iter(self._live(kind)), None)
-
-    def busy(self, kind=None):
-        return any((kind is None or j.kind == kind) and not j.done for j in self.jobs)
-
-    def cancel(self, kind=None):
-        hit = False
-        for j in self._live(kind):
-            j.stop.set()
-            hit = True
-            if j.callbacks.get("on_cancelled"):
-                j.callbacks["on_cancelled"]()
-        return hit
-
-    def shutdown(self, timeout=30.0):
-        for j in self.jobs:
-            j.stop.set()
-        self.jobs.clear()
-        return True
-
-    def run(self, kind=None) -> None:
-        """Run every pending job (of ``kind``), in start order, delivering as the Qt runner does."""
-        for job in [j for j in self.jobs if not j.done and (kind is None or j.kind == kind)]:
-            cb = job.callbacks
-            result, error = None, None
-            if not job.stop.is_set():
-                try:
-                    result = job.fn(cb.get("on_progress") or (lambda p: None), job.stop.is_set)
-                except BaseException as exc:  # noqa: BLE001 - delivered like the Qt runner does
-                    error = exc
-            job.done = True
-            if not job.stop.is_set() and not job.delivered:
-                job.delivered = True
-                if error is None and cb.get("on_result"):
-                    cb["on_result"](result)
-                elif error is not None and not isinstance(error, Cancelled) and cb.get("on_error"):
-                    cb["on_error"](error)
-            if cb.get("on_finished"):
-                cb["on_finished"]()
-        self.jobs = [j for j in self.jobs if not j.done]
-
-
-class Recorder(Hooks):
-    def __init__(self):
+    def __init__(self, events):
         self.calls: list[tuple] = []
+        events.all.connect(lambda info: self.calls.append((info.signal.name, *info.args)))
 
-    def __getattribute__(self, name):
-        if name in ("show", "classes_changed", "history_changed", "opened", "closed", "status", "progress", "info",
-                    "error", "job_changed", "batch_changed", "labels_changed", "thumbnails_ready", "teacher_changed"):
-            return lambda *args, **kw: self.calls.append((name, *args))
-        return super().__getattribute__(name)
+    def said(self, name: str) -> list:
+        return [c[1:] for c in self.calls if c[0] == name]
 
-    def said(self, hook: str) -> list:
-        return [c[1:] for c in self.calls if c[0] == hook]
+
+class FakeClock:
+    """Seconds that pass only when the test says so."""
+
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 @pytest.fixture
-def ctl():
-    runner, hooks = SerialRunner(), Recorder()
-    controller = Controller(runner, hooks)
+def clock():
+    return FakeClock()
+
+
+@pytest.fixture
+def ctl(clock):
+    runner = SerialRunner()
+    controller = Controller(runner, clock=clock)
     controller.device = "cpu"
-    yield controller, runner, hooks
+    yield controller, runner, Recorder(controller.events)
     controller.close_project()
 
 
@@ -307,16 +248,36 @@ def test_training_runs_in_a_thread_of_its_own_with_a_lower_priority(monkeypatch,
         ctl_module.train_job(tmp_path, "cpu", 0, None)
 
 
-def test_progress_updates_are_throttled_but_epochs_and_the_end_get_through(ctl):
+def test_progress_updates_are_throttled_but_epochs_and_the_end_get_through(ctl, clock):
     controller, _, hooks = ctl
-    for step in range(1, 51):  # 50 batches within a few ms
+    for step in range(1, 51):  # 50 batches within one throttle interval
         controller.on_progress(Progress("train", step, 50, cycle=0, epoch=1, epochs=2, elapsed=0.01 * step))
+        clock.now += PROGRESS_INTERVAL / 100
     assert len(hooks.said("progress")) == 1  # the first, then nothing for PROGRESS_INTERVAL
     controller.on_progress(Progress("train", 50, 50, cycle=0, epoch=1, epochs=2, metrics={"teacher_loss": 0.5},
                                     elapsed=0.5))  # the epoch's end, with its losses: shown
     assert hooks.said("progress")[-1] == ("cycle 0: epoch 1/2 · loss 0.500 · ~0 s left", 50, 100)
     controller.on_progress(Progress("train", 1, 50, cycle=0, epoch=2, epochs=2, elapsed=0.6))
     assert hooks.said("progress")[-1][1] == 51  # a new epoch is shown at once
+    controller.on_progress(Progress("train", 2, 50, cycle=0, epoch=2, epochs=2, elapsed=0.61))
+    assert hooks.said("progress")[-1][1] == 51  # too soon after it
+    clock.now += PROGRESS_INTERVAL
+    controller.on_progress(Progress("train", 3, 50, cycle=0, epoch=2, epochs=2, elapsed=0.62))
+    assert hooks.said("progress")[-1][1] == 53  # an interval later: shown
+
+
+def test_the_throttle_lets_one_event_through_per_interval_of_its_clock():
+    now = [0.0]
+    throttle = ProgressThrottle(0.25, clock=lambda: now[0])
+    step = [Progress("train", k, 100, epoch=1, epochs=1) for k in range(1, 100)]
+    shown = []
+    for k, event in enumerate(step):
+        now[0] = k * 0.1
+        if throttle.due(event):
+            shown.append(event.done)
+    assert shown == list(range(1, 100, 3))  # each third tick of 0.1 s is the first 0.25 s after the last shown
+    throttle.reset()
+    assert throttle.due(step[0])  # after a reset (training stopped) the next event is shown at once
 
 
 def test_undoing_a_bulk_assignment_says_what_it_took_back(ctl, project):
@@ -358,14 +319,34 @@ def test_undo_message_names_a_few_volumes_counts_the_rest_and_says_where_they_co
 
 def test_the_device_in_words_never_reads_as_started_automatically():
     """The status line said "(auto)", which read as "started automatically"; it names the device now."""
-    on_gpu = Controller(SerialRunner(), Recorder(), devices=["auto", "cuda:0", "cuda:1", "cpu"])
+    on_gpu = Controller(SerialRunner(), devices=["auto", "cuda:0", "cuda:1", "cpu"])
     assert on_gpu.device == "auto" and on_gpu.device_text() == "cuda:0 (device: auto)"
     on_gpu.device = "CUDA:1"
     assert on_gpu.device == "cuda:1" and on_gpu.device_text() == "cuda:1"
-    on_cpu = Controller(SerialRunner(), Recorder(), devices=["auto", "cpu"])
+    on_cpu = Controller(SerialRunner(), devices=["auto", "cpu"])
     assert on_cpu.device_text() == "the CPU (device: auto)"
     with pytest.raises(KtalError, match="unknown device 'tpu'"):
         on_cpu.device = "tpu"
     with pytest.raises(KtalError, match="device 'cuda:0' does not work here; choose from auto, cpu"):
         on_cpu.device = "cuda"
     assert on_cpu.device == "auto"
+
+
+def test_what_follows_a_trained_cycle_waits_for_the_injected_defer(project, sim_truth):
+    """The new batch's first volume is shown first; the gallery and the plot follow when ``defer`` runs them."""
+    later = []
+    runner = SerialRunner()
+    controller = Controller(runner, defer=later.append)
+    controller.device = "cpu"
+    heard = Recorder(controller.events)
+    try:
+        controller.open_project(project.root)
+        _label_batch(controller, sim_truth)
+        heard.calls.clear()
+        runner.run(TRAIN)
+        assert controller.session.cycle == 1 and heard.said("show") and len(later) == 1
+        assert not heard.said("batch_changed") and not heard.said("history_changed")
+        later.pop()()
+        assert heard.said("batch_changed") and heard.said("history_changed")
+    finally:
+        controller.close_project()

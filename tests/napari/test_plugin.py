@@ -1,6 +1,5 @@
 """The npe2 contributions: manifest, reader, sample data (no viewer needed)."""
 
-import time
 from pathlib import Path
 
 import mrcfile
@@ -105,11 +104,8 @@ def test_reader_refuses_truncated_and_complex_files(tmp_path):
 
 
 # -- sample data -----------------------------------------------------------------------------
-def test_sample_data_is_quick_deterministic_and_labelled():
-    simulated_subtomograms()  # warm imports (scipy.fft)
-    t0 = time.perf_counter()
+def test_sample_data_is_deterministic_and_labelled():
     [(data, kwargs, kind)] = simulated_subtomograms()
-    assert time.perf_counter() - t0 < 2.0
     again = simulated_subtomograms()[0][0]
     np.testing.assert_array_equal(data, again)
     assert kind == "image" and data.shape == (12, 32, 32, 32) and data.dtype == np.float32

@@ -16,7 +16,6 @@ import torch
 from mrcfiles import noise, write_mrc
 from napari.components import ViewerModel
 
-from napari_ktal._napari._qt import hooks as hooks_module
 from napari_ktal._napari._qt import widget as widget_module
 from napari_ktal._napari._qt.widget import ActiveLearningWidget
 from napari_ktal._napari.controller import LOCK_PURPOSE
@@ -30,10 +29,8 @@ from napari_ktal.core.project.lock import ProjectLock
 def notes(monkeypatch):
     """Every notification the widget shows: [(level, text)]."""
     seen: list[tuple[str, str]] = []
-    for module in (widget_module, hooks_module):
-        for level in ("error", "warning", "info"):
-            if hasattr(module, f"show_{level}"):
-                monkeypatch.setattr(module, f"show_{level}", lambda text, lv=level: seen.append((lv, str(text))))
+    for level in ("error", "warning", "info"):
+        monkeypatch.setattr(widget_module, f"show_{level}", lambda text, lv=level: seen.append((lv, str(text))))
     return seen
 
 
@@ -49,7 +46,7 @@ def make_widget(qtbot):
 
     yield make
     for w in made:
-        w._teardown()
+        w.teardown()
 
 
 def errors(notes) -> list[str]:
@@ -167,3 +164,22 @@ def test_a_damaged_checkpoint_at_export_is_a_notification(make_widget, notes, pr
     (message,) = errors(notes)
     assert "teacher.pt" in message and "damaged" in message
     assert session_widget.panel.export_button.isEnabled() and not (tmp_path / "pred.csv").exists()
+
+
+def test_a_volume_that_cannot_be_shown_is_a_notification(make_widget, notes, project, monkeypatch):
+    """A KtalError raised by a view while it follows the controller's news (psygnal hands it on
+    wrapped in an EmitLoopError) is a notification, as one from the controller itself is."""
+    from napari_ktal.core.errors import KtalError
+
+    w = make_widget()
+    s = w.open_project(project.root)
+    position = s.position
+
+    def unreadable(*args, **kwargs):
+        raise KtalError("sub_000001.mrc is truncated")
+
+    monkeypatch.setattr(w.view, "show", unreadable)
+    w.next()
+    assert errors(notes) == ["sub_000001.mrc is truncated"] and s.position == position + 1
+    monkeypatch.undo()
+    _usable(w, project.root)

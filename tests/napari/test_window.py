@@ -101,8 +101,9 @@ def test_every_text_of_the_dock_is_readable_at_1280x800(make_widget, qtbot, proj
     for name in LONG_NAMES:
         widget.add_class(name)
     widget.assign(LONG_NAMES[0])
-    widget.controller.hooks.status("Undone: membrane-bound ribosome (80S) near the ER on 4 volumes (sub_000069.mrc, "
-                                   "sub_000070.mrc, sub_000071.mrc, sub_000072.mrc): all 4 are unlabeled again.")
+    widget.controller.events.status.emit("Undone: membrane-bound ribosome (80S) near the ER on 4 volumes "
+                                         "(sub_000069.mrc, sub_000070.mrc, sub_000071.mrc, sub_000072.mrc): "
+                                         "all 4 are unlabeled again.")
     widget.panel.progress.show_progress("cycle 12: epoch 25/30 · loss 0.412 · ~12 min 20 s left", 25, 30)
     session_page = widget.pages.widget(1)
     laid_out(qtbot, widget.panel, session_page.viewport())

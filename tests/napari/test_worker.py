@@ -7,15 +7,15 @@ import pytest
 
 from napari_ktal._napari._qt.worker import TaskRunner
 from napari_ktal.core.errors import Cancelled, KtalError
-from napari_ktal.core.progress import Progress, check_cancel
+from napari_ktal.core.progress import Progress
 
 
 def counting_job(n=5, pause=0.01):
-    def job(on_progress, should_stop):
+    def job(run):
         for k in range(n):
-            check_cancel(should_stop)
+            run.check_cancel()
             time.sleep(pause)
-            on_progress(Progress("train", k + 1, n))
+            run.emit(Progress("train", k + 1, n))
         return threading.get_ident()
 
     return job
@@ -66,10 +66,10 @@ def test_a_new_job_supersedes_the_old_one_of_the_same_kind(runner, qtbot):
 def test_errors_are_reported_but_cancellation_is_not(runner, qtbot):
     errors = []
 
-    def bad(on_progress, should_stop):
+    def bad(run):
         raise KtalError("no trained models yet")
 
-    def cancelled(on_progress, should_stop):
+    def cancelled(run):
         raise Cancelled("stopped on request")
 
     runner.start("a", bad, on_error=errors.append)
@@ -81,6 +81,29 @@ def test_errors_are_reported_but_cancellation_is_not(runner, qtbot):
 
 def test_shutdown_waits_for_running_jobs(runner, qtbot):
     task = runner.start("train", counting_job(n=1000))
-    t0 = time.perf_counter()
-    assert runner.shutdown(timeout=5)
-    assert task.done.is_set() and time.perf_counter() - t0 < 1
+    assert runner.shutdown(timeout=5)  # True: every job's thread is done
+    assert task.done.is_set() and runner.running() is None
+
+
+# -- the serial runner: the same rules, in the calling thread ------------------------------------
+def test_the_serial_runner_delivers_by_the_same_rules():
+    from napari_ktal._napari.runner import SerialRunner
+
+    runner = SerialRunner()
+    heard = []
+    first = runner.start("train", counting_job(n=3, pause=0), on_result=lambda r: heard.append("first"),
+                         on_cancelled=lambda: heard.append("first cancelled"),
+                         on_finished=lambda: heard.append("first finished"))
+    second = runner.start("train", counting_job(n=2, pause=0), on_progress=lambda p: heard.append(p.done),
+                          on_result=lambda r: heard.append("second"), on_finished=lambda: heard.append("finished"))
+    assert first.cancelled and runner.running("train") is second and runner.busy("train")
+    runner.start("export", lambda run: (_ for _ in ()).throw(KtalError("disk full")), on_error=heard.append)
+    runner.start("teacher", lambda run: run.check_cancel(), on_error=heard.append)  # never asked to stop
+    runner.run()
+    assert heard[:6] == ["first cancelled", "first finished", 1, 2, "second", "finished"]
+    assert [str(e) for e in heard[6:]] == ["disk full"]
+    assert runner.running() is None and not runner.busy()
+    eager = SerialRunner(eager=True)
+    results = []
+    eager.start("train", counting_job(n=1, pause=0), on_result=results.append)
+    assert results == [threading.get_ident()] and eager.running() is None

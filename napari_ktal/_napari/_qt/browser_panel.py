@@ -1,8 +1,9 @@
 """The second dock, below the canvas while a project is open: the batch gallery, the review
 table and the per-class examples, as tabs.
 
-Views only: what they show comes from the controller's browser and session, what the user
-does goes to the Active learning widget's actions (so a key in the gallery and a key in the
+Views only: what they show comes from the controller's browser and session, news of a change
+from the controller's signals (connected here), what the user does goes to the Active learning
+widget's actions (so a key in the gallery and a key in the
 viewer do the same). In a viewer without a window (a ``ViewerModel``, in tests) the panel is
 a plain widget, not docked.
 """
@@ -53,6 +54,12 @@ class BrowserPanel(QTabWidget):
         self.review.visitRequested.connect(w.visit)
         self.review.undoRequested.connect(w.undo)
         self.examples.visitRequested.connect(w.visit)
+        events = c.events
+        events.batch_changed.connect(self.batch_changed)
+        events.labels_changed.connect(self.labels_changed)
+        events.classes_changed.connect(self.classes_changed)
+        events.thumbnails_ready.connect(self.thumbnails_ready)
+        events.teacher_changed.connect(self.teacher_changed)
 
     # -- docking --------------------------------------------------------------------------------------
     def dock(self) -> None:
@@ -70,7 +77,7 @@ class BrowserPanel(QTabWidget):
                 window.remove_dock_widget(self)
         self._docked = False
 
-    # -- news from the controller ----------------------------------------------------------------------
+    # -- news from the controller (its signals) and the widget ------------------------------------------
     def set_session(self, session) -> None:
         for view in (self.gallery, self.review, self.examples):
             view.session = session

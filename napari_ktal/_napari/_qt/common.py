@@ -1,10 +1,10 @@
 """Small pieces the dock's views share: class-colour swatches, the class keys of a key event,
-thumbnails as pixmaps, a debounced refresh."""
+thumbnails as pixmaps, a view refreshed when shown."""
 
 from __future__ import annotations
 
 import numpy as np
-from qtpy.QtCore import QSize, Qt, QTimer
+from qtpy.QtCore import QSize, Qt
 from qtpy.QtGui import QColor, QIcon, QImage, QPixmap
 
 from ...core.loop.session import CLASS_KEYS
@@ -12,6 +12,7 @@ from ..viewer_bindings import KEYS
 
 ACTION_KEYS = {KEYS[name]: name for name in ("next", "previous", "skip", "undo")}  # "N" -> "next"
 PLAIN_KEYS = frozenset(CLASS_KEYS) | frozenset(KEYS.values())  # every key we act on, without modifiers
+REFRESH_MS = 150  # a view rebuilt from the session is rebuilt at most this often (e.g. while a key is held down)
 
 
 def swatch(color: str, size: int = 12) -> QIcon:
@@ -44,26 +45,11 @@ def pixmap_of(image: np.ndarray, side: int) -> QPixmap:
                                           Qt.TransformationMode.SmoothTransformation)
 
 
-class Debounced:
-    """Calls ``fn`` once, ``ms`` after the last of several quick requests (e.g. a key held down)."""
-
-    def __init__(self, fn, ms: int = 150, parent=None):
-        self._timer = QTimer(parent)
-        self._timer.setSingleShot(True)
-        self._timer.setInterval(ms)
-        self._timer.timeout.connect(fn)
-
-    def __call__(self) -> None:
-        self._timer.start()
-
-    def stop(self) -> None:
-        self._timer.stop()
-
-
 class RefreshWhenShown:
     """Mixin for a view rebuilt from the session: :meth:`changed` rebuilds soon if the view is
-    visible, else when it is next shown. The view sets ``_dirty`` and ``_refresh_soon`` (a
-    :class:`Debounced` of its ``refresh``) in its ``__init__``; list it before the Qt base class."""
+    visible, else when it is next shown. The view sets ``_dirty`` and ``_refresh_soon`` (superqt's
+    ``qdebounced(self.refresh, REFRESH_MS, parent=self)``: once, REFRESH_MS after the last of several
+    quick changes) in its ``__init__``; list it before the Qt base class."""
 
     def changed(self) -> None:
         """Labels, classes or the teacher's opinion changed."""

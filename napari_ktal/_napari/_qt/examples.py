@@ -23,10 +23,11 @@ from qtpy.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+from superqt.utils import qdebounced
 
 from ...core.loop.session import key_of_class
 from ..palette import class_color
-from .common import Debounced, RefreshWhenShown, pixmap_of
+from .common import REFRESH_MS, RefreshWhenShown, pixmap_of
 
 THUMB = 72
 
@@ -41,7 +42,7 @@ class ExamplesView(RefreshWhenShown, QScrollArea):
         self._dirty = True
         self._shown: dict[str, list[int]] = {}
         self._lists: dict[str, QListWidget] = {}
-        self._refresh_soon = Debounced(self.refresh, 150, self)
+        self._refresh_soon = qdebounced(self.refresh, REFRESH_MS, parent=self)
         self.setWidgetResizable(True)
         self.inner = QWidget(self)
         self.rows = QVBoxLayout(self.inner)
@@ -50,7 +51,7 @@ class ExamplesView(RefreshWhenShown, QScrollArea):
 
     def refresh(self) -> None:
         """Rebuild the rows (classes, labels or the teacher's opinion changed)."""
-        self._refresh_soon.stop()
+        self._refresh_soon.cancel()
         self._dirty = False
         while self.rows.count():
             w = self.rows.takeAt(0).widget()

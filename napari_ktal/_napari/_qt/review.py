@@ -29,10 +29,11 @@ from qtpy.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+from superqt.utils import qdebounced
 
 from ...core.loop.session import class_of_key
 from ..palette import UNLABELED, class_colors
-from .common import ACTION_KEYS, Debounced, RefreshWhenShown, event_key, swatch
+from .common import ACTION_KEYS, REFRESH_MS, RefreshWhenShown, event_key, swatch
 from .fields import shrinkable
 
 COLUMNS = ["volume", "label", "cycle", "by", "when", "teacher says", "confidence", "p(label)"]
@@ -121,7 +122,7 @@ class ReviewView(RefreshWhenShown, QWidget):
         self.source = None  # the browser: review_rows(label, disagree_only)
         self.session = None
         self._dirty = True
-        self._refresh_soon = Debounced(self.refresh, 150, self)
+        self._refresh_soon = qdebounced(self.refresh, REFRESH_MS, parent=self)
 
         self.class_filter = QComboBox(self)
         self.class_filter.setToolTip("Show the labels of this class")
@@ -194,7 +195,7 @@ class ReviewView(RefreshWhenShown, QWidget):
             self.changed()
 
     def refresh(self) -> None:
-        self._refresh_soon.stop()
+        self._refresh_soon.cancel()
         if self.source is None or self.session is None:
             self.model.set_rows([], {})
             return

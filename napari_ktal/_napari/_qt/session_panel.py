@@ -106,14 +106,35 @@ class SessionPanel(QWidget):
 
     def __init__(self, parent: QWidget | None = None, theme: dict | None = None):
         super().__init__(parent)
+        self._header()
+        vol_box = self._volume_box()
+        self._class_box()
+        train_box = self._training_box()
+        self._tabs(theme)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        for w in (self.title, self.summary, self.status, vol_box, self.class_box, train_box, self.tabs):
+            layout.addWidget(w)
+        layout.addStretch(1)
+
+    # -- building: one method per part of the page ----------------------------------------------
+    def _header(self) -> None:
+        """The project and cycle in bold, the batch and the pool; the status line."""
         self.title = ElidedLabel("", self, Qt.TextElideMode.ElideMiddle)  # a folder name has no spaces to wrap at
         font = self.title.font()
         font.setBold(True)
         self.title.setFont(font)
         self.summary = QLabel(self)  # the batch and the pool
         self.summary.setWordWrap(True)
+        # what just happened (training, an undo, a key with no class): near the top, where a
+        # 1280 x 800 screen shows it without scrolling the dock
+        self.status = QLabel(self)
+        self.status.setWordWrap(True)
+        # room for two lines, so a longer message does not reflow the dock (and redraw the plot)
+        self.status.setMinimumHeight(2 * self.status.fontMetrics().lineSpacing())
 
-        # -- the current volume ----------------------------------------------------------
+    def _volume_box(self) -> QGroupBox:
+        """The current volume: where it is in the batch, its name, score, the teacher's guess, its label."""
         vol_box = QGroupBox("Volume", self)
         self.position = QLabel(vol_box)
         self.position.setStyleSheet("font-size: 16pt; font-weight: bold;")
@@ -145,8 +166,10 @@ class SessionPanel(QWidget):
         vol_layout.addLayout(facts)
         vol_layout.addLayout(nav)
         vol_layout.addWidget(self.legend)
+        return vol_box
 
-        # -- classes -----------------------------------------------------------------------
+    def _class_box(self) -> None:
+        """The class buttons (filled by :meth:`set_classes`) and the buttons that add classes."""
         self.class_box = QGroupBox("Classes: press a key (viewer or gallery)", self)
         self.class_grid = QGridLayout()
         self.class_buttons: list[QPushButton] = []
@@ -163,7 +186,8 @@ class SessionPanel(QWidget):
         class_layout.addLayout(self.class_grid)
         class_layout.addLayout(class_tools)
 
-        # -- training ----------------------------------------------------------------------
+    def _training_box(self) -> QGroupBox:
+        """Auto-train, the progress bar, Train now and Cancel."""
         train_box = QGroupBox("Training", self)
         self.auto_train = QCheckBox("Auto-train when the batch is done", train_box)
         self.auto_train.setToolTip("Start the next cycle by itself as soon as every volume of the batch is labeled "
@@ -173,12 +197,6 @@ class SessionPanel(QWidget):
         self.progress = ProgressBar(train_box)
         self.progress.setTextVisible(True)
         self.progress.show_progress("idle", 0, 1)
-        # what just happened (training, an undo, a key with no class): near the top, where a
-        # 1280 x 800 screen shows it without scrolling the dock
-        self.status = QLabel(self)
-        self.status.setWordWrap(True)
-        # room for two lines, so a longer message does not reflow the dock (and redraw the plot)
-        self.status.setMinimumHeight(2 * self.status.fontMetrics().lineSpacing())
         self.train_button = _button("Train now", train_box, "Train a cycle on the current labels")
         self.cancel_button = _button("Cancel", train_box, "Stop training; nothing of the cycle is kept")
         self.cancel_button.setEnabled(False)
@@ -190,12 +208,17 @@ class SessionPanel(QWidget):
         train_layout.addWidget(self.auto_train)
         train_layout.addWidget(self.progress)  # a row of its own: room for "epoch 5/30 · ~1 min left"
         train_layout.addLayout(buttons)
+        return train_box
 
-        # -- tabs: the plot; the project's settings ---------------------------------------------
+    def _tabs(self, theme: dict | None) -> None:
+        """The per-cycle plot and the project's settings, as tabs."""
         self.tabs = QTabWidget(self)
         self.plot = CyclePlot(theme, self.tabs)
         self.tabs.addTab(self.plot, "Cycles")
+        self.tabs.addTab(self._settings_tab(), "Project")
 
+    def _settings_tab(self) -> QWidget:
+        """Recipe, device, how volumes are shown, and the project's buttons."""
         settings = QWidget(self.tabs)
         self.recipe = RecipeCombo(settings)
         self.device = DeviceCombo(settings)
@@ -234,13 +257,8 @@ class SessionPanel(QWidget):
         form.addRow(self.browser_button)
         form.addRow(self.export_button)
         form.addRow(self.close_button)
-        self.tabs.addTab(settings, "Project")
+        return settings
 
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        for w in (self.title, self.summary, self.status, vol_box, self.class_box, train_box, self.tabs):
-            layout.addWidget(w)
-        layout.addStretch(1)
 
     # -- classes -------------------------------------------------------------------------
     def set_classes(self, classes: list[str]) -> None:

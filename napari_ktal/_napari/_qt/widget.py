@@ -1,8 +1,8 @@
 """The "Active learning" dock widget: label the batch the models ask for, train, repeat.
 
 Qt only: the panels and the viewer's layers. What happens on a click or a key is decided by
-:class:`~napari_ktal._napari.controller.Controller`, which calls back through the hooks
-below. Everything shown is derived from the project folder, so closing napari and opening
+:class:`~napari_ktal._napari.controller.Controller`, whose signals (``controller.events``) the
+panels and layers connect to here and in :class:`~.browser_panel.BrowserPanel`. Everything shown is derived from the project folder, so closing napari and opening
 the project again resumes where the user was, and ``ktal-cryo`` can train it in between.
 
 Keys, bound in the viewer while a project is open: 1-9, 0, then letters (shown on the class
@@ -19,8 +19,9 @@ from functools import partial, wraps
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from napari.utils.notifications import show_error, show_warning
-from qtpy.QtCore import QEvent, Qt
+from napari.utils.notifications import notification_manager, show_error, show_info, show_warning
+from psygnal import EmitLoopError
+from qtpy.QtCore import QEvent, Qt, QTimer
 from qtpy.QtWidgets import (
     QFileDialog,
     QScrollArea,
@@ -33,12 +34,11 @@ from qtpy.QtWidgets import (
 from ...core.errors import KtalError
 from ...core.loop.session import key_of_class
 from ..context_view import ContextView
-from ..controller import Controller
-from ..viewer_bindings import KEYS, KeyBindings, TextOverlay, overlay_text
+from ..controller import EXPORT, IMPORT, TRAIN, Controller
+from ..viewer_bindings import KEYS, OVERLAY_CHARS, KeyBindings, TextOverlay, overlay_text
 from ..volume_view import VolumeView
 from .browser_panel import BrowserPanel
 from .canvas_keys import CanvasKeys
-from .hooks import WidgetHooks
 from .plot import theme_colors
 from .session_panel import SessionPanel
 from .setup_panel import NewProject, SetupPanel
@@ -49,7 +49,11 @@ if TYPE_CHECKING:
 
 
 def _reports_errors(method):
-    """Show a KtalError from the core as a napari notification; the widget stays usable."""
+    """Show a KtalError from the core as a napari notification; the widget stays usable.
+
+    Also one raised by a view while it followed the controller's news: psygnal hands that on
+    wrapped in an ``EmitLoopError`` (one per signal it passed through).
+    """
 
     @wraps(method)
     def wrapper(self, *args, **kwargs):
@@ -57,9 +61,21 @@ def _reports_errors(method):
             return method(self, *args, **kwargs)
         except KtalError as exc:
             show_error(str(exc))
-            return None
+        except EmitLoopError as exc:
+            cause = exc
+            while isinstance(cause, EmitLoopError):
+                cause = cause.__cause__
+            if not isinstance(cause, KtalError):
+                raise
+            show_error(str(cause))
+        return None
 
     return wrapper
+
+
+def _post(fn) -> None:
+    """Run ``fn`` after the events already posted (the controller's ``defer``): a new volume is drawn first."""
+    QTimer.singleShot(0, fn)
 
 
 class ActiveLearningWidget(QWidget):
@@ -69,7 +85,7 @@ class ActiveLearningWidget(QWidget):
         super().__init__(parent)
         self.viewer = napari_viewer
         self.runner = TaskRunner(self)
-        self.controller = Controller(self.runner, WidgetHooks(self))
+        self.controller = Controller(self.runner, defer=_post)
         self.view = VolumeView(napari_viewer)
         self.context_view = ContextView(napari_viewer)
         self.keys = KeyBindings()
@@ -96,6 +112,7 @@ class ActiveLearningWidget(QWidget):
         self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Expanding)
         self._fill_devices()
         self._connect()
+        self._follow(self.controller.events)
         self._attach()
 
     @property
@@ -127,8 +144,91 @@ class ActiveLearningWidget(QWidget):
         p.view_mode.currentIndexChanged.connect(self._on_view_mode)
         p.canvas_text.toggled.connect(lambda _: self.show_current())
 
+    def _follow(self, events) -> None:
+        """The controller's news, shown by this widget's panels and layers (the browser panel
+        follows its own share: the batch, labels, thumbnails, the teacher, the classes)."""
+        p = self.panel
+        events.show.connect(self.show_current)
+        events.classes_changed.connect(self._on_classes_changed)
+        events.history_changed.connect(self._on_history_changed)
+        events.opened.connect(self._on_opened)
+        events.closed.connect(self._on_closed)
+        events.status.connect(p.status.setText, check_nargs=False)  # a Qt builtin: no signature to check
+        events.progress.connect(p.progress.show_progress)
+        events.info.connect(self._notify)
+        events.error.connect(self._report)
+        events.job_changed.connect(self._on_job_changed)
+        events.teacher_changed.connect(self._on_teacher_changed)
+
+    def _on_classes_changed(self) -> None:
+        self.panel.set_classes(self.session.classes)
+        self._bind_keys()
+
+    def _on_history_changed(self) -> None:
+        from ...core.loop.summary import cycle_summary
+
+        s = self.session
+        if s is not None:
+            self.panel.plot.update_rows(cycle_summary(s.project, s.labels))
+
+    def _on_teacher_changed(self) -> None:
+        s = self.session
+        if s is not None and s.visiting is not None:
+            self.show_current()  # a visited volume's "teacher says"
+
+    def _on_opened(self) -> None:
+        p, s = self.panel, self.session
+        self.watch_window()
+        try:
+            name, label = self.controller.recipe_choice()
+        except KtalError as exc:
+            show_error(f"{exc}; fix it or choose another recipe before training")
+            name, label = str(s.project.paths.recipe), "this project's recipe.toml (invalid)"
+        p.recipe.set_recipe(name, label=label)
+        self.pages.setCurrentIndex(1)
+        self.browser_panel.set_session(s)
+        self.browser_panel.dock()
+        if self.canvas_keys.attach(self.viewer) and p.canvas_text.isChecked():  # draw the overlay's glyphs once, now
+            self.overlay.prewarm("".join(sorted(set(OVERLAY_CHARS + "".join(s.classes)
+                                                    + "".join(s.project.pool.keys[:50])))))
+            self.canvas_keys.draw_now()
+
+    def _on_closed(self) -> None:
+        self.keys.unbind()
+        self.canvas_keys.detach()
+        self.context_view.hide()
+        self.view.remove()
+        self.overlay.restore()
+        self.browser_panel.set_session(None)
+        self.browser_panel.undock()
+        self.pages.setCurrentIndex(0)
+
+    def _on_job_changed(self, kind: str, running: bool) -> None:
+        p = self.panel
+        if kind == TRAIN:
+            p.train_button.setEnabled(not running)
+            p.cancel_button.setEnabled(running)
+        elif kind == IMPORT:
+            self.setup.create_button.setEnabled(not running)
+        elif kind == EXPORT:
+            p.export_button.setEnabled(not running)
+
+    @staticmethod
+    def _notify(text: str) -> None:
+        show_info(text)
+
+    @staticmethod
+    def _report(exc: BaseException) -> None:
+        """A problem from the controller: a KtalError says what to do; anything else is a bug."""
+        if isinstance(exc, KtalError):
+            show_error(str(exc))
+        elif isinstance(exc, Warning):
+            show_warning(str(exc))
+        else:  # a bug: keep the traceback reachable from the notification
+            notification_manager.receive_error(type(exc), exc, exc.__traceback__)
+
     def _attach(self) -> None:
-        """Follow the viewer (its layer list and theme); undone by :meth:`_teardown`."""
+        """Follow the viewer (its layer list and theme); undone by :meth:`teardown`."""
         self._torn_down = False
         self.setup.attach()
         self.viewer.events.theme.connect(self._on_theme)
@@ -258,7 +358,7 @@ class ActiveLearningWidget(QWidget):
         self.keys.bind([self.viewer, *self.view.all_layers], actions)
 
     # -- shutting down ---------------------------------------------------------------------------
-    def _teardown(self) -> None:
+    def teardown(self) -> None:
         """Stop workers (and wait), unbind keys, remove our layers. Safe to call twice.
 
         Also safe after napari closed its window and Qt deleted our child widgets: the
@@ -285,7 +385,7 @@ class ActiveLearningWidget(QWidget):
         # napari takes the widget out of its dock (parent None) when the dock is closed
         if event.type() == QEvent.Type.ParentChange:
             if self.parent() is None:
-                self._teardown()
+                self.teardown()
             elif self._torn_down:  # docked again
                 self._attach()
         return super().event(event)
@@ -308,12 +408,12 @@ class ActiveLearningWidget(QWidget):
         # lock now. A minimised window (a spontaneous hide) keeps its project.
         if self._watched is not None and obj is self._watched():
             if event.type() == QEvent.Type.Hide and not event.spontaneous():
-                self._teardown()
+                self.teardown()
             elif event.type() == QEvent.Type.Show and self._torn_down and self.parent() is not None:
                 self._attach()  # the window is shown again
         return False
 
     def closeEvent(self, event) -> None:
-        self._teardown()
+        self.teardown()
         super().closeEvent(event)
 
