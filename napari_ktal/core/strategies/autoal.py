@@ -53,7 +53,7 @@ import torch.nn.functional as F
 
 from ..errors import KtalError
 from ..models import ResNet3D
-from ..progress import Progress, check_cancel, emit
+from ..progress import Progress
 from ..recipe import check
 from .base import STRATEGIES, QueryContext, Selection, register
 from .lloss import LossPredictionHead, loss_ranking_loss
@@ -149,7 +149,7 @@ def candidate_matrix(ctx: QueryContext, names: list[str], indices: np.ndarray, q
     a = np.zeros((len(indices), len(names)))
     pos = {int(i): p for p, i in enumerate(indices)}
     for k, name in enumerate(names):
-        check_cancel(ctx.should_stop)
+        ctx.run.check_cancel()
         sub = dataclasses.replace(ctx, rng=np.random.default_rng(ctx.rng.integers(2**62)))
         sel = STRATEGIES[name](sub, indices, min(q, len(indices)), ctx.options_of(name))  # its own table
         a[[pos[int(i)] for i in sel.indices], k] = 1.0
@@ -251,17 +251,17 @@ def train_search(ctx: QueryContext, names: list[str], share: float, opts: Option
     total = opts.fit_steps + opts.search_steps
     fit_net.train()
     for step in range(opts.fit_steps if len(fit_pos) >= 2 else 0):
-        check_cancel(ctx.should_stop)
+        ctx.run.check_cancel()
         b = fit_idx[batch(fit_pos)]
         loss = F.cross_entropy(fit_net(x_all[b]).logits, y_all[b])
         opt_fit.zero_grad()
         loss.backward()
         opt_fit.step()
         fit_losses.append(float(loss.detach()))
-        emit(ctx.on_progress, Progress("score", step + 1, total))
+        ctx.run.emit(Progress("score", step + 1, total))
     opt_search, opt_loss = _sgd(search_net, opts.lr), _sgd(lossnet, opts.lr)
     for step in range(opts.search_steps if len(search_pos) >= 2 else 0):
-        check_cancel(ctx.should_stop)
+        ctx.run.check_cancel()
         local = batch(search_pos)
         b = search_idx[local]
         xb, yb, ab = x_all[b], y_all[b], picks[local]
@@ -303,7 +303,7 @@ def train_search(ctx: QueryContext, names: list[str], share: float, opts: Option
             loss.backward()
             opt_fit.step()
             fit_losses.append(float(loss.detach()))
-        emit(ctx.on_progress, Progress("score", opts.fit_steps + step + 1, total))
+        ctx.run.emit(Progress("score", opts.fit_steps + step + 1, total))
     return SearchState(search_net.eval(), fit_net.eval(), search_losses, fit_losses)
 
 
