@@ -29,18 +29,18 @@ from ..core.loop.review import (
     review_rows,
     teacher_opinion,
 )
+from ..core.progress import QUIET, RunContext
 from .thumbnails import ThumbnailCache, ThumbnailChunk, ThumbSettings, thumbnail_job
 
 THUMBNAILS, TEACHER = "thumbnails", "teacher"
 EXAMPLES_PER_CLASS = 6
 
 
-def teacher_job(root: Path, indices: list[int], device_name: str, on_progress=None, should_stop=None):
+def teacher_job(root: Path, indices: list[int], device_name: str, run: RunContext = QUIET):
     from ..core.engine import resolve_device
     from ..core.project import Project
 
-    return teacher_opinion(Project(root), indices, resolve_device(device_name), on_progress=None,
-                           should_stop=should_stop)
+    return teacher_opinion(Project(root), indices, resolve_device(device_name), run=run.quiet())
 
 
 class Browser:

@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 from ..core.errors import KtalError
 from ..core.loop import LabelingSession, Phase, commands
-from ..core.progress import Progress, clock, describe
+from ..core.progress import QUIET, Progress, RunContext, clock, describe
 from ..core.seeds import DEFAULT_SEED
 from .background import run_in_background_thread
 from .browser import Browser
@@ -42,7 +42,8 @@ PROGRESS_INTERVAL = 0.25  # s: the bar is updated at most this often (each updat
 
 
 class Runner(Protocol):
-    """Runs ``job(on_progress, should_stop)`` off the GUI thread; one job per kind at a time."""
+    """Runs ``job(run)`` off the GUI thread (``run``: a RunContext of the runner's relay and stop flag);
+    one job per kind at a time."""
 
     def start(self, kind: str, job, *, on_progress=None, on_result=None, on_error=None, on_cancelled=None,
               on_finished=None) -> Any: ...
@@ -111,7 +112,7 @@ def worker_threads() -> int:
     return max(1, (os.cpu_count() or 2) - 1)
 
 
-def warm_up(on_progress=None, should_stop=None) -> None:
+def warm_up(run: RunContext = QUIET) -> None:
     """Import what torch loads lazily when the first optimizer is made (torch._dynamo, sympy).
 
     That import takes ~1.5 s of mostly GIL-holding work. Run in a worker as soon as a
@@ -123,8 +124,7 @@ def warm_up(on_progress=None, should_stop=None) -> None:
     torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
 
 
-def train_job(root: Path, device_name: str, seed: int, threads: int | None, on_progress=None,
-               should_stop=None):
+def train_job(root: Path, device_name: str, seed: int, threads: int | None, run: RunContext = QUIET):
     """One cycle as ``ktal-cryo train`` runs it, with ``threads`` torch threads, in a thread of
     lowered priority (so a busy machine still gives the GUI its time).
 
@@ -137,16 +137,15 @@ def train_job(root: Path, device_name: str, seed: int, threads: int | None, on_p
 
     if threads:
         torch.set_num_threads(threads)
-    return run_in_background_thread(commands.train_next_cycle, root, resolve_device(device_name), seed=seed,
-                                    on_progress=on_progress, should_stop=should_stop)
+    return run_in_background_thread(commands.train_next_cycle, root, resolve_device(device_name), seed=seed, run=run)
 
 
-def export_job(root: Path, out: Path, device_name: str, on_progress=None, should_stop=None):
+def export_job(root: Path, out: Path, device_name: str, run: RunContext = QUIET):
     from ..core.engine import resolve_device
     from ..core.loop import write_predictions
     from ..core.project import Project
 
-    return write_predictions(Project(root), out, resolve_device(device_name), on_progress, should_stop)
+    return write_predictions(Project(root), out, resolve_device(device_name), run=run)
 
 
 UNDO_NAMES = 4  # volumes an undo message names; more are counted

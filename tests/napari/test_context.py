@@ -23,6 +23,7 @@ from napari_ktal._napari.context_view import OUTLINE_SUBPIXELS, box_outline
 from napari_ktal._napari.controller import Controller, Hooks
 from napari_ktal.core.data.sites import site_context
 from napari_ktal.core.errors import KtalError
+from napari_ktal.core.progress import RunContext
 
 SHAPES = {"TS_01": (32, 64, 64), "TS_02": (32, 56, 64)}
 STRESS = Path(__file__).with_name("context_stress.py")
@@ -36,7 +37,7 @@ class NowRunner:
     def start(self, kind, job, *, on_progress=None, on_result=None, on_error=None, on_cancelled=None,
               on_finished=None):
         try:
-            result = job(on_progress or (lambda p: None), lambda: False)
+            result = job(RunContext(on_progress))
         except BaseException as exc:  # noqa: BLE001 - delivered like the Qt runner does
             if on_error:
                 on_error(exc)

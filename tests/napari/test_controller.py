@@ -17,7 +17,7 @@ from napari_ktal._napari.controller import TRAIN, Controller, Hooks, undo_messag
 from napari_ktal.core.errors import Cancelled, KtalError
 from napari_ktal.core.loop import Phase
 from napari_ktal.core.loop.session import Change
-from napari_ktal.core.progress import Progress
+from napari_ktal.core.progress import Progress, RunContext
 from napari_ktal.core.project import ProjectLocked
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -78,7 +78,7 @@ class SerialRunner:
             result, error = None, None
             if not job.stop.is_set():
                 try:
-                    result = job.fn(cb.get("on_progress") or (lambda p: None), job.stop.is_set)
+                    result = job.fn(RunContext(cb.get("on_progress"), job.stop.is_set))
                 except BaseException as exc:  # noqa: BLE001 - delivered like the Qt runner does
                     error = exc
             job.done = True
@@ -285,7 +285,7 @@ def test_training_runs_in_a_thread_of_its_own_with_a_lower_priority(monkeypatch,
 
     seen = {}
 
-    def fake_cycle(root, device, seed, on_progress, should_stop):
+    def fake_cycle(root, device, seed, run):
         seen["thread"] = threading.current_thread().name
         tid = threading.get_native_id()
         seen["nice"] = os.getpriority(os.PRIO_PROCESS, tid) if hasattr(os, "getpriority") else None

@@ -7,15 +7,15 @@ import pytest
 
 from napari_ktal._napari._qt.worker import TaskRunner
 from napari_ktal.core.errors import Cancelled, KtalError
-from napari_ktal.core.progress import Progress, check_cancel
+from napari_ktal.core.progress import Progress
 
 
 def counting_job(n=5, pause=0.01):
-    def job(on_progress, should_stop):
+    def job(run):
         for k in range(n):
-            check_cancel(should_stop)
+            run.check_cancel()
             time.sleep(pause)
-            on_progress(Progress("train", k + 1, n))
+            run.emit(Progress("train", k + 1, n))
         return threading.get_ident()
 
     return job
@@ -66,10 +66,10 @@ def test_a_new_job_supersedes_the_old_one_of_the_same_kind(runner, qtbot):
 def test_errors_are_reported_but_cancellation_is_not(runner, qtbot):
     errors = []
 
-    def bad(on_progress, should_stop):
+    def bad(run):
         raise KtalError("no trained models yet")
 
-    def cancelled(on_progress, should_stop):
+    def cancelled(run):
         raise Cancelled("stopped on request")
 
     runner.start("a", bad, on_error=errors.append)

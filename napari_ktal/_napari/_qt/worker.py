@@ -23,7 +23,7 @@ from napari.qt.threading import FunctionWorker, create_worker
 from qtpy.QtCore import QObject, QThread, QThreadPool, Signal
 
 from ...core.errors import Cancelled
-from ...core.progress import Progress, ProgressCallback, StopFlag
+from ...core.progress import Progress, ProgressCallback, RunContext, StopFlag
 
 Job = Callable[[ProgressCallback, StopFlag], Any]
 
@@ -93,7 +93,7 @@ class TaskRunner(QObject):
 
         def run() -> Any:
             try:
-                return job(lambda p: self._progress.emit(task.id, p), task.stop.is_set)
+                return job(RunContext(lambda p: self._progress.emit(task.id, p), task.stop.is_set))
             finally:
                 task.done.set()
 
