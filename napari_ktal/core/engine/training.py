@@ -255,7 +255,8 @@ class _Step:
         for m in self.raw.all():
             m.train()
         self.opts = [make_optimizer(m, train) for m in self.raw.all()]
-        self.scheds = [torch.optim.lr_scheduler.MultiStepLR(o, train.lr_milestones, train.lr_gamma) for o in self.opts]
+        self.scheds = [torch.optim.lr_scheduler.MultiStepLR(o, train.lr_milestones, train.lr_gamma)
+                       for o in self.opts]
         self.teacher, self.student = modules.teacher, modules.student
         if speed.compile:
             self.teacher, self.student = torch.compile(self.teacher), torch.compile(self.student)

@@ -114,7 +114,8 @@ def test_tiny_benchmark_outputs_shared_pool_same_start_and_resume(tmp_path, sim)
     data, oracle, test = sim
     out = tmp_path / "bench"
     seen = []
-    result = run_benchmark(BenchmarkSpec(data, oracle, test, ["kt", "random"], [0], TINY, out, CPU), on_run=seen.append)
+    result = run_benchmark(BenchmarkSpec(data, oracle, test, ["kt", "random"], [0], TINY, out, CPU),
+                           on_run=seen.append)
     assert [(o.strategy, o.status, len(o.history)) for o in seen] == [("kt", "ran", 3), ("random", "ran", 3)]
     assert result.n_pool == 30 and [c.strategy for c in result.curves] == ["kt", "random"]
 
@@ -148,7 +149,8 @@ def test_tiny_benchmark_outputs_shared_pool_same_start_and_resume(tmp_path, sim)
     before = _mtimes(out)
     assert len(before) > 20 and any(p.name == "teacher.pt" for p in before)
     seen.clear()
-    run_benchmark(BenchmarkSpec(data, oracle, test, ["kt", "random", "entropy"], [0], TINY, out, CPU), on_run=seen.append)
+    run_benchmark(BenchmarkSpec(data, oracle, test, ["kt", "random", "entropy"], [0], TINY, out, CPU),
+                  on_run=seen.append)
     assert [(o.strategy, o.status) for o in seen] == [("kt", "done"), ("random", "done"), ("entropy", "ran")]
     after = _mtimes(out)
     assert all(after[p] == t for p, t in before.items())
@@ -157,8 +159,8 @@ def test_tiny_benchmark_outputs_shared_pool_same_start_and_resume(tmp_path, sim)
 
     # a different recipe in the same folder is refused
     with pytest.raises(KtalError, match="different recipe"):
-        run_benchmark(BenchmarkSpec(data, oracle, test, ["kt"], [0], TINY.replace(train={"min_steps": 0, "epochs": 3}), out,
-                                   CPU))
+        changed = TINY.replace(train={"min_steps": 0, "epochs": 3})
+        run_benchmark(BenchmarkSpec(data, oracle, test, ["kt"], [0], changed, out, CPU))
 
 
 def test_interrupted_benchmark_continues_where_it_stopped(tmp_path, sim):
