@@ -237,7 +237,7 @@ class SpeedSpec:
     precision: str = "auto"
     #: channels_last_3d memory format for models and batches: true, false or "auto"
     channels_last: bool | str = "auto"
-    #: ``torch.compile`` the models for training (the first step compiles: seconds to minutes)
+    #: ``torch.compile`` the models for training and pretraining (the first step compiles: seconds to minutes)
     compile: bool = False
 
     def validate(self, section: str = "speed") -> None:
