@@ -19,9 +19,10 @@ import argparse
 import contextlib
 import math
 import sys
-import threading
 import warnings
 from pathlib import Path
+
+from .core.progress import RunContext
 
 PROG = "ktal-cryo"
 
@@ -138,7 +139,7 @@ def cmd_extract(args) -> int:
     from .core.loop import commands
 
     bar = ProgressPrinter()
-    result = commands.extract(_pick_source(args, args.picks), args.out, on_progress=bar, on_plan=_say_plan)
+    result = commands.extract(_pick_source(args, args.picks), args.out, on_plan=_say_plan, run=RunContext(bar))
     bar.close()
     clipped = f" ({result.n_clipped} cross the tomogram's edge: padded, clipped=1)" if result.n_clipped else ""
     print(f"wrote {result.n} particles at {result.voxel_size:g} A{clipped} to {result.folder}; list: {result.table}")
@@ -167,7 +168,7 @@ def cmd_export(args) -> int:
     bar = ProgressPrinter()
     device = resolve_device(args.device) if not args.no_predictions and project.checkpoint_cycles() else None
     result = export_labels(project, args.out, fmt=args.format, device=device, predictions=not args.no_predictions,
-                           copick_user=args.copick_user, copick_session=args.copick_session, on_progress=bar)
+                           copick_user=args.copick_user, copick_session=args.copick_session, run=RunContext(bar))
     bar.close()
     teacher = f", {result.n_predicted} predicted by the cycle {result.cycle} teacher" if result.cycle is not None else ""
     print(f"wrote {result.n_rows} rows ({result.n_labeled} labeled{teacher}) as {result.format} to {result.path}")
@@ -195,7 +196,7 @@ def cmd_train(args) -> int:
         if args.data is not None and (args.tomograms or commands.is_particle_list(args.data)):
             picks = _pick_source(args, args.data)
         project, created = commands.open_or_create(args.project, args.data, recipe=recipe, classes=classes,
-                                                   picks=picks, on_progress=bar, on_plan=_say_plan)
+                                                   picks=picks, on_plan=_say_plan, run=RunContext(bar))
         bar.close()
         if created:
             print(f"created project {project.root} with {len(project.pool)} volumes of {project.pool.box}^3")
@@ -219,8 +220,7 @@ def cmd_train(args) -> int:
         print(f"recipe {plan.recipe.name}, device {device} ({describe_speed(plan.recipe.speed, device)}), "
               f"seed {seed}")
         outcome = commands.train(project, plan, device, seed=seed, on_begin=lambda: print(_table_header(),
-                                 flush=True), on_cycle=on_cycle, on_progress=bar,
-                                 should_stop=threading.Event().is_set)
+                                 flush=True), on_cycle=on_cycle, run=RunContext(bar))
     if outcome.kind == "done":
         print(f"all {outcome.n_cycles} cycles are done already (see {project.paths.history})")
         return 0
@@ -312,7 +312,7 @@ def cmd_predict(args) -> int:
     project = Project(args.project)
     bar = ProgressPrinter()
     out = Path(args.out) if args.out else project.paths.predictions
-    result = write_predictions(project, out, resolve_device(args.device), on_progress=bar)
+    result = write_predictions(project, out, resolve_device(args.device), run=RunContext(bar))
     bar.close()
     print(f"wrote predictions for {result.n_volumes} volumes (cycle {result.cycle} teacher) to {result.path}")
     return 0
@@ -322,7 +322,7 @@ def cmd_benchmark(args) -> int:
     from .core.engine import describe_speed, resolve_device
     from .core.errors import KtalError
     from .core.loop import commands
-    from .core.loop.benchmark import parse_strategies, summary_table
+    from .core.loop.benchmark import BenchmarkSpec, parse_strategies, summary_table
 
     strategies = parse_strategies(args.strategies)
     if args.seeds < 1:
@@ -352,9 +352,9 @@ def cmd_benchmark(args) -> int:
         bar.close()
         print(outcome.line(), flush=True)
 
-    result = commands.benchmark(args.data, args.oracle, args.test, strategies, seeds, recipe, out, device,
-                                lock_purpose=f"{PROG} benchmark", metric=args.metric, on_run=on_run, on_start=on_start,
-                                on_cycle=on_cycle, on_progress=bar, should_stop=threading.Event().is_set)
+    spec = BenchmarkSpec(args.data, args.oracle, args.test, strategies, seeds, recipe, out, device, args.metric)
+    result = commands.benchmark(spec, lock_purpose=f"{PROG} benchmark", on_run=on_run, on_start=on_start,
+                                on_cycle=on_cycle, run=RunContext(bar))
     bar.close()
     print()
     print(summary_table(result.curves, result.n_pool))
@@ -403,10 +403,18 @@ def _add_pick_options(p: argparse.ArgumentParser, required: bool = True) -> None
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .core.seeds import DEFAULT_SEED
-
+    """The ``ktal-cryo`` parser: one small builder per subcommand."""
     p = argparse.ArgumentParser(prog=PROG, description="Knowledge-transfer active learning for cryo-ET subtomograms.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_simulate, _add_simulate_scene, _add_extract, _add_train, _add_import_labels, _add_export,
+                _add_predict, _add_benchmark, _add_strategies):
+        add(sub)
+    return p
+
+
+def _add_simulate(sub) -> None:
+    """The ``simulate`` subcommand."""
+    from .core.seeds import DEFAULT_SEED
 
     s = sub.add_parser("simulate", help="write a simulated cryo-ET subtomogram data set with known classes",
                        description="Simulate subtomograms: K procedural templates, random rotation and shift, "
@@ -429,6 +437,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=DEFAULT_SEED)
     s.set_defaults(func=cmd_simulate)
 
+
+def _add_simulate_scene(sub) -> None:
+    """The ``simulate-scene`` subcommand."""
+    from .core.seeds import DEFAULT_SEED
+
     c = sub.add_parser("simulate-scene", help="write simulated tomograms with particles and junk, and their picks",
                        description="Simulate whole tomograms: K template classes and junk at random positions and "
                                    "orientations, imaged like `simulate` (CTF, +-60 deg wedge, noise at SNR), with "
@@ -445,6 +458,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=int, default=DEFAULT_SEED)
     c.set_defaults(func=cmd_simulate_scene)
 
+
+def _add_extract(sub) -> None:
+    """The ``extract`` subcommand."""
     e = sub.add_parser("extract", help="cut one MRC per pick out of tomograms (and particles.csv)",
                        description="Read a particle list (RELION 5 or 4 STAR, Warp STAR, Dynamo .tbl, copick "
                                    "configuration, CSV tomogram,x,y,z), find its tomograms, check every pick, and "
@@ -455,6 +471,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", required=True, help="a new or empty folder")
     _add_pick_options(e)
     e.set_defaults(func=cmd_extract)
+
+
+def _add_train(sub) -> None:
+    """The ``train`` subcommand."""
+    from .core.seeds import DEFAULT_SEED
 
     t = sub.add_parser("train", help="run active-learning cycles on a project",
                        description="With --oracle: a full simulated run, answering queries from the labels file. "
@@ -480,6 +501,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_pick_options(t, required=False)
     t.set_defaults(func=cmd_train_launch)
 
+
+def _add_import_labels(sub) -> None:
+    """The ``import-labels`` subcommand."""
     i = sub.add_parser("import-labels", help="add labels from a CSV (path,label) or a particle list with classes")
     i.add_argument("labels", help="labels CSV (paths relative to its folder), or a particle list that carries classes "
                                   "(rlnClassNumber, Dynamo's column 22, a label column), matched by tomogram and "
@@ -488,6 +512,9 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--add-classes", action="store_true", help="add classes the project does not have yet")
     i.set_defaults(func=cmd_import_labels)
 
+
+def _add_export(sub) -> None:
+    """The ``export`` subcommand."""
     x = sub.add_parser("export", help="the labels (and the teacher's predictions) in the particle list's own format",
                        description="STAR: the user's file with every block, row, column and value kept and "
                                    "rlnClassNumber set (numbers in OUT.classes.csv); Dynamo: column 22 set; copick: "
@@ -505,11 +532,19 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--device", default="auto")
     x.set_defaults(func=cmd_export)
 
+
+def _add_predict(sub) -> None:
+    """The ``predict`` subcommand."""
     r = sub.add_parser("predict", help="class and confidence of every pool volume from the latest teacher")
     r.add_argument("--project", required=True)
     r.add_argument("--out", help="CSV to write (default P/predictions.csv)")
     r.add_argument("--device", default="auto")
     r.set_defaults(func=cmd_predict)
+
+
+def _add_benchmark(sub) -> None:
+    """The ``benchmark`` subcommand."""
+    from .core.seeds import DEFAULT_SEED
 
     b = sub.add_parser("benchmark", help="compare query strategies over seeds on a fully labeled data set",
                        description="Run a simulated active-learning run for every strategy and seed (each its own "
@@ -540,9 +575,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--device", default="auto", help="auto, cpu or cuda:N (default auto)")
     b.set_defaults(func=cmd_benchmark)
 
+
+def _add_strategies(sub) -> None:
+    """The ``strategies`` subcommand."""
     q = sub.add_parser("strategies", help="list the query strategies (a Markdown table: name, what, cost, options)")
     q.set_defaults(func=cmd_strategies)
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:

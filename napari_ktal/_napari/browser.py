@@ -34,19 +34,18 @@ from ..core.loop.review import (
     review_rows,
     teacher_opinion,
 )
-from .runner import legacy_job
+from ..core.progress import QUIET, RunContext
 from .thumbnails import ThumbnailCache, ThumbnailChunk, ThumbSettings, thumbnail_job
 
 THUMBNAILS, TEACHER = "thumbnails", "teacher"
 EXAMPLES_PER_CLASS = 6
 
 
-def teacher_job(root: Path, indices: list[int], device_name: str, on_progress=None, should_stop=None):
+def teacher_job(root: Path, indices: list[int], device_name: str, run: RunContext = QUIET):
     from ..core.engine import resolve_device
     from ..core.project import Project
 
-    return teacher_opinion(Project(root), indices, resolve_device(device_name), on_progress=None,
-                           should_stop=should_stop)
+    return teacher_opinion(Project(root), indices, resolve_device(device_name), run=run.quiet())
 
 
 class Browser:
@@ -141,7 +140,7 @@ class Browser:
     def _start(self, indices: list[int]) -> None:
         self._job += 1
         self._running = set(indices)
-        job = legacy_job(thumbnail_job, self.session.project.pool, indices, self.settings)
+        job = partial(thumbnail_job, self.session.project.pool, indices, self.settings)
         self.runner.start(THUMBNAILS, job, on_progress=self._on_chunk, on_error=self.events.error.emit,
                             on_finished=partial(self._on_thumbnails_done, self._job))
 
@@ -170,7 +169,7 @@ class Browser:
         if s is None or not s.project.checkpoint_cycles():
             return
         indices = sorted(set(s.labels) | {q.index for q in s.batch})
-        job = legacy_job(teacher_job, s.project.root, indices, self._device())
+        job = partial(teacher_job, s.project.root, indices, self._device())
         self.runner.start(TEACHER, job, on_result=self._on_teacher, on_error=self.events.error.emit)
 
     def _on_teacher(self, view: TeacherView | None) -> None:

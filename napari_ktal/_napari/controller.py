@@ -27,6 +27,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -34,11 +35,10 @@ from psygnal import Signal, SignalGroup
 
 from ..core.errors import KtalError
 from ..core.loop import LabelingSession, Phase, commands
-from ..core.progress import Progress, clock, describe
+from ..core.progress import QUIET, Progress, RunContext, clock, describe
 from ..core.seeds import DEFAULT_SEED
 from .background import run_in_background_thread
 from .browser import Browser
-from .runner import legacy_job
 
 LOCK_PURPOSE = "napari (napari-ktal widget)"  # what a refused `ktal-cryo train` is told holds the project
 TRAIN, IMPORT, EXPORT, WARM_UP = "train", "import", "export", "warm-up"
@@ -131,7 +131,7 @@ def worker_threads() -> int:
     return max(1, (os.cpu_count() or 2) - 1)
 
 
-def warm_up(on_progress=None, should_stop=None) -> None:
+def warm_up(run: RunContext = QUIET) -> None:
     """Import what torch loads lazily when the first optimizer is made (torch._dynamo, sympy).
 
     That import takes ~1.5 s of mostly GIL-holding work. Run in a worker as soon as a
@@ -143,8 +143,7 @@ def warm_up(on_progress=None, should_stop=None) -> None:
     torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
 
 
-def train_job(root: Path, device_name: str, seed: int, threads: int | None, on_progress=None,
-               should_stop=None):
+def train_job(root: Path, device_name: str, seed: int, threads: int | None, run: RunContext = QUIET):
     """One cycle as ``ktal-cryo train`` runs it, with ``threads`` torch threads, in a thread of
     lowered priority (so a busy machine still gives the GUI its time).
 
@@ -157,16 +156,15 @@ def train_job(root: Path, device_name: str, seed: int, threads: int | None, on_p
 
     if threads:
         torch.set_num_threads(threads)
-    return run_in_background_thread(commands.train_next_cycle, root, resolve_device(device_name), seed=seed,
-                                    on_progress=on_progress, should_stop=should_stop)
+    return run_in_background_thread(commands.train_next_cycle, root, resolve_device(device_name), seed=seed, run=run)
 
 
-def export_job(root: Path, out: Path, device_name: str, on_progress=None, should_stop=None):
+def export_job(root: Path, out: Path, device_name: str, run: RunContext = QUIET):
     from ..core.engine import resolve_device
     from ..core.loop import write_predictions
     from ..core.project import Project
 
-    return write_predictions(Project(root), out, resolve_device(device_name), on_progress, should_stop)
+    return write_predictions(Project(root), out, resolve_device(device_name), run=run)
 
 
 UNDO_NAMES = 4  # volumes an undo message names; more are counted
@@ -302,7 +300,7 @@ class Controller:
         self.browser.opened()
         self.events.batch_changed.emit()
         if "torch._dynamo" not in sys.modules:
-            self.runner.start(WARM_UP, legacy_job(warm_up), on_error=self.events.error.emit)
+            self.runner.start(WARM_UP, partial(warm_up), on_error=self.events.error.emit)
         self.maybe_start_training()
         return session
 
@@ -316,12 +314,12 @@ class Controller:
         classes = list(classes or [])
         if layer is not None:
             voxel = float(layer.scale[-1]) if layer.scale[-1] > 0 else 1.0
-            job = legacy_job(commands.create_from_array, root, layer.data, voxel, layer.name, recipe, classes)
+            job = partial(commands.create_from_array, root, layer.data, voxel, layer.name, recipe, classes)
         elif source and (tomograms or commands.is_particle_list(source)):  # boxes cut at the picks
             picks = commands.PickSource(Path(source), Path(tomograms) if tomograms else None)
-            job = legacy_job(commands.create_from_picks, root, picks, recipe, classes)
+            job = partial(commands.create_from_picks, root, picks, recipe, classes)
         elif source:
-            job = legacy_job(commands.create_project, root, source, recipe, classes)
+            job = partial(commands.create_project, root, source, recipe, classes)
         else:
             raise KtalError("choose the subtomograms: a folder, an MRC stack or CSV, or an Image layer")
 
@@ -558,7 +556,7 @@ class Controller:
         self.events.progress.emit(f"cycle {cycle}: starting", 0, 0)
         self.events.status.emit(f"Training cycle {cycle} with {len(s.labels)} labeled volumes on {self.device_text()}. "
                           "You can keep browsing and relabeling.")
-        job = legacy_job(train_job, s.project.root, self.device, self.seed, worker_threads())
+        job = partial(train_job, s.project.root, self.device, self.seed, worker_threads())
         self.events.job_changed.emit(TRAIN, True)
         task = self.runner.start(TRAIN, job, on_progress=self.on_progress, on_result=self._on_trained,
                                  on_error=self._on_train_error, on_cancelled=self._on_train_cancelled,
@@ -658,6 +656,6 @@ class Controller:
             self.events.error.emit(exc)
 
         self.events.job_changed.emit(EXPORT, True)
-        job = legacy_job(export_job, self.session.project.root, Path(path), self.device)
+        job = partial(export_job, self.session.project.root, Path(path), self.device)
         return self.runner.start(EXPORT, job, on_result=done, on_error=failed,
                                  on_cancelled=lambda: self.events.job_changed.emit(EXPORT, False))

@@ -194,16 +194,3 @@ class SerialRunner:
             else:
                 self._book.deliver_result(task.id, result)
         self._book.finished(task.id)
-
-
-def legacy_job(fn: Callable, *args) -> Job:
-    """A job (one argument, the run context) of ``fn(*args, on_progress, should_stop)``.
-
-    For the job functions that still take the two callables: once they take the run context
-    themselves, ``partial(fn, *args)`` is the job.
-    """
-
-    def job(run: RunContext):
-        return fn(*args, run.on_progress, run.should_stop)
-
-    return job

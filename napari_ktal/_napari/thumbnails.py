@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..core.progress import check_cancel
+from ..core.progress import QUIET, RunContext
 from .volume_view import PERCENTILES
 
 MODES = {"projection": "max. projection (z)", "slice": "central slice (XY)"}
@@ -53,17 +53,17 @@ def thumbnail(volume: np.ndarray, settings: ThumbSettings = ThumbSettings()) -> 
     return np.clip(scaled, 0, 255).astype(np.uint8)
 
 
-def thumbnail_job(pool, indices, settings: ThumbSettings, on_progress=None, should_stop=None,
+def thumbnail_job(pool, indices, settings: ThumbSettings, run: RunContext = QUIET,
                   chunk: int = CHUNK) -> ThumbSettings:
-    """Thumbnails of ``indices`` of ``pool``, ``chunk`` at a time, each chunk sent to ``on_progress``."""
+    """Thumbnails of ``indices`` of ``pool``, ``chunk`` at a time, each chunk sent as ``run``'s progress
+    (a :class:`ThumbnailChunk`, not a :class:`~napari_ktal.core.progress.Progress`)."""
     indices = [int(i) for i in indices]
     for start in range(0, len(indices), chunk):
-        check_cancel(should_stop)
+        run.check_cancel()
         part = indices[start:start + chunk]
         volumes = pool.read(part)
         images = {i: thumbnail(v, settings) for i, v in zip(part, volumes)}
-        if on_progress is not None:
-            on_progress(ThumbnailChunk(settings, images))
+        run.emit(ThumbnailChunk(settings, images))
     return settings
 
 

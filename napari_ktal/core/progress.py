@@ -112,12 +112,3 @@ class RunContext:
 
 QUIET = RunContext()
 
-
-def emit(on_progress: ProgressCallback | None, event: Progress) -> None:
-    if on_progress is not None:
-        on_progress(event)
-
-
-def check_cancel(should_stop: StopFlag | None) -> None:
-    if should_stop is not None and should_stop():
-        raise Cancelled("stopped on request")

@@ -237,7 +237,7 @@ class SpeedSpec:
     precision: str = "auto"
     #: channels_last_3d memory format for models and batches: true, false or "auto"
     channels_last: bool | str = "auto"
-    #: ``torch.compile`` the models for training (the first step compiles: seconds to minutes)
+    #: ``torch.compile`` the models for training and pretraining (the first step compiles: seconds to minutes)
     compile: bool = False
 
     def validate(self, section: str = "speed") -> None:
@@ -309,7 +309,8 @@ _SECTIONS = {"model": ModelSpec, "transfer": TransferSpec, "train": TrainSpec, "
              "pretrain": PretrainSpec, "speed": SpeedSpec}
 
 
-def _unknown_key(key: str, known: list[str], where: str) -> RecipeError:
+def unknown_key(key: str, known: list[str], where: str) -> RecipeError:
+    """The error for recipe key ``where + key``, naming the closest of the ``known`` keys (or all of them)."""
     close = difflib.get_close_matches(key, known, n=1)
     hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(known)}"
     return RecipeError(f"recipe key '{where}{key}' is not known{hint}")
@@ -344,7 +345,7 @@ def from_table(cls: type, data: dict[str, Any], where: str, ignore: Iterable[str
         if key in skip:
             continue
         if key not in known:
-            raise _unknown_key(key, known, where)
+            raise unknown_key(key, known, where)
         kwargs[key] = _coerce(value, hints[key], f"{where}{key}")
     return cls(**kwargs)
 
@@ -372,7 +373,7 @@ def _active_table(data: dict[str, Any]) -> ActiveSpec:
             continue
         close = difflib.get_close_matches(key, own, n=1, cutoff=0.8)
         if close:  # a typo of one of [active]'s own keys, not a strategy setting
-            raise _unknown_key(key, own, "active.")
+            raise unknown_key(key, own, "active.")
         check(key not in options, f"active.{key}", "is given twice: in [active] and in [active.options]")
         options[key] = value  # a strategy setting written the older way, flat in [active]
     spec = from_table(ActiveSpec, {k: v for k, v in data.items() if k in own and k != "options"}, "active.")
@@ -385,7 +386,7 @@ def recipe_from_dict(data: dict[str, Any]) -> Recipe:
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         if key not in top_known:
-            raise _unknown_key(key, top_known, "")
+            raise unknown_key(key, top_known, "")
         if key == "active":
             check(isinstance(value, dict), key, "must be a table")
             kwargs[key] = _active_table(value)

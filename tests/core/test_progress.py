@@ -1,6 +1,6 @@
 """Progress events: one wording for the CLI's bar and the widget's, with the time left."""
 
-from napari_ktal.core.progress import Progress, clock, describe
+from napari_ktal.core.progress import Progress, RunContext, clock, describe
 
 
 def test_time_left_from_the_rate_so_far():
@@ -30,7 +30,7 @@ def test_training_reports_elapsed_time(small_recipe):
     x = np.random.default_rng(0).normal(size=(8, 16, 16, 16)).astype(np.float32)
     events = []
     train_pair(t, s, x, np.array([0, 1] * 4), TrainJob(small_recipe.train, small_recipe.transfer, 0, 0),
-               device=torch.device("cpu"), on_progress=events.append)
+               device=torch.device("cpu"), run=RunContext(events.append))
     assert all(e.elapsed is not None and e.elapsed >= 0 for e in events)
     assert [e.elapsed for e in events] == sorted(e.elapsed for e in events)
     assert "left" in describe(events[0]) and "left" not in describe(events[-1])

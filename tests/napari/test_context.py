@@ -24,6 +24,7 @@ from napari_ktal._napari.controller import Controller
 from napari_ktal._napari.runner import SerialRunner
 from napari_ktal.core.data.sites import site_context
 from napari_ktal.core.errors import KtalError
+from napari_ktal.core.progress import RunContext
 
 SHAPES = {"TS_01": (32, 64, 64), "TS_02": (32, 56, 64)}
 STRESS = Path(__file__).with_name("context_stress.py")

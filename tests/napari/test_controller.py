@@ -16,7 +16,7 @@ from napari_ktal._napari.runner import SerialRunner
 from napari_ktal.core.errors import KtalError
 from napari_ktal.core.loop import Phase
 from napari_ktal.core.loop.session import Change
-from napari_ktal.core.progress import Progress
+from napari_ktal.core.progress import Progress, RunContext
 from napari_ktal.core.project import ProjectLocked
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -226,7 +226,7 @@ def test_training_runs_in_a_thread_of_its_own_with_a_lower_priority(monkeypatch,
 
     seen = {}
 
-    def fake_cycle(root, device, seed, on_progress, should_stop):
+    def fake_cycle(root, device, seed, run):
         seen["thread"] = threading.current_thread().name
         tid = threading.get_native_id()
         seen["nice"] = os.getpriority(os.PRIO_PROCESS, tid) if hasattr(os, "getpriority") else None

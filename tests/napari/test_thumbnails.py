@@ -22,6 +22,7 @@ from napari_ktal._napari.thumbnails import (
 )
 from napari_ktal._napari.volume_view import gap_pixels, mosaic, view_data
 from napari_ktal.core.loop.session import MAX_KEYED_CLASSES
+from napari_ktal.core.progress import RunContext
 
 MIN_DELTA_E = 20.0  # CIE76: clearly different colours side by side (tab10's closest pair: 27.7)
 
@@ -51,7 +52,7 @@ def test_thumbnail_job_delivers_chunks_and_stops_when_asked():
 
     got = []
     settings = ThumbSettings("slice", 0.0, False)
-    assert thumbnail_job(Pool(), range(5), settings, on_progress=got.append, chunk=2) == settings
+    assert thumbnail_job(Pool(), range(5), settings, RunContext(got.append), chunk=2) == settings
     assert [sorted(c.images) for c in got] == [[0, 1], [2, 3], [4]]
     cache = ThumbnailCache()
     for c in got:
@@ -62,7 +63,7 @@ def test_thumbnail_job_delivers_chunks_and_stops_when_asked():
 
     from napari_ktal.core.errors import Cancelled
     with pytest.raises(Cancelled):
-        thumbnail_job(Pool(), range(5), settings, should_stop=lambda: True)
+        thumbnail_job(Pool(), range(5), settings, RunContext(should_stop=lambda: True))
     assert isinstance(got[0], ThumbnailChunk)
 
 

@@ -45,7 +45,7 @@ import numpy as np
 
 from ..atomic import atomic_write_text, fsync_dir
 from ..errors import InputError
-from ..progress import Progress, ProgressCallback, StopFlag, check_cancel, emit
+from ..progress import QUIET, Progress, RunContext
 from .particles import PickList, PickOptions, read_picks, to_voxels
 from .particles.base import ANGSTROM, CENTRED, PIXELS, UNIT_WORDS
 from .pool import SITE_COLUMNS, Pool, PoolWriter
@@ -521,7 +521,7 @@ def read_box(plan: ExtractionPlan, row: int) -> np.ndarray:
     return fourier_crop(volume, plan.box)
 
 
-def iter_boxes(plan: ExtractionPlan, should_stop: StopFlag | None = None) -> Iterator[tuple[int, np.ndarray, bool]]:
+def iter_boxes(plan: ExtractionPlan, run: RunContext = QUIET) -> Iterator[tuple[int, np.ndarray, bool]]:
     """``(row, box float32 (box, box, box) z-y-x, clipped)`` for every row, tomogram by tomogram.
 
     Each tomogram is read once, plane by plane in z order, by a thread that reads ahead into a
@@ -551,7 +551,7 @@ def iter_boxes(plan: ExtractionPlan, should_stop: StopFlag | None = None) -> Ite
         try:
             for k, row in enumerate(rows.tolist()):
                 if k % 64 == 0:
-                    check_cancel(should_stop)
+                    run.check_cancel()
                 lo = centres[row] - half
                 stream.release(max(int(lo[2]), 0))
                 volume, clipped = _cut(stream, lo, b, tomo.shape)
@@ -597,8 +597,7 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip("._") or "tomogram"
 
 
-def extract_to_folder(plan: ExtractionPlan, out: str | Path, *, on_progress: ProgressCallback | None = None,
-                      should_stop: StopFlag | None = None) -> ExtractResult:
+def extract_to_folder(plan: ExtractionPlan, out: str | Path, *, run: RunContext = QUIET) -> ExtractResult:
     """One MRC per pick in ``out/subtomograms/``, ``out/particles.csv`` in the list's row order, and
     ``out/extraction.json`` (what was decided). ``out`` must be new or empty; an error or a cancel
     leaves it as it was."""
@@ -617,14 +616,14 @@ def extract_to_folder(plan: ExtractionPlan, out: str | Path, *, on_progress: Pro
     clipped = np.zeros(n, bool)
     step, done = max(1, n // 100), 0
     try:
-        for row, volume, was_clipped in iter_boxes(plan, should_stop):
+        for row, volume, was_clipped in iter_boxes(plan, run):
             with mrcfile.new(partial / names[row], overwrite=True) as mrc:
                 mrc.set_data(volume)
                 mrc.voxel_size = plan.voxel_size
             clipped[row] = was_clipped
             done += 1
             if done % step == 0 or done == n:
-                emit(on_progress, Progress("extract", done, n, message=names[row]))
+                run.emit(Progress("extract", done, n, message=names[row]))
         final = out / "subtomograms"
         os.replace(partial, final)
         fsync_dir(out)
@@ -656,7 +655,7 @@ POOL_COLUMNS = ["index", "key", "path", "frame", *SITE_COLUMNS]
 
 
 def import_picks_pool(directory: str | Path, plan: ExtractionPlan, dtype: str = "float16", *,
-                      on_progress: ProgressCallback | None = None, should_stop: StopFlag | None = None) -> Pool:
+                      run: RunContext = QUIET) -> Pool:
     """A project's pool cut straight from the tomograms (no intermediate files).
 
     Volumes are stored in the order they are cut (tomogram by tomogram, by z), so the pool file is
@@ -668,7 +667,7 @@ def import_picks_pool(directory: str | Path, plan: ExtractionPlan, dtype: str = 
     rows: list[list] = []
     try:
         step = max(1, n // 100)
-        for k, (row, volume, clipped) in enumerate(iter_boxes(plan, should_stop)):
+        for k, (row, volume, clipped) in enumerate(iter_boxes(plan, run)):
             error = writer.first_error()
             if error is not None:
                 raise error
@@ -678,7 +677,7 @@ def import_picks_pool(directory: str | Path, plan: ExtractionPlan, dtype: str = 
             rows.append([k, keys[row], str(tomo.path), "", plan.picks.tomograms[row], repr(float(x)), repr(float(y)),
                          repr(float(z)), row, int(clipped)])
             if (k + 1) % step == 0 or k + 1 == n:
-                emit(on_progress, Progress("import", k + 1, n, message=keys[row]))
+                run.emit(Progress("import", k + 1, n, message=keys[row]))
         return writer.finish(rows, POOL_COLUMNS, {"root": str(plan.picks.path.parent), "voxel_size": plan.voxel_size,
                                                   "source": "picks"})
     except BaseException:

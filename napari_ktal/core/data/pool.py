@@ -23,13 +23,14 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
 
 from ..atomic import atomic_open, atomic_write_text, fsync_dir
 from ..errors import ProjectError
-from ..progress import Progress, ProgressCallback, StopFlag, check_cancel, emit
+from ..progress import QUIET, Progress, RunContext
 from .mrc import VolumeRef, find_volumes, inspect_mrc, iter_volumes, normalize
 from .source import Reopen
 
@@ -245,8 +246,8 @@ def import_pool(
     directory: str | Path,
     source: str | Path,
     dtype: str = "float16",
-    on_progress: ProgressCallback | None = None,
-    should_stop: StopFlag | None = None,
+    *,
+    run: RunContext = QUIET,
 ) -> Pool:
     """Read, validate and normalise every volume under ``source`` into ``directory``.
 
@@ -268,57 +269,16 @@ def import_pool(
     directory.mkdir(parents=True, exist_ok=True)
     partial = directory / (VOLUMES_FILE + ".partial")
     dt = np.dtype(dtype)
-    n_total, chunk = len(refs), max(1, min(IMPORT_CHUNK, len(refs)))
     try:
-        with open(partial, "wb") as f, ThreadPoolExecutor(1, thread_name_prefix="ktal-pool-import") as worker:
+        with open(partial, "wb") as f:
             np.lib.format.write_array_header_1_0(
                 f, {"descr": np.lib.format.dtype_to_descr(dt), "fortran_order": False,
-                    "shape": (n_total, box, box, box)})
+                    "shape": (len(refs), box, box, box)})
             f.flush()
-            # two of each buffer: this thread reads chunk j+1 while the worker normalises and writes chunk j
-            raws = [np.empty((chunk, box, box, box), np.float32) for _ in range(2)]
-            outs = [np.empty((chunk, box, box, box), dt) for _ in range(2)]
-            work = np.empty((chunk, box, box, box), np.float32)  # the worker's scratch
-            jobs: list = [None, None]
-
-            def process(turn: int, k: int, paths: list[Path]) -> None:
-                normalize_many(raws[turn][:k], outs[turn], paths, work)
-                f.write(memoryview(outs[turn][:k].reshape(-1).view(np.uint8)))
-
-            def wait(turn: int) -> None:
-                job, jobs[turn] = jobs[turn], None
-                if job is not None:
-                    job.result()
-
-            step, next_emit, k, turn, paths = max(1, n_total // 100), 0, 0, 0, []
-            try:
-                for i, (ref, vol) in enumerate(iter_volumes(refs)):
-                    if vol.shape != (box, box, box):
-                        raise ProjectError(f"{ref.path}: box {vol.shape} differs from the first volume's {box}^3")
-                    if k == 0:
-                        wait(turn)  # the worker is done with this turn's buffers
-                    raws[turn][k] = vol
-                    paths.append(ref.path)
-                    k += 1
-                    if k == chunk or i == n_total - 1:
-                        jobs[turn] = worker.submit(process, turn, k, paths)
-                        k, turn, paths = 0, 1 - turn, []
-                        check_cancel(should_stop)
-                        if i >= next_emit or i == n_total - 1:
-                            emit(on_progress, Progress("import", i + 1, n_total, message=ref.path.name))
-                            next_emit = i + step
-                wait(1 - turn)
-                wait(turn)
-            except BaseException:
-                # a problem the worker found in an earlier chunk is reported first (file order)
-                for t in (1 - turn, turn):
-                    job, jobs[t] = jobs[t], None
-                    if job is not None and job.exception() is not None:
-                        raise job.exception() from None
-                raise
+            _write_volumes(f, refs, box, dt, run)
             f.flush()
             os.fsync(f.fileno())
-        if partial.stat().st_size != _npy_size(partial, n_total, box, dt):
+        if partial.stat().st_size != _npy_size(partial, len(refs), box, dt):
             raise ProjectError(f"{partial}: the pool file was not written completely")
     except BaseException:
         partial.unlink(missing_ok=True)
@@ -337,6 +297,53 @@ def import_pool(
     os.replace(partial, directory / VOLUMES_FILE)
     fsync_dir(directory)
     return Pool.open(directory)
+
+
+def _write_volumes(f: BinaryIO, refs: list[VolumeRef], box: int, dt: np.dtype, run: RunContext) -> None:
+    """The volumes of ``refs``, normalised, appended to ``f`` in ``dt``: this thread reads chunk
+    j+1 while a worker thread normalises and writes chunk j (two of each buffer)."""
+    n_total, chunk = len(refs), max(1, min(IMPORT_CHUNK, len(refs)))
+    raws = [np.empty((chunk, box, box, box), np.float32) for _ in range(2)]
+    outs = [np.empty((chunk, box, box, box), dt) for _ in range(2)]
+    work = np.empty((chunk, box, box, box), np.float32)  # the worker's scratch
+    jobs: list = [None, None]
+
+    def process(turn: int, k: int, paths: list[Path]) -> None:
+        normalize_many(raws[turn][:k], outs[turn], paths, work)
+        f.write(memoryview(outs[turn][:k].reshape(-1).view(np.uint8)))
+
+    def wait(turn: int) -> None:
+        job, jobs[turn] = jobs[turn], None
+        if job is not None:
+            job.result()
+
+    step, next_emit, k, turn, paths = max(1, n_total // 100), 0, 0, 0, []
+    with ThreadPoolExecutor(1, thread_name_prefix="ktal-pool-import") as worker:
+        try:
+            for i, (ref, vol) in enumerate(iter_volumes(refs)):
+                if vol.shape != (box, box, box):
+                    raise ProjectError(f"{ref.path}: box {vol.shape} differs from the first volume's {box}^3")
+                if k == 0:
+                    wait(turn)  # the worker is done with this turn's buffers
+                raws[turn][k] = vol
+                paths.append(ref.path)
+                k += 1
+                if k == chunk or i == n_total - 1:
+                    jobs[turn] = worker.submit(process, turn, k, paths)
+                    k, turn, paths = 0, 1 - turn, []
+                    run.check_cancel()
+                    if i >= next_emit or i == n_total - 1:
+                        run.emit(Progress("import", i + 1, n_total, message=ref.path.name))
+                        next_emit = i + step
+            wait(1 - turn)
+            wait(turn)
+        except BaseException:
+            # a problem the worker found in an earlier chunk is reported first (file order)
+            for t in (1 - turn, turn):
+                job, jobs[t] = jobs[t], None
+                if job is not None and job.exception() is not None:
+                    raise job.exception() from None
+            raise
 
 
 def _npy_size(path: Path, n: int, box: int, dt: np.dtype) -> int:

@@ -30,7 +30,7 @@ from torch import nn
 from ..data import VolumeSource
 from ..errors import KtalError
 from ..models import output as model_output
-from ..progress import Progress, ProgressCallback, StopFlag, check_cancel, emit
+from ..progress import QUIET, Progress, RunContext
 from ..recipe import SpeedSpec
 from . import distributed as dist
 from .speed import Speed, cuda_speedups, memory_format, resolve_speed
@@ -45,8 +45,7 @@ def forward_outputs(
     *,
     output: str = "logits",
     batch_size: int = 256,
-    on_progress: ProgressCallback | None = None,
-    should_stop: StopFlag | None = None,
+    run: RunContext = QUIET,
     phase: str = "score",
     speed: SpeedSpec | None = None,
     shard: bool = False,
@@ -62,8 +61,8 @@ def forward_outputs(
     pass_ = _Pass(output, batch_size, phase, resolve_speed(speed, device, "score"))
     with memory_format(models, pass_.speed.channels_last):
         if shard and dist.active():
-            return _forward_ranks(models, source, indices, device, pass_, on_progress, should_stop)
-        return _forward_local(models, source, indices, device, pass_, on_progress, should_stop)
+            return _forward_ranks(models, source, indices, device, pass_, run)
+        return _forward_local(models, source, indices, device, pass_, run)
 
 
 def predict(model: nn.Module, source: VolumeSource, indices, device: torch.device, *, batch_size: int = 256,
@@ -84,7 +83,7 @@ class _Pass:
     speed: Speed = Speed()
 
 
-def _forward_ranks(models, source, indices, device, pass_: _Pass, on_progress, should_stop):
+def _forward_ranks(models, source, indices, device, pass_: _Pass, run: RunContext):
     """This rank's contiguous share of ``indices``, then every rank's outputs, in order, on every rank.
 
     The ranks first check that they were asked for the same pass over the same indices: slices of
@@ -99,16 +98,16 @@ def _forward_ranks(models, source, indices, device, pass_: _Pass, on_progress, s
     share = max(1, hi - lo)
 
     def scaled(p: Progress) -> None:
-        emit(on_progress, dataclasses.replace(p, done=min(n, round(p.done * n / share)), total=n))
+        run.emit(dataclasses.replace(p, done=min(n, round(p.done * n / share)), total=n))
 
     mine = _forward_local(models, source, indices[lo:hi], device, pass_,
-                          scaled if on_progress is not None else None, should_stop)
+                          dataclasses.replace(run, on_progress=scaled) if run.on_progress is not None else run)
     parts = dist.all_gather_object(mine)
     return [torch.cat([p[k] for p in parts if p[k].numel()]) if any(p[k].numel() for p in parts)
             else torch.empty(0) for k in range(len(models))]
 
 
-def _forward_local(models, source: VolumeSource, indices, device, pass_: _Pass, on_progress, should_stop):
+def _forward_local(models, source: VolumeSource, indices, device, pass_: _Pass, run: RunContext):
     for m in models:
         m.eval()
     outs: list[list[torch.Tensor]] = [[] for _ in models]
@@ -117,7 +116,7 @@ def _forward_local(models, source: VolumeSource, indices, device, pass_: _Pass, 
     done = 0
     t0 = time.perf_counter()
     with cuda_speedups(device):
-        for x in _prefetched(source, indices, pass_.batch_size, device, should_stop):
+        for x in _prefetched(source, indices, pass_.batch_size, device, run):
             start = 0
             while start < len(x):
                 xb = x[start : start + size].to(device, non_blocking=True).float()
@@ -140,12 +139,12 @@ def _forward_local(models, source: VolumeSource, indices, device, pass_: _Pass, 
                     outs[k].append(r)
                 start += len(xb)
             done += len(x)
-            emit(on_progress, Progress(pass_.phase, done, n, elapsed=time.perf_counter() - t0))
+            run.emit(Progress(pass_.phase, done, n, elapsed=time.perf_counter() - t0))
     return [torch.cat(o).cpu() if o else torch.empty(0) for o in outs]
 
 
 def _prefetched(source: VolumeSource, indices: np.ndarray, batch_size: int, device: torch.device,
-                should_stop: StopFlag | None) -> Iterator[torch.Tensor]:
+                run: RunContext) -> Iterator[torch.Tensor]:
     """Batches of ``indices`` as (b, 1, box, box, box) CPU tensors, the next one read in a thread.
 
     On CUDA each batch is read in the source's stored dtype (converted on the GPU) and lands in
@@ -167,7 +166,7 @@ def _prefetched(source: VolumeSource, indices: np.ndarray, batch_size: int, devi
     with ThreadPoolExecutor(1, thread_name_prefix="ktal-read", initializer=init) as pool:
         future = pool.submit(load, chunks[0])
         for k in range(len(chunks)):
-            check_cancel(should_stop)
+            run.check_cancel()
             x = future.result()
             if k + 1 < len(chunks):
                 future = pool.submit(load, chunks[k + 1])

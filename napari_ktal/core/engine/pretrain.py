@@ -25,7 +25,7 @@ from torch import nn
 
 from ..data import VolumeSource
 from ..models import ResNet3D
-from ..progress import Progress, ProgressCallback, StopFlag, check_cancel, emit
+from ..progress import QUIET, Progress, RunContext
 from ..recipe import PretrainSpec, SpeedSpec
 from .speed import memory_format, resolve_speed
 from .training import apply_flips, flip_masks
@@ -78,11 +78,11 @@ def pretrain_encoder(
     *,
     seed: int,
     speed: SpeedSpec | None = None,
-    on_progress: ProgressCallback | None = None,
-    should_stop: StopFlag | None = None,
+    run: RunContext = QUIET,
 ) -> PretrainResult:
     """Train ``encoder`` in place by contrast between views of ``source``'s volumes (``speed``: the
-    recipe's ``[speed]``, resolved as for training; the contrastive loss is float32)."""
+    recipe's ``[speed]``, resolved as for training, ``compile`` included; the contrastive loss is
+    float32)."""
     n = len(source)
     if n < 4:
         raise ValueError("contrastive pretraining needs at least 4 volumes")
@@ -97,27 +97,28 @@ def pretrain_encoder(
     steps = max(1, per_epoch // batch)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=spec.epochs * steps)
     fast = resolve_speed(speed, device, "train")
+    net = torch.compile(encoder) if fast.compile else encoder  # shares the encoder's parameters
     t0, loss_mean = time.perf_counter(), float("nan")
     with memory_format([encoder], fast.channels_last):
         for epoch in range(spec.epochs):
             order = rng.permutation(n)[: steps * batch].reshape(steps, batch)
             total = torch.zeros((), device=device)
             for step, idx in enumerate(order):
-                check_cancel(should_stop)
+                run.check_cancel()
                 x = torch.from_numpy(source.read(np.sort(idx))).unsqueeze(1).to(device)
                 v1, v2 = (fast.batch(augment(x, gen, spec.shift, spec.noise)) for _ in range(2))
                 with fast.autocast(device):
-                    z1, z2 = head(encoder(v1).embedding), head(encoder(v2).embedding)
+                    z1, z2 = head(net(v1).embedding), head(net(v2).embedding)
                 loss = nt_xent(z1.float(), z2.float(), spec.temperature)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 sched.step()
                 total += loss.detach()
-                emit(on_progress, Progress("pretrain", step + 1, steps, epoch=epoch + 1, epochs=spec.epochs))
+                run.emit(Progress("pretrain", step + 1, steps, epoch=epoch + 1, epochs=spec.epochs))
             loss_mean = float(total / steps)
-            emit(on_progress, Progress("pretrain", steps, steps, epoch=epoch + 1, epochs=spec.epochs,
-                                       metrics={"contrastive_loss": loss_mean}))
+            run.emit(Progress("pretrain", steps, steps, epoch=epoch + 1, epochs=spec.epochs,
+                              metrics={"contrastive_loss": loss_mean}))
     encoder.eval()
     return PretrainResult(spec.epochs, loss_mean, time.perf_counter() - t0, steps * batch)
 

@@ -43,12 +43,12 @@ from torch import nn
 
 from ..errors import KtalError
 from ..models import TRANSFER_LOSSES, ResNet3D
-from ..progress import Progress, ProgressCallback, StopFlag, check_cancel, emit
+from ..progress import QUIET, Progress, RunContext
 from ..recipe import SpeedSpec, TrainSpec, TransferSpec
 from ..seeds import DEFAULT_SEED
 from . import distributed as dist
 from .heads import AuxiliaryHead
-from .speed import cuda_speedups, memory_format, resolve_speed
+from .speed import Speed, cuda_speedups, memory_format, resolve_speed
 
 MIN_BATCH = 2  # BatchNorm needs two samples
 
@@ -155,8 +155,7 @@ def train_pair(
     *,
     head: AuxiliaryHead | None = None,
     device: torch.device,
-    on_progress: ProgressCallback | None = None,
-    should_stop: StopFlag | None = None,
+    run: RunContext = QUIET,
 ) -> TrainResult:
     """Train ``teacher`` and ``student`` (and ``head``) in place on volumes ``x`` (n, b, b, b), labels ``y``."""
     if len(x) < 2:
@@ -166,12 +165,13 @@ def train_pair(
         m.to(device)
     xs, ys = _stage(x, y, device)
     ddp = dist.DDPContext(device, job.sync_batchnorm) if dist.active() else None
+    speed = resolve_speed(job.speed, device, "train")
     # the memory format is set before DDP wraps the models: its gradient buckets take their layout
-    with memory_format(modules.all(), resolve_speed(job.speed, device, "train").channels_last):
+    with memory_format(modules.all(), speed.channels_last):
         if ddp is None:
-            result = _train_local(modules, xs, ys, job, device, on_progress, should_stop)
+            result = _train_local(modules, xs, ys, job, device, speed, run)
         else:
-            result = _train_ranks(modules, xs, ys, job, device, ddp, on_progress, should_stop)
+            result = _train_ranks(modules, xs, ys, job, device, speed, ddp, run)
     if job.train.recalibrate_bn:  # every rank holds the whole labeled set: the same statistics everywhere
         recalibrate_batchnorm([teacher, student], xs, device, job.train.eval_batch_size)
     if ddp is not None:
@@ -179,13 +179,13 @@ def train_pair(
     return result
 
 
-def _train_local(modules: _Modules, xs, ys, job: TrainJob, device, on_progress, should_stop) -> TrainResult:
+def _train_local(modules: _Modules, xs, ys, job: TrainJob, device, speed: Speed, run: RunContext) -> TrainResult:
     """One process: out of GPU memory, the cycle restarts from its initial weights at half the batch."""
     initial = [_snapshot(m) for m in modules.all()]
     batch_size = job.train.batch_size
     while True:
         try:
-            return _fit(modules, xs, ys, job, device, batch_size, on_progress=on_progress, should_stop=should_stop)
+            return _fit(modules, xs, ys, job, device, batch_size, speed, run=run)
         except torch.OutOfMemoryError:
             if batch_size <= MIN_BATCH:
                 _release_memory(modules.all(), device)
@@ -197,7 +197,7 @@ def _train_local(modules: _Modules, xs, ys, job: TrainJob, device, on_progress, 
         message = (f"cycle {cycle}: out of GPU memory at batch size {batch_size}; "
                    f"restarting this cycle's training with batch size {new}")
         warnings.warn(message, RuntimeWarning, stacklevel=3)
-        emit(on_progress, Progress("train", 0, 1, job.cycle, 1, job.train.epochs, message=message))
+        run.emit(Progress("train", 0, 1, job.cycle, 1, job.train.epochs, message=message))
         for m, state in zip(modules.all(), initial):
             m.load_state_dict(state)
         batch_size = new
@@ -233,37 +233,84 @@ def _stage(x: np.ndarray, y: np.ndarray, device: torch.device) -> tuple[torch.Te
         return xs.pin_memory(), ys.pin_memory()
 
 
+class _Step:
+    """One optimizer step of teacher, student (and head) on a batch, as the job's recipe sets it:
+    the forward passes in the speed's precision, the losses in float32 (the teacher's
+    cross-entropy; the student's plus lambda * transfer loss; the head's on the teacher's plain
+    per-sample loss), one backward of their sum scaled by this rank's share of the batch."""
+
+    def __init__(self, modules: _Modules, ys: torch.Tensor, job: TrainJob, device: torch.device, speed: Speed):
+        train = job.train
+        self.raw = _Modules(*(None if m is None else _unwrap(m) for m in modules))
+        self.head = modules.head
+        n_classes = self.raw.teacher.fc.out_features
+        self.weight = class_weights(ys.to(device), n_classes) if train.class_balance == "loss" else None
+        self.smooth_s = train.label_smoothing
+        self.smooth_t = self.smooth_s if train.label_smoothing_for == "both" else 0.0
+        # the teacher's loss is the mean of the head's per-sample loss
+        self.plain = self.weight is None and not self.smooth_t
+        self.transfer_fn = TRANSFER_LOSSES[job.transfer.loss]
+        self.transfer_weight = job.transfer.weight
+        self.speed, self.device = speed, device
+        for m in self.raw.all():
+            m.train()
+        self.opts = [make_optimizer(m, train) for m in self.raw.all()]
+        self.scheds = [torch.optim.lr_scheduler.MultiStepLR(o, train.lr_milestones, train.lr_gamma)
+                       for o in self.opts]
+        self.teacher, self.student = modules.teacher, modules.student
+        if speed.compile:
+            self.teacher, self.student = torch.compile(self.teacher), torch.compile(self.student)
+
+    def __call__(self, xb: torch.Tensor, yb: torch.Tensor, epoch: int, share: float) -> torch.Tensor:
+        """Step on batch ``xb``, ``yb``; the (teacher, student, transfer) losses, detached."""
+        with self.speed.autocast(self.device):  # the forward passes; the losses below in float32
+            out_t = self.teacher(xb)
+            out_s = self.student(xb)
+            predicted_loss = None if self.head is None else self.head(*self.raw.head.inputs(out_t, epoch))
+        logits_t, logits_s = out_t.logits.float(), out_s.logits.float()
+        if self.head is None or not self.plain:
+            loss_t = F.cross_entropy(logits_t, yb, weight=self.weight, label_smoothing=self.smooth_t)
+        if self.head is None:
+            extra = 0.0
+        else:  # the head learns the plain per-sample loss
+            ce = F.cross_entropy(logits_t, yb, reduction="none")
+            if self.plain:
+                loss_t = ce.mean()
+            extra = self.raw.head.loss(predicted_loss.float(), ce)
+        l_trans = self.transfer_fn(out_s, out_t)  # float32 (the transfer losses cast their inputs)
+        loss_s = (F.cross_entropy(logits_s, yb, weight=self.weight, label_smoothing=self.smooth_s)
+                  + self.transfer_weight * l_trans)
+        for o in self.opts:
+            o.zero_grad(set_to_none=True)
+        # DDP averages gradients over ranks: scaling by the local share makes that the global mean
+        ((loss_t + loss_s + extra) * share).backward()
+        for o in self.opts:
+            o.step()
+        return torch.stack([loss_t.detach(), loss_s.detach(), l_trans.detach()])
+
+    def end_epoch(self) -> None:
+        for s in self.scheds:
+            s.step()
+
+
 def _fit(
-    run: _Modules,
+    modules: _Modules,
     xs: torch.Tensor,
     ys: torch.Tensor,
     job: TrainJob,
     device: torch.device,
     batch_size: int,
+    speed: Speed,
     *,
-    on_progress: ProgressCallback | None,
-    should_stop: StopFlag | None,
+    run: RunContext,
     ddp: dist.DDPContext | None = None,
 ) -> TrainResult:
-    """The epochs of one cycle. Under DDP (``ddp``), ``run`` holds the wrapped modules."""
+    """The epochs of one cycle. Under DDP (``ddp``), ``modules`` holds the wrapped modules, which
+    are already in the speed's memory format (:func:`train_pair`)."""
     train, n = job.train, len(xs)
-    transfer_fn = TRANSFER_LOSSES[job.transfer.loss]
-    n_classes = _unwrap(run.teacher).fc.out_features
-    weight = class_weights(ys.to(device), n_classes) if train.class_balance == "loss" else None
-    smooth_s = train.label_smoothing
-    smooth_t = smooth_s if train.label_smoothing_for == "both" else 0.0
-    plain = weight is None and not smooth_t  # the teacher's loss is the mean of the head's per-sample loss
+    step_on = _Step(modules, ys, job, device, speed)
     gen = torch.Generator().manual_seed(job.seed)
     aug_gen = torch.Generator(device=device).manual_seed(job.seed + 1) if device.type == "cuda" else gen
-    raw = _Modules(*(None if m is None else _unwrap(m) for m in run))
-    for m in raw.all():
-        m.train()
-    opts = [make_optimizer(m, train) for m in raw.all()]
-    scheds = [torch.optim.lr_scheduler.MultiStepLR(o, train.lr_milestones, train.lr_gamma) for o in opts]
-    run_t, run_s = run.teacher, run.student
-    speed = resolve_speed(job.speed, device, "train")
-    if speed.compile:
-        run_t, run_s = torch.compile(run_t), torch.compile(run_s)
     world, rank = (ddp.world, ddp.rank) if ddp else (1, 0)
     # BatchNorm needs 2 samples per batch: over the global batch (synchronised, which then cuts
     # batches exactly as one process does), or on each rank; and every rank needs one sample
@@ -274,12 +321,12 @@ def _fit(
     seen = 0
     sums = torch.zeros(3, device=device)
     means = [float("nan")] * 3
-    with cuda_speedups(device):  # the models are in the speed's memory format already (train_pair)
+    with cuda_speedups(device):
         for epoch in range(train.epochs):
             sums.zero_()
             batches = _batches(n, batch_size, gen, xs.device, min_size)
             for step, idx in enumerate(batches):
-                check_cancel(should_stop)
+                run.check_cancel()
                 n_global = len(idx)
                 masks = flip_masks(n_global, aug_gen, device) if train.augment == "flips" else None
                 share = 1.0
@@ -290,46 +337,17 @@ def _fit(
                 xb = xs[idx].to(device, non_blocking=True).float()
                 if masks is not None:
                     xb = apply_flips(xb, masks)
-                xb = speed.batch(xb)
-                yb = ys[idx].to(device, non_blocking=True)
-                with speed.autocast(device):  # the forward passes; the losses below in float32
-                    out_t = run_t(xb)
-                    out_s = run_s(xb)
-                    predicted_loss = None if run.head is None else run.head(*raw.head.inputs(out_t, epoch))
-                logits_t, logits_s = out_t.logits.float(), out_s.logits.float()
-                if run.head is None or not plain:
-                    loss_t = F.cross_entropy(logits_t, yb, weight=weight, label_smoothing=smooth_t)
-                if run.head is None:
-                    extra = 0.0
-                else:  # the head learns the plain per-sample loss
-                    ce = F.cross_entropy(logits_t, yb, reduction="none")
-                    if plain:
-                        loss_t = ce.mean()
-                    extra = raw.head.loss(predicted_loss.float(), ce)
-                l_trans = transfer_fn(out_s, out_t)  # float32 (the transfer losses cast their inputs)
-                loss_s = (F.cross_entropy(logits_s, yb, weight=weight, label_smoothing=smooth_s)
-                          + job.transfer.weight * l_trans)
-                for o in opts:
-                    o.zero_grad(set_to_none=True)
-                # DDP averages gradients over ranks: scaling by the local share makes that the global mean
-                ((loss_t + loss_s + extra) * share).backward()
-                for o in opts:
-                    o.step()
-                sums += torch.stack([loss_t.detach(), loss_s.detach(), l_trans.detach()]) * len(idx)
+                sums += step_on(speed.batch(xb), ys[idx].to(device, non_blocking=True), epoch, share) * len(idx)
                 seen += n_global
-                emit(on_progress, Progress("train", step + 1, len(batches), job.cycle, epoch + 1, train.epochs,
-                                           elapsed=time.perf_counter() - t0))
-            for s in scheds:
-                s.step()
+                run.emit(Progress("train", step + 1, len(batches), job.cycle, epoch + 1, train.epochs,
+                                  elapsed=time.perf_counter() - t0))
+            step_on.end_epoch()
             if ddp is not None:
                 ddp.all_reduce_sum(sums)
             means = (sums / n).tolist()  # one host sync per epoch
-            emit(
-                on_progress,
-                Progress("train", len(batches), len(batches), job.cycle, epoch + 1, train.epochs,
-                         metrics={"teacher_loss": means[0], "student_loss": means[1], "transfer_loss": means[2]},
-                         elapsed=time.perf_counter() - t0),
-            )
+            run.emit(Progress("train", len(batches), len(batches), job.cycle, epoch + 1, train.epochs,
+                              metrics={"teacher_loss": means[0], "student_loss": means[1], "transfer_loss": means[2]},
+                              elapsed=time.perf_counter() - t0))
     seconds = time.perf_counter() - t0
     return TrainResult(train.epochs, means[0], means[1], means[2], seconds, seen / max(seconds, 1e-9), batch_size)
 
@@ -339,14 +357,14 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 
 # -- several processes ------------------------------------------------------------------------
-def _train_ranks(modules: _Modules, xs, ys, job: TrainJob, device, ddp: dist.DDPContext, on_progress,
-                 should_stop) -> TrainResult:
+def _train_ranks(modules: _Modules, xs, ys, job: TrainJob, device, speed: Speed, ddp: dist.DDPContext,
+                 run: RunContext) -> TrainResult:
     """Every rank's side of one training: DDP over the ranks, each on its slice of every batch."""
     batch = job.train.batch_size
     try:
         wrapped = iter(ddp.wrap(modules.all()))
-        run = _Modules(*(None if m is None else next(wrapped) for m in modules))
-        return _fit(run, xs, ys, job, device, batch, on_progress=on_progress, should_stop=should_stop, ddp=ddp)
+        ranked = _Modules(*(None if m is None else next(wrapped) for m in modules))
+        return _fit(ranked, xs, ys, job, device, batch, speed, run=run, ddp=ddp)
     except torch.OutOfMemoryError:
         raise KtalError(f"out of GPU memory on rank {dist.rank()} at batch size {batch} "
                         f"({batch // dist.world_size()} per GPU); lower [train] batch_size "

@@ -41,7 +41,7 @@ import torch
 
 from ..atomic import atomic_open, atomic_write_text
 from ..errors import KtalError
-from ..progress import ProgressCallback, StopFlag, check_cancel
+from ..progress import QUIET, RunContext
 from ..project import JUNK_CLASS, Project
 from ..recipe import Recipe
 from ..strategies import STRATEGIES
@@ -451,42 +451,58 @@ class BenchmarkResult:
     out: Path
 
 
+@dataclass(frozen=True)
+class BenchmarkSpec:
+    """What a benchmark compares, and where: one simulated run per (strategy, seed) on the pool of
+    ``data``, every query answered from ``oracle``, each cycle's teacher tested on ``test``."""
+
+    data: Path  # the pool's volumes: a folder, a volume stack or a labels CSV
+    oracle: Path  # a labels CSV that labels every pool volume
+    test: Path | None  # a labels CSV of separate test volumes; None: no test accuracy
+    strategies: tuple[str, ...]
+    seeds: tuple[int, ...]
+    recipe: Recipe  # every run's recipe, its strategy replaced by the run's
+    out: Path  # the benchmark folder (see the module's docstring)
+    device: torch.device
+    metric: str = "accuracy"  # what the summary's curves, AUBC and tests use: a key of METRICS
+
+    def __post_init__(self):  # paths and lists as callers have them, stored as Paths and tuples
+        object.__setattr__(self, "data", Path(self.data))
+        object.__setattr__(self, "oracle", Path(self.oracle))
+        object.__setattr__(self, "test", Path(self.test) if self.test else None)
+        object.__setattr__(self, "strategies", tuple(self.strategies))
+        object.__setattr__(self, "seeds", tuple(self.seeds))
+        object.__setattr__(self, "out", Path(self.out))
+
+
 def run_benchmark(
-    data: str | Path,
-    oracle_csv: str | Path,
-    test_csv: str | Path | None,
-    strategies: Sequence[str],
-    seeds: Sequence[int],
-    recipe: Recipe,
-    out: str | Path,
-    device: torch.device,
+    spec: BenchmarkSpec,
     *,
-    metric: str = "accuracy",
     on_run: Callable[[RunOutcome], None] | None = None,
     on_start: Callable[[str, int], None] | None = None,
     on_cycle: Callable | None = None,
-    on_progress: ProgressCallback | None = None,
-    should_stop: StopFlag | None = None,
+    run: RunContext = QUIET,
 ) -> BenchmarkResult:
     """Run (or continue) every (strategy, seed) run, then write results.csv, summary.csv, benchmark.png.
 
-    ``metric`` ("accuracy", "balanced" or "particle") is what the summary's curves, AUBC and tests use.
+    ``on_start(strategy, seed)`` before a run trains, ``on_cycle(report)`` after each of its cycles,
+    ``on_run(outcome)`` after each run (also one done before).
     """
-    out = Path(out)
+    out, recipe, strategies, seeds, metric = spec.out, spec.recipe, spec.strategies, spec.seeds, spec.metric
     for s in strategies:
         if s not in STRATEGIES:
             raise KtalError(f"unknown strategy '{s}'; choose from {', '.join(STRATEGIES)}")
-    _check_or_write_config(out, _config(data, oracle_csv, test_csv, recipe))
+    _check_or_write_config(out, _config(spec.data, spec.oracle, spec.test, recipe))
     base_root = out / "base"
     if Project.is_project(base_root):
         base = Project(base_root)
     else:
         if base_root.exists():  # an import that was interrupted hard (not cleaned up)
             shutil.rmtree(base_root)
-        base = Project.create(base_root, data, recipe, on_progress=on_progress, should_stop=should_stop)
-    oracle = oracle_for_pool(base.pool, oracle_csv)
+        base = Project.create(base_root, spec.data, recipe, run=run)
+    oracle = oracle_for_pool(base.pool, spec.oracle)
     base.add_classes(sorted(set(oracle.values())))
-    test = load_labeled_set(test_csv, base.classes) if test_csv else None
+    test = load_labeled_set(spec.test, base.classes) if spec.test else None
     n_pool = len(base.pool)
     n_cycles = len(budget_schedule(n_pool, recipe.active))
     title = f"{recipe.name}: {n_pool} volumes, {len(seeds)} seed(s)"
@@ -494,7 +510,7 @@ def run_benchmark(
     for strategy in strategies:
         run_recipe = recipe.replace(active={"strategy": strategy})
         for seed in seeds:
-            check_cancel(should_stop)
+            run.check_cancel()
             root = out / "runs" / run_name(strategy, seed)
             rows = recorded.get((strategy, seed), [])
             if not Project.is_project(root) and len(rows) >= n_cycles:  # finished elsewhere; its rows kept
@@ -506,8 +522,8 @@ def run_benchmark(
             if before < n_cycles:
                 if on_start is not None:
                     on_start(strategy, seed)
-                run_with_oracle(project, run_recipe, oracle, device, seed=seed, test=test, on_cycle=on_cycle,
-                                on_progress=on_progress, should_stop=should_stop)
+                run_with_oracle(project, run_recipe, oracle, spec.device, seed=seed, test=test, on_cycle=on_cycle,
+                                run=run)
             status = "done" if before >= n_cycles else ("resumed" if before else "ran")
             outcome = RunOutcome(strategy, seed, status, project.history(), n_pool)
             if status != "done":  # keep the tables current while a long benchmark runs

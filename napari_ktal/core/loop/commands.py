@@ -18,12 +18,12 @@ from ..data import ExtractionPlan, PickOptions, extract_to_folder, plan_extracti
 from ..data.extract import ExtractResult
 from ..data.particles import is_pick_list
 from ..errors import InputError, KtalError, RecipeError
-from ..progress import ProgressCallback, StopFlag
+from ..progress import QUIET, RunContext
 from ..project import Project, ProjectLock
 from ..recipe import Recipe, read_recipe, recipe_path
 from ..seeds import DEFAULT_SEED
 from ..strategies import check_recipe
-from .benchmark import BenchmarkResult, RunOutcome, run_benchmark
+from .benchmark import BenchmarkResult, BenchmarkSpec, RunOutcome, run_benchmark
 from .cycle import CycleReport, initial_query, train_cycle
 from .labels import LabeledSet, labels_on_pool, load_labeled_set
 from .oracle import oracle_for_pool, run_with_oracle
@@ -75,25 +75,23 @@ def is_particle_list(path: str | Path | None) -> bool:
     return path is not None and Path(path).is_file() and is_pick_list(Path(path))
 
 
-def extract(source: PickSource, out: str | Path, *, on_progress: ProgressCallback | None = None,
-            should_stop: StopFlag | None = None, on_plan: Callable[[ExtractionPlan], None] | None = None
-            ) -> ExtractResult:
+def extract(source: PickSource, out: str | Path, *, on_plan: Callable[[ExtractionPlan], None] | None = None,
+            run: RunContext = QUIET) -> ExtractResult:
     """``ktal-cryo extract``: one MRC per pick and particles.csv in ``out`` (new or empty)."""
     plan = source.plan()
     try:
         if on_plan is not None:
             on_plan(plan)
-        return extract_to_folder(plan, out, on_progress=on_progress, should_stop=should_stop)
+        return extract_to_folder(plan, out, run=run)
     finally:
         plan.close()
 
 
 def create_from_picks(root: str | Path, source: PickSource, recipe: Recipe | str, classes: list[str] | None,
-                      on_progress: ProgressCallback | None = None, should_stop: StopFlag | None = None, *,
-                      on_plan: Callable[[ExtractionPlan], None] | None = None) -> Project:
+                      run: RunContext = QUIET, *, on_plan: Callable[[ExtractionPlan], None] | None = None) -> Project:
     """A new project whose pool is cut from the tomograms at the picks (no intermediate files).
 
-    ``on_progress`` and ``should_stop`` come last and positional, as the widget's task runner passes them."""
+    ``run`` comes last and positional, as the widget's task runner passes it (``job(run)``)."""
     recipe = load_recipe(recipe) if isinstance(recipe, (str, Path)) else recipe
     if Project.is_project(root):
         raise KtalError(f"{root}: a project already exists here; open it instead")
@@ -101,7 +99,7 @@ def create_from_picks(root: str | Path, source: PickSource, recipe: Recipe | str
     try:
         if on_plan is not None:
             on_plan(plan)
-        return Project.create(root, source.picks, recipe, classes, on_progress, should_stop, picks=plan)
+        return Project.create(root, source.picks, recipe, classes, picks=plan, run=run)
     finally:
         plan.close()
 
@@ -118,8 +116,8 @@ def particle_context(project: Project, index: int, *, width_boxes: float = 4.0):
 # -- opening and creating ---------------------------------------------------------------------
 def open_or_create(root: str | Path, data: str | Path | None = None, *, recipe: Recipe | None = None,
                    classes: list[str] | None = None, picks: PickSource | None = None,
-                   on_progress: ProgressCallback | None = None, should_stop: StopFlag | None = None,
-                   on_plan: Callable[[ExtractionPlan], None] | None = None) -> tuple[Project, bool]:
+                   on_plan: Callable[[ExtractionPlan], None] | None = None, run: RunContext = QUIET
+                   ) -> tuple[Project, bool]:
     """The project at ``root`` (not locked), created from ``data`` (or from ``picks``, a particle list
     and its tomograms) if there is none yet; and whether it was created."""
     if Project.is_project(root):
@@ -129,23 +127,22 @@ def open_or_create(root: str | Path, data: str | Path | None = None, *, recipe: 
             Project(root)  # raises: a folder that is not (or no longer) a project says so
         raise KtalError(f"{root}: no project there yet; give DATA (a folder, file or labels CSV) to create it")
     if picks is not None:
-        project = create_from_picks(root, picks, recipe or load_recipe(DEFAULT_RECIPE), classes,
-                                    on_progress=on_progress, should_stop=should_stop, on_plan=on_plan)
+        project = create_from_picks(root, picks, recipe or load_recipe(DEFAULT_RECIPE), classes, run, on_plan=on_plan)
         return project, True
-    project = Project.create(root, data, recipe or load_recipe(DEFAULT_RECIPE), classes, on_progress, should_stop)
+    project = Project.create(root, data, recipe or load_recipe(DEFAULT_RECIPE), classes, run=run)
     return project, True
 
 
 def create_project(root: str | Path, source: str | Path, recipe: str, classes: list[str],
-                   on_progress: ProgressCallback | None = None, should_stop: StopFlag | None = None) -> Project:
+                   run: RunContext = QUIET) -> Project:
     """A new project at ``root`` (new or empty) from ``source``: a folder of MRC files, an MRC
-    (stack) file or a labels CSV; ``recipe`` a shipped name or a .toml path."""
-    return Project.create(root, source, load_recipe(recipe), classes, on_progress, should_stop)
+    (stack) file or a labels CSV; ``recipe`` a shipped name or a .toml path. ``run`` is positional
+    for the widget's task runner."""
+    return Project.create(root, source, load_recipe(recipe), classes, run=run)
 
 
 def create_from_array(root: str | Path, volumes: np.ndarray, voxel_size: float, name: str, recipe: str,
-                      classes: list[str], on_progress: ProgressCallback | None = None,
-                      should_stop: StopFlag | None = None) -> Project:
+                      classes: list[str], run: RunContext = QUIET) -> Project:
     """A new project from volumes held in memory (a napari Image layer), by way of an MRC stack.
 
     The pool keys become ``k@<name>.mrcs`` (RELION's frame notation), so labels and predictions
@@ -168,7 +165,7 @@ def create_from_array(root: str | Path, volumes: np.ndarray, voxel_size: float, 
         with mrcfile.new(path) as mrc:
             mrc.set_data(volumes.astype(np.float32, copy=False))  # 4D: a volume stack, ispg 401
             mrc.voxel_size = float(voxel_size)
-        return create_project(root, path, recipe, classes, on_progress, should_stop)
+        return create_project(root, path, recipe, classes, run)
 
 
 # -- training ------------------------------------------------------------------------------------
@@ -215,7 +212,7 @@ class TrainOutcome:
 
 def train(project: Project | None, plan: TrainingPlan, device: torch.device, *, seed: int = DEFAULT_SEED,
           on_begin: Callable[[], None] | None = None, on_cycle: Callable[[CycleReport], None] | None = None,
-          on_progress: ProgressCallback | None = None, should_stop: StopFlag | None = None) -> TrainOutcome:
+          run: RunContext = QUIET) -> TrainOutcome:
     """With an oracle, every remaining cycle of the schedule; else one cycle on the project's
     labels (or, with no labels yet, the random first batch to label). ``on_begin`` is called
     before the first cycle trains.
@@ -230,15 +227,14 @@ def train(project: Project | None, plan: TrainingPlan, device: torch.device, *, 
         if on_begin is not None:
             on_begin()
         reports = run_with_oracle(project, plan.recipe, plan.oracle, device, seed=seed, test=plan.test,
-                                  on_cycle=on_cycle, on_progress=on_progress, should_stop=should_stop)
+                                  on_cycle=on_cycle, run=run)
         return TrainOutcome("oracle", reports, n_cycles)
     if not labeled:
         size = from_rank0(lambda: len(initial_query(project, plan.recipe, seed)))
         return TrainOutcome("initial", [], n_cycles, project.paths.query(0) if project is not None else None, size)
     if on_begin is not None:
         on_begin()
-    report = train_cycle(project, plan.recipe, device, seed=seed, test=plan.test, on_progress=on_progress,
-                         should_stop=should_stop)
+    report = train_cycle(project, plan.recipe, device, seed=seed, test=plan.test, run=run)
     if on_cycle is not None:
         on_cycle(report)
     nxt = project.paths.query(report.cycle + 1) if report.n_queried and project is not None else None
@@ -246,13 +242,11 @@ def train(project: Project | None, plan: TrainingPlan, device: torch.device, *, 
 
 
 def train_next_cycle(root: str | Path, device: torch.device, *, seed: int = DEFAULT_SEED,
-                     on_progress: ProgressCallback | None = None, should_stop: StopFlag | None = None
-                     ) -> CycleReport:
+                     run: RunContext = QUIET) -> CycleReport:
     """One cycle on the labels of the project at ``root``, opened afresh (the widget's job: a
     class added in the GUI meanwhile cannot change the classes of a cycle in flight)."""
     project = Project(root)
-    return train_cycle(project, project_recipe(project), device, seed=seed, on_progress=on_progress,
-                       should_stop=should_stop)
+    return train_cycle(project, project_recipe(project), device, seed=seed, run=run)
 
 
 # -- labels --------------------------------------------------------------------------------------
@@ -277,21 +271,18 @@ def import_labels(project: Project, csv_path: str | Path, *, add_classes: bool =
 
 
 # -- benchmark -------------------------------------------------------------------------------------
-def benchmark(data: str | Path, oracle: str | Path, test: str | Path | None, strategies: list[str],
-              seeds: list[int], recipe: Recipe, out: str | Path, device: torch.device, *, lock_purpose: str,
-              metric: str = "accuracy", on_run: Callable[[RunOutcome], None] | None = None, on_start: Callable[[str, int], None] | None = None,
-              on_cycle: Callable | None = None, on_progress: ProgressCallback | None = None,
-              should_stop: StopFlag | None = None) -> BenchmarkResult:
-    """:func:`.benchmark.run_benchmark` in folder ``out``, one run per folder at a time.
+def benchmark(spec: BenchmarkSpec, *, lock_purpose: str, on_run: Callable[[RunOutcome], None] | None = None,
+              on_start: Callable[[str, int], None] | None = None,
+              on_cycle: Callable[[CycleReport], None] | None = None, run: RunContext = QUIET) -> BenchmarkResult:
+    """:func:`.benchmark.run_benchmark` in folder ``spec.out``, one run per folder at a time.
 
     A folder that holds something else than a benchmark is left untouched (run_benchmark
     refuses it with a message); a benchmark folder is locked while it runs.
     """
-    out = Path(out)
+    out = spec.out
     foreign = (out.exists() and not (out / "benchmark.json").exists()
                and any(p.name != ".lock" for p in out.iterdir()))
     if not foreign:
         out.mkdir(parents=True, exist_ok=True)
     with contextlib.nullcontext() if foreign else ProjectLock(out, lock_purpose):
-        return run_benchmark(data, oracle, test, strategies, seeds, recipe, out, device, metric=metric, on_run=on_run,
-                             on_start=on_start, on_cycle=on_cycle, on_progress=on_progress, should_stop=should_stop)
+        return run_benchmark(spec, on_run=on_run, on_start=on_start, on_cycle=on_cycle, run=run)

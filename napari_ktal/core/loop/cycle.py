@@ -23,15 +23,15 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 
-from ..data.source import Reopen
+from ..data.source import Reopen, VolumeSource
 from ..engine import TrainJob, predict, train_pair
 from ..errors import KtalError
 from ..models import build_pair
-from ..progress import ProgressCallback, StopFlag, check_cancel
+from ..progress import QUIET, RunContext
 from ..project import JUNK_CLASS, Project, QueryItem
-from ..recipe import Recipe
+from ..recipe import ActiveSpec, Recipe
 from ..seeds import DEFAULT_SEED, derive_seed, seeded_rng
-from ..strategies import QueryContext, check_recipe, get_strategy
+from ..strategies import QueryContext, Selection, Strategy, check_recipe, get_strategy
 from ..strategies.selection import random_subset
 from .labels import LabeledSet
 from .metrics import score_predictions
@@ -66,8 +66,7 @@ class CycleReport:
 
 
 def initial_query(project: Project, recipe: Recipe, seed: int = DEFAULT_SEED, *,
-                  device: torch.device | None = None, on_progress: ProgressCallback | None = None,
-                  should_stop: StopFlag | None = None) -> list[QueryItem]:
+                  device: torch.device | None = None, run: RunContext = QUIET) -> list[QueryItem]:
     """Cycle 0's batch (written once, then reused): a random ``initial_fraction`` of the pool, or
     with ``[active] initial = "typiclust"`` the typical and diverse volumes of the pretrained
     features (the encoder is pretrained first if the project has none yet)."""
@@ -77,8 +76,8 @@ def initial_query(project: Project, recipe: Recipe, seed: int = DEFAULT_SEED, *,
     size = budget_schedule(n, recipe.active)[0]
     if recipe.active.initial == "typiclust":
         device = device or torch.device("cpu")
-        state = pretrained_state(project, recipe, device, seed=seed, on_progress=on_progress, should_stop=should_stop)
-        feats = pool_features(project, recipe, state, device, should_stop=should_stop)
+        state = pretrained_state(project, recipe, device, seed=seed, run=run)
+        feats = pool_features(project, recipe, state, device, run=run.quiet())
         chosen = typiclust(feats, size, seeded_rng(seed, "initial"))
     else:
         chosen = seeded_rng(seed, "initial").choice(n, size=size, replace=False)
@@ -135,13 +134,15 @@ def train_cycle(
     seed: int = DEFAULT_SEED,
     test: LabeledSet | None = None,
     select: bool = True,
-    on_progress: ProgressCallback | None = None,
-    should_stop: StopFlag | None = None,
+    pool: VolumeSource | None = None,
+    run: RunContext = QUIET,
 ) -> CycleReport:
     """Train on the current labels, save the models, score, write the next batch, log the cycle.
 
     Under torchrun every rank calls this: rank 0 with the project, the others with
     ``project=None`` (:mod:`.ranks`); all train, test and score together, rank 0 writes.
+    ``pool``: on another rank, the pool it opened in an earlier cycle (a run of several cycles
+    opens it once); None opens it as rank 0 says. Rank 0 uses ``project.pool``.
     """
     check_owner(project)
     recipe = check_recipe(recipe)
@@ -151,20 +152,21 @@ def train_cycle(
     if project is not None:
         inputs, x = _read_inputs(project)
         # before the broadcast, so that the other ranks wait for a first pretraining there
-        pretrained = pretrained_state(project, recipe, device, seed=seed, on_progress=on_progress,
-                                      should_stop=should_stop)
+        pretrained = pretrained_state(project, recipe, device, seed=seed, run=run)
     inputs = rank0s(inputs)
     cycle, classes, idx, y = inputs.cycle, inputs.classes, inputs.labeled, inputs.labels
-    pool = project.pool if project is not None else _open(inputs.pool)
+    if project is not None:
+        pool = project.pool
+    elif pool is None:
+        pool = open_source(inputs.pool)
     if x is None:
         x = pool.read(idx)  # the volumes rank 0 read, from the same file
     teacher, student = _initial_models(project, recipe, classes, cycle, pretrained, seed)
     train = recipe.train.for_labeled(len(idx), len(classes))
     head = strategy.make_head(teacher, train, options)
     job = TrainJob(train, recipe.transfer, derive_seed(seed, "train", cycle), cycle, recipe.speed)
-    result = train_pair(teacher, student, x, y, job, head=head, device=device, on_progress=on_progress,
-                        should_stop=should_stop)
-    check_cancel(should_stop)
+    result = train_pair(teacher, student, x, y, job, head=head, device=device, run=run)
+    run.check_cancel()
     if project is not None:
         project.save_models(cycle, teacher, student, recipe)
     batch_size = recipe.train.eval_batch_size
@@ -172,26 +174,19 @@ def train_cycle(
     scores = score_predictions([], [], classes)
     if test is not None and len(test.y):
         pred, _ = predict(teacher, test.source, np.arange(len(test.y)), device, batch_size=batch_size,
-                          speed=recipe.speed, should_stop=should_stop, shard=True)
+                          speed=recipe.speed, run=run.quiet(), shard=True)
         scores = score_predictions(pred, test.y, classes)
 
-    n_pool = inputs.n_pool
     mean_unc, select_s, n_queried = float("nan"), 0.0, 0
     if select:
         t0 = time.perf_counter()
-        unlabeled = np.setdiff1d(np.arange(n_pool), idx)
-        m = min(next_query_size(n_pool, len(idx), recipe.active), len(unlabeled))
-        if m > 0:
-            rng = seeded_rng(seed, "select", cycle)
-            subset = random_subset(unlabeled, m, recipe.active.subset_factor, rng)
-            ctx = QueryContext(teacher, student, pool, idx, device, rng, recipe.transfer.score, batch_size,
-                               head, on_progress, should_stop, labels=y,
-                               junk_class=classes.index(JUNK_CLASS) if JUNK_CLASS in classes else None,
-                               speed=recipe.speed, shard=True, option_tables=recipe.active.options)
-            sel = strategy(ctx, subset, m, options)  # every rank: its passes are collective
-            sel = rank0s(sel)  # every rank chose the same from the same gathered scores; now it is certain
-            pred, conf = predict(teacher, pool, sel.indices, device, batch_size=batch_size,
-                                 speed=recipe.speed, should_stop=should_stop, shard=True)
+        ctx = QueryContext(teacher, student, pool, idx, device, seeded_rng(seed, "select", cycle),
+                           recipe.transfer.score, batch_size, head, run, labels=y,
+                           junk_class=classes.index(JUNK_CLASS) if JUNK_CLASS in classes else None,
+                           speed=recipe.speed, shard=True, option_tables=recipe.active.options)
+        picked = _query(ctx, strategy, options, recipe.active, inputs.n_pool)
+        if picked is not None:
+            sel, pred, conf = picked
             if project is not None:
                 items = [
                     QueryItem(r, int(i), project.pool.keys[i], float(s), classes[p], float(c))
@@ -212,6 +207,23 @@ def train_cycle(
     return report
 
 
-def _open(reopen: Reopen):
+def _query(ctx: QueryContext, strategy: Strategy, options, active: ActiveSpec, n_pool: int
+           ) -> tuple[Selection, np.ndarray, np.ndarray] | None:
+    """The next batch: the strategy's picks among a random subset of the unlabeled pool, with the
+    teacher's predicted class and confidence for each; None when nothing is left to ask."""
+    unlabeled = np.setdiff1d(np.arange(n_pool), ctx.labeled)
+    m = min(next_query_size(n_pool, len(ctx.labeled), active), len(unlabeled))
+    if m <= 0:
+        return None
+    subset = random_subset(unlabeled, m, active.subset_factor, ctx.rng)
+    sel = strategy(ctx, subset, m, options)  # every rank: its passes are collective
+    sel = rank0s(sel)  # every rank chose the same from the same gathered scores; now it is certain
+    pred, conf = predict(ctx.teacher, ctx.source, sel.indices, ctx.device, batch_size=ctx.batch_size,
+                         speed=ctx.speed, run=ctx.run.quiet(), shard=True)
+    return sel, pred, conf
+
+
+def open_source(reopen: Reopen) -> VolumeSource:
+    """The source another process described with its ``reopen()`` (the pool, read-only)."""
     opener, args = reopen
     return opener(*args)

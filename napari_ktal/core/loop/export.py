@@ -13,7 +13,7 @@ import torch
 
 from ..atomic import atomic_open, atomic_write_text
 from ..engine import predict
-from ..progress import ProgressCallback, StopFlag
+from ..progress import QUIET, RunContext
 from ..project import Project
 
 PREDICTION_COLUMNS = ["index", "key", "label", "predicted", "confidence"]
@@ -31,15 +31,15 @@ def write_predictions(
     project: Project,
     out: str | Path,
     device: torch.device,
-    on_progress: ProgressCallback | None = None,
-    should_stop: StopFlag | None = None,
+    *,
+    run: RunContext = QUIET,
 ) -> ExportResult:
     """Every pool volume: its label (if any), the latest teacher's class and confidence."""
     teacher, _, meta = project.load_models(device=device)
     classes, pool = meta["classes"], project.pool
     recipe = project.recipe()
     pred, conf = predict(teacher, pool, np.arange(len(pool)), device, batch_size=recipe.train.eval_batch_size,
-                         speed=recipe.speed, on_progress=on_progress, should_stop=should_stop)
+                         speed=recipe.speed, run=run)
     labels = project.labels()
     with atomic_open(out, "w") as f:
         w = csv.writer(f)
@@ -65,9 +65,25 @@ class LabelExport:
     notes: list[str]
 
 
+@dataclass(frozen=True)
+class VolumeClass:
+    """What the export writes for one pool volume."""
+
+    label: str | None  # the class given (or predicted); None: neither
+    by: str  # who gave it: user/oracle/import, "teacher" for a prediction, "" for none
+    confidence: float | None  # the teacher's probability of ``label``, where a teacher is trained
+
+    @property
+    def given(self) -> bool:
+        return self.by not in ("", "teacher")
+
+
+NONE = VolumeClass(None, "", None)
+
+
 def _classes_per_volume(project: Project, device: torch.device | None, predictions: bool,
-                        on_progress: ProgressCallback | None, should_stop: StopFlag | None):
-    """Per pool volume: (class or None, who: user/oracle/import/teacher/"", the teacher's probability of it)."""
+                        run: RunContext) -> tuple[list[VolumeClass], int | None]:
+    """Each pool volume's class, and the cycle whose teacher predicted (None: no predictions)."""
     from ..engine import forward_outputs
 
     state = project.journal.state()
@@ -78,7 +94,7 @@ def _classes_per_volume(project: Project, device: torch.device | None, predictio
         recipe = project.recipe()
         (logits,) = forward_outputs([teacher], project.pool, np.arange(n), device or torch.device("cpu"),
                                     batch_size=recipe.train.eval_batch_size, phase="predict", speed=recipe.speed,
-                                    on_progress=on_progress, should_stop=should_stop)
+                                    run=run)
         probs = logits.softmax(1).numpy()
         model_classes, cycle = list(meta["classes"]), int(meta["cycle"])
     out = []
@@ -86,18 +102,18 @@ def _classes_per_volume(project: Project, device: torch.device | None, predictio
         label = state.labels.get(i)
         if label is not None:
             conf = probs[i, model_classes.index(label)] if probs is not None and label in model_classes else None
-            out.append((label, state.by.get(i, "user"), conf))
+            out.append(VolumeClass(label, state.by.get(i, "user"), conf))
         elif probs is not None:
             k = int(probs[i].argmax())
-            out.append((model_classes[k], "teacher", probs[i, k]))
+            out.append(VolumeClass(model_classes[k], "teacher", probs[i, k]))
         else:
-            out.append((None, "", None))
+            out.append(NONE)
     return out, cycle
 
 
 def export_labels(project: Project, out: str | Path, *, fmt: str | None = None, device: torch.device | None = None,
                   predictions: bool = True, copick_user: str | None = None, copick_session: str | None = None,
-                  on_progress: ProgressCallback | None = None, should_stop: StopFlag | None = None) -> LabelExport:
+                  run: RunContext = QUIET) -> LabelExport:
     """The project's labels (and, where a teacher is trained, its predictions for the other rows)
     written in the particle list's own format (``fmt`` None), or as CSV (``fmt="csv"``).
 
@@ -108,11 +124,34 @@ def export_labels(project: Project, out: str | Path, *, fmt: str | None = None, 
     CSV: a CSV list with every column and cell as given and path,label,confidence,source set; any other
     list as path,tomogram,x,y,z,label,confidence,source.
     """
-    from ..data.particles import FAMILIES, class_numbers, copick_picks, csv_picks, dynamo, star
-    from ..errors import InputError
+    from ..data.particles import class_numbers
 
     out = Path(out).expanduser()
     record = project.source_record()
+    fmt = _export_format(project, record, out, fmt)
+    volumes, cycle = _classes_per_volume(project, device, predictions, run)
+    n = len(volumes)
+    numbers = class_numbers(project.classes + sorted({v.label for v in volumes if v.label} - set(project.classes)))
+    # the list's row of each pool volume (the pool is cut tomogram by tomogram)
+    order = [s.row for s in project.pool.sites] if project.pool.sites is not None else list(range(n))
+    by_row: list[VolumeClass] = [NONE] * n
+    for i, v in zip(order, volumes):
+        by_row[i] = v
+    if fmt in ("star", "dynamo"):
+        notes = _write_numbered(project.paths.source / record["files"][0], out, fmt, record, by_row, numbers)
+    elif fmt == "copick":
+        notes = _write_copick(out, record["extra"], by_row, copick_user, copick_session)
+    else:
+        notes = _write_csv(project, record, out, volumes, order)
+    return LabelExport(out, fmt, n, sum(v.given for v in volumes), sum(v.by == "teacher" for v in volumes), cycle,
+                       numbers if fmt in ("star", "dynamo") else {}, notes)
+
+
+def _export_format(project: Project, record: dict | None, out: Path, fmt: str | None) -> str:
+    """The format to write (``fmt``, else the list's own), checked against the project's source and ``out``."""
+    from ..data.particles import FAMILIES
+    from ..errors import InputError
+
     family = FAMILIES.get(record["format"], "csv") if record else "csv"
     fmt = fmt or family
     if fmt not in EXPORT_FORMATS:
@@ -124,56 +163,62 @@ def export_labels(project: Project, out: str | Path, *, fmt: str | None = None, 
     if record is not None and (fmt != "copick") and out.resolve() in {(project.paths.source / f).resolve()
                                                                       for f in record.get("files", [])}:
         raise InputError(out, "is the project's own copy of the particle list", "write to another file")
-    rows, cycle = _classes_per_volume(project, device, predictions, on_progress, should_stop)
-    n = len(rows)
-    numbers = class_numbers(project.classes + sorted({r[0] for r in rows if r[0]} - set(project.classes)))
-    labeled = sum(1 for r in rows if r[1] not in ("", "teacher"))
-    predicted = sum(1 for r in rows if r[1] == "teacher")
-    notes: list[str] = []
-    order = [s.row for s in project.pool.sites] if project.pool.sites is not None else list(range(n))
-    by_row: list = [None] * n
-    for i, r in zip(order, rows):
-        by_row[i] = r
-    if fmt in ("star", "dynamo"):
-        source = project.paths.source / record["files"][0]
-        if fmt == "star":
-            blocks = star.read_star_blocks(source, as_text=True)
-            block = record.get("extra", {}).get("block", "particles")
-            before = blocks[block][star.CLASS_COLUMN].tolist() if star.CLASS_COLUMN in blocks[block].columns \
-                else ["0"] * n
-            values = [str(numbers[r[0]]) if r and r[0] else before[k] for k, r in enumerate(by_row)]
-            star.write_classes(source, out, block, values)
-        else:
-            values = [numbers[r[0]] if r and r[0] else None for r in by_row]
-            dynamo.write_classes(source, out, values)
-        mapping = out.with_name(out.stem + ".classes.csv")
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(["number", "class"])
-        w.writerows(sorted(((v, k) for k, v in numbers.items())))
-        atomic_write_text(mapping, buf.getvalue())
-        notes.append(f"class numbers: {mapping}")
-    elif fmt == "copick":
-        extra = record["extra"]
-        labels = [r[0] if r else None for r in by_row]
-        notes += copick_picks.write_classes(out, extra["rows"], np.array(extra["locations"]),
-                                            np.array(extra["transforms"]), labels, user=copick_user,
-                                            session=copick_session)
+    return fmt
+
+
+def _write_numbered(source: Path, out: Path, fmt: str, record: dict, by_row: list[VolumeClass],
+                    numbers: dict[str, int]) -> list[str]:
+    """STAR or Dynamo: the user's list with its class column set, and ``OUT.classes.csv`` beside it."""
+    from ..data.particles import dynamo, star
+
+    if fmt == "star":
+        blocks = star.read_star_blocks(source, as_text=True)
+        block = record.get("extra", {}).get("block", "particles")
+        before = blocks[block][star.CLASS_COLUMN].tolist() if star.CLASS_COLUMN in blocks[block].columns \
+            else ["0"] * len(by_row)
+        values = [str(numbers[v.label]) if v.label else before[k] for k, v in enumerate(by_row)]
+        star.write_classes(source, out, block, values)
     else:
-        sites, pool = project.pool.sites, project.pool
-        extra = record.get("extra", {}) if record and record["format"] == "csv" else {}
-        columns = extra.get("columns", csv_picks.PICK_COLUMNS)  # projects made before columns were kept
-        table = []
-        for i in (np.argsort(order, kind="stable") if sites is not None else range(n)):  # the list's row order
-            label, who, conf = rows[i]
-            if "cells" in extra:
-                cells = extra["cells"][sites[i].row]
-            elif sites is not None:
-                s = sites[i]
-                cells = [s.tomogram, repr(s.x), repr(s.y), repr(s.z)]
-            else:
-                cells = ["", "", "", ""]
-            # a row with neither label nor prediction keeps a label the list gives it (as STAR and Dynamo do)
-            table.append((cells, [pool.keys[i], label, "" if conf is None else f"{conf:.4f}", who]))
-        csv_picks.write_rows(out, columns, table)
-    return LabelExport(out, fmt, n, labeled, predicted, cycle, numbers if fmt in ("star", "dynamo") else {}, notes)
+        dynamo.write_classes(source, out, [numbers[v.label] if v.label else None for v in by_row])
+    mapping = out.with_name(out.stem + ".classes.csv")
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["number", "class"])
+    w.writerows(sorted(((v, k) for k, v in numbers.items())))
+    atomic_write_text(mapping, buf.getvalue())
+    return [f"class numbers: {mapping}"]
+
+
+def _write_copick(config: Path, extra: dict, by_row: list[VolumeClass], user: str | None,
+                  session: str | None) -> list[str]:
+    """copick: one picks file per class, in the project of configuration ``config``."""
+    from ..data.particles import copick_picks
+
+    return copick_picks.write_classes(config, extra["rows"], np.array(extra["locations"]),
+                                      np.array(extra["transforms"]), [v.label for v in by_row], user=user,
+                                      session=session)
+
+
+def _write_csv(project: Project, record: dict | None, out: Path, volumes: list[VolumeClass],
+               order: list[int]) -> list[str]:
+    """A CSV list: a CSV particle list's own columns and cells (else path,tomogram,x,y,z) with
+    path,label,confidence,source set, in the list's row order."""
+    from ..data.particles import csv_picks
+
+    sites, pool = project.pool.sites, project.pool
+    extra = record.get("extra", {}) if record and record["format"] == "csv" else {}
+    columns = extra.get("columns", csv_picks.PICK_COLUMNS)  # projects made before columns were kept
+    table = []
+    for i in (np.argsort(order, kind="stable") if sites is not None else range(len(volumes))):
+        v = volumes[i]
+        if "cells" in extra:
+            cells = extra["cells"][sites[i].row]
+        elif sites is not None:
+            s = sites[i]
+            cells = [s.tomogram, repr(s.x), repr(s.y), repr(s.z)]
+        else:
+            cells = ["", "", "", ""]
+        # a row with neither label nor prediction keeps a label the list gives it (as STAR and Dynamo do)
+        table.append((cells, [pool.keys[i], v.label, "" if v.confidence is None else f"{v.confidence:.4f}", v.by]))
+    csv_picks.write_rows(out, columns, table)
+    return []

@@ -8,11 +8,11 @@ import torch
 
 from ..data import Pool
 from ..errors import InputError
-from ..progress import ProgressCallback, StopFlag, check_cancel
+from ..progress import QUIET, RunContext
 from ..project import Project
 from ..recipe import Recipe
 from ..seeds import DEFAULT_SEED
-from .cycle import CycleReport, initial_query, train_cycle
+from .cycle import CycleReport, initial_query, open_source, train_cycle
 from .labels import LabeledSet, labels_on_pool
 from .ranks import check_owner, from_rank0
 from .schedule import budget_schedule
@@ -39,8 +39,7 @@ def run_with_oracle(
     seed: int = DEFAULT_SEED,
     test: LabeledSet | None = None,
     on_cycle=None,
-    on_progress: ProgressCallback | None = None,
-    should_stop: StopFlag | None = None,
+    run: RunContext = QUIET,
 ) -> list[CycleReport]:
     """Run every remaining cycle of the schedule, answering each batch from ``oracle``.
 
@@ -51,11 +50,12 @@ def run_with_oracle(
     if project is not None:
         project.add_classes(sorted(set(oracle.values())))
         initial_query(project, recipe, seed)
-    n_pool, first = from_rank0(lambda: (len(project.pool), project.trained_cycles))
+    n_pool, first, reopen = from_rank0(lambda: (len(project.pool), project.trained_cycles, project.pool.reopen()))
+    pool = None if project is not None else open_source(reopen)  # the other ranks open the pool once
     schedule = budget_schedule(n_pool, recipe.active)
     reports = []
     for cycle in range(first, len(schedule)):
-        check_cancel(should_stop)
+        run.check_cancel()
         if project is not None:
             batch = project.read_query(cycle)
             labeled = project.labels()
@@ -63,7 +63,7 @@ def run_with_oracle(
             if answers:
                 project.label_many(answers, by="oracle", cycle=cycle)
         report = train_cycle(project, recipe, device, seed=seed, test=test, select=cycle < len(schedule) - 1,
-                             on_progress=on_progress, should_stop=should_stop)
+                             pool=pool, run=run)
         reports.append(report)
         if on_cycle is not None:
             on_cycle(report)

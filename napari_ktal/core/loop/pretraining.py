@@ -18,7 +18,7 @@ import torch
 from ..engine import forward_outputs
 from ..engine.pretrain import pretrain_encoder, student_state_from_teacher
 from ..models import ResNet3D, ResNetConfig
-from ..progress import ProgressCallback, StopFlag
+from ..progress import QUIET, RunContext
 from ..project import Project
 from ..project.checkpoints import load_state, save_state
 from ..recipe import Recipe
@@ -34,8 +34,7 @@ def _wanted(recipe: Recipe, seed: int) -> dict:
 
 
 def pretrained_state(project: Project, recipe: Recipe, device: torch.device, *, seed: int,
-                     on_progress: ProgressCallback | None = None, should_stop: StopFlag | None = None
-                     ) -> dict[str, torch.Tensor] | None:
+                     run: RunContext = QUIET) -> dict[str, torch.Tensor] | None:
     """The teacher weights pretrained on the project's pool, trained now if the project has none
     for this recipe; None when the recipe asks for no pretraining."""
     if recipe.pretrain.method == "none":
@@ -48,7 +47,7 @@ def pretrained_state(project: Project, recipe: Recipe, device: torch.device, *, 
     m = recipe.model
     encoder = ResNet3D.from_config(ResNetConfig(m.teacher_depth, 2, m.width, m.stem))
     result = pretrain_encoder(encoder, project.pool, recipe.pretrain, device, seed=derive_seed(seed, "pretrain-data"),
-                              speed=recipe.speed, on_progress=on_progress, should_stop=should_stop)
+                              speed=recipe.speed, run=run)
     state = {k: v for k, v in encoder.state_dict().items() if not k.startswith("fc.")}
     save_state(project.paths.pretrained, ENCODER, state,
                {"recipe": want, "loss": result.loss, "seconds": round(result.seconds, 1), "volumes": result.volumes})
@@ -62,14 +61,14 @@ def initialise_from(state: Mapping[str, torch.Tensor], teacher: ResNet3D, studen
 
 
 def pool_features(project: Project, recipe: Recipe, state: Mapping[str, torch.Tensor], device: torch.device, *,
-                  should_stop: StopFlag | None = None) -> np.ndarray:
+                  run: RunContext = QUIET) -> np.ndarray:
     """The pretrained encoder's embedding of every pool volume, L2-normalised: (N, D)."""
     m = recipe.model
     encoder = ResNet3D.from_config(ResNetConfig(m.teacher_depth, 2, m.width, m.stem))
     encoder.load_state_dict(dict(state), strict=False)
     (emb,) = forward_outputs([encoder.to(device)], project.pool, np.arange(len(project.pool)), device,
                              output="embedding", batch_size=recipe.train.eval_batch_size, speed=recipe.speed,
-                             should_stop=should_stop)
+                             run=run)
     return torch.nn.functional.normalize(emb, dim=1).numpy()
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..progress import ProgressCallback, StopFlag
+from ..progress import QUIET, RunContext
 from ..project import Project
 
 
@@ -103,8 +103,7 @@ class TeacherView:
 
 
 def teacher_opinion(project: Project, indices, device, *, batch_size: int | None = None,
-                    on_progress: ProgressCallback | None = None, should_stop: StopFlag | None = None
-                    ) -> TeacherView | None:
+                    run: RunContext = QUIET) -> TeacherView | None:
     """The latest trained teacher's softmax over ``indices`` (None: no cycle trained yet)."""
     import torch
 
@@ -120,8 +119,7 @@ def teacher_opinion(project: Project, indices, device, *, batch_size: int | None
         batch_size = recipe.train.eval_batch_size
     if len(idx):
         (logits,) = forward_outputs([teacher], project.pool, idx, torch.device(device), batch_size=batch_size,
-                                    phase="predict", speed=recipe.speed, on_progress=on_progress,
-                                    should_stop=should_stop)
+                                    phase="predict", speed=recipe.speed, run=run)
         probs = logits.float().softmax(1).numpy().astype(np.float32)
     else:
         probs = np.zeros((0, len(meta["classes"])), np.float32)

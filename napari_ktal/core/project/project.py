@@ -32,7 +32,7 @@ from ..atomic import atomic_open, atomic_write_text
 from ..data.extract import ExtractionPlan, import_picks_pool
 from ..data.pool import Pool, import_pool
 from ..errors import KtalError, ProjectError
-from ..progress import ProgressCallback, StopFlag
+from ..progress import QUIET, RunContext
 from ..recipe import ModelSpec, Recipe, read_recipe
 from . import checkpoints, history, queries
 from .journal import LabelJournal
@@ -161,10 +161,9 @@ class Project:
         source: str | Path,
         recipe: Recipe,
         classes: list[str] | None = None,
-        on_progress: ProgressCallback | None = None,
-        should_stop: StopFlag | None = None,
         *,
         picks: ExtractionPlan | None = None,
+        run: RunContext = QUIET,
     ) -> Project:
         """Import ``source`` into a new project at ``root`` (which must be new or empty).
 
@@ -173,12 +172,10 @@ class Project:
         """
         root = Path(root).expanduser()
         paths = ProjectPaths(root)
-        if paths.config.exists():
-            raise ProjectError(f"{root}: a project already exists here; open it instead")
         if root.exists() and not root.is_dir():
             raise ProjectError(f"{root}: is a file; choose a new folder for the project")
-        if root.exists() and _user_files(root) and not _interrupted_import(root):
-            raise ProjectError(f"{root}: folder is not empty; choose a new folder for the project")
+        if root.exists():
+            _check_new_folder(root)  # a refused folder gets no lock file
         classes = [_valid_class_name(c) for c in (classes or [])]
         if len(set(classes)) != len(classes):
             raise KtalError("class names must be unique")
@@ -188,28 +185,9 @@ class Project:
         except OSError as exc:
             raise ProjectError(f"{root}: cannot create the project folder ({exc.strerror or exc})") from None
         with ProjectLock(root, "a project import"):  # two imports into one folder: the second is refused
-            if paths.config.exists():
-                raise ProjectError(f"{root}: a project already exists here; open it instead")
-            if _user_files(root):
-                if not _interrupted_import(root):
-                    raise ProjectError(f"{root}: folder is not empty; choose a new folder for the project")
+            if _check_new_folder(root):  # again under the lock: another import may have begun meanwhile
                 _remove_all(root)  # a killed import leaves only its own files behind: start again
-            try:
-                if picks is None:
-                    pool = import_pool(paths.pool, source, on_progress=on_progress, should_stop=should_stop)
-                else:
-                    pool = import_picks_pool(paths.pool, picks, on_progress=on_progress, should_stop=should_stop)
-                    _write_source(paths, picks)
-                atomic_write_text(paths.recipe, recipe.to_toml())
-            except BaseException:
-                # nothing of value is in a project that failed to import (the folder was empty
-                # when the import began, under the lock): leave the folder as it was
-                _remove_all(root)
-                with contextlib.suppress(OSError):
-                    paths.lock.unlink()
-                    if created:
-                        root.rmdir()
-                raise
+            pool = _import(paths, source, recipe, picks, run, created)
             config = {
                 "format_version": FORMAT_VERSION,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -403,6 +381,41 @@ def _write_source(paths: ProjectPaths, plan: ExtractionPlan) -> None:
         with atomic_open(paths.source / f.name, "wb") as dst:
             dst.write(data)
     atomic_write_text(paths.source_record, json.dumps(plan.record(), indent=1))
+
+
+def _check_new_folder(root: Path) -> bool:
+    """Refuse a folder that holds a project or anything but an interrupted import's leftovers;
+    True when it holds such leftovers (the import starts again), False when it is empty."""
+    if ProjectPaths(root).config.exists():
+        raise ProjectError(f"{root}: a project already exists here; open it instead")
+    if not _user_files(root):
+        return False
+    if not _interrupted_import(root):
+        raise ProjectError(f"{root}: folder is not empty; choose a new folder for the project")
+    return True
+
+
+def _import(paths: ProjectPaths, source: str | Path, recipe: Recipe, picks: ExtractionPlan | None,
+            run: RunContext, created: bool) -> Pool:
+    """The pool and the recipe written into the (locked, empty) project folder; on any error or a
+    cancel, the folder is left as it was before the import (removed if the import created it)."""
+    try:
+        if picks is None:
+            pool = import_pool(paths.pool, source, run=run)
+        else:
+            pool = import_picks_pool(paths.pool, picks, run=run)
+            _write_source(paths, picks)
+        atomic_write_text(paths.recipe, recipe.to_toml())
+        return pool
+    except BaseException:
+        # nothing of value is in a project that failed to import (the folder was empty
+        # when the import began, under the lock): leave the folder as it was
+        _remove_all(paths.root)
+        with contextlib.suppress(OSError):
+            paths.lock.unlink()
+            if created:
+                paths.root.rmdir()
+        raise
 
 
 def _user_files(root: Path) -> list[Path]:

@@ -53,7 +53,7 @@ import torch.nn.functional as F
 
 from ..errors import KtalError
 from ..models import ResNet3D
-from ..progress import Progress, check_cancel, emit
+from ..progress import Progress
 from ..recipe import check
 from .base import STRATEGIES, QueryContext, Selection, register
 from .lloss import LossPredictionHead, loss_ranking_loss
@@ -155,7 +155,7 @@ def candidate_matrix(ctx: QueryContext, names: list[str], indices: np.ndarray, q
     a = np.zeros((len(indices), len(names)))
     pos = {int(i): p for p, i in enumerate(indices)}
     for k, name in enumerate(names):
-        check_cancel(ctx.should_stop)
+        ctx.run.check_cancel()
         sub = dataclasses.replace(ctx, rng=np.random.default_rng(ctx.rng.integers(2**62)))
         sel = STRATEGIES[name](sub, indices, min(q, len(indices)), ctx.options_of(name))  # its own table
         a[[pos[int(i)] for i in sel.indices], k] = 1.0
@@ -294,10 +294,10 @@ def _warm_up_fitnet(ctx: QueryContext, nets: _Networks, data: _Halves, gen: torc
     fit_losses = []
     nets.fit.train()
     for step in range(opts.fit_steps if len(data.fit) >= 2 else 0):
-        check_cancel(ctx.should_stop)
+        ctx.run.check_cancel()
         b = data.fit[_batch(len(data.fit), opts.batch_size, gen)]
         fit_losses.append(_step(nets.opt_fit, F.cross_entropy(nets.fit(data.x[b]).logits, data.y[b])))
-        emit(ctx.on_progress, Progress("score", step + 1, total))
+        ctx.run.emit(Progress("score", step + 1, total))
     return fit_losses
 
 
@@ -347,7 +347,7 @@ def _alternate(ctx: QueryContext, nets: _Networks, data: _Halves, gen: torch.Gen
     search_losses, fit_losses = [], []
     n = len(data.search)
     for step in range(opts.search_steps if n >= 2 else 0):
-        check_cancel(ctx.should_stop)
+        ctx.run.check_cancel()
         local = _batch(n, opts.batch_size, gen)
         b = data.search[local]
         xb, yb, ab = data.x[b], data.y[b], data.picks[local]
@@ -359,7 +359,7 @@ def _alternate(ctx: QueryContext, nets: _Networks, data: _Halves, gen: torch.Gen
             _loss_module_step(nets, xb, yb)
         else:
             fit_losses.append(_fitnet_step(nets, xb, yb, ab, q, opts))
-        emit(ctx.on_progress, Progress("score", opts.fit_steps + step + 1, total))
+        ctx.run.emit(Progress("score", opts.fit_steps + step + 1, total))
     return search_losses, fit_losses
 
 

@@ -46,8 +46,8 @@ from torch import nn
 from ..data import VolumeSource
 from ..engine import AuxiliaryHead, forward_outputs
 from ..errors import RecipeError
-from ..progress import ProgressCallback, StopFlag
-from ..recipe import Recipe, SpeedSpec, TrainSpec, _unknown_key, check, from_table
+from ..progress import QUIET, RunContext
+from ..recipe import Recipe, SpeedSpec, TrainSpec, check, from_table, unknown_key
 
 
 @dataclass
@@ -64,8 +64,7 @@ class QueryContext:
     score_distance: str = "kl"  # the recipe's [transfer] score
     batch_size: int = 256
     head: AuxiliaryHead | None = None  # the strategy's head, trained with the teacher, if it has one
-    on_progress: ProgressCallback | None = None
-    should_stop: StopFlag | None = None
+    run: RunContext = QUIET  # where the query's progress goes, how it learns to stop
     labels: np.ndarray | None = None  # class ids of ``labeled`` (the labels given so far), if known
     junk_class: int | None = None  # the id of the project's ``junk`` class, if it has one
     speed: SpeedSpec | None = None  # the recipe's [speed] (None: "auto")
@@ -87,8 +86,7 @@ class QueryContext:
     def forward(self, models, indices, output: str = "logits") -> list[torch.Tensor]:
         """``output`` ("logits", "embedding", "pooled_stages") of each model on volumes ``indices``."""
         return forward_outputs(models, self.source, indices, self.device, output=output, batch_size=self.batch_size,
-                               speed=self.speed, on_progress=self.on_progress, should_stop=self.should_stop,
-                               shard=self.shard)
+                               speed=self.speed, run=self.run, shard=self.shard)
 
 
 @dataclass(frozen=True)
@@ -216,7 +214,7 @@ def check_recipe(recipe: Recipe) -> Recipe:
     kept: dict[str, dict[str, Any]] = {}
     for name, table in tables.items():
         if name not in STRATEGIES:
-            raise _unknown_key(name, list(STRATEGIES), "active.options.")  # tables are named by strategy
+            raise unknown_key(name, list(STRATEGIES), "active.options.")  # tables are named by strategy
         STRATEGIES[name].parse_options(table)
         defaults = STRATEGIES[name].defaults()
         own = {k: v for k, v in table.items() if v != defaults[k] or type(v) is not type(defaults[k])}

@@ -28,7 +28,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from ..data import VolumeSource
-from ..progress import Progress, ProgressCallback, StopFlag, check_cancel, emit
+from ..progress import QUIET, Progress, RunContext
 from ..recipe import check
 from .base import QueryContext, Selection, register
 from .selection import top_m
@@ -82,8 +82,8 @@ def gradnorm_scores(
     device: torch.device,
     loss: str = "expected",
     batch_size: int = 16,
-    on_progress: ProgressCallback | None = None,
-    should_stop: StopFlag | None = None,
+    *,
+    run: RunContext = QUIET,
 ) -> np.ndarray:
     """Per-sample gradient-norm scores of volumes ``indices``, ``batch_size`` samples per vmap call.
 
@@ -97,11 +97,11 @@ def gradnorm_scores(
     out = []
     try:
         for start in range(0, len(indices), batch_size):
-            check_cancel(should_stop)
+            run.check_cancel()
             chunk = indices[start : start + batch_size]
             x = torch.from_numpy(source.read(chunk)).unsqueeze(1).to(device)
             out.append(per_sample_grad_norms(model, x, loss_fn))
-            emit(on_progress, Progress("score", min(start + batch_size, len(indices)), len(indices)))
+            run.emit(Progress("score", min(start + batch_size, len(indices)), len(indices)))
     finally:
         model.train(was_training)
     return torch.cat(out).double().cpu().numpy() if out else np.empty(0)
@@ -121,7 +121,7 @@ COST = "one forward and backward of the teacher per candidate (batched with vmap
 
 def _gradnorm(ctx: QueryContext, candidates: np.ndarray, m: int, loss: str, opts: Options) -> Selection:
     scores = gradnorm_scores(ctx.teacher, ctx.source, candidates, ctx.device, loss, opts.batch_size,
-                             ctx.on_progress, ctx.should_stop)
+                             run=ctx.run)
     return Selection(*top_m(candidates, scores, m))
 
 

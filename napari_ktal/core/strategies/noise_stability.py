@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import VolumeSource
-from ..progress import Progress, ProgressCallback, StopFlag, check_cancel, emit
+from ..progress import QUIET, Progress, RunContext
 from ..recipe import check
 from .base import QueryContext, Selection, register
 from .kcenter import kcenter_greedy
@@ -57,10 +57,10 @@ def full_float32(device: torch.device):
 
 
 @torch.no_grad()
-def _softmax_outputs(model: nn.Module, volumes: torch.Tensor, batch_size: int, should_stop) -> torch.Tensor:
+def _softmax_outputs(model: nn.Module, volumes: torch.Tensor, batch_size: int, run: RunContext) -> torch.Tensor:
     out = []
     for start in range(0, len(volumes), batch_size):
-        check_cancel(should_stop)
+        run.check_cancel()
         x = volumes[start : start + batch_size].unsqueeze(1).float()
         res = model(x)
         out.append(F.softmax((res.logits if hasattr(res, "logits") else res).float(), dim=1))
@@ -76,8 +76,8 @@ def output_changes(
     scale: float = 1e-3,
     generator: torch.Generator | None = None,
     batch_size: int = 256,
-    on_progress: ProgressCallback | None = None,
-    should_stop: StopFlag | None = None,
+    *,
+    run: RunContext = QUIET,
 ) -> torch.Tensor:
     """(N, passes * C) concatenated normalised output changes of volumes ``indices``, on ``device``."""
     indices = np.asarray(indices, dtype=np.int64)
@@ -89,14 +89,14 @@ def output_changes(
     blocks = []
     try:
         with full_float32(device):
-            base = _softmax_outputs(model, volumes, batch_size, should_stop)
+            base = _softmax_outputs(model, volumes, batch_size, run)
             norm = base.norm(dim=1, keepdim=True)
-            emit(on_progress, Progress("score", 1, passes + 1))
+            run.emit(Progress("score", 1, passes + 1))
             for k in range(passes):
                 noisy.load_state_dict(clean_state)
                 add_weight_noise(noisy, scale, generator)
-                blocks.append((_softmax_outputs(noisy, volumes, batch_size, should_stop) - base) / norm)
-                emit(on_progress, Progress("score", k + 2, passes + 1))
+                blocks.append((_softmax_outputs(noisy, volumes, batch_size, run) - base) / norm)
+                run.emit(Progress("score", k + 2, passes + 1))
     finally:
         model.train(was_training)
     return torch.cat(blocks, dim=1) if blocks else torch.empty(len(indices), 0, device=device)
@@ -120,6 +120,6 @@ def noise_stability_query(ctx: QueryContext, candidates: np.ndarray, m: int, opt
     normalised softmax changes under ``passes`` weight-noise draws of relative size
     ``scale``."""
     feats = output_changes(ctx.teacher, ctx.source, candidates, ctx.device, opts.passes, opts.scale,
-                           ctx.torch_generator(), ctx.batch_size, ctx.on_progress, ctx.should_stop)
+                           ctx.torch_generator(), ctx.batch_size, run=ctx.run)
     order, dist = kcenter_greedy(feats, m, centers=feats.new_zeros(1, feats.shape[1]))
     return Selection(candidates[order], dist)

@@ -47,7 +47,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..progress import check_cancel
 from ..recipe import check
 from .base import QueryContext, Selection, register
 from .heuristics import entropy
@@ -280,7 +279,7 @@ def ood_scores(ctx: QueryContext, candidates: np.ndarray, *, noise: float = 0.01
     chunk = max(1, min(ctx.batch_size, 32))
     out = []
     for start in range(0, len(candidates), chunk):
-        check_cancel(ctx.should_stop)
+        ctx.run.check_cancel()
         volumes = torch.from_numpy(np.asarray(ctx.source.read(candidates[start : start + chunk]), np.float32))
         out.append(mahalanobis_confidence(ctx.teacher, volumes.to(ctx.device), gauss, noise, batch_size=chunk).cpu())
     return -torch.cat(out).double().numpy() if out else np.zeros(0)

@@ -14,6 +14,7 @@ from napari_ktal.core.data import pool as pool_mod
 from napari_ktal.core.data.mrc import find_volumes, iter_volumes, normalize, read_volumes
 from napari_ktal.core.data.pool import Pool, _KeyCache, import_pool, normalize_many
 from napari_ktal.core.errors import InputError
+from napari_ktal.core.progress import RunContext
 
 
 def _stack(path, n, box=16, seed=0, offset=0.0):
@@ -44,7 +45,7 @@ def test_chunked_import_equals_per_volume_normalisation(tmp_path, monkeypatch):
         m.set_data(np.random.default_rng(3).normal(size=(16, 16, 16)).astype(np.float32))
     monkeypatch.setattr(pool_mod, "IMPORT_CHUNK", 7)  # chunks that straddle files, and a short last one
     events = []
-    pool = import_pool(tmp_path / "pool", src, on_progress=events.append)
+    pool = import_pool(tmp_path / "pool", src, run=RunContext(events.append))
     assert len(pool) == 30 and events[-1].done == 30 == events[-1].total
     refs = find_volumes(src)
     expected = np.stack([normalize(v, r.path).astype(np.float16) for r, v in iter_volumes(refs)])

@@ -200,6 +200,7 @@ def _rank_main(rank: int, world: int, store: str, out_dir: str) -> None:
     from napari_ktal.core.engine import distributed, inference
     from napari_ktal.core.engine.distributed import GlobalBatchNorm3d
     from napari_ktal.core.models.resnet3d import ResNet3D
+    from napari_ktal.core.progress import QUIET
     assert distributed.init_from_env("cpu") == torch.device("cpu")  # joins the group already there
     assert (distributed.rank(), distributed.world_size(), distributed.is_main()) == (rank, world, rank == 0)
     out = Path(out_dir)
@@ -247,7 +248,7 @@ def _rank_main(rank: int, world: int, store: str, out_dir: str) -> None:
     t_logits = inference.forward_outputs([teacher], pool, np.arange(11), cpu, batch_size=4, shard=True)[0]
     s_emb = inference.forward_outputs([student], pool, np.arange(11), cpu, batch_size=4, output="embedding",
                                       shard=True)[0]
-    alone_t, alone_s = (original([m], pool, np.arange(11), cpu, inference._Pass(name, 4, "score"), None, None)[0]
+    alone_t, alone_s = (original([m], pool, np.arange(11), cpu, inference._Pass(name, 4, "score"), QUIET)[0]
                         for m, name in ((teacher, "logits"), (student, "embedding")))
     torch.testing.assert_close(t_logits, alone_t)
     torch.testing.assert_close(s_emb, alone_s)

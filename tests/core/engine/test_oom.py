@@ -14,7 +14,7 @@ from napari_ktal.core.engine import TrainJob, forward_outputs, train_pair
 from napari_ktal.core.errors import KtalError
 from napari_ktal.core.loop import load_recipe
 from napari_ktal.core.models.resnet3d import build_pair
-from napari_ktal.core.progress import Progress
+from napari_ktal.core.progress import Progress, RunContext
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -48,7 +48,7 @@ def test_training_halves_the_batch_restarts_and_warns():
     calls, events = [], []
     _oom_above(t, 5, calls)
     with pytest.warns(RuntimeWarning, match=r"out of GPU memory at batch size 16.*batch size 8") as rec:
-        res = train_pair(t, s, x, y, TrainJob(TINY.train, TINY.transfer), device=CPU, on_progress=events.append)
+        res = train_pair(t, s, x, y, TrainJob(TINY.train, TINY.transfer), device=CPU, run=RunContext(events.append))
     assert res.batch_size == 4 and math.isfinite(res.teacher_loss)
     assert any("batch size 8; restarting" in str(w.message) for w in rec) and len(rec) == 2
     assert max(calls[-6:]) <= 4  # the run that finished used batches of 4 (24 = 6 x 4)

@@ -7,7 +7,8 @@ import torch
 from napari_ktal.core.data import ArraySource
 from napari_ktal.core.engine.pretrain import augment, nt_xent, pretrain_encoder, student_state_from_teacher
 from napari_ktal.core.models import ResNet3D
-from napari_ktal.core.recipe import PretrainSpec
+from napari_ktal.core.progress import RunContext
+from napari_ktal.core.recipe import PretrainSpec, SpeedSpec
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -45,7 +46,22 @@ def test_a_few_pretraining_epochs_run_and_change_the_encoder():
     vols = np.random.default_rng(0).normal(size=(12, 16, 16, 16)).astype(np.float32)
     events = []
     res = pretrain_encoder(encoder, ArraySource(vols), PretrainSpec(method="simclr", epochs=2, batch_size=6),
-                           torch.device("cpu"), seed=0, on_progress=events.append)
+                           torch.device("cpu"), seed=0, run=RunContext(events.append))
     assert res.epochs == 2 and np.isfinite(res.loss) and res.volumes == 12
     assert not torch.equal(before, encoder.stem[0].weight)
     assert [e.epoch for e in events if e.metrics] == [1, 2]
+
+
+def test_pretraining_compiles_the_encoder_when_the_recipe_asks(monkeypatch):
+    """[speed] compile = true reaches pretraining as it reaches training (torch.compile stubbed:
+    compiling for real takes minutes; the stub runs the module as it is)."""
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda m: compiled.append(m) or m)
+    encoder = ResNet3D(18, 2, width=2, stem="strided")
+    vols = np.random.default_rng(0).normal(size=(8, 16, 16, 16)).astype(np.float32)
+    spec = PretrainSpec(method="simclr", epochs=1, batch_size=4)
+    pretrain_encoder(encoder, ArraySource(vols), spec, torch.device("cpu"), seed=0)
+    assert compiled == []
+    pretrain_encoder(encoder, ArraySource(vols), spec, torch.device("cpu"), seed=0,
+                     speed=SpeedSpec(precision="fp32", compile=True))
+    assert compiled == [encoder]

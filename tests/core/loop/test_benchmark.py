@@ -14,12 +14,14 @@ from napari_ktal.core.errors import Cancelled, KtalError
 from napari_ktal.core.loop import load_recipe
 from napari_ktal.core.loop.benchmark import (
     RESULT_COLUMNS,
+    BenchmarkSpec,
     aubc,
     labels_to_reach,
     parse_strategies,
     run_benchmark,
     summarize,
 )
+from napari_ktal.core.progress import RunContext
 from napari_ktal.core.simulate import SimulationConfig, simulate_dataset
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -112,7 +114,8 @@ def test_tiny_benchmark_outputs_shared_pool_same_start_and_resume(tmp_path, sim)
     data, oracle, test = sim
     out = tmp_path / "bench"
     seen = []
-    result = run_benchmark(data, oracle, test, ["kt", "random"], [0], TINY, out, CPU, on_run=seen.append)
+    result = run_benchmark(BenchmarkSpec(data, oracle, test, ["kt", "random"], [0], TINY, out, CPU),
+                           on_run=seen.append)
     assert [(o.strategy, o.status, len(o.history)) for o in seen] == [("kt", "ran", 3), ("random", "ran", 3)]
     assert result.n_pool == 30 and [c.strategy for c in result.curves] == ["kt", "random"]
 
@@ -146,7 +149,8 @@ def test_tiny_benchmark_outputs_shared_pool_same_start_and_resume(tmp_path, sim)
     before = _mtimes(out)
     assert len(before) > 20 and any(p.name == "teacher.pt" for p in before)
     seen.clear()
-    run_benchmark(data, oracle, test, ["kt", "random", "entropy"], [0], TINY, out, CPU, on_run=seen.append)
+    run_benchmark(BenchmarkSpec(data, oracle, test, ["kt", "random", "entropy"], [0], TINY, out, CPU),
+                  on_run=seen.append)
     assert [(o.strategy, o.status) for o in seen] == [("kt", "done"), ("random", "done"), ("entropy", "ran")]
     after = _mtimes(out)
     assert all(after[p] == t for p, t in before.items())
@@ -155,7 +159,8 @@ def test_tiny_benchmark_outputs_shared_pool_same_start_and_resume(tmp_path, sim)
 
     # a different recipe in the same folder is refused
     with pytest.raises(KtalError, match="different recipe"):
-        run_benchmark(data, oracle, test, ["kt"], [0], TINY.replace(train={"min_steps": 0, "epochs": 3}), out, CPU)
+        changed = TINY.replace(train={"min_steps": 0, "epochs": 3})
+        run_benchmark(BenchmarkSpec(data, oracle, test, ["kt"], [0], changed, out, CPU))
 
 
 def test_interrupted_benchmark_continues_where_it_stopped(tmp_path, sim):
@@ -167,12 +172,12 @@ def test_interrupted_benchmark_continues_where_it_stopped(tmp_path, sim):
         return len(cycles) >= 4
 
     with pytest.raises(Cancelled):
-        run_benchmark(data, oracle, test, ["kt", "margin"], [1], TINY, out, CPU,
-                      on_cycle=cycles.append, should_stop=stop_after_four)
+        run_benchmark(BenchmarkSpec(data, oracle, test, ["kt", "margin"], [1], TINY, out, CPU),
+                      on_cycle=cycles.append, run=RunContext(should_stop=stop_after_four))
     margin = out / "runs" / "margin-seed1" / "history.csv"
     assert len(_read_csv(margin)) == 1  # one cycle of the second run was saved
     seen = []
-    run_benchmark(data, oracle, test, ["kt", "margin"], [1], TINY, out, CPU, on_run=seen.append)
+    run_benchmark(BenchmarkSpec(data, oracle, test, ["kt", "margin"], [1], TINY, out, CPU), on_run=seen.append)
     assert [(o.strategy, o.status, len(o.history)) for o in seen] == [("kt", "done", 3), ("margin", "resumed", 3)]
     assert [int(r["cycle"]) for r in _read_csv(margin)] == [0, 1, 2]
 
@@ -182,14 +187,15 @@ def test_a_benchmark_carried_as_its_small_files_continues_without_redoing_finish
     continue it: finished runs count as done from their rows, and new seeds run beside them."""
     data, oracle, test = sim
     out = tmp_path / "bench"
-    run_benchmark(data, oracle, test, ["kt", "random"], [0], TINY, out, CPU)
+    run_benchmark(BenchmarkSpec(data, oracle, test, ["kt", "random"], [0], TINY, out, CPU))
     first = _read_csv(out / "results.csv")
     carried = tmp_path / "carried"
     carried.mkdir()
     for name in ("benchmark.json", "results.csv"):
         shutil.copy(out / name, carried / name)
     seen = []
-    result = run_benchmark(data, oracle, test, ["kt", "random"], [0, 1], TINY, carried, CPU, on_run=seen.append)
+    result = run_benchmark(BenchmarkSpec(data, oracle, test, ["kt", "random"], [0, 1], TINY, carried, CPU),
+                           on_run=seen.append)
     assert [(o.strategy, o.seed, o.status) for o in seen] == [
         ("kt", 0, "done"), ("kt", 1, "ran"), ("random", 0, "done"), ("random", 1, "ran")]
     assert not (carried / "runs" / "kt-seed0").exists()  # not rerun

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from napari_ktal.core.loop import load_recipe
-from napari_ktal.core.loop.benchmark import run_benchmark, summarize, summary_rows, summary_table
+from napari_ktal.core.loop.benchmark import BenchmarkSpec, run_benchmark, summarize, summary_rows, summary_table
 from napari_ktal.core.loop.stats import ratio_ci
 from napari_ktal.core.project import JUNK_CLASS, Project
 from napari_ktal.core.simulate import SimulationConfig, simulate_dataset
@@ -66,8 +66,8 @@ def test_a_benchmark_on_a_pool_with_junk_records_the_junk_share_of_every_batch(t
         model={"width": 2}, train={"min_steps": 0, "epochs": 1, "lr_milestones": [], "batch_size": 8, "eval_batch_size": 16},
         active={"final_fraction": 0.2})  # 40 volumes: 4, 6, 8 labeled
     out = tmp_path / "b"
-    result = run_benchmark(sim / "train", train, test, ["kt", "random"], [0], recipe, out, torch.device("cpu"),
-                           metric="particle")
+    result = run_benchmark(BenchmarkSpec(sim / "train", train, test, ["kt", "random"], [0], recipe, out,
+                                         torch.device("cpu"), metric="particle"))
     with open(out / "results.csv", newline="") as f:
         results = list(csv.DictReader(f))
     with open(train, newline="") as f:

@@ -7,6 +7,7 @@ import torch
 
 from napari_ktal.core import loop as al
 from napari_ktal.core.errors import Cancelled
+from napari_ktal.core.progress import RunContext
 from napari_ktal.core.project import Project
 from napari_ktal.core.simulate import SimulationConfig, simulate_dataset
 
@@ -31,13 +32,13 @@ def test_progress_reports_epochs_and_losses_and_cancel_stops(new_project, sim_wi
     batch = al.initial_query(p, small_recipe, seed=0)
     p.label_many({q.index: oracle[q.index] for q in batch}, by="oracle")
     events = []
-    al.train_cycle(p, small_recipe, torch.device("cpu"), on_progress=events.append)
+    al.train_cycle(p, small_recipe, torch.device("cpu"), run=RunContext(events.append))
     epochs = [e for e in events if e.phase == "train" and e.metrics]
     assert [e.epoch for e in epochs] == [1, 2] and all(np.isfinite(e.metrics["student_loss"]) for e in epochs)
     assert any(e.phase == "score" for e in events)
     # cancel at the first training step: nothing of the cycle is saved
     with pytest.raises(Cancelled):
-        al.train_cycle(p, small_recipe, torch.device("cpu"), should_stop=lambda: True)
+        al.train_cycle(p, small_recipe, torch.device("cpu"), run=RunContext(should_stop=lambda: True))
     assert p.trained_cycles == 1 and p.checkpoint_cycles() == [0]
 
 

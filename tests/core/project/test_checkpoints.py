@@ -19,6 +19,7 @@ import torch
 from napari_ktal.core import loop as al
 from napari_ktal.core.errors import Cancelled, ProjectError
 from napari_ktal.core.loop import load_recipe
+from napari_ktal.core.progress import RunContext
 from napari_ktal.core.project import Project
 from napari_ktal.core.simulate import SimulationConfig, simulate_dataset
 
@@ -57,7 +58,7 @@ def project(tmp_path, trained, one_torch_thread) -> tuple[Project, dict]:
 
 
 def _cancel_when(predicate):
-    """(on_progress, should_stop, times): the flag goes up at the first event matching ``predicate``."""
+    """(run context, times): its stop flag goes up at the first event matching ``predicate``."""
     flag = threading.Event()
     times = {}
 
@@ -66,7 +67,7 @@ def _cancel_when(predicate):
             times["set"] = time.perf_counter()
             flag.set()
 
-    return on_progress, flag.is_set, times
+    return RunContext(on_progress, flag.is_set), times
 
 
 def _state(p: Project):
@@ -76,9 +77,9 @@ def _state(p: Project):
 def test_cancel_during_training_returns_quickly_and_saves_nothing(project):
     p, _ = project
     before = _state(p)
-    on_progress, stop, times = _cancel_when(lambda e: e.phase == "train")
+    run, times = _cancel_when(lambda e: e.phase == "train")
     with pytest.raises(Cancelled):
-        al.train_cycle(p, TINY, CPU, on_progress=on_progress, should_stop=stop)
+        al.train_cycle(p, TINY, CPU, run=run)
     latency = time.perf_counter() - times["set"]
     assert latency < 5.0, latency
     assert _state(p) == before
@@ -89,9 +90,9 @@ def test_cancel_during_scoring_leaves_an_uncommitted_checkpoint_that_is_never_lo
     p, _ = project
     before = _state(p)
     teacher0 = torch.load(p.root / "checkpoints/cycle_000/teacher.pt", weights_only=True)
-    on_progress, stop, times = _cancel_when(lambda e: e.phase == "score")
+    run, times = _cancel_when(lambda e: e.phase == "score")
     with pytest.raises(Cancelled):
-        al.train_cycle(p, TINY, CPU, on_progress=on_progress, should_stop=stop)
+        al.train_cycle(p, TINY, CPU, run=run)
     assert time.perf_counter() - times["set"] < 5.0
     # the cycle's models were saved before scoring began, but the cycle was not committed
     assert (p.root / "checkpoints/cycle_001/meta.json").exists()
