@@ -112,7 +112,7 @@ def nearest_class_mean(name: str, root: Path, seeds: int) -> dict:
     from napari_ktal.core.data import iter_volumes, normalize
     from napari_ktal.core.data.mrc import read_labels_csv
     from napari_ktal.core.loop import budget_schedule, load_recipe
-    from napari_ktal.core.loop.metrics import score_predictions
+    from napari_ktal.core.evaluation.metrics import score_predictions
 
     data = simulate(name, root)
 

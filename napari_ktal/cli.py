@@ -183,7 +183,7 @@ def cmd_train(args) -> int:
     from it (``project`` is None there)."""
     from .core.engine import describe_speed, resolve_device
     from .core.loop import commands
-    from .core.loop.plots import learning_curve_png
+    from .core.evaluation.plots import learning_curve_png
     from .core.loop.ranks import from_rank0, is_main
 
     main = is_main()

@@ -586,7 +586,7 @@ class Controller:
 
     def labeling_seconds(self, cycle: int) -> float:
         """How long the expert spent labeling the batch of ``cycle`` (NaN if not by hand)."""
-        from ..core.loop.summary import labeling_times
+        from ..core.evaluation.summary import labeling_times
 
         s = self.session
         try:

@@ -28,7 +28,7 @@ from pickfiles import VOXEL, blob_tomogram, write_tomograms, write_tomograms_sta
 from napari_ktal.cli import main
 from napari_ktal.core.data import PickOptions, read_picks
 from napari_ktal.core.data.labels_csv import read_table
-from napari_ktal.core.data.star_io import read_star_blocks
+from napari_ktal.core.data.star_blocks import read_star_blocks
 
 SHAPES = {"TS_01": (40, 64, 72), "TS_02": (40, 56, 64)}  # z, y, x
 BOX = 16

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from napari_ktal.cli import main
-from napari_ktal.core.data.star_io import read_star_blocks
+from napari_ktal.core.data.star_blocks import read_star_blocks
 from napari_ktal.core.project import Project
 
 

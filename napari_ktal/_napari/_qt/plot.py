@@ -1,6 +1,6 @@
 """The plot across cycles in the dock: labeled volumes per class, batch uncertainty, accuracy.
 
-The numbers come from :func:`napari_ktal.core.loop.summary.cycle_summary`; :class:`CyclePlot`
+The numbers come from :func:`napari_ktal.core.evaluation.summary.cycle_summary`; :class:`CyclePlot`
 draws them with QPainter, in napari's theme colours and the classes' colours. (It was a
 matplotlib canvas: a redraw cost 0.3-0.5 s of the GUI thread on a 2-core laptop at every
 cycle's end, so the event loop stalled just when the new batch arrived. QPainter draws it
@@ -15,7 +15,7 @@ from qtpy.QtCore import QPointF, QRectF, Qt
 from qtpy.QtGui import QColor, QFont, QPainter, QPen, QPolygonF
 from qtpy.QtWidgets import QSizePolicy, QWidget
 
-from ...core.loop.summary import CycleRow
+from ...core.evaluation.summary import CycleRow
 from ...core.progress import clock
 from ..palette import class_color
 

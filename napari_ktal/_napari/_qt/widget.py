@@ -165,7 +165,7 @@ class ActiveLearningWidget(QWidget):
         self._bind_keys()
 
     def _on_history_changed(self) -> None:
-        from ...core.loop.summary import cycle_summary
+        from ...core.evaluation.summary import cycle_summary
 
         s = self.session
         if s is not None:

@@ -34,7 +34,7 @@ import numpy as np
 
 from ..errors import InputError, InputWarning
 from .mrc import VOLUME_SUFFIXES, inspect_layout, memory_map
-from .star_io import read_star_blocks
+from .star_blocks import read_star_blocks
 
 __all__ = [
     "Catalogue",

@@ -5,6 +5,7 @@
 - :mod:`.inference`    batched passes over a volume source, outputs asked for by name
 - :mod:`.training`     one cycle's teacher + student (+ a strategy's auxiliary head)
 - :mod:`.heads`        the base class of such heads
+- :mod:`.contrastive`  SimCLR pretraining of an encoder on unlabeled volumes (loop.pretraining decides when)
 - :mod:`.distributed`  torchrun: every rank runs the same program; thin helpers over torch.distributed
 """
 

@@ -1,5 +1,8 @@
 """The active-learning loop: schedule, cycles, oracle runs, the labeling session, the commands.
 
+The numbers that judge a run (metrics, statistics, plots, summaries) live apart, in
+:mod:`napari_ktal.core.evaluation`; this package drives cycles and writes their outputs.
+
 - :mod:`.schedule`   the budget: labeled-set size per cycle
 - :mod:`.cycle`      one cycle: train, save, score, write the next batch, log
 - :mod:`.labels`     labels CSVs on the pool, and test sets
@@ -8,7 +11,10 @@
 - :mod:`.review`     every label with its provenance and the teacher's opinion; per-class examples
 - :mod:`.commands`   what both shells run: open/create (also from picks), extract, prepare and run
                      training, import labels
-- :mod:`.benchmark`, :mod:`.export`, :mod:`.plots`, :mod:`.summary`   outputs
+- :mod:`.pretraining` the project's pretrained encoder (once per project), pool features, TypiClust
+- :mod:`.ranks`      torchrun: rank 0 reads and writes the project, the others receive
+- :mod:`.benchmark`  strategies x seeds of oracle runs, resumable, with their comparison
+- :mod:`.export`     the user's own particle files back, with the classes filled in
 """
 
 from .commands import (

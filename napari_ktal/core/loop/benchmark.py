@@ -48,7 +48,7 @@ from ..strategies import STRATEGIES
 from .labels import load_labeled_set
 from .oracle import oracle_for_pool, run_with_oracle
 from .schedule import budget_schedule
-from .stats import PairedComparison, bootstrap_ci, min_wilcoxon_p, paired_comparison, ratio_ci
+from ..evaluation.stats import PairedComparison, bootstrap_ci, min_wilcoxon_p, paired_comparison, ratio_ci
 
 RESULT_COLUMNS = ["strategy", "seed", "cycle", "n_labeled", "test_accuracy", "test_balanced_accuracy",
                   "query_seconds", "train_seconds", "test_particle_accuracy", "junk_share"]

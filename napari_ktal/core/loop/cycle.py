@@ -34,7 +34,7 @@ from ..seeds import DEFAULT_SEED, derive_seed, seeded_rng
 from ..strategies import QueryContext, Selection, Strategy, check_recipe, get_strategy
 from ..strategies.selection import random_subset
 from .labels import LabeledSet
-from .metrics import score_predictions
+from ..evaluation.metrics import score_predictions
 from .pretraining import initialise_from, pool_features, pretrained_state, typiclust
 from .ranks import check_owner, rank0s
 from .schedule import budget_schedule, next_query_size

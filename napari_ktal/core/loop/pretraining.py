@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..engine import forward_outputs
-from ..engine.pretrain import pretrain_encoder, student_state_from_teacher
+from ..engine.contrastive import pretrain_encoder, student_state_from_teacher
 from ..models import ResNet3D, ResNetConfig
 from ..progress import QUIET, RunContext
 from ..project import Project

@@ -12,7 +12,7 @@ import pytest
 from mrcfiles import noise, write_mrc
 
 from napari_ktal.core.data import read_picks
-from napari_ktal.core.data.star_io import read_star_blocks
+from napari_ktal.core.data.star_blocks import read_star_blocks
 from napari_ktal.core.data.tomograms import catalogue
 from napari_ktal.core.errors import InputError
 

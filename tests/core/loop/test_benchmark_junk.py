@@ -9,7 +9,7 @@ import torch
 
 from napari_ktal.core.loop import load_recipe
 from napari_ktal.core.loop.benchmark import BenchmarkSpec, run_benchmark, summarize, summary_rows, summary_table
-from napari_ktal.core.loop.stats import ratio_ci
+from napari_ktal.core.evaluation.stats import ratio_ci
 from napari_ktal.core.project import JUNK_CLASS, Project
 from napari_ktal.core.simulate import SimulationConfig, simulate_dataset
 

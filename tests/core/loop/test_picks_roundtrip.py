@@ -30,7 +30,7 @@ from pickfiles import (
 from napari_ktal.core.data import PickOptions, read_picks
 from napari_ktal.core.data.particles.star import particle_block
 from napari_ktal.core.data.sites import site_context
-from napari_ktal.core.data.star_io import read_star_blocks
+from napari_ktal.core.data.star_blocks import read_star_blocks
 from napari_ktal.core.errors import InputError
 from napari_ktal.core.loop import PickSource, export_labels, import_labels, train_cycle
 from napari_ktal.core.loop.commands import create_from_picks, prepare_training

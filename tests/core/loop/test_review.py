@@ -19,7 +19,7 @@ from napari_ktal.core.loop.review import (
     teacher_opinion,
 )
 from napari_ktal.core.loop.session import LabelingSession
-from napari_ktal.core.loop.summary import IDLE_CAP, cycle_summary, labeling_times
+from napari_ktal.core.evaluation.summary import IDLE_CAP, cycle_summary, labeling_times
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -35,7 +35,7 @@ import numpy as np
 
 from ...atomic import atomic_write_text
 from ...errors import InputError
-from ..star_io import read_star_blocks
+from ..star_blocks import read_star_blocks
 from .base import (
     CENTRED,
     PIXELS,

@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from napari_ktal.core.loop.metrics import parse_recall, score_predictions
-from napari_ktal.core.loop.stats import bootstrap_ci, min_wilcoxon_p, paired_comparison
+from napari_ktal.core.evaluation.metrics import parse_recall, score_predictions
+from napari_ktal.core.evaluation.stats import bootstrap_ci, min_wilcoxon_p, paired_comparison
 
 
 def test_balanced_accuracy_is_the_mean_recall_over_the_classes_present():

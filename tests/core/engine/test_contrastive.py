@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from napari_ktal.core.data import ArraySource
-from napari_ktal.core.engine.pretrain import augment, nt_xent, pretrain_encoder, student_state_from_teacher
+from napari_ktal.core.engine.contrastive import augment, nt_xent, pretrain_encoder, student_state_from_teacher
 from napari_ktal.core.models import ResNet3D
 from napari_ktal.core.progress import RunContext
 from napari_ktal.core.recipe import PretrainSpec, SpeedSpec
