@@ -1,0 +1,56 @@
+"""Trusting the result without a test set: the expert's mistakes, accuracy, calibration, stopping.
+
+- :mod:`.crossfit`     out-of-sample probabilities of every labeled volume (k-fold teachers)
+- :mod:`.mistakes`     confident learning: suspect labels ranked, with the suggested class
+- :mod:`.calibration`  temperature scaling on the out-of-sample logits; expected calibration error
+- :mod:`.audit`        accuracy from a random audit slice of every batch, with a Wilson interval
+- :mod:`.stopping`     stabilising predictions: kappa of successive teachers on a fixed stop set
+
+Wiring (the layer of core.strategies and core.project; core.loop calls it): after a cycle,
+``crossfit(x, y, recipe, device, n_classes=..., indices=idx, seed=..., initial_state=pretrained)``
+on the project's labeled arrays; ``rank_suspects(cf.probs, cf.labels, cf.indices)`` for the review
+(CSV path,label,suggested,score); ``calibrate(cf.logits, cf.labels)`` for ``T`` and the ECE
+(predict/export use ``apply_temperature``); ``crossfit_accuracy`` on the rows flagged audit,
+or ``prequential_accuracy`` from the queries' predicted classes; ``cohen_kappa`` of successive
+teachers on ``stop_set(len(pool), seed=...)`` and ``should_stop`` over the history.
+"""
+
+from .audit import (
+    AccuracyEstimate,
+    audit_slice,
+    crossfit_accuracy,
+    prequential_accuracy,
+    recency_weights,
+    wilson_interval,
+)
+from .calibration import Calibration, apply_temperature, calibrate, expected_calibration_error, fit_temperature
+from .crossfit import DEFAULT_FOLDS, CrossFit, assign_folds, crossfit, n_folds_for
+from .mistakes import Suspect, class_thresholds, flag_suspects, margin_score, rank_suspects
+from .stopping import cohen_kappa, should_stop, stop_set
+
+__all__ = [
+    "DEFAULT_FOLDS",
+    "AccuracyEstimate",
+    "Calibration",
+    "CrossFit",
+    "Suspect",
+    "apply_temperature",
+    "assign_folds",
+    "audit_slice",
+    "calibrate",
+    "class_thresholds",
+    "cohen_kappa",
+    "crossfit",
+    "crossfit_accuracy",
+    "expected_calibration_error",
+    "fit_temperature",
+    "flag_suspects",
+    "margin_score",
+    "n_folds_for",
+    "prequential_accuracy",
+    "rank_suspects",
+    "recency_weights",
+    "should_stop",
+    "stop_set",
+    "wilson_interval",
+]
