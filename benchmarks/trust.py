@@ -86,7 +86,7 @@ def measure(config: dict, flip: float, seed: int, device: torch.device, work: Pa
     labeled, given, flipped = planted(truth, config["labeled"], flip, sim.classes, np.random.default_rng(seed))
     x = x_all[labeled]
     cf = crossfit(x, given, recipe, device, n_classes=sim.classes, indices=labeled, folds=config["folds"], seed=seed)
-    ranked = rank_suspects(cf.probs, cf.labels, np.arange(len(given)))
+    ranked = rank_suspects(cf.probs, cf.labels, np.arange(len(given)), cf.judged)
     top = [s.index for s in ranked[: 2 * len(flipped)]]
     audit = crossfit_accuracy(cf.predictions, given)
     cal = calibrate(cf.logits, given)

@@ -8,7 +8,7 @@
 
 Wiring (the layer of core.strategies and core.project; core.loop calls it): after a cycle,
 ``crossfit(x, y, recipe, device, n_classes=..., indices=idx, seed=..., initial_state=pretrained)``
-on the project's labeled arrays; ``rank_suspects(cf.probs, cf.labels, cf.indices)`` for the review
+on the project's labeled arrays; ``rank_suspects(cf.probs, cf.labels, cf.indices, cf.judged)`` for the review
 (CSV path,label,suggested,score); ``calibrate(cf.logits, cf.labels)`` for ``T`` and the ECE
 (predict/export use ``apply_temperature``); ``crossfit_accuracy`` on the rows flagged audit,
 or ``prequential_accuracy`` from the queries' predicted classes; ``cohen_kappa`` of successive

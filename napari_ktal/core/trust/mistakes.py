@@ -70,17 +70,22 @@ def margin_score(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return np.clip((1.0 - (p_given - others.max(1))) / 2.0, 0.0, 1.0)
 
 
-def rank_suspects(probs: np.ndarray, labels: np.ndarray, indices: np.ndarray | None = None) -> list[Suspect]:
+def rank_suspects(probs: np.ndarray, labels: np.ndarray, indices: np.ndarray | None = None,
+                  judged: np.ndarray | None = None) -> list[Suspect]:
     """Every labeled volume, most likely mistake first: the flagged ones by score, then the rest by score.
 
     ``probs`` (n, K) must be out-of-sample (:class:`~.crossfit.CrossFit` ``probs``); with a
-    model's in-sample probabilities nothing would ever be flagged. Ties keep the given order.
+    model's in-sample probabilities nothing would ever be flagged. ``judged`` (CrossFit's):
+    volumes whose class no other volume shares could not be judged; they are never flagged and
+    come last (an unseen class has probability ~0 and would otherwise top the list). Ties keep
+    the given order.
     """
     probs, labels = np.asarray(probs, np.float64), np.asarray(labels, np.int64)
     indices = np.arange(len(labels)) if indices is None else np.asarray(indices)
-    flagged = flag_suspects(probs, labels)
+    judged = np.ones(len(labels), bool) if judged is None else np.asarray(judged, bool)
+    flagged = flag_suspects(probs, labels) & judged
     score = margin_score(probs, labels)
-    order = np.lexsort((-score, ~flagged))  # the last key sorts first
+    order = np.lexsort((-score, ~flagged, ~judged))  # the last key sorts first
     suggested = probs.argmax(1)
     p_given = probs[np.arange(len(labels)), labels]
     return [Suspect(int(indices[i]), int(labels[i]), int(suggested[i]), float(score[i]), float(p_given[i]),

@@ -57,6 +57,10 @@ def test_planted_flips_rank_first_and_carry_their_true_class_as_the_suggestion()
     by_index = {s.index - 1000: s for s in ranked}
     assert np.mean([by_index[i].suggested == truth[i] for i in flipped]) >= 0.9
     assert all(0 <= s.score <= 1 and s.p_given == pytest.approx(probs[s.index - 1000, s.given]) for s in ranked)
+    judged = np.ones(n, bool)
+    judged[flipped[0]] = False  # say its class had no other volume: it cannot be judged
+    last = rank_suspects(probs, given, judged=judged)[-1]
+    assert last.index == flipped[0] and not last.suspect
 
 
 # -- calibration -------------------------------------------------------------------------------
