@@ -105,6 +105,8 @@ def recency_weights(cycles: np.ndarray, latest: int | None = None, decay: float 
     if len(cycles) == 0:
         return np.zeros(0)
     latest = int(cycles.max()) if latest is None else latest
+    if cycles.max() > latest:
+        raise ValueError(f"an audit of cycle {int(cycles.max())} cannot count for the earlier cycle {latest}")
     return np.power(float(decay), latest - cycles)
 
 

@@ -114,15 +114,19 @@ def fit_fold(
     initial_state: Mapping[str, torch.Tensor] | None = None,
     run: RunContext = QUIET,
 ) -> np.ndarray:
-    """Train a teacher on the volumes not in ``held_out`` (a boolean mask); its logits on the held-out ones."""
+    """Train a teacher on the volumes not in ``held_out`` (a boolean mask); its logits on the held-out ones.
+
+    The initial weights (and dropout on the CPU) draw from torch's global generator, seeded
+    here inside a fork, so the caller's random state is as it was."""
     train = ~held_out
-    torch.manual_seed(derive_seed(seed, "init"))
-    teacher, student = fold_models(recipe, n_classes)
-    if initial_state is not None:  # the pretrained encoder; the classifier stays as initialised
-        teacher.load_state_dict(dict(initial_state), strict=False)
-    spec = recipe.train.for_labeled(int(train.sum()), n_classes)
-    job = TrainJob(spec, _NO_TRANSFER, derive_seed(seed, "train"), None, recipe.speed)
-    train_pair(teacher, student, x[train], labels[train], job, device=device, should_stop=run.should_stop)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(seed, "init"))
+        teacher, student = fold_models(recipe, n_classes)
+        if initial_state is not None:  # the pretrained encoder; the classifier stays as initialised
+            teacher.load_state_dict(dict(initial_state), strict=False)
+        spec = recipe.train.for_labeled(int(train.sum()), n_classes)
+        job = TrainJob(spec, _NO_TRANSFER, derive_seed(seed, "train"), None, recipe.speed)
+        train_pair(teacher, student, x[train], labels[train], job, device=device, should_stop=run.should_stop)
     (logits,) = forward_outputs([teacher], ArraySource(x), np.flatnonzero(held_out), device,
                                 batch_size=recipe.train.eval_batch_size, speed=recipe.speed,
                                 should_stop=run.should_stop)

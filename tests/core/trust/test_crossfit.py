@@ -45,8 +45,10 @@ def test_flipped_labels_rank_among_the_top_suspects_after_cross_fitting():
     recipe = load_recipe("quick").replace(model={"width": 4}, train={
         "min_steps": 0, "epochs": 8, "lr": 0.1, "lr_milestones": [], "batch_size": 8, "recalibrate_bn": True})
     events = []
+    before = torch.random.get_rng_state()
     cf = crossfit(x, given, recipe, CPU, n_classes=4, indices=np.arange(48) + 100, folds=4, seed=1,
                   run=RunContext(on_progress=events.append))
+    assert torch.equal(torch.random.get_rng_state(), before)  # the caller's random state untouched
     assert cf.n_folds == 4 and cf.probs.shape == (48, 4) and cf.judged.all()
     assert np.allclose(cf.probs.sum(1), 1, atol=1e-5) and set(cf.fold) == {0, 1, 2, 3}
     assert [e.done for e in events if isinstance(e, Progress) and e.phase == "crossfit"] == [0, 1, 2, 3, 4]

@@ -125,6 +125,9 @@ def test_prequential_accuracy_weighs_recent_teachers_more_with_the_effective_siz
     assert est.n == pytest.approx(9 / 2.5)  # (sum w)^2 / sum w^2
     assert (est.low, est.high) == pytest.approx(wilson_interval(2 / 3 * 3.6, 3.6))
     assert np.isnan(prequential_accuracy([], []).accuracy)
+    assert prequential_accuracy([0, 0, 1, 1], [False, False, True, True], latest=2).accuracy == pytest.approx(2 / 3)
+    with pytest.raises(ValueError):
+        prequential_accuracy([0, 3], [True, True], latest=2)
 
 
 # -- stopping ----------------------------------------------------------------------------------
