@@ -75,3 +75,17 @@ def test_extract_scale_tiny_mode_cuts_the_picks_into_a_pool_and_mrc_files(tmp_pa
         assert 0 < result[phase]["peak_VmRSS_MB"] < 100_000 and result[f"{phase}_vs_read"] > 0
     assert not (tmp_path / "tomograms").exists()  # cleaned up without --keep
     assert "x the plain read" in capsys.readouterr().out
+
+
+def test_trust_tiny_mode_measures_suspects_calibration_and_the_audit(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "trust.json"
+    _run("trust.py", "--tiny", "--out", str(out), monkeypatch=monkeypatch)
+    result = json.loads(out.read_text())
+    assert result["pool"] == 32 and result["labeled"] == 16 and result["flipped"] == 1 and result["folds"] == 3
+    assert 0 <= result["flipped_in_top_2k"] <= 1 and result["temperature"] > 0
+    audit = result["audit_estimate"]
+    assert 0 <= audit["low"] <= audit["accuracy"] <= audit["high"] <= 1 and audit["n"] == 16
+    assert 0 <= result["true_accuracy_rest"] <= 1 and result["rest"] == 16
+    assert result["ece_crossfit_after"] <= result["ece_crossfit_before"] + 1e-9
+    assert result["crossfit_seconds"] > 0 and result["cycle_train_seconds"] > 0
+    assert "top 2K suspects" in capsys.readouterr().out

@@ -6,7 +6,7 @@ a layer above and never a sibling in its own layer::
     napari_ktal (public API) | napari_ktal.cli | napari_ktal._napari      the shells
     core.loop                                                              cycles, sessions, commands
     core.evaluation                                                        metrics, statistics, plots
-    core.strategies | core.project
+    core.strategies | core.project | core.trust                            judging labels without a test set
     core.engine | core.simulate
     core.models | core.data
     core.recipe                                                            imports core.errors only
@@ -34,7 +34,7 @@ LAYERS: list[set[str]] = [
     {"napari_ktal", "napari_ktal.cli", "napari_ktal._napari"},
     {"napari_ktal.core.loop"},
     {"napari_ktal.core.evaluation"},
-    {"napari_ktal.core.strategies", "napari_ktal.core.project"},
+    {"napari_ktal.core.strategies", "napari_ktal.core.project", "napari_ktal.core.trust"},
     {"napari_ktal.core.engine", "napari_ktal.core.simulate"},
     {"napari_ktal.core.models", "napari_ktal.core.data"},
     {"napari_ktal.core.recipe"},
@@ -209,7 +209,7 @@ def test_the_cycle_check_finds_a_cycle():
     assert _cycles({"a": {"b"}, "b": set()}) == []
 
 
-@pytest.mark.parametrize("subpackage", ["data", "simulate", "models", "strategies", "engine", "project", "loop"])
+@pytest.mark.parametrize("subpackage", ["data", "simulate", "models", "strategies", "engine", "project", "loop", "trust"])
 def test_each_subpackage_names_its_public_surface(subpackage):
     init = PACKAGE / "core" / subpackage / "__init__.py"
     tree = ast.parse(init.read_text(encoding="utf-8"))

@@ -23,6 +23,7 @@ PHASES = {  # what each phase is called on screen
     "predict": "predicting",
     "simulate": "simulating",
     "pretrain": "pretraining on the pool",
+    "crossfit": "cross-fitting",
 }
 
 

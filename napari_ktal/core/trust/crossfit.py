@@ -1,0 +1,174 @@
+"""Out-of-sample class probabilities for every labeled volume, by k-fold cross-fitting.
+
+A teacher trained on a volume's label cannot judge that label: it memorises it (the review
+tab's old "likely mistakes" showed 99.6% for a label given wrongly on purpose). Here the
+labeled set is cut into ``k`` stratified folds; for each fold a fresh teacher is trained with
+the project's recipe on the other folds and predicts the held-out one, so every volume's
+probabilities come from a model that never saw its label.
+
+Training goes through the engine's own :func:`~napari_ktal.core.engine.train_pair`. It trains
+a teacher and a student together, their graphs disjoint (the transfer loss detaches the
+teacher), so the student cannot change the teacher's gradient. Cross-fitting therefore pairs
+each teacher with the cheapest student that fits: a one-channel ResNet-10 without dropout,
+tied by a zero-weight posterior KL (which needs only matching class counts, not matching
+feature shapes). Its cost is about 1/width^2 of the recipe's student, and since it draws no
+random numbers, the teacher sees the batches, flips and dropout masks that it would see alone.
+A strategy's auxiliary head (learning loss) is not trained: cross-fitting judges the plain
+teacher.
+
+Each fold's teacher starts from a seeded fresh initialisation (or from ``initial_state``, the
+project's pretrained encoder, when its recipe pretrains), never from the last cycle's weights,
+which have seen the held-out labels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+
+from ..data import ArraySource
+from ..engine import TrainJob, forward_outputs, train_pair
+from ..models import ResNet3D, ResNetConfig, pair_configs
+from ..progress import QUIET, Progress, RunContext
+from ..recipe import Recipe, TransferSpec
+from ..seeds import DEFAULT_SEED, derive_seed, seeded_rng
+
+DEFAULT_FOLDS = 5
+
+#: the student paired with each cross-fitted teacher: no transfer, so any shape will do
+_NO_TRANSFER = TransferSpec(loss="kl", weight=0.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class CrossFit:
+    """Out-of-sample predictions of the labeled set, one row per volume, in the order given.
+
+    ``probs`` is ``softmax(logits)``; ``logits`` are kept for temperature scaling
+    (:mod:`.calibration`). ``fold[i]`` is the fold volume ``i`` was held out in; ``judged[i]``
+    is False for a volume whose class has no other labeled volume (no fold could learn it, so
+    its out-of-sample probability says nothing about its label).
+    """
+
+    indices: np.ndarray  # (n,) pool indices
+    labels: np.ndarray  # (n,) the given class ids
+    logits: np.ndarray  # (n, K) float32
+    probs: np.ndarray  # (n, K) float32
+    fold: np.ndarray  # (n,) int
+    n_folds: int
+    judged: np.ndarray  # (n,) bool
+    seconds: float
+
+    @property
+    def predictions(self) -> np.ndarray:
+        """The out-of-sample predicted class of each volume."""
+        return self.probs.argmax(1)
+
+
+def assign_folds(labels: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Stratified fold of each volume: each class shuffled and dealt round-robin over the folds.
+
+    Every class is spread as evenly as it can be (fold counts differ by at most one), and
+    the next class starts dealing where the last stopped, so fold sizes stay within one of
+    each other. A class with fewer volumes than folds lands one volume in each of as many
+    folds: each of its volumes is still judged by a model that trained on all its other
+    ones, which is better than lowering ``k`` for every class (a class of 2 would force
+    2 folds, each model trained on half the labels).
+    """
+    labels = np.asarray(labels)
+    fold = np.empty(len(labels), np.int64)
+    start = 0
+    for c in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == c))
+        fold[members] = (start + np.arange(len(members))) % k
+        start = (start + len(members)) % k
+    return fold
+
+
+def n_folds_for(n_labeled: int, folds: int = DEFAULT_FOLDS) -> int:
+    """Folds actually used: at most one per volume, and at least 2 (a model per half)."""
+    if n_labeled < 4:
+        raise ValueError(f"cross-fitting needs at least 4 labeled volumes, not {n_labeled}")
+    return max(2, min(folds, n_labeled // 2))
+
+
+def fold_models(recipe: Recipe, n_classes: int) -> tuple[ResNet3D, ResNet3D]:
+    """A fresh teacher of the recipe and the one-channel student that costs next to nothing."""
+    teacher_cfg, _ = pair_configs(recipe.model, n_classes)
+    student_cfg = ResNetConfig(10, n_classes, width=1, stem=teacher_cfg.stem, dropout=0.0)
+    return ResNet3D.from_config(teacher_cfg), ResNet3D.from_config(student_cfg)
+
+
+def fit_fold(
+    x: np.ndarray,
+    labels: np.ndarray,
+    held_out: np.ndarray,
+    recipe: Recipe,
+    device: torch.device,
+    *,
+    n_classes: int,
+    seed: int,
+    initial_state: Mapping[str, torch.Tensor] | None = None,
+    run: RunContext = QUIET,
+) -> np.ndarray:
+    """Train a teacher on the volumes not in ``held_out`` (a boolean mask); its logits on the held-out ones.
+
+    The initial weights (and dropout on the CPU) draw from torch's global generator, seeded
+    here inside a fork, so the caller's random state is as it was."""
+    train = ~held_out
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(seed, "init"))
+        teacher, student = fold_models(recipe, n_classes)
+        if initial_state is not None:  # the pretrained encoder; the classifier stays as initialised
+            teacher.load_state_dict(dict(initial_state), strict=False)
+        spec = recipe.train.for_labeled(int(train.sum()), n_classes)
+        job = TrainJob(spec, _NO_TRANSFER, derive_seed(seed, "train"), None, recipe.speed)
+        train_pair(teacher, student, x[train], labels[train], job, device=device, run=run)
+    (logits,) = forward_outputs([teacher], ArraySource(x), np.flatnonzero(held_out), device,
+                                batch_size=recipe.train.eval_batch_size, speed=recipe.speed, run=run)
+    return logits.numpy()
+
+
+def crossfit(
+    x: np.ndarray,
+    labels: np.ndarray,
+    recipe: Recipe,
+    device: torch.device,
+    *,
+    n_classes: int,
+    indices: np.ndarray | None = None,
+    folds: int = DEFAULT_FOLDS,
+    seed: int = DEFAULT_SEED,
+    initial_state: Mapping[str, torch.Tensor] | None = None,
+    run: RunContext = QUIET,
+) -> CrossFit:
+    """Out-of-sample logits and probabilities of every labeled volume ``x`` (n, b, b, b).
+
+    ``labels``: class ids in ``range(n_classes)``; ``indices``: their pool indices (kept
+    for the caller; default ``arange(n)``). Each fold is seeded by ``(seed, fold)``: the
+    same labels give the same result. Costs ``k`` teacher trainings on ``(k-1)/k`` of the set
+    (without ``min_steps``): measured 2.7-2.8x one cycle's training at ``k = 5`` (the package
+    docstring).
+    """
+    labels = np.asarray(labels, np.int64)
+    n = len(labels)
+    k = n_folds_for(n, folds)
+    fold = assign_folds(labels, k, seeded_rng(seed, "crossfit", "folds"))
+    logits = np.zeros((n, n_classes), np.float32)
+    t0 = time.perf_counter()
+    for f in range(k):
+        run.check_cancel()
+        run.emit(Progress("crossfit", f, k, message=f"cross-fitting: fold {f + 1}/{k}",
+                          elapsed=time.perf_counter() - t0))
+        held_out = fold == f
+        logits[held_out] = fit_fold(x, labels, held_out, recipe, device, n_classes=n_classes,
+                                    seed=derive_seed(seed, "crossfit", f), initial_state=initial_state,
+                                    run=run.quiet())
+    run.emit(Progress("crossfit", k, k, elapsed=time.perf_counter() - t0))
+    probs = torch.from_numpy(logits).softmax(1).numpy()
+    counts = np.bincount(labels, minlength=n_classes)
+    return CrossFit(np.arange(n) if indices is None else np.asarray(indices), labels, logits, probs, fold, k,
+                    counts[labels] >= 2, time.perf_counter() - t0)

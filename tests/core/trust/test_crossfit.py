@@ -1,0 +1,62 @@
+"""Cross-fitting: stratified folds, and planted label flips found by out-of-sample teachers."""
+
+import numpy as np
+import pytest
+import torch
+
+from napari_ktal.core.loop import load_recipe
+from napari_ktal.core.progress import Progress, RunContext
+from napari_ktal.core.trust import assign_folds, calibrate, crossfit, n_folds_for, rank_suspects
+
+CPU = torch.device("cpu")
+
+
+def test_folds_are_stratified_and_a_small_class_lands_once_per_fold():
+    labels = np.array([0] * 23 + [1] * 12 + [2] * 3)
+    fold = assign_folds(labels, 5, np.random.default_rng(0))
+    for c, n in ((0, 23), (1, 12)):
+        counts = np.bincount(fold[labels == c], minlength=5)
+        assert counts.max() - counts.min() <= 1 and counts.sum() == n
+    assert len(set(fold[labels == 2])) == 3  # each of its 3 volumes judged by a model that saw the other 2
+    sizes = np.bincount(fold, minlength=5)
+    assert sizes.max() - sizes.min() <= 1
+    assert n_folds_for(100) == 5 and n_folds_for(6) == 3 and n_folds_for(4) == 2
+    with pytest.raises(ValueError):
+        n_folds_for(3)
+
+
+def _easy_set(n: int, box: int = 16, seed: int = 0):
+    """Four classes a tiny network tells apart in a few steps: a central cube of brightness -3, -1, 1
+    or 3 in unit noise (flips, the training's augmentation, leave the class unchanged)."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 4
+    x = rng.standard_normal((n, box, box, box)).astype(np.float32)
+    q = box // 4
+    x[:, q:-q, q:-q, q:-q] += np.array([-3.0, -1.0, 1.0, 3.0], np.float32)[y][:, None, None, None]
+    return x, y
+
+
+def test_flipped_labels_rank_among_the_top_suspects_after_cross_fitting():
+    torch.set_num_threads(1)
+    x, truth = _easy_set(48)
+    given = truth.copy()
+    flipped = np.array([3, 17, 30, 41])
+    given[flipped] = (truth[flipped] + 2) % 4
+    recipe = load_recipe("quick").replace(model={"width": 4}, train={
+        "min_steps": 0, "epochs": 8, "lr": 0.1, "lr_milestones": [], "batch_size": 8, "recalibrate_bn": True})
+    events = []
+    before = torch.random.get_rng_state()
+    cf = crossfit(x, given, recipe, CPU, n_classes=4, indices=np.arange(48) + 100, folds=4, seed=1,
+                  run=RunContext(on_progress=events.append))
+    assert torch.equal(torch.random.get_rng_state(), before)  # the caller's random state untouched
+    assert cf.n_folds == 4 and cf.probs.shape == (48, 4) and cf.judged.all()
+    assert np.allclose(cf.probs.sum(1), 1, atol=1e-5) and set(cf.fold) == {0, 1, 2, 3}
+    assert [e.done for e in events if isinstance(e, Progress) and e.phase == "crossfit"] == [0, 1, 2, 3, 4]
+    ranked = rank_suspects(cf.probs, cf.labels, cf.indices)
+    top = {s.index - 100 for s in ranked[: 2 * len(flipped)]}
+    assert len(top & set(flipped)) >= 3, [(s.index, round(s.score, 2)) for s in ranked[:8]]
+    # out of sample, the model mostly disagrees with the flipped labels: it suggests their true class
+    by_index = {s.index - 100: s for s in ranked}
+    assert np.mean([by_index[i].suggested == truth[i] for i in flipped]) >= 0.75
+    cal = calibrate(cf.logits, cf.labels)
+    assert cal.temperature > 0 and cal.ece_after <= cal.ece_before + 1e-9
