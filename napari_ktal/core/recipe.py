@@ -9,6 +9,8 @@ A recipe is a small TOML file (see ``models/*.toml``) with four tables::
     [active.options.<strategy>]  one table of settings per query strategy ([active.options.bald])
     [pretrain] self-supervised pretraining of the encoder on the pool (optional)
     [speed]    the convolutions' precision and memory format ("auto": the fastest measured)
+    [trust]    judging the labels and the model without a test set: the audit slice of each
+               batch, the folds of cross-fitting, the stop rule
 
 Every key is checked: an unknown key (a typo) or an out-of-range value raises
 :class:`RecipeError` naming the key, so a recipe never silently runs with defaults.
@@ -247,6 +249,36 @@ class SpeedSpec:
 
 
 @dataclass(frozen=True)
+class TrustSpec:
+    """How a project judges itself without a test set (:mod:`napari_ktal.core.trust`).
+
+    A share of every queried batch is an *audit slice*, drawn uniformly from the unlabeled pool
+    instead of by the strategy: the expert's labels on it measure the teacher's accuracy without
+    bias. Cross-fitting (``ktal-cryo review``, the review tab) judges every label by a teacher
+    that did not train on it. The stop rule watches successive teachers agree on a fixed set.
+    """
+
+    #: share of each queried batch drawn at random as the audit slice (rounded up: at least one
+    #: volume while > 0); 0 turns the estimate of accuracy off
+    audit: float = 0.1
+    #: folds of the cross-fitting that judges each label out of sample (at least 2)
+    folds: int = 5
+    #: the stop rule: Cohen's kappa of successive teachers on the stop set at least this ...
+    stop_kappa: float = 0.99
+    #: ... for this many cycles in a row (and the estimate's lower bound no longer rising)
+    stop_window: int = 3
+    #: volumes in the fixed stop set (a seeded random subset of the pool; all if the pool is smaller)
+    stop_set: int = 1000
+
+    def validate(self, section: str = "trust") -> None:
+        check(0 <= self.audit < 1, f"{section}.audit", "must be in [0, 1): the share of each batch drawn at random")
+        check(self.folds >= 2, f"{section}.folds", "must be at least 2")
+        check(0 < self.stop_kappa <= 1, f"{section}.stop_kappa", "must be in (0, 1]")
+        check(self.stop_window >= 1, f"{section}.stop_window", "must be at least 1")
+        check(self.stop_set >= 10, f"{section}.stop_set", "must be at least 10 volumes")
+
+
+@dataclass(frozen=True)
 class Recipe:
     name: str = "custom"
     description: str = ""
@@ -256,6 +288,7 @@ class Recipe:
     active: ActiveSpec = field(default_factory=ActiveSpec)
     pretrain: PretrainSpec = field(default_factory=PretrainSpec)
     speed: SpeedSpec = field(default_factory=SpeedSpec)
+    trust: TrustSpec = field(default_factory=TrustSpec)
 
     def validate(self) -> Recipe:
         self.model.validate()
@@ -264,6 +297,7 @@ class Recipe:
         self.active.validate()
         self.pretrain.validate()
         self.speed.validate()
+        self.trust.validate()
         check(self.active.initial != "typiclust" or self.pretrain.method != "none", "active.initial",
               "'typiclust' needs pretrained features: set [pretrain] method")
         return self
@@ -306,7 +340,7 @@ class Recipe:
 
 
 _SECTIONS = {"model": ModelSpec, "transfer": TransferSpec, "train": TrainSpec, "active": ActiveSpec,
-             "pretrain": PretrainSpec, "speed": SpeedSpec}
+             "pretrain": PretrainSpec, "speed": SpeedSpec, "trust": TrustSpec}
 
 
 def unknown_key(key: str, known: list[str], where: str) -> RecipeError:
