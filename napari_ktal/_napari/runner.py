@@ -136,7 +136,26 @@ class TaskBook:
             task.on_finished()
 
 
-class SerialRunner:
+class BookedRunner:
+    """What every runner answers from its :class:`TaskBook` (``self._book``): which task runs,
+    whether one is busy, and cancelling. The runners differ only in where a job runs."""
+
+    _book: TaskBook
+
+    def running(self, kind: str | None = None) -> Task | None:
+        """The task of ``kind`` (any kind if None) whose result is still to come (not cancelled)."""
+        return self._book.running(kind)
+
+    def busy(self, kind: str | None = None) -> bool:
+        """Whether a job of ``kind`` still runs (or waits to), cancelled ones included."""
+        return self._book.busy(kind)
+
+    def cancel(self, kind: str | None = None) -> bool:
+        """Ask the tasks of ``kind`` (all if None) to stop; their results will be dropped."""
+        return self._book.cancel(kind)
+
+
+class SerialRunner(BookedRunner):
     """The controller's runner in the calling thread, by :class:`TaskBook`'s rules.
 
     ``eager=False`` (the default): a started job waits until :meth:`run` runs it, so a test can
@@ -157,15 +176,6 @@ class SerialRunner:
         if self.eager:
             self._run_one(task)
         return task
-
-    def running(self, kind: str | None = None) -> Task | None:
-        return self._book.running(kind)
-
-    def busy(self, kind: str | None = None) -> bool:
-        return self._book.busy(kind)
-
-    def cancel(self, kind: str | None = None) -> bool:
-        return self._book.cancel(kind)
 
     def shutdown(self, timeout: float = 30.0) -> bool:
         """Stop and forget every task (none is running: they run only inside :meth:`run`)."""

@@ -20,7 +20,7 @@ from typing import Any
 from napari.qt.threading import FunctionWorker, create_worker
 from qtpy.QtCore import QObject, QThread, QThreadPool, Signal
 
-from ..runner import Job, Task, TaskBook
+from ..runner import BookedRunner, Job, Task, TaskBook
 
 
 def _room_in_thread_pool(ours: int) -> None:
@@ -48,7 +48,7 @@ class _StoppableWorker(FunctionWorker):
         super().quit()
 
 
-class TaskRunner(QObject):
+class TaskRunner(BookedRunner, QObject):
     """Starts jobs, relays their progress, cancels them, and waits for them on shutdown."""
 
     _progress = Signal(int, object)  # (task id, Progress), emitted from worker threads
@@ -78,18 +78,6 @@ class TaskRunner(QObject):
         task.worker = worker
         worker.start()
         return task
-
-    def running(self, kind: str | None = None) -> Task | None:
-        """The task of ``kind`` (any kind if None) whose result is still to come (not cancelled)."""
-        return self._book.running(kind)
-
-    def busy(self, kind: str | None = None) -> bool:
-        """Whether a job of ``kind`` still runs in its thread, cancelled ones included."""
-        return self._book.busy(kind)
-
-    def cancel(self, kind: str | None = None) -> bool:
-        """Ask the tasks of ``kind`` (all if None) to stop; their results will be dropped."""
-        return self._book.cancel(kind)
 
     def shutdown(self, timeout: float = 30.0) -> bool:
         """Stop every task and wait (up to ``timeout`` s in all) until their threads are done.
