@@ -4,17 +4,16 @@ labels reader reads, calibrated confidences in predict; and the one-line errors.
 
 import csv
 
-import mrcfile
 import numpy as np
 import pytest
 import torch
+from easy_volumes import CLASSES, write_stack
 
 from napari_ktal.cli import main
 from napari_ktal.core.data.labels_csv import read_label_rows
 from napari_ktal.core.loop.label_review import load_calibration, load_review
 from napari_ktal.core.project import Project
 
-CLASSES = ["dark", "dim", "bright", "brighter"]
 N = 24
 FLIPPED = (5, 14)
 RECIPE = """
@@ -39,15 +38,9 @@ def one_thread():
 
 
 def _stack(folder):
-    """``folder/easy.mrcs``: N volumes of 16^3, a central cube of brightness -3, -1, 1 or 3 in noise,
-    and ``folder/labels.csv`` labeling them, FLIPPED wrongly."""
-    rng = np.random.default_rng(0)
-    y = np.arange(N) % 4
-    x = rng.standard_normal((N, 16, 16, 16)).astype(np.float32)
-    x[:, 4:-4, 4:-4, 4:-4] += np.array([-3.0, -1.0, 1.0, 3.0], np.float32)[y][:, None, None, None]
-    folder.mkdir()
-    with mrcfile.new(folder / "easy.mrcs") as mrc:
-        mrc.set_data(x)
+    """``folder/easy.mrcs``: N easy volumes of 16^3 (tests/easy_volumes.py), and ``folder/labels.csv``
+    labeling them, FLIPPED wrongly."""
+    y = write_stack(folder / "easy.mrcs", N)
     given = y.copy()
     given[list(FLIPPED)] = (y[list(FLIPPED)] + 2) % 4
     with open(folder / "labels.csv", "w", newline="") as f:

@@ -3,48 +3,29 @@ change; export's confidences calibrated with the stored temperature."""
 
 import csv
 
-import mrcfile
 import numpy as np
 import pytest
 import torch
+from easy_volumes import CLASSES, easy_recipe, write_stack
 
 from napari_ktal.core import loop as al
 from napari_ktal.core.errors import KtalError
 from napari_ktal.core.loop.label_review import load_calibration, load_review, review_blocker, review_labels
+from napari_ktal.core.loop.review import filter_rows, review_rows
 from napari_ktal.core.project import Project
 from napari_ktal.core.trust import Calibration
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 CPU = torch.device("cpu")
-CLASSES = ["dark", "dim", "bright", "brighter"]
 FLIPPED = (3, 17, 30, 41)
-
-
-def easy_volumes(n: int, box: int = 16, seed: int = 0):
-    """Four classes a tiny network tells apart in a few steps (tests/core/trust/test_crossfit.py):
-    a central cube of brightness -3, -1, 1 or 3 in unit noise."""
-    rng = np.random.default_rng(seed)
-    y = np.arange(n) % 4
-    x = rng.standard_normal((n, box, box, box)).astype(np.float32)
-    q = box // 4
-    x[:, q:-q, q:-q, q:-q] += np.array([-3.0, -1.0, 1.0, 3.0], np.float32)[y][:, None, None, None]
-    return x, y
-
-
-def easy_recipe():
-    return al.load_recipe("quick").replace(model={"width": 4}, train={
-        "min_steps": 0, "epochs": 8, "lr": 0.1, "lr_milestones": [], "batch_size": 8, "recalibrate_bn": True})
 
 
 def easy_project(root, n: int = 48, flipped=FLIPPED, recipe=None) -> tuple[Project, np.ndarray]:
     """A project of ``n`` easy volumes (an MRC stack in ``root/data``), every one labeled, the ones
     in ``flipped`` wrongly (class + 2), and cycle 0 trained on those labels. Returns it and the truth."""
     recipe = recipe or easy_recipe()
-    x, truth = easy_volumes(n)
-    (root / "data").mkdir(parents=True)
-    with mrcfile.new(root / "data" / "easy.mrcs") as mrc:
-        mrc.set_data(x)
+    truth = write_stack(root / "data" / "easy.mrcs", n)
     project = Project.create(root / "project", root / "data" / "easy.mrcs", recipe, CLASSES)
     given = truth.copy()
     given[list(flipped)] = (truth[list(flipped)] + 2) % 4
@@ -69,6 +50,10 @@ def test_planted_mistakes_come_first_and_the_review_is_stored(tmp_path):
     stored = load_review(project)
     assert stored is not None and stored.rows(project.pool.keys) == rows and stored.classes == CLASSES
     assert stored.is_current(project.labels())
+    table = review_rows(project, judged=stored)  # the review tab's rows: in the out-of-sample order
+    assert [r.index for r in table] == [r.index for r in rows] and all(r.judged for r in table)
+    assert [r.p_out for r in table] == [r.p_given for r in rows]
+    assert {r.index for r in filter_rows(table, disagree_only=True)} == {r.index for r in rows if r.suspect}
     cal = load_calibration(project)
     assert cal == review.calibration and cal.n == 48 and cal.temperature > 0
     # a correction makes the stored review stale
