@@ -7,6 +7,7 @@
     ktal-cryo import-labels LABELS --project P
     ktal-cryo export --project P --out FILE [--format star|dynamo|copick|csv]
     ktal-cryo predict --project P [--out predictions.csv]
+    ktal-cryo review --project P --out suspects.csv [--folds K] [--device D] [--seed X]
     ktal-cryo benchmark DATA --oracle LABELS --test TEST --strategies kt,random,... --seeds 3 --recipe R --out DIR
     ktal-cryo strategies
 
@@ -171,6 +172,9 @@ def cmd_export(args) -> int:
                            copick_user=args.copick_user, copick_session=args.copick_session, run=RunContext(bar))
     bar.close()
     teacher = f", {result.n_predicted} predicted by the cycle {result.cycle} teacher" if result.cycle is not None else ""
+    if result.cycle is not None:
+        teacher += "; raw softmax confidences" if result.temperature is None else \
+            f"; confidences calibrated, T = {result.temperature:.3g}"
     print(f"wrote {result.n_rows} rows ({result.n_labeled} labeled{teacher}) as {result.format} to {result.path}")
     for note in result.notes:
         print(f"  {note}")
@@ -314,7 +318,38 @@ def cmd_predict(args) -> int:
     out = Path(args.out) if args.out else project.paths.predictions
     result = write_predictions(project, out, resolve_device(args.device), run=RunContext(bar))
     bar.close()
-    print(f"wrote predictions for {result.n_volumes} volumes (cycle {result.cycle} teacher) to {result.path}")
+    calibrated = "raw softmax confidences" if result.temperature is None else \
+        f"confidences calibrated, T = {result.temperature:.3g}"
+    print(f"wrote predictions for {result.n_volumes} volumes (cycle {result.cycle} teacher; {calibrated}) "
+          f"to {result.path}")
+    return 0
+
+
+REVIEW_TOP = 5  # suspects the review's summary names
+
+
+def cmd_review(args) -> int:
+    """Judge every label out of sample; write path,label,suggested,score, most likely mistake first."""
+    from .core.engine import resolve_device
+    from .core.loop.label_review import review_labels, write_suspects
+    from .core.project import Project
+
+    bar = ProgressPrinter()
+    with Project(args.project).locked(f"{PROG} review") as project:
+        review = review_labels(project, resolve_device(args.device), folds=args.folds, seed=args.seed,
+                               run=RunContext(bar))
+        bar.close()
+        rows = review.rows(project.pool.keys)
+        write_suspects(Path(args.out), rows)
+    cf, cal = review.crossfit, review.calibration
+    suspects = [r for r in rows if r.suspect]
+    print(f"judged {len(rows)} labels out of sample ({cf.n_folds} folds, {cf.seconds:.0f} s, after cycle "
+          f"{review.cycle}): {len(suspects)} likely mistakes; wrote {args.out}")
+    for r in suspects[:REVIEW_TOP]:
+        print(f"  {r.key}: labeled {r.given}, looks like {r.suggested} (p({r.given}) = {r.p_given:.3g}, "
+              f"score {r.score:.3f})")
+    print(f"calibration: ECE {100 * cal.ece_before:.1f}% -> {100 * cal.ece_after:.1f}% with T = "
+          f"{cal.temperature:.3g}; export and predict now report calibrated confidences")
     return 0
 
 
@@ -407,7 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description="Knowledge-transfer active learning for cryo-ET subtomograms.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_simulate, _add_simulate_scene, _add_extract, _add_train, _add_import_labels, _add_export,
-                _add_predict, _add_benchmark, _add_strategies):
+                _add_predict, _add_review, _add_benchmark, _add_strategies):
         add(sub)
     return p
 
@@ -540,6 +575,25 @@ def _add_predict(sub) -> None:
     r.add_argument("--out", help="CSV to write (default P/predictions.csv)")
     r.add_argument("--device", default="auto")
     r.set_defaults(func=cmd_predict)
+
+
+def _add_review(sub) -> None:
+    """The ``review`` subcommand."""
+    from .core.seeds import DEFAULT_SEED
+
+    r = sub.add_parser("review", help="find likely mistakes among the labels, judged out of sample",
+                       description="Cross-fit the project's teacher: K teachers of its recipe, each trained without "
+                                   "a fold of the labels and judging that fold, so that every label is judged by a "
+                                   "model that never saw it. Writes OUT as path,label,suggested,score (a labels "
+                                   "CSV: path is the volume as the project names it; score in [0, 1], most likely "
+                                   "mistake first) and stores the temperature that calibrates the teacher's "
+                                   "confidence in export and predict. Costs about K trainings of the teacher.")
+    r.add_argument("--project", required=True)
+    r.add_argument("--out", required=True, help="CSV to write (path,label,suggested,score)")
+    r.add_argument("--folds", type=int, help="cross-fitting folds (default: the recipe's [trust] folds, 5)")
+    r.add_argument("--device", default="auto", help="auto, cpu or cuda:N (default auto)")
+    r.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    r.set_defaults(func=cmd_review)
 
 
 def _add_benchmark(sub) -> None:

@@ -16,6 +16,11 @@ from typing import Any
 TRAIN_NICE = 10  # how much lower the training thread's OS priority is than the GUI's
 
 
+def worker_threads() -> int:
+    """Torch threads for a job started from the GUI: all cores but one, which the GUI keeps."""
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
 def lower_thread_priority(nice: int | None = None) -> bool:
     """Lower the OS priority of the calling thread only (Linux, where nice values are per thread) by
     ``nice`` (default :data:`TRAIN_NICE`).

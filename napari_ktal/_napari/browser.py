@@ -10,12 +10,17 @@ by the runner):
   waits for it and follows it;
 - ``teacher``: the latest teacher's softmax over the labeled volumes and the batch
   (:func:`~napari_ktal.core.loop.review.teacher_opinion`), after a project opens and after
-  each cycle: the review table's "teacher says" and the examples' ranking.
+  each cycle: the review table's "teacher says" and the examples' ranking;
+- ``review``: the labels judged out of sample
+  (:func:`~napari_ktal.core.loop.label_review.review_labels`, k cross-fitted teachers: a few
+  trainings long), once the teacher's opinion is in and the stored judgement is not of the
+  current labels; in a thread of lowered priority, never while a cycle trains (the controller
+  stops it when training starts). The review table orders the labels by it once it is current.
 
 Views read what to show from here (``review_rows``, ``examples``, ``thumbnail``) and learn
-of news through the controller's signals (``events.thumbnails_ready``, ``events.teacher_changed``),
-which the browser emits; it knows the controller only through two callables (the session, the
-device), not the controller itself.
+of news through the controller's signals (``events.thumbnails_ready``, ``events.teacher_changed``,
+``events.review_changed``), which the browser emits; it knows the controller only through
+callables (the session, the device, whether a cycle trains), not the controller itself.
 """
 
 from __future__ import annotations
@@ -24,7 +29,9 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
+from ..core.errors import KtalError
 from ..core.loop import LabelingSession
+from ..core.loop.label_review import LabelReview, load_review, review_blocker, review_labels
 from ..core.loop.review import (
     ReviewRow,
     TeacherView,
@@ -35,10 +42,13 @@ from ..core.loop.review import (
     teacher_opinion,
 )
 from ..core.progress import QUIET, RunContext
+from ..core.seeds import DEFAULT_SEED
+from .background import run_in_background_thread, worker_threads
 from .thumbnails import ThumbnailCache, ThumbnailChunk, ThumbSettings, thumbnail_job
 
-THUMBNAILS, TEACHER = "thumbnails", "teacher"
+THUMBNAILS, TEACHER, REVIEW = "thumbnails", "teacher", "review"
 EXAMPLES_PER_CLASS = 6
+JUDGING = "judging labels out of sample…"
 
 
 def teacher_job(root: Path, indices: list[int], device_name: str, run: RunContext = QUIET):
@@ -48,17 +58,36 @@ def teacher_job(root: Path, indices: list[int], device_name: str, run: RunContex
     return teacher_opinion(Project(root), indices, resolve_device(device_name), run=run.quiet())
 
 
+def review_job(root: Path, device_name: str, seed: int, threads: int | None, run: RunContext = QUIET) -> LabelReview:
+    """Judge the project's labels out of sample (stored in the project), as ``ktal-cryo review`` does,
+    with ``threads`` torch threads in a thread of lowered priority (the GUI goes first)."""
+    import torch
+
+    from ..core.engine import resolve_device
+    from ..core.project import Project
+
+    if threads:
+        torch.set_num_threads(threads)
+    return run_in_background_thread(review_labels, Project(root), resolve_device(device_name), seed=seed,
+                                    run=run.quiet())
+
+
 class Browser:
     """Thumbnails, the teacher's opinion of the labels, review rows and examples of one session."""
 
-    def __init__(self, runner, events, session: Callable[[], LabelingSession | None], device: Callable[[], str]):
+    def __init__(self, runner, events, session: Callable[[], LabelingSession | None], device: Callable[[], str],
+                 seed: int = DEFAULT_SEED, training: Callable[[], bool] = lambda: False):
         """``runner``: the controller's :class:`~.controller.Runner`; ``events``: its
         :class:`~.controller.ControllerEvents`; ``session()`` and ``device()``: the open session
-        (None if none) and where to run the teacher, now."""
+        (None if none) and where to run the teacher, now; ``seed``: the cross-fitting's;
+        ``training()``: whether a cycle trains now (the labels are not judged meanwhile)."""
         self.runner = runner
         self.events = events
         self._session = session
         self._device = device
+        self._seed = seed
+        self._training = training
+        self.judged: LabelReview | None = None  # the labels judged out of sample last (maybe other labels)
         self.settings = ThumbSettings()
         self.cache = ThumbnailCache()
         self.teacher: TeacherView | None = None
@@ -75,6 +104,7 @@ class Browser:
     def opened(self) -> None:
         self.cache.clear()
         self.teacher = None
+        self.judged = self._reporting(load_review, self.session.project) if self.session is not None else None
         self._job += 1
         self._pending, self._running = [], set()
         self.batch_changed()
@@ -82,6 +112,7 @@ class Browser:
     def closed(self) -> None:
         self.cache.clear()
         self.teacher = None
+        self.judged = None
         self._job += 1
         self._pending, self._running = [], set()
 
@@ -177,13 +208,74 @@ class Browser:
         self.events.teacher_changed.emit()
         if self.session is not None:
             self.request([i for idx in self.examples().values() for i in idx])
+            self.update_review()
+
+    # -- the labels judged out of sample ---------------------------------------------------------
+    @property
+    def judged_now(self) -> LabelReview | None:
+        """The out-of-sample judgement if it is of the current labels, else None."""
+        s = self.session
+        if s is None or self.judged is None or not self.judged.is_current(s.labels):
+            return None
+        return self.judged
+
+    def update_review(self) -> None:
+        """Judge the labels out of sample in the background, unless they are judged already, cannot be
+        judged yet, or a cycle trains."""
+        s = self.session
+        if s is None or self.judged_now is not None or self._training() or self.runner.running(REVIEW):
+            return
+        if review_blocker(s.project, s.labels):
+            return
+        job = partial(review_job, s.project.root, self._device(), self._seed, worker_threads())
+        self.runner.start(REVIEW, job, on_result=self._on_review, on_error=self._on_review_error,
+                          on_cancelled=self.events.review_changed.emit)
+        self.events.review_changed.emit()
+
+    def stop_review(self) -> None:
+        """Stop judging the labels (a cycle starts: it goes first); judged again after it."""
+        if self.runner.cancel(REVIEW):
+            self.events.review_changed.emit()
+
+    def _on_review(self, review: LabelReview) -> None:
+        self.judged = review
+        self.events.review_changed.emit()
+
+    def _on_review_error(self, exc: BaseException) -> None:
+        self.events.review_changed.emit()
+        self.events.error.emit(exc)
+
+    def review_state(self) -> str:
+        """What the review table says of its order: judged out of sample, being judged, or why not."""
+        s = self.session
+        if s is None:
+            return ""
+        judged = self.judged_now
+        if judged is not None:
+            cf = judged.crossfit
+            return f"judged out of sample ({cf.n_folds} folds, after cycle {judged.cycle})"
+        if self.runner.running(REVIEW) is not None:
+            return JUDGING
+        blocker = review_blocker(s.project, s.labels)
+        if blocker:
+            return f"not judged out of sample yet: {blocker}"
+        if self.judged is not None:
+            return "labels changed since they were judged out of sample: judged again after the next cycle"
+        return "judged out of sample after the next cycle"
+
+    def _reporting(self, fn, *args):
+        try:
+            return fn(*args)
+        except KtalError as exc:
+            self.events.error.emit(exc)
+            return None
 
     # -- what the views show -----------------------------------------------------------------------
     def review_rows(self, label: str | None = None, disagree_only: bool = False) -> list[ReviewRow]:
         s = self.session
         if s is None:
             return []
-        rows = review_rows(s.project, s.labels, self.teacher, provenance(s.project))
+        rows = review_rows(s.project, s.labels, self.teacher, provenance(s.project), self.judged_now)
         return filter_rows(rows, label, disagree_only)
 
     def examples(self, per_class: int = EXAMPLES_PER_CLASS) -> dict[str, list[int]]:

@@ -23,7 +23,6 @@ corrected (``relabel``, ``unlabel``) and any volume visited; undo reaches across
 from __future__ import annotations
 
 import math
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -37,7 +36,7 @@ from ..core.errors import KtalError
 from ..core.loop import LabelingSession, Phase, commands
 from ..core.progress import QUIET, Progress, RunContext, clock, describe
 from ..core.seeds import DEFAULT_SEED
-from .background import run_in_background_thread
+from .background import run_in_background_thread, worker_threads
 from .browser import Browser
 
 LOCK_PURPOSE = "napari (napari-ktal widget)"  # what a refused `ktal-cryo train` is told holds the project
@@ -95,6 +94,9 @@ class ControllerEvents(SignalGroup):
     """Thumbnails of these pool volumes are made (an empty list: the thumbnail kind changed)."""
     teacher_changed = Signal()
     """The teacher's opinion of the labels is new (review table, examples)."""
+    review_changed = Signal()
+    """Judging the labels out of sample started, ended or was stopped (the review table: its order and
+    what it says of it; ``controller.browser.judged`` and ``review_state()``)."""
 
 
 def call_now(fn: Callable[[], None]) -> None:
@@ -124,11 +126,6 @@ class ProgressThrottle:
             return False
         self._last = (now, event.epoch)
         return True
-
-
-def worker_threads() -> int:
-    """Torch threads for a job started from the GUI: all cores but one, which the GUI keeps."""
-    return max(1, (os.cpu_count() or 2) - 1)
 
 
 def warm_up(run: RunContext = QUIET) -> None:
@@ -238,7 +235,8 @@ class Controller:
         self._train_cycle: int | None = None  # the batch's cycle the running training was started for
         self._start_when_free = False  # the batch got done while a cancelled cycle was stopping
         self._throttle = ProgressThrottle(PROGRESS_INTERVAL, clock)
-        self.browser = Browser(runner, self.events, session=lambda: self.session, device=lambda: self.device)
+        self.browser = Browser(runner, self.events, session=lambda: self.session, device=lambda: self.device,
+                               seed=seed, training=lambda: self.training)
 
     # -- device --------------------------------------------------------------------------------
     @property
@@ -552,6 +550,7 @@ class Controller:
         if self.runner.busy(TRAIN):
             raise KtalError("the cancelled cycle is still stopping; try again in a moment")
         self._train_cycle = s.cycle
+        self.browser.stop_review()  # training has the CPU first; the labels are judged again after it
         cycle = s.project.trained_cycles
         self.events.progress.emit(f"cycle {cycle}: starting", 0, 0)
         self.events.status.emit(f"Training cycle {cycle} with {len(s.labels)} labeled volumes on {self.device_text()}. "

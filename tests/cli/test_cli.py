@@ -130,7 +130,7 @@ def test_unknown_test_label_and_bad_recipe(data, tmp_path, capsys):
     assert "did you mean 'epochs'" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("cmd", ["simulate", "train", "import-labels", "predict"])
+@pytest.mark.parametrize("cmd", ["simulate", "train", "import-labels", "predict", "review"])
 def test_help_for_each_command(cmd):
     res = subprocess.run([sys.executable, "-m", "napari_ktal.cli", cmd, "--help"], capture_output=True, text=True)
     assert res.returncode == 0 and "usage: ktal-cryo" in res.stdout

@@ -60,6 +60,7 @@ class BrowserPanel(QTabWidget):
         events.classes_changed.connect(self.classes_changed)
         events.thumbnails_ready.connect(self.thumbnails_ready)
         events.teacher_changed.connect(self.teacher_changed)
+        events.review_changed.connect(self.review_changed)
 
     # -- docking --------------------------------------------------------------------------------------
     def dock(self) -> None:
@@ -112,3 +113,7 @@ class BrowserPanel(QTabWidget):
     def teacher_changed(self) -> None:
         self.review.changed()
         self.examples.changed()
+
+    def review_changed(self) -> None:
+        """The labels' out-of-sample judgement started, ended or stopped: the review's order and its line."""
+        self.review.changed()

@@ -1,9 +1,13 @@
 """The review table: every label of the project, likely mistakes first; relabel or unlabel any.
 
-Rows come from :meth:`~napari_ktal._napari.browser.Browser.review_rows` (volume, class, cycle,
-who and when, the latest teacher's guess and confidence, and its probability of the given
-label). Filters: one class, and only the labels the teacher disagrees with. Click a column
-header to sort by it. With the table focused, a class key relabels the selected rows,
+Rows come from :meth:`~napari_ktal._napari.browser.Browser.review_rows` (volume, class, what
+the labels judged out of sample suggest and their probability of the given label, cycle, who
+and when, the latest teacher's guess and confidence, and its probability of the given label).
+Once the current labels are judged out of sample (cross-fitted teachers that never saw the
+label they judge, in the background after each cycle), likely mistakes come first by that
+verdict; until then the line above the table says so and the rows are ordered by the latest
+teacher, which trained on the labels. Filters: one class, and only the likely mistakes.
+Click a column header to sort by it. With the table focused, a class key relabels the selected rows,
 Delete takes their labels back, U undoes; a double click shows the volume in the viewer
 (a class key there relabels it too). Every correction is a new journal record.
 
@@ -36,13 +40,22 @@ from ..palette import UNLABELED, class_colors
 from .common import ACTION_KEYS, REFRESH_MS, RefreshWhenShown, event_key, swatch
 from .fields import shrinkable
 
-COLUMNS = ["volume", "label", "cycle", "by", "when", "teacher says", "confidence", "p(label)"]
+COLUMNS = ["volume", "label", "suggested", "p(label) out of sample", "cycle", "by", "when", "teacher says",
+           "confidence", "p(label)"]
+OUT_OF_SAMPLE_TIP = ("Judged out of sample: by teachers trained without this label (cross-fitting), so a wrong "
+                     "label is not simply memorised. 'suggested': their class; 'p(label) out of sample': their "
+                     "probability of the label given.")
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
 ALL = "all classes"
 
 
 def _pct(v: float) -> str:
     return "—" if math.isnan(v) else f"{100 * v:.0f}%"
+
+
+def _prob(v: float) -> str:
+    """A probability to 3 significant digits (0.00412, 0.5, 0.997); a dash when unknown."""
+    return "—" if math.isnan(v) else f"{v:.3g}"
 
 
 class ReviewModel(QAbstractTableModel):
@@ -77,22 +90,38 @@ class ReviewModel(QAbstractTableModel):
                 "by": r.by + (f" (was {r.was})" if r.was else ""),
                 "when": time.strftime("%Y-%m-%d %H:%M", time.localtime(r.t)) if r.t else "—",
                 "teacher says": r.predicted or "—", "confidence": _pct(r.confidence), "p(label)": _pct(r.p_label),
+                "suggested": r.suggested or "—", "p(label) out of sample": _prob(r.p_out),
             }[col]
         if role == SORT_ROLE:  # what a click on the header sorts by
-            return {"volume": r.key, "label": r.label, "cycle": -1 if r.cycle is None else r.cycle, "by": r.by,
-                    "when": r.t or 0.0, "teacher says": r.predicted,
-                    "confidence": -1.0 if math.isnan(r.confidence) else r.confidence,
-                    "p(label)": -1.0 if math.isnan(r.p_label) else r.p_label}[col]
-        if role == Qt.ItemDataRole.DecorationRole and col in ("label", "teacher says"):
-            name = r.label if col == "label" else r.predicted
+            return _sort_key(r, col)
+        if role == Qt.ItemDataRole.DecorationRole and col in ("label", "teacher says", "suggested"):
+            name = {"label": r.label, "teacher says": r.predicted, "suggested": r.suggested}[col]
             return swatch(self.colors.get(name, UNLABELED)) if name else None
-        if role == Qt.ItemDataRole.ForegroundRole and col == "teacher says" and r.disagrees:
+        if role == Qt.ItemDataRole.ForegroundRole and (col == "teacher says" and r.disagrees
+                                                       or col in ("suggested", "p(label) out of sample") and r.suspect):
             return QColor("#ff9f43")
         if role == Qt.ItemDataRole.ToolTipRole:
-            return f"pool index {r.index}" + (" · the teacher disagrees with this label" if r.disagrees else "")
+            return _tip(r, col)
         if role == Qt.ItemDataRole.UserRole:
             return r
         return None
+
+
+def _sort_key(r, col: str):
+    """What a click on ``col``'s header sorts ``r`` by (unknown numbers first)."""
+    def number(v: float) -> float:
+        return -1.0 if math.isnan(v) else v
+
+    return {"volume": r.key, "label": r.label, "cycle": -1 if r.cycle is None else r.cycle, "by": r.by,
+            "when": r.t or 0.0, "teacher says": r.predicted, "confidence": number(r.confidence),
+            "p(label)": number(r.p_label), "suggested": r.suggested, "p(label) out of sample": number(r.p_out)}[col]
+
+
+def _tip(r, col: str) -> str:
+    if col in ("suggested", "p(label) out of sample"):
+        verdict = f" · likely a mistake (score {r.score:.3g})" if r.suspect else ""
+        return OUT_OF_SAMPLE_TIP + verdict if r.judged else "Not judged out of sample yet"
+    return f"pool index {r.index}" + (" · the teacher disagrees with this label" if r.disagrees else "")
 
 
 class _Table(QTableView):
@@ -128,8 +157,12 @@ class ReviewView(RefreshWhenShown, QWidget):
         self.class_filter.setToolTip("Show the labels of this class")
         shrinkable(self.class_filter, tip_shows_text=True)
         self.class_filter.addItem(ALL)
-        self.disagree = QCheckBox("only where the teacher disagrees", self)
+        self.disagree = QCheckBox("only likely mistakes", self)
+        self.disagree.setToolTip("Labels flagged out of sample (once judged), else those the teacher disagrees with")
         self.count = QLabel(self)
+        self.judging = QLabel(self)  # whether the order is the out-of-sample verdict, and if not why
+        self.judging.setToolTip(OUT_OF_SAMPLE_TIP)
+        self.judging.setWordWrap(True)
         self.target = QComboBox(self)
         self.target.setToolTip("The class the selected labels become")
         shrinkable(self.target, tip_shows_text=True)
@@ -158,7 +191,8 @@ class ReviewView(RefreshWhenShown, QWidget):
         self.table.verticalHeader().setVisible(False)
         self.table.verticalHeader().setDefaultSectionSize(self.fontMetrics().lineSpacing() + 6)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.setToolTip("Likely mistakes first: labels the teacher disagrees with, least probable first.\n"
+        self.table.setToolTip("Likely mistakes first: flagged out of sample, most suspect first (before that: the "
+                              "labels the teacher disagrees with, least probable first).\n"
                               "Double-click: show it · class key: relabel the selection · Delete: unlabel · U: undo")
         self.table.doubleClicked.connect(lambda i: self.visitRequested.emit(i.data(Qt.ItemDataRole.UserRole).index))
         self.table.keyAction.connect(self._key)
@@ -172,6 +206,7 @@ class ReviewView(RefreshWhenShown, QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
         layout.addLayout(tools)
+        layout.addWidget(self.judging)
         layout.addWidget(self.table, 1)
 
     # -- filling -------------------------------------------------------------------------------------
@@ -203,8 +238,11 @@ class ReviewView(RefreshWhenShown, QWidget):
         label = None if self.class_filter.currentText() in ("", ALL) else self.class_filter.currentText()
         rows = self.source.review_rows(label, self.disagree.isChecked())
         self.model.set_rows(rows, class_colors(self.session.classes))
-        n_dis = sum(r.disagrees for r in rows)
-        self.count.setText(f"{len(rows)} labels" + (f", teacher disagrees on {n_dis}" if n_dis else ""))
+        n_likely = sum(r.likely_mistake for r in rows)
+        judged = any(r.judged for r in rows)
+        what = "likely mistakes" if judged else "teacher disagrees on"
+        self.count.setText(f"{len(rows)} labels" + (f", {what} {n_likely}" if n_likely else ""))
+        self.judging.setText(self.source.review_state())
         self._dirty = False
         if keep:
             selection = self.table.selectionModel()

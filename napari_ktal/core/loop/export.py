@@ -1,5 +1,12 @@
 """Labels and predictions for the whole pool, as one CSV (``ktal-cryo predict`` and the widget), and
-labels written back into the user's own particle list (``ktal-cryo export``)."""
+labels written back into the user's own particle list (``ktal-cryo export``).
+
+Confidences are calibrated where the project has a review (``ktal-cryo review``, the review tab):
+the teacher's logits are divided by the temperature fitted on the labels' out-of-sample logits
+(:mod:`.label_review`), so that of the volumes called 90% sure about 90% are right; without a
+review they are the raw softmax. ``ExportResult.temperature`` / ``LabelExport.temperature`` say
+which (None: raw).
+"""
 
 from __future__ import annotations
 
@@ -12,9 +19,10 @@ import numpy as np
 import torch
 
 from ..atomic import atomic_open, atomic_write_text
-from ..engine import predict
+from ..engine import forward_outputs
 from ..progress import QUIET, RunContext
 from ..project import Project
+from .label_review import calibrated_probs, load_calibration
 
 PREDICTION_COLUMNS = ["index", "key", "label", "predicted", "confidence"]
 
@@ -25,6 +33,21 @@ class ExportResult:
     n_volumes: int
     n_labeled: int
     cycle: int  # the cycle whose teacher predicted
+    temperature: float | None = None  # the temperature the confidences are calibrated with; None: raw softmax
+
+
+def teacher_probabilities(project: Project, device: torch.device, *, run: RunContext = QUIET
+                          ) -> tuple[np.ndarray, dict, float | None]:
+    """The latest teacher's probabilities over the whole pool, calibrated with the project's stored
+    temperature when it has one: (probs (N, K), the checkpoint's meta, the temperature or None)."""
+    teacher, _, meta = project.load_models(device=device)
+    recipe = project.recipe()
+    calibration = load_calibration(project)
+    (logits,) = forward_outputs([teacher], project.pool, np.arange(len(project.pool)), device,
+                                batch_size=recipe.train.eval_batch_size, phase="predict", speed=recipe.speed,
+                                run=run)
+    probs = calibrated_probs(logits.float().numpy(), calibration)
+    return probs, meta, None if calibration is None else calibration.temperature
 
 
 def write_predictions(
@@ -34,19 +57,18 @@ def write_predictions(
     *,
     run: RunContext = QUIET,
 ) -> ExportResult:
-    """Every pool volume: its label (if any), the latest teacher's class and confidence."""
-    teacher, _, meta = project.load_models(device=device)
+    """Every pool volume: its label (if any), the latest teacher's class and confidence (calibrated
+    where the project has a review: the module's docstring)."""
+    probs, meta, temperature = teacher_probabilities(project, device, run=run)
     classes, pool = meta["classes"], project.pool
-    recipe = project.recipe()
-    pred, conf = predict(teacher, pool, np.arange(len(pool)), device, batch_size=recipe.train.eval_batch_size,
-                         speed=recipe.speed, run=run)
+    pred, conf = probs.argmax(1), probs.max(1)
     labels = project.labels()
     with atomic_open(out, "w") as f:
         w = csv.writer(f)
         w.writerow(PREDICTION_COLUMNS)
         for i in range(len(pool)):
             w.writerow([i, pool.keys[i], labels.get(i, ""), classes[pred[i]], f"{conf[i]:.4f}"])
-    return ExportResult(Path(out), len(pool), len(labels), int(meta["cycle"]))
+    return ExportResult(Path(out), len(pool), len(labels), int(meta["cycle"]), temperature)
 
 
 # -- labels back in the particle list's own format ---------------------------------------------------
@@ -63,6 +85,7 @@ class LabelExport:
     cycle: int | None  # the cycle whose teacher predicted; None: no predictions
     numbers: dict[str, int]  # class -> number written (STAR, Dynamo)
     notes: list[str]
+    temperature: float | None = None  # the temperature the confidences are calibrated with; None: raw softmax
 
 
 @dataclass(frozen=True)
@@ -82,20 +105,14 @@ NONE = VolumeClass(None, "", None)
 
 
 def _classes_per_volume(project: Project, device: torch.device | None, predictions: bool,
-                        run: RunContext) -> tuple[list[VolumeClass], int | None]:
-    """Each pool volume's class, and the cycle whose teacher predicted (None: no predictions)."""
-    from ..engine import forward_outputs
-
+                        run: RunContext) -> tuple[list[VolumeClass], int | None, float | None]:
+    """Each pool volume's class, the cycle whose teacher predicted (None: no predictions) and the
+    temperature its confidences are calibrated with (None: raw softmax, or no predictions)."""
     state = project.journal.state()
     n = len(project.pool)
-    probs, model_classes, cycle = None, [], None
+    probs, model_classes, cycle, temperature = None, [], None, None
     if predictions and project.checkpoint_cycles():
-        teacher, _, meta = project.load_models(device=device or torch.device("cpu"))
-        recipe = project.recipe()
-        (logits,) = forward_outputs([teacher], project.pool, np.arange(n), device or torch.device("cpu"),
-                                    batch_size=recipe.train.eval_batch_size, phase="predict", speed=recipe.speed,
-                                    run=run)
-        probs = logits.softmax(1).numpy()
+        probs, meta, temperature = teacher_probabilities(project, device or torch.device("cpu"), run=run)
         model_classes, cycle = list(meta["classes"]), int(meta["cycle"])
     out = []
     for i in range(n):
@@ -108,7 +125,7 @@ def _classes_per_volume(project: Project, device: torch.device | None, predictio
             out.append(VolumeClass(model_classes[k], "teacher", probs[i, k]))
         else:
             out.append(NONE)
-    return out, cycle
+    return out, cycle, temperature
 
 
 def export_labels(project: Project, out: str | Path, *, fmt: str | None = None, device: torch.device | None = None,
@@ -129,7 +146,7 @@ def export_labels(project: Project, out: str | Path, *, fmt: str | None = None, 
     out = Path(out).expanduser()
     record = project.source_record()
     fmt = _export_format(project, record, out, fmt)
-    volumes, cycle = _classes_per_volume(project, device, predictions, run)
+    volumes, cycle, temperature = _classes_per_volume(project, device, predictions, run)
     n = len(volumes)
     numbers = class_numbers(project.classes + sorted({v.label for v in volumes if v.label} - set(project.classes)))
     # the list's row of each pool volume (the pool is cut tomogram by tomogram)
@@ -144,7 +161,7 @@ def export_labels(project: Project, out: str | Path, *, fmt: str | None = None, 
     else:
         notes = _write_csv(project, record, out, volumes, order)
     return LabelExport(out, fmt, n, sum(v.given for v in volumes), sum(v.by == "teacher" for v in volumes), cycle,
-                       numbers if fmt in ("star", "dynamo") else {}, notes)
+                       numbers if fmt in ("star", "dynamo") else {}, notes, temperature)
 
 
 def _export_format(project: Project, record: dict | None, out: Path, fmt: str | None) -> str:

@@ -54,6 +54,18 @@ def pretrained_state(project: Project, recipe: Recipe, device: torch.device, *, 
     return state
 
 
+def stored_pretrained(project: Project, recipe: Recipe) -> dict[str, torch.Tensor] | None:
+    """The project's pretrained encoder if it was made for ``recipe``, whatever seed made it; else None.
+
+    For work that judges the cycles trained so far (cross-fitting the labels) and must start from
+    the encoder they started from, without pretraining again under another seed."""
+    found = load_state(project.paths.pretrained, ENCODER)
+    if recipe.pretrain.method == "none" or found is None:
+        return None
+    made = found[1].get("recipe")
+    return found[0] if isinstance(made, dict) and made == _wanted(recipe, made.get("seed")) else None
+
+
 def initialise_from(state: Mapping[str, torch.Tensor], teacher: ResNet3D, student: ResNet3D) -> None:
     """Teacher and student start from the pretrained teacher (classifiers stay as initialised)."""
     teacher.load_state_dict(dict(state), strict=False)

@@ -8,8 +8,11 @@ per-class examples (and usable from a script):
   its current label (by, cycle, time, and the label it replaced, for corrections);
 - :func:`teacher_opinion` runs the latest trained teacher over some volumes (a pass over
   the labeled set takes about a second on a CPU for the quick recipe): a :class:`TeacherView`;
-- :func:`review_rows` joins the two; likely mistakes come first: volumes whose label the
-  teacher disagrees with, the least probable label (by the teacher) first;
+- :func:`review_rows` joins the two, and the labels judged out of sample where a current
+  :class:`~.label_review.LabelReview` is given (cross-fitted teachers that never saw the label
+  they judge: the latest teacher memorises its labels and cannot find a mistake); likely mistakes
+  come first: by the out-of-sample verdict (flagged suspects, most suspect first) where there is
+  one, else the volumes whose label the teacher disagrees with, the least probable label first;
 - :func:`class_examples` ranks each class's labeled volumes by the teacher's probability of
   that class: the ones it is most sure of, to remind the expert what a class looks like.
 """
@@ -23,6 +26,7 @@ import numpy as np
 
 from ..progress import QUIET, RunContext
 from ..project import Project
+from .label_review import LabelReview
 
 
 @dataclass(frozen=True)
@@ -138,41 +142,75 @@ class ReviewRow:
     predicted: str  # the teacher's class now ("" before any training)
     confidence: float  # the teacher's probability of its class (NaN before any training)
     p_label: float  # the teacher's probability of the given label (NaN before any training)
+    # judged out of sample (cross-fitting; NaN and "" until the current labels are judged):
+    suggested: str = ""  # the out-of-sample class
+    p_out: float = float("nan")  # the out-of-sample probability of the given label
+    score: float = float("nan")  # in [0, 1]: how likely the label is wrong
+    suspect: bool = False  # flagged by confident learning
 
     @property
     def disagrees(self) -> bool:
+        """The latest teacher (which trained on this label) prefers another class."""
         return bool(self.predicted) and self.predicted != self.label
+
+    @property
+    def judged(self) -> bool:
+        """Judged out of sample (by teachers that never saw this label)."""
+        return not math.isnan(self.score)
+
+    @property
+    def likely_mistake(self) -> bool:
+        """Flagged out of sample where judged; else the teacher disagrees."""
+        return self.suspect if self.judged else self.disagrees
 
 
 def review_rows(project: Project, labels: dict[int, str] | None = None, teacher: TeacherView | None = None,
-                prov: dict[int, Provenance] | None = None) -> list[ReviewRow]:
+                prov: dict[int, Provenance] | None = None, judged: LabelReview | None = None) -> list[ReviewRow]:
     """Every label of the project, likely mistakes first (see the module's docstring).
 
-    Without a teacher opinion of a volume, its row comes after those with one, newest first.
+    ``judged``: the labels judged out of sample; a row takes its verdict only where it judged the
+    label the volume has now. Without a teacher opinion of a volume, its row comes after those
+    with one, newest first.
     """
     labels = project.labels() if labels is None else labels
     prov = provenance(project) if prov is None else prov
     keys = project.pool.keys
+    verdicts = _verdicts(judged, keys, labels)
     rows = []
     for i, label in labels.items():
         p = prov.get(i)
         guess = teacher.guess(i) if teacher is not None else None
         predicted, conf = guess if guess is not None else ("", float("nan"))
         p_label = teacher.probability(i, label) if teacher is not None else float("nan")
+        v = verdicts.get(i)
+        out = (v.suggested, v.p_given, v.score, v.suspect) if v is not None else ("", float("nan"), float("nan"), False)
         rows.append(ReviewRow(i, keys[i], label, p.cycle if p else None, p.by if p else "", p.t if p else None,
-                              p.was if p else None, predicted, conf, p_label))
+                              p.was if p else None, predicted, conf, p_label, *out))
     rows.sort(key=_mistake_order)
     return rows
 
 
+def _verdicts(judged: LabelReview | None, keys, labels: dict[int, str]) -> dict:
+    """The out-of-sample verdict of each volume whose label now is the one judged (none for the
+    volumes of a class nobody else has: no fold could learn it)."""
+    if judged is None:
+        return {}
+    cf = judged.crossfit
+    could = {int(i) for i in cf.indices[cf.judged]}
+    return {r.index: r for r in judged.rows(keys) if r.index in could and labels.get(r.index) == r.given}
+
+
 def _mistake_order(r: ReviewRow):
+    if r.judged:  # out of sample: the flagged suspects, most suspect first, then the rest by score
+        return (0, not r.suspect, -r.score, r.index)
     known = not math.isnan(r.p_label)
-    return (not r.disagrees, not known, r.p_label if known else 0.0, -(r.t or 0.0), r.index)
+    return (1, not r.disagrees, not known, r.p_label if known else 0.0, -(r.t or 0.0), r.index)
 
 
 def filter_rows(rows: list[ReviewRow], label: str | None = None, disagree_only: bool = False) -> list[ReviewRow]:
-    """The rows of class ``label`` (all if None), only those the teacher disagrees with if asked."""
-    return [r for r in rows if (label is None or r.label == label) and (not disagree_only or r.disagrees)]
+    """The rows of class ``label`` (all if None), only the likely mistakes if asked
+    (:attr:`ReviewRow.likely_mistake`: flagged out of sample, else the teacher disagrees)."""
+    return [r for r in rows if (label is None or r.label == label) and (not disagree_only or r.likely_mistake)]
 
 
 def class_examples(labels: dict[int, str], teacher: TeacherView | None, classes: list[str],

@@ -9,6 +9,8 @@
     P/queries/cycle_NNN.csv   the batch to label that forms cycle NNN's labeled set
     P/checkpoints/cycle_NNN/  teacher.pt, student.pt (state dicts), meta.json
     P/pretrained/             encoder.pt, meta.json: the encoder pretrained on the pool ([pretrain] method)
+    P/review/                 crossfit.npz, calibration.json: the labels judged out of sample (``ktal-cryo review``,
+                              the review tab) and the temperature that calibrates the teacher's confidence
     P/history.csv             one row per trained cycle
     P/learning_curve.png
     P/predictions.csv         where ``ktal-cryo predict`` and the widget's export write by default
@@ -73,6 +75,10 @@ class ProjectPaths:
         return self.root / "pretrained"
 
     @property
+    def review(self) -> Path:
+        return self.root / "review"
+
+    @property
     def history(self) -> Path:
         return self.root / "history.csv"
 
@@ -90,14 +96,14 @@ class ProjectPaths:
 
     def writer_temp_files(self) -> list[Path]:
         """Temp files of atomic writes by a project writer (which all hold the lock)."""
-        folders = [self.root, self.queries, self.pretrained, *self.checkpoints.glob("cycle_*")]
+        folders = [self.root, self.queries, self.pretrained, self.review, *self.checkpoints.glob("cycle_*")]
         return [p for folder in folders for p in folder.glob(".*.tmp") if WRITER_TEMP.fullmatch(p.name)]
 
 
 # what writers leave behind when killed mid-write (never a reader's, e.g. predictions.csv)
 WRITER_TEMP = re.compile(
     r"\.(project\.json|recipe\.toml|history\.csv|learning_curve\.png|cycle_\d+\.csv|teacher\.pt|student\.pt"
-    r"|encoder\.pt|meta\.json)\..+\.tmp")
+    r"|encoder\.pt|meta\.json|crossfit\.npz|calibration\.json)\..+\.tmp")
 # what an import killed half-way leaves in a project folder (no project.json yet)
 POOL_LEFTOVERS = re.compile(r"(volumes\.npy(\.partial)?|index\.csv|info\.json|\..+\.tmp)$")
 ROOT_LEFTOVERS = re.compile(r"(recipe\.toml|\.(recipe\.toml|project\.json)\..+\.tmp)$")
