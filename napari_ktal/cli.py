@@ -169,7 +169,8 @@ def cmd_export(args) -> int:
     bar = ProgressPrinter()
     device = resolve_device(args.device) if not args.no_predictions and project.checkpoint_cycles() else None
     result = export_labels(project, args.out, fmt=args.format, device=device, predictions=not args.no_predictions,
-                           copick_user=args.copick_user, copick_session=args.copick_session, run=RunContext(bar))
+                           copick_user=args.copick_user, copick_session=args.copick_session,
+                           calibrated=args.calibrated, run=RunContext(bar))
     bar.close()
     teacher = f", {result.n_predicted} predicted by the cycle {result.cycle} teacher" if result.cycle is not None else ""
     if result.cycle is not None:
@@ -316,7 +317,8 @@ def cmd_predict(args) -> int:
     project = Project(args.project)
     bar = ProgressPrinter()
     out = Path(args.out) if args.out else project.paths.predictions
-    result = write_predictions(project, out, resolve_device(args.device), run=RunContext(bar))
+    result = write_predictions(project, out, resolve_device(args.device), calibrated=args.calibrated,
+                               run=RunContext(bar))
     bar.close()
     calibrated = "raw softmax confidences" if result.temperature is None else \
         f"confidences calibrated, T = {result.temperature:.3g}"
@@ -349,7 +351,7 @@ def cmd_review(args) -> int:
         print(f"  {r.key}: labeled {r.given}, looks like {r.suggested} (p({r.given}) = {r.p_given:.3g}, "
               f"score {r.score:.3f})")
     print(f"calibration: ECE {100 * cal.ece_before:.1f}% -> {100 * cal.ece_after:.1f}% with T = "
-          f"{cal.temperature:.3g}; export and predict now report calibrated confidences")
+          f"{cal.temperature:.3g} (cross-fitted); predict and export apply it with --calibrated")
     return 0
 
 
@@ -562,6 +564,9 @@ def _add_export(sub) -> None:
     x.add_argument("--format", choices=["star", "dynamo", "copick", "csv"],
                    help="default: the format the particles came in")
     x.add_argument("--no-predictions", action="store_true", help="only the labels given; no teacher's classes")
+    x.add_argument("--calibrated", action="store_true",
+                   help="divide the teacher's logits by the temperature `ktal-cryo review` fitted (see "
+                        "docs/results.md: it can make the final teacher's confidences worse)")
     x.add_argument("--copick-user", help="copick user the picks are written under (default: the source's)")
     x.add_argument("--copick-session", help="copick session the picks are written under (default: ktal)")
     x.add_argument("--device", default="auto")
@@ -573,6 +578,9 @@ def _add_predict(sub) -> None:
     r = sub.add_parser("predict", help="class and confidence of every pool volume from the latest teacher")
     r.add_argument("--project", required=True)
     r.add_argument("--out", help="CSV to write (default P/predictions.csv)")
+    r.add_argument("--calibrated", action="store_true",
+                   help="divide the teacher's logits by the temperature `ktal-cryo review` fitted (see "
+                        "docs/results.md: it can make the final teacher's confidences worse)")
     r.add_argument("--device", default="auto")
     r.set_defaults(func=cmd_predict)
 

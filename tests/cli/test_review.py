@@ -95,6 +95,8 @@ def test_review_writes_suspects_as_a_labels_csv_and_calibrates_predict(tmp_path,
     assert [(r.frame, r.label) for r in read] == [(int(r["path"].split("@")[0]), r["label"]) for r in rows]
 
     assert main([str(a) for a in ["predict", *base]]) == 0
+    assert "raw softmax confidences" in capsys.readouterr().out  # calibration is asked for, never by default
+    assert main([str(a) for a in ["predict", *base, "--calibrated"]]) == 0
     temperature = load_calibration(project).temperature
     assert f"confidences calibrated, T = {temperature:.3g}" in capsys.readouterr().out
 

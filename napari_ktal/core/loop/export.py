@@ -1,11 +1,13 @@
 """Labels and predictions for the whole pool, as one CSV (``ktal-cryo predict`` and the widget), and
 labels written back into the user's own particle list (``ktal-cryo export``).
 
-Confidences are calibrated where the project has a review (``ktal-cryo review``, the review tab):
-the teacher's logits are divided by the temperature fitted on the labels' out-of-sample logits
-(:mod:`.label_review`), so that of the volumes called 90% sure about 90% are right; without a
-review they are the raw softmax. ``ExportResult.temperature`` / ``LabelExport.temperature`` say
-which (None: raw).
+Confidences are the teacher's raw softmax unless ``calibrated=True`` (``--calibrated``): then,
+where the project has a review (``ktal-cryo review``, the review tab), the teacher's logits are
+divided by the temperature fitted on the labels' out-of-sample logits (:mod:`.label_review`).
+Calibration is asked for, not applied by default, because it was measured to hurt where the
+cross-fitted teachers are much weaker than the final one (docs/results.md, "Trust": on the pool of
+240 with 96 labels a temperature of 4.08 took the final teacher's ECE from 0.063 to 0.281).
+``ExportResult.temperature`` / ``LabelExport.temperature`` say which (None: raw).
 """
 
 from __future__ import annotations
@@ -36,13 +38,13 @@ class ExportResult:
     temperature: float | None = None  # the temperature the confidences are calibrated with; None: raw softmax
 
 
-def teacher_probabilities(project: Project, device: torch.device, *, run: RunContext = QUIET
-                          ) -> tuple[np.ndarray, dict, float | None]:
+def teacher_probabilities(project: Project, device: torch.device, *, calibrated: bool = False,
+                          run: RunContext = QUIET) -> tuple[np.ndarray, dict, float | None]:
     """The latest teacher's probabilities over the whole pool, calibrated with the project's stored
-    temperature when it has one: (probs (N, K), the checkpoint's meta, the temperature or None)."""
+    temperature if asked and there is one: (probs (N, K), the checkpoint's meta, the temperature or None)."""
     teacher, _, meta = project.load_models(device=device)
     recipe = project.recipe()
-    calibration = load_calibration(project)
+    calibration = load_calibration(project) if calibrated else None
     (logits,) = forward_outputs([teacher], project.pool, np.arange(len(project.pool)), device,
                                 batch_size=recipe.train.eval_batch_size, phase="predict", speed=recipe.speed,
                                 run=run)
@@ -55,11 +57,12 @@ def write_predictions(
     out: str | Path,
     device: torch.device,
     *,
+    calibrated: bool = False,
     run: RunContext = QUIET,
 ) -> ExportResult:
     """Every pool volume: its label (if any), the latest teacher's class and confidence (calibrated
-    where the project has a review: the module's docstring)."""
-    probs, meta, temperature = teacher_probabilities(project, device, run=run)
+    if asked and the project has a review: the module's docstring)."""
+    probs, meta, temperature = teacher_probabilities(project, device, calibrated=calibrated, run=run)
     classes, pool = meta["classes"], project.pool
     pred, conf = probs.argmax(1), probs.max(1)
     labels = project.labels()
@@ -105,14 +108,15 @@ NONE = VolumeClass(None, "", None)
 
 
 def _classes_per_volume(project: Project, device: torch.device | None, predictions: bool,
-                        run: RunContext) -> tuple[list[VolumeClass], int | None, float | None]:
+                        calibrated: bool, run: RunContext) -> tuple[list[VolumeClass], int | None, float | None]:
     """Each pool volume's class, the cycle whose teacher predicted (None: no predictions) and the
     temperature its confidences are calibrated with (None: raw softmax, or no predictions)."""
     state = project.journal.state()
     n = len(project.pool)
     probs, model_classes, cycle, temperature = None, [], None, None
     if predictions and project.checkpoint_cycles():
-        probs, meta, temperature = teacher_probabilities(project, device or torch.device("cpu"), run=run)
+        probs, meta, temperature = teacher_probabilities(project, device or torch.device("cpu"), calibrated=calibrated,
+                                                           run=run)
         model_classes, cycle = list(meta["classes"]), int(meta["cycle"])
     out = []
     for i in range(n):
@@ -130,7 +134,7 @@ def _classes_per_volume(project: Project, device: torch.device | None, predictio
 
 def export_labels(project: Project, out: str | Path, *, fmt: str | None = None, device: torch.device | None = None,
                   predictions: bool = True, copick_user: str | None = None, copick_session: str | None = None,
-                  run: RunContext = QUIET) -> LabelExport:
+                  calibrated: bool = False, run: RunContext = QUIET) -> LabelExport:
     """The project's labels (and, where a teacher is trained, its predictions for the other rows)
     written in the particle list's own format (``fmt`` None), or as CSV (``fmt="csv"``).
 
@@ -146,7 +150,7 @@ def export_labels(project: Project, out: str | Path, *, fmt: str | None = None, 
     out = Path(out).expanduser()
     record = project.source_record()
     fmt = _export_format(project, record, out, fmt)
-    volumes, cycle, temperature = _classes_per_volume(project, device, predictions, run)
+    volumes, cycle, temperature = _classes_per_volume(project, device, predictions, calibrated, run)
     n = len(volumes)
     numbers = class_numbers(project.classes + sorted({v.label for v in volumes if v.label} - set(project.classes)))
     # the list's row of each pool volume (the pool is cut tomogram by tomogram)

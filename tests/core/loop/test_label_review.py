@@ -88,14 +88,15 @@ def test_export_and_predict_confidences_use_the_stored_temperature(tmp_path):
     (project.paths.review / CALIBRATION_FILE).write_text(
         '{"temperature": 4.0, "ece_before": 0.2, "ece_after": 0.05, "n": 24, "cycle": 0}')
     assert load_calibration(project) == Calibration(4.0, 0.2, 0.05, 24)
-    cal = al.write_predictions(project, tmp_path / "cal.csv", CPU)
+    assert al.write_predictions(project, tmp_path / "raw2.csv", CPU).temperature is None  # asked for, never by default
+    cal = al.write_predictions(project, tmp_path / "cal.csv", CPU, calibrated=True)
     assert cal.temperature == 4.0
     cal_conf = _confidences(tmp_path / "cal.csv")
     assert _column(tmp_path / "cal.csv", "predicted") == _column(tmp_path / "raw.csv", "predicted")
     assert np.all(cal_conf <= raw_conf + 1e-4) and np.mean(cal_conf) < np.mean(raw_conf) - 0.05
     # a threshold on calibrated confidence keeps fewer volumes than on overconfident ones
     assert (cal_conf >= 0.9).sum() < (raw_conf >= 0.9).sum()
-    exported = al.export_labels(project, tmp_path / "labels.csv", fmt="csv", device=CPU)
+    exported = al.export_labels(project, tmp_path / "labels.csv", fmt="csv", device=CPU, calibrated=True)
     assert exported.temperature == 4.0
 
 
