@@ -15,21 +15,30 @@ def _num(v) -> float:
 
 
 def learning_curve_png(history: list[dict], path: str | Path, n_pool: int | None = None, title: str = "") -> Path:
-    """Test accuracy (left axis) and mean queried uncertainty (right axis) against labeled volumes."""
+    """Test accuracy (left axis) and mean queried uncertainty (right axis) against labeled volumes;
+    where history has it, the accuracy estimated from the audit slices, with its interval, beside the
+    test accuracy (on real data, the only accuracy there is)."""
     from matplotlib.figure import Figure  # imported here: keeps `import napari_ktal.core` light
 
     n = [_num(r["n_labeled"]) for r in history]
     acc = [_num(r["test_accuracy"]) * 100 for r in history]
     bal = [_num(r.get("test_balanced_accuracy")) * 100 for r in history]
     unc = [_num(r["mean_uncertainty"]) for r in history]
+    est, low, high = ([_num(r.get(k)) * 100 for r in history]
+                      for k in ("estimated_accuracy", "estimated_accuracy_low", "estimated_accuracy_high"))
     fig = Figure(figsize=(6, 4), dpi=120, layout="constrained")
     ax = fig.add_subplot()
-    ax.plot(n, acc, "o-", color="tab:blue", label="teacher test accuracy")
-    if any(b == b for b in bal):  # any non-NaN
+    if any(a == a for a in acc):  # any non-NaN: there is a test set
+        ax.plot(n, acc, "o-", color="tab:blue", label="teacher test accuracy")
+    if any(b == b for b in bal):
         ax.plot(n, bal, "s:", color="tab:blue", alpha=0.7, label="balanced accuracy (mean recall per class)")
+    if any(e == e for e in est):
+        ax.fill_between(n, low, high, color="tab:green", alpha=0.15, linewidth=0, label="95% interval of the estimate")
+        ax.plot(n, est, "d-", color="tab:green", label="estimated accuracy (audit volumes)")
+    if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="lower right", fontsize="small")
     ax.set_xlabel("labeled volumes" + (f" (pool of {n_pool})" if n_pool else ""))
-    ax.set_ylabel("test accuracy (%)", color="tab:blue")
+    ax.set_ylabel("accuracy (%)", color="tab:blue")
     ax.grid(alpha=0.3)
     if any(u == u for u in unc):  # any non-NaN
         ax2 = ax.twinx()

@@ -33,7 +33,7 @@ from .commands import (
 from .cycle import CycleReport, initial_query, train_cycle
 from .export import export_labels, write_predictions
 from .labels import LabeledSet, load_labeled_set
-from .oracle import oracle_for_pool, run_with_oracle
+from .oracle import flip_answers, oracle_for_pool, run_with_oracle
 from .schedule import budget_schedule
 from .session import LabelingSession, Phase
 
@@ -54,6 +54,7 @@ __all__ = [
     "load_labeled_set",
     "load_recipe",
     "open_or_create",
+    "flip_answers",
     "oracle_for_pool",
     "prepare_training",
     "project_recipe",

@@ -11,7 +11,7 @@ from ..atomic import atomic_open
 from ..errors import ProjectError
 from .history import fmt, num
 
-QUERY_COLUMNS = ["rank", "index", "key", "score", "predicted", "confidence"]
+QUERY_COLUMNS = ["rank", "index", "key", "score", "predicted", "confidence", "audit"]
 _QUERY_FILE = re.compile(r"cycle_(\d+)\.csv$")
 
 
@@ -23,6 +23,9 @@ class QueryItem:
     score: float  # NaN for the random initial batch
     predicted: str  # teacher's class ("" before any training)
     confidence: float  # NaN before any training
+    #: drawn at random as the audit slice, not by the strategy (core.trust.audit); files written
+    #: before the column existed read as False. Never shown to the expert.
+    audit: bool = False
 
 
 def write_query(path: Path, items: list[QueryItem]) -> None:
@@ -30,7 +33,7 @@ def write_query(path: Path, items: list[QueryItem]) -> None:
         w = csv.writer(f)
         w.writerow(QUERY_COLUMNS)
         for q in items:
-            w.writerow([q.rank, q.index, q.key, fmt(q.score), q.predicted, fmt(q.confidence)])
+            w.writerow([q.rank, q.index, q.key, fmt(q.score), q.predicted, fmt(q.confidence), int(q.audit)])
 
 
 def read_query(path: Path, cycle: int, n_pool: int) -> list[QueryItem]:
@@ -41,7 +44,7 @@ def read_query(path: Path, cycle: int, n_pool: int) -> list[QueryItem]:
             reader = csv.DictReader(f)
             for r in reader:
                 item = QueryItem(int(r["rank"]), int(r["index"]), r["key"], num(r["score"]), r["predicted"],
-                                 num(r["confidence"]))
+                                 num(r["confidence"]), _flag(r.get("audit")))
                 if not 0 <= item.index < n_pool:
                     raise ValueError(f"index {item.index} is outside the pool of {n_pool} volumes")
                 items.append(item)
@@ -51,6 +54,15 @@ def read_query(path: Path, cycle: int, n_pool: int) -> list[QueryItem]:
         where = f"line {reader.line_num}: " if "reader" in locals() else ""
         raise ProjectError(f"{path}: {where}damaged ({exc}); delete the file to draw the batch again") from None
     return items
+
+
+def _flag(cell: str | None) -> bool:
+    """A 0/1 cell; absent (an older file) or empty is False."""
+    if cell in (None, "", "0"):
+        return False
+    if cell == "1":
+        return True
+    raise ValueError(f"audit must be 0 or 1, not {cell!r}")
 
 
 def written_cycles(folder: Path) -> list[int]:
