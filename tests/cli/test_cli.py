@@ -77,6 +77,27 @@ def test_simulated_run_with_oracle(data, tmp_path, capsys):
     assert len(_rows(proj / "history.csv")) == 7
 
 
+def test_an_oracle_with_slips_and_the_stop_rule_are_reported(data, tmp_path, capsys):
+    """``--flip-answers``: the oracle's wrong answers are those oracle_flips.csv lists; the table shows the
+    audit estimate and the end of the run says where the stop rule first suggested stopping."""
+    out, recipe = data
+    proj = tmp_path / "proj"
+    base = ["train", str(out / "train"), "--project", str(proj), "--recipe", str(recipe), "--device", "cpu"]
+    assert main(base + ["--flip-answers", "0.1"]) == 2  # no oracle: refused before it trains
+    assert "need an oracle" in capsys.readouterr().err and not (proj / "oracle_flips.csv").exists()
+    assert main(base + ["--oracle", str(out / "train" / "labels.csv"), "--flip-answers", "0.1", "--seed", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "est. " in printed and "stop rule: " in printed.splitlines()[-3]
+    flips = _rows(proj / "oracle_flips.csv")
+    assert len(flips) == 3  # 10% of 30
+    p = Project(proj)
+    oracle = {r["path"]: r["label"] for r in _rows(out / "train" / "labels.csv")}
+    flipped = {int(f["index"]) for f in flips}
+    assert all(oracle[f["key"]] == f["true"] != f["given"] for f in flips)
+    for i, label in p.labels().items():  # every answer the oracle gave is right but the flipped ones
+        assert (label != oracle[p.pool.keys[i]]) == (i in flipped)
+
+
 def test_interactive_cycle_import_labels_and_predict(data, tmp_path, capsys):
     out, recipe = data
     proj = tmp_path / "proj"

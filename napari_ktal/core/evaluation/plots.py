@@ -15,6 +15,15 @@ def _num(v) -> float:
 
 
 def learning_curve_png(history: list[dict], path: str | Path, n_pool: int | None = None, title: str = "") -> Path:
+    """:func:`learning_curve_figure` written to ``path`` (atomically)."""
+    fig = learning_curve_figure(history, n_pool, title)
+    path = Path(path)
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png")
+    return path
+
+
+def learning_curve_figure(history: list[dict], n_pool: int | None = None, title: str = ""):
     """Test accuracy (left axis) and mean queried uncertainty (right axis) against labeled volumes;
     where history has it, the accuracy estimated from the audit slices, with its interval, beside the
     test accuracy (on real data, the only accuracy there is)."""
@@ -44,8 +53,7 @@ def learning_curve_png(history: list[dict], path: str | Path, n_pool: int | None
         ax2 = ax.twinx()
         ax2.plot(n, unc, "s--", color="tab:orange", label="mean uncertainty of queried batch")
         ax2.set_ylabel("mean uncertainty of queried batch", color="tab:orange")
+        ax.set_zorder(ax2.get_zorder() + 1)  # the accuracies and their legend above the uncertainty
+        ax.patch.set_visible(False)
     ax.set_title(title or "napari-ktal learning curve")
-    path = Path(path)
-    with atomic_open(path, "wb") as f:
-        fig.savefig(f, format="png")
-    return path
+    return fig
