@@ -10,9 +10,9 @@ Judging without a test set (``[trust]``, :mod:`napari_ktal.core.trust`, :mod:`.j
 - *The audit slice.* ``ceil(audit * m)`` volumes of every batch of m are drawn uniformly from
   the unlabeled pool, before and apart from the strategy, which chooses the other ones among
   the rest (cycle 0's random batch: its first ``ceil(audit * size)`` volumes; a TypiClust
-  initial batch is not random and has none). The query file flags them (``audit``); nothing
-  on screen does, and the strategy scores them like its own picks, so the expert labels them
-  as any other volume.
+  initial batch is not random and has none). The query file flags them (``audit``) and they
+  sit at random places of the batch; nothing on screen flags them, so the expert labels them
+  as any other volume. They have no strategy score (NaN, as the random picks of cycle 0).
 - *Judged before learning from them.* Cycle c trains on its labeled set minus the labeled
   audit volumes of its own batch c; the freshly trained teacher then predicts them (audit.csv).
   They join training from cycle c+1 on. This is the only way the teacher of cycle c is judged
@@ -288,8 +288,9 @@ def _query(ctx: QueryContext, strategy: Strategy, options, recipe: Recipe, n_poo
     unlabeled pool first, and the strategy's m - a picks among a random subset of the rest; None
     when nothing is left to ask.
 
-    The strategy scores the audit volumes too, and the batch is ordered by score, so nothing on
-    screen tells them apart. With no audit slice the strategy's picks are the batch, in its order."""
+    The audit volumes have no strategy score (NaN, as a random pick) and sit at seeded random
+    places among the strategy's picks, which keep their order. With no audit slice the strategy's
+    picks are the batch, as they were before the slice existed."""
     unlabeled = np.setdiff1d(np.arange(n_pool), ctx.labeled)
     m = min(next_query_size(n_pool, len(ctx.labeled), recipe.active), len(unlabeled))
     if m <= 0:
@@ -302,12 +303,11 @@ def _query(ctx: QueryContext, strategy: Strategy, options, recipe: Recipe, n_poo
         picks = rank0s(strategy(ctx, subset, m - len(audits), options))  # every rank: its passes are collective
     indices, scores, flags = picks.indices, picks.scores, np.zeros(len(picks.indices), bool)
     if len(audits):
-        scored = rank0s(strategy(ctx, audits, len(audits), options))
-        indices = np.concatenate([indices, scored.indices]).astype(np.int64)
-        scores = np.concatenate([scores, scored.scores]).astype(np.float64)
-        flags = np.concatenate([flags, np.ones(len(scored.indices), bool)])
-        order = np.argsort(-scores, kind="stable")  # most informative first; NaN scores last
-        indices, scores, flags = indices[order], scores[order], flags[order]
+        n = len(picks.indices) + len(audits)
+        flags = np.zeros(n, bool)
+        flags[audit_rng.choice(n, size=len(audits), replace=False)] = True
+        indices, scores = np.empty(n, np.int64), np.full(n, np.nan)
+        indices[flags], indices[~flags], scores[~flags] = audits, picks.indices, picks.scores
     pred, conf = predict(ctx.teacher, ctx.source, indices, ctx.device, batch_size=ctx.batch_size,
                          speed=ctx.speed, run=ctx.run.quiet(), shard=True)
     return QueriedBatch(indices, scores, flags, pred, conf)

@@ -54,8 +54,8 @@ def test_the_audit_slice_is_drawn_apart_from_the_strategy(tmp_path, easy, small_
         assert len(audits) == audit_count(0.5, len(batch)) and len(audits) < len(batch)
         unlabeled = np.setdiff1d(np.arange(len(p.pool)), [q.index for q in first])
         assert audits == set(audit_slice(unlabeled, len(audits), seeded_rng(4, "audit", 0)).tolist())
-        if strategy == "margin":  # the strategy scores them like its own picks: nothing on screen tells them apart
-            assert all(np.isfinite(q.score) for q in batch)
+        if strategy == "margin":  # the scores are the strategy's: the audit volumes have none, as random picks
+            assert [np.isnan(q.score) for q in batch] == [q.audit for q in batch]
         batches[strategy] = batch
     assert {q.index for q in batches["margin"] if q.audit} == {q.index for q in batches["random"] if q.audit}
 
