@@ -1,6 +1,7 @@
 """The labeling session (plain Python: no Qt, no viewer)."""
 
 import math
+
 import pytest
 import torch
 
