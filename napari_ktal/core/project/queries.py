@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import csv
 import re
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from ..atomic import atomic_open
@@ -15,7 +16,7 @@ QUERY_COLUMNS = ["rank", "index", "key", "score", "predicted", "confidence", "au
 _QUERY_FILE = re.compile(r"cycle_(\d+)\.csv$")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class QueryItem:
     rank: int
     index: int
@@ -26,6 +27,16 @@ class QueryItem:
     #: drawn at random as the audit slice, not by the strategy (core.trust.audit); files written
     #: before the column existed read as False. Never shown to the expert.
     audit: bool = False
+
+    def __eq__(self, other) -> bool:
+        """Field by field, a NaN score or confidence equal to a NaN (a batch read twice is the same batch:
+        the random picks and the audit volumes have no score)."""
+        if not isinstance(other, QueryItem):
+            return NotImplemented
+        return all(_same(getattr(self, f.name), getattr(other, f.name)) for f in fields(self))
+
+    def __hash__(self) -> int:
+        return hash((self.rank, self.index, self.key))
 
 
 def write_query(path: Path, items: list[QueryItem]) -> None:
@@ -54,6 +65,10 @@ def read_query(path: Path, cycle: int, n_pool: int) -> list[QueryItem]:
         where = f"line {reader.line_num}: " if "reader" in locals() else ""
         raise ProjectError(f"{path}: {where}damaged ({exc}); delete the file to draw the batch again") from None
     return items
+
+
+def _same(a, b) -> bool:
+    return a == b or (isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b))
 
 
 def _flag(cell: str | None) -> bool:

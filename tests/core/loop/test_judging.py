@@ -173,3 +173,10 @@ def test_flipped_answers_are_a_seeded_share_given_another_class():
     assert al.flip_answers(oracle, 0.08, seed=3) == (answers, flips)
     assert set(al.flip_answers(oracle, 0.08, seed=4)[1]) != set(flips)
     assert al.flip_answers(oracle, 0.0, seed=3) == (oracle, {})
+
+
+def test_query_items_with_nan_scores_are_equal_when_read_twice():
+    a = QueryItem(0, 5, "k", float("nan"), "c", float("nan"), audit=True)
+    assert a == QueryItem(0, 5, "k", float("nan"), "c", float("nan"), audit=True) and len({a, a}) == 1
+    assert a != QueryItem(0, 5, "k", 0.5, "c", float("nan"), audit=True)
+    assert a != QueryItem(0, 5, "k", float("nan"), "c", float("nan"))
