@@ -61,7 +61,8 @@ class ProgressPrinter:
             self._bar = None
 
 
-TABLE = [("cycle", "{:>5}"), ("labeled", "{:>9}"), ("test acc", "{:>8}"), ("bal. acc", "{:>8}"),
+TABLE = [("cycle", "{:>5}"), ("labeled", "{:>9}"), ("test acc", "{:>8}"), ("estimate (audit)", "{:>18}"),
+         ("bal. acc", "{:>8}"),
          ("uncert.", "{:>8}"), ("train s", "{:>8}"), ("select s", "{:>8}")]
 
 
@@ -77,9 +78,37 @@ def _table_row(r, n_pool: int) -> str:
         return "-" if math.isnan(v) else fmt.format(v)
 
     vals = [r.cycle, f"{r.n_labeled} ({100 * r.n_labeled / n_pool:.0f}%)", pct(r.test_accuracy),
+            _estimate_text(r.estimated_accuracy, r.estimated_accuracy_low, r.estimated_accuracy_high),
             pct(r.test_balanced_accuracy), num(r.mean_uncertainty, "{:.4f}"), f"{r.train_seconds:.1f}",
             f"{r.select_seconds:.1f}"]
     return "  ".join(f.format(v) for (_, f), v in zip(TABLE, vals))
+
+
+def _estimate_text(acc: float, low: float, high: float) -> str:
+    """The audit estimate as the table shows it: ``est. 85% [70-94%]``; "-" without audits."""
+    if math.isnan(acc):
+        return "-"
+    return f"est. {100 * acc:.0f}% [{100 * low:.0f}-{100 * high:.0f}%]"
+
+
+def _stop_summary(history: list[dict], n_pool: int) -> str:
+    """Where the stop rule first suggested stopping in a simulated run, and the test accuracy there and at the end."""
+    from .core.project.history import num
+
+    def acc(row) -> str:
+        v = num(row.get("test_accuracy"))
+        return "no test set" if math.isnan(v) else f"test accuracy {100 * v:.1f}%"
+
+    if not history:
+        return "stop rule: no cycle trained"
+    last = history[-1]
+    end = f"{acc(last)} at the end ({last['n_labeled']} labels)"
+    first = next((r for r in history if r.get("stop_suggested") == "1"), None)
+    if first is None:
+        return f"stop rule: never suggested stopping; {end}"
+    n = int(first["n_labeled"])
+    return (f"stop rule: first suggested stopping after cycle {first['cycle']}, at {n} labels "
+            f"({100 * n / n_pool:.0f}% of the pool): {acc(first)} there, {end}")
 
 
 def _one_line(text) -> str:
@@ -210,7 +239,9 @@ def cmd_train(args) -> int:
         device = resolve_device(args.device)
         # rank 0 checks and stores the run's inputs; every rank gets the plan and rank 0's seed
         plan, seed = from_rank0(lambda: (commands.prepare_training(project, recipe=recipe, strategy=args.strategy,
-                                                                   oracle=args.oracle, test=args.test), args.seed))
+                                                                   oracle=args.oracle, test=args.test,
+                                                                   flip_answers=args.flip_answers, seed=args.seed),
+                                            args.seed))
         if not main:  # the same cycles, silently
             commands.train(None, plan, device, seed=seed)
             return 0
@@ -233,6 +264,10 @@ def cmd_train(args) -> int:
         print(f"no labels yet: label the {outcome.next_size} volumes of {outcome.next_batch} "
               f"(napari, or `{PROG} import-labels`), then run train again")
         return 0
+    if outcome.kind == "oracle":
+        print(_stop_summary(project.history(), n_pool))
+    elif outcome.reports and outcome.reports[-1].stop_reason:
+        print(f"stop rule: {outcome.reports[-1].stop_reason}")
     if outcome.next_batch is not None:
         print(f"next batch to label: {outcome.next_size} volumes in {outcome.next_batch}")
     print(f"history: {project.paths.history}\nlearning curve: {project.paths.learning_curve}")
@@ -526,6 +561,10 @@ def _add_train(sub) -> None:
     t.add_argument("--oracle", help="labels CSV (path,label), or a particle list with classes, that answers every "
                                     "query: a simulated run")
     t.add_argument("--test", help="labels CSV of a held-out test set, scored every cycle")
+    t.add_argument("--flip-answers", type=float, default=0.0, metavar="SHARE",
+                   help="simulation only (with --oracle): the oracle answers this share of the pool (e.g. 0.08), "
+                        "drawn with --seed, with another class, as an expert's slips; the project records which in "
+                        "oracle_flips.csv (default 0)")
     t.add_argument("--strategy", help="query strategy, overriding the recipe's [active] strategy: "
                                       + ", ".join(strategy_names()))
     t.add_argument("--classes", help="comma-separated class names for a new project (e.g. ribosome,proteasome,junk)")

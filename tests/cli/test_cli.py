@@ -58,7 +58,10 @@ def test_simulated_run_with_oracle(data, tmp_path, capsys):
     p = Project(proj)
     assert [int(r["n_labeled"]) for r in hist] == [3, 5, 6, 8, 9, 11, 12]
     assert all(0.0 <= float(r["test_accuracy"]) <= 1.0 for r in hist)
-    assert all(float(r["mean_uncertainty"]) >= 0 for r in hist[:-1]) and hist[-1]["mean_uncertainty"] == ""
+    # a batch of 1 is all audit slice (no strategy score); the others have one
+    uncertainty = [r["mean_uncertainty"] for r in hist]
+    assert all(float(u) >= 0 for u in uncertainty[:-1] if u) and uncertainty[-1] == "" and any(uncertainty)
+    assert sum(int(r["audit_held_out"]) for r in hist) == len(Project(proj).audits()) > 0
     assert (proj / "learning_curve.png").stat().st_size > 1000
     assert p.checkpoint_cycles() == list(range(7))
     labels = p.labels()
@@ -75,6 +78,27 @@ def test_simulated_run_with_oracle(data, tmp_path, capsys):
     assert main(args) == 0
     assert "done already" in capsys.readouterr().out
     assert len(_rows(proj / "history.csv")) == 7
+
+
+def test_an_oracle_with_slips_and_the_stop_rule_are_reported(data, tmp_path, capsys):
+    """``--flip-answers``: the oracle's wrong answers are those oracle_flips.csv lists; the table shows the
+    audit estimate and the end of the run says where the stop rule first suggested stopping."""
+    out, recipe = data
+    proj = tmp_path / "proj"
+    base = ["train", str(out / "train"), "--project", str(proj), "--recipe", str(recipe), "--device", "cpu"]
+    assert main(base + ["--flip-answers", "0.1"]) == 2  # no oracle: refused before it trains
+    assert "need an oracle" in capsys.readouterr().err and not (proj / "oracle_flips.csv").exists()
+    assert main(base + ["--oracle", str(out / "train" / "labels.csv"), "--flip-answers", "0.1", "--seed", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "est. " in printed and "stop rule: " in printed.splitlines()[-3]
+    flips = _rows(proj / "oracle_flips.csv")
+    assert len(flips) == 3  # 10% of 30
+    p = Project(proj)
+    oracle = {r["path"]: r["label"] for r in _rows(out / "train" / "labels.csv")}
+    flipped = {int(f["index"]) for f in flips}
+    assert all(oracle[f["key"]] == f["true"] != f["given"] for f in flips)
+    for i, label in p.labels().items():  # every answer the oracle gave is right but the flipped ones
+        assert (label != oracle[p.pool.keys[i]]) == (i in flipped)
 
 
 def test_interactive_cycle_import_labels_and_predict(data, tmp_path, capsys):

@@ -4,9 +4,10 @@ The numbers that judge a run (metrics, statistics, plots, summaries) live apart,
 :mod:`napari_ktal.core.evaluation`; this package drives cycles and writes their outputs.
 
 - :mod:`.schedule`   the budget: labeled-set size per cycle
-- :mod:`.cycle`      one cycle: train, save, score, write the next batch, log
+- :mod:`.cycle`      one cycle: train, save, score, write the next batch, judge, log
+- :mod:`.judging`    a cycle judged without a test set: held-out audit volumes, the estimate, the stop rule
 - :mod:`.labels`     labels CSVs on the pool, and test sets
-- :mod:`.oracle`     simulated runs answered from known labels
+- :mod:`.oracle`     simulated runs answered from known labels (optionally with an expert's slips)
 - :mod:`.session`    labeling a batch: position, labels, skips, corrections, undo across batches
 - :mod:`.review`     every label with its provenance and the teacher's opinion; per-class examples
 - :mod:`.commands`   what both shells run: open/create (also from picks), extract, prepare and run
@@ -33,7 +34,7 @@ from .commands import (
 from .cycle import CycleReport, initial_query, train_cycle
 from .export import export_labels, write_predictions
 from .labels import LabeledSet, load_labeled_set
-from .oracle import oracle_for_pool, run_with_oracle
+from .oracle import flip_answers, oracle_for_pool, run_with_oracle
 from .schedule import budget_schedule
 from .session import LabelingSession, Phase
 
@@ -54,6 +55,7 @@ __all__ = [
     "load_labeled_set",
     "load_recipe",
     "open_or_create",
+    "flip_answers",
     "oracle_for_pool",
     "prepare_training",
     "project_recipe",

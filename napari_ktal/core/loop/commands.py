@@ -26,7 +26,7 @@ from ..strategies import check_recipe
 from .benchmark import BenchmarkResult, BenchmarkSpec, RunOutcome, run_benchmark
 from .cycle import CycleReport, initial_query, train_cycle
 from .labels import LabeledSet, labels_on_pool, load_labeled_set
-from .oracle import oracle_for_pool, run_with_oracle
+from .oracle import oracle_for_pool, oracle_with_slips, run_with_oracle
 from .ranks import from_rank0
 from .schedule import budget_schedule
 
@@ -179,11 +179,18 @@ class TrainingPlan:
 
 
 def prepare_training(project: Project, *, recipe: Recipe | None = None, strategy: str | None = None,
-                     oracle: str | Path | None = None, test: str | Path | None = None) -> TrainingPlan:
+                     oracle: str | Path | None = None, test: str | Path | None = None,
+                     flip_answers: float = 0.0, seed: int = DEFAULT_SEED) -> TrainingPlan:
     """Check every input of a training run, then store what it changes (recipe, classes).
 
     ``recipe`` or ``strategy`` given: the project trains with them from now on (recipe.toml).
+    ``flip_answers`` (with ``oracle`` only): the oracle answers that share of the pool, drawn with
+    ``seed``, with another class, and the project records which (``oracle_flips.csv``).
     """
+    if flip_answers and not oracle:
+        raise KtalError("flipped answers are a simulation of an expert's slips: they need an oracle (--oracle)")
+    if not 0 <= flip_answers < 1:
+        raise KtalError(f"the share of flipped answers must be in [0, 1), not {flip_answers}")
     chosen = check_recipe(recipe) if recipe is not None else project_recipe(project)
     if strategy:
         chosen = check_recipe(chosen.replace(active={"strategy": strategy}))
@@ -198,6 +205,8 @@ def prepare_training(project: Project, *, recipe: Recipe | None = None, strategy
         project.set_recipe(chosen)
     if answers is not None:
         project.add_classes(sorted(set(answers.values())))
+    if answers is not None and flip_answers:
+        answers = oracle_with_slips(project, answers, flip_answers, seed)
     return TrainingPlan(chosen, answers, test_set)
 
 

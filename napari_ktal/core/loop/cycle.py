@@ -5,6 +5,31 @@ unlabeled pool and writes the next batch to label (``queries/cycle_{c+1}.csv``).
 batch is a random ``initial_fraction`` of the pool. Labeled-set sizes follow the recipe:
 10% -> 40% of the pool in steps of 5% (7 cycles) by default.
 
+Judging without a test set (``[trust]``, :mod:`napari_ktal.core.trust`, :mod:`.judging`):
+
+- *The audit slice.* ``ceil(audit * m)`` volumes of every batch of m are drawn uniformly from
+  the unlabeled pool, before and apart from the strategy, which chooses the other ones among
+  the rest (cycle 0's random batch: its first ``ceil(audit * size)`` volumes; a TypiClust
+  initial batch is not random and has none). The query file flags them (``audit``) and they
+  sit at random places of the batch; nothing on screen flags them, so the expert labels them
+  as any other volume. They have no strategy score (NaN, as the random picks of cycle 0).
+- *Judged before learning from them.* Cycle c trains on its labeled set minus the labeled
+  audit volumes of its own batch c; the freshly trained teacher then predicts them (audit.csv).
+  They join training from cycle c+1 on. This is the only way the teacher of cycle c is judged
+  on volumes it did not train on (a teacher judged on its own training labels is nearly always
+  "right"), and it costs little: a few labels per cycle arrive one cycle late. The estimate
+  after cycle c pools the judgements of cycles <= c (the latest teacher's weigh most:
+  :func:`~napari_ktal.core.trust.prequential_accuracy`), against the labels as they are now,
+  with a Wilson interval: history.csv's ``estimated_accuracy`` (``_low``, ``_high``).
+  ``n_labeled`` stays the number of labels given, ``audit_held_out`` says how many sat out.
+- *The stop rule.* A fixed stop set per project (``stop_set.csv``) is predicted by every
+  cycle's teacher; Cohen's kappa with the previous cycle's predictions (``stop_kappa``) and the
+  estimate's lower bound give :func:`~napari_ktal.core.trust.suggest_stop`'s suggestion
+  (``stop_suggested``; the reason in the :class:`CycleReport`). It is never enforced.
+
+With ``[trust] audit = 0`` nothing is drawn or held out: the cycle trains and queries exactly
+as before these were added (tests/core/loop/test_same_history.py).
+
 Under torchrun every rank runs :func:`train_cycle`; rank 0 alone reads and writes the
 project (:mod:`.ranks`).
 
@@ -29,12 +54,14 @@ from ..errors import KtalError
 from ..models import build_pair
 from ..progress import QUIET, RunContext
 from ..project import JUNK_CLASS, Project, QueryItem
-from ..recipe import ActiveSpec, Recipe
+from ..recipe import Recipe
 from ..seeds import DEFAULT_SEED, derive_seed, seeded_rng
 from ..strategies import QueryContext, Selection, Strategy, check_recipe, get_strategy
 from ..strategies.selection import random_subset
+from ..trust import audit_slice
 from .labels import LabeledSet
 from ..evaluation.metrics import score_predictions
+from .judging import Judgement, audit_count, held_out_audits, judge_cycle, stop_indices
 from .pretraining import initialise_from, pool_features, pretrained_state, typiclust
 from .ranks import check_owner, rank0s
 from .schedule import budget_schedule, next_query_size
@@ -60,20 +87,30 @@ class CycleReport:
     test_recall: str = ""  # per-class recall on the test set: "name=0.93;other=0.5"
     epochs: int = 0  # epochs trained (more than the recipe's for a small labeled set: [train] min_steps)
     test_particle_accuracy: float = float("nan")  # accuracy on the test volumes that are not junk
+    # judged without a test set (see the module's docstring): fractions like test_accuracy, NaN without audits
+    estimated_accuracy: float = float("nan")
+    estimated_accuracy_low: float = float("nan")
+    estimated_accuracy_high: float = float("nan")
+    audit_held_out: int = 0  # labeled audit volumes of this cycle's batch left out of its training
+    stop_kappa: float = float("nan")  # kappa of this teacher and the previous one on the stop set
+    stop_suggested: int = 0  # 1: the stop rule suggests that labeling can stop (never enforced)
+    stop_reason: str = ""  # the stop rule's sentence for the user (not in history.csv)
 
     def history_row(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "class_counts"}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("class_counts", "stop_reason")}
 
 
 def initial_query(project: Project, recipe: Recipe, seed: int = DEFAULT_SEED, *,
                   device: torch.device | None = None, run: RunContext = QUIET) -> list[QueryItem]:
     """Cycle 0's batch (written once, then reused): a random ``initial_fraction`` of the pool, or
     with ``[active] initial = "typiclust"`` the typical and diverse volumes of the pretrained
-    features (the encoder is pretrained first if the project has none yet)."""
+    features (the encoder is pretrained first if the project has none yet). The first
+    ``ceil(audit * size)`` volumes of a random batch are its audit slice (a random sample already)."""
     if 0 in project.query_cycles():
         return project.read_query(0)
     n = len(project.pool)
     size = budget_schedule(n, recipe.active)[0]
+    n_audit = 0
     if recipe.active.initial == "typiclust":
         device = device or torch.device("cpu")
         state = pretrained_state(project, recipe, device, seed=seed, run=run)
@@ -81,7 +118,9 @@ def initial_query(project: Project, recipe: Recipe, seed: int = DEFAULT_SEED, *,
         chosen = typiclust(feats, size, seeded_rng(seed, "initial"))
     else:
         chosen = seeded_rng(seed, "initial").choice(n, size=size, replace=False)
-    items = [QueryItem(r, int(i), project.pool.keys[i], float("nan"), "", float("nan")) for r, i in enumerate(chosen)]
+        n_audit = audit_count(recipe.trust.audit, size)
+    items = [QueryItem(r, int(i), project.pool.keys[i], float("nan"), "", float("nan"), audit=r < n_audit)
+             for r, i in enumerate(chosen)]
     project.write_query(0, items)
     return items
 
@@ -96,9 +135,11 @@ class CycleInputs:
     labels: np.ndarray  # their class ids
     pool: Reopen  # how another rank opens the pool (read-only)
     n_pool: int
+    held_out: np.ndarray  # the labeled audit volumes of this cycle's batch: judged, not trained on
+    stop: np.ndarray  # the project's stop set (pool indices, sorted)
 
 
-def _read_inputs(project: Project) -> tuple[CycleInputs, np.ndarray]:
+def _read_inputs(project: Project, recipe: Recipe, seed: int) -> tuple[CycleInputs, np.ndarray]:
     """Rank 0: the cycle's inputs, checked, and the labeled volumes."""
     cycle = project.trained_cycles
     classes = project.classes
@@ -107,7 +148,8 @@ def _read_inputs(project: Project) -> tuple[CycleInputs, np.ndarray]:
         raise KtalError(f"cycle {cycle}: only {len(idx)} volume(s) labeled; label the current batch first")
     if len(classes) < 2:
         raise KtalError("define at least 2 classes before training")
-    return CycleInputs(cycle, classes, idx, y, project.pool.reopen(), len(project.pool)), x
+    return CycleInputs(cycle, classes, idx, y, project.pool.reopen(), len(project.pool),
+                       held_out_audits(project, cycle, idx), stop_indices(project, recipe.trust, seed)), x
 
 
 def _initial_models(project: Project | None, recipe: Recipe, classes: list[str], cycle: int,
@@ -137,7 +179,7 @@ def train_cycle(
     pool: VolumeSource | None = None,
     run: RunContext = QUIET,
 ) -> CycleReport:
-    """Train on the current labels, save the models, score, write the next batch, log the cycle.
+    """Train on the current labels, save the models, score, write the next batch, judge, log the cycle.
 
     Under torchrun every rank calls this: rank 0 with the project, the others with
     ``project=None`` (:mod:`.ranks`); all train, test and score together, rank 0 writes.
@@ -150,7 +192,7 @@ def train_cycle(
     options = strategy.parse_options(recipe.active.options.get(strategy.name, {}))
     inputs, x, pretrained = None, None, None
     if project is not None:
-        inputs, x = _read_inputs(project)
+        inputs, x = _read_inputs(project, recipe, seed)
         # before the broadcast, so that the other ranks wait for a first pretraining there
         pretrained = pretrained_state(project, recipe, device, seed=seed, run=run)
     inputs = rank0s(inputs)
@@ -161,66 +203,114 @@ def train_cycle(
         pool = open_source(inputs.pool)
     if x is None:
         x = pool.read(idx)  # the volumes rank 0 read, from the same file
+    train_x, train_y = x, y
+    if len(inputs.held_out):  # judged after training, not trained on (the module's docstring)
+        keep = ~np.isin(idx, inputs.held_out)
+        train_x, train_y = x[keep], y[keep]
     teacher, student = _initial_models(project, recipe, classes, cycle, pretrained, seed)
-    train = recipe.train.for_labeled(len(idx), len(classes))
+    train = recipe.train.for_labeled(len(train_y), len(classes))
     head = strategy.make_head(teacher, train, options)
     job = TrainJob(train, recipe.transfer, derive_seed(seed, "train", cycle), cycle, recipe.speed)
-    result = train_pair(teacher, student, x, y, job, head=head, device=device, run=run)
+    result = train_pair(teacher, student, train_x, train_y, job, head=head, device=device, run=run)
     run.check_cancel()
     if project is not None:
         project.save_models(cycle, teacher, student, recipe)
-    batch_size = recipe.train.eval_batch_size
 
-    scores = score_predictions([], [], classes)
-    if test is not None and len(test.y):
-        pred, _ = predict(teacher, test.source, np.arange(len(test.y)), device, batch_size=batch_size,
-                          speed=recipe.speed, run=run.quiet(), shard=True)
-        scores = score_predictions(pred, test.y, classes)
-
+    scores = _test_scores(teacher, test, classes, recipe, device, run)
     mean_unc, select_s, n_queried = float("nan"), 0.0, 0
     if select:
         t0 = time.perf_counter()
         ctx = QueryContext(teacher, student, pool, idx, device, seeded_rng(seed, "select", cycle),
-                           recipe.transfer.score, batch_size, head, run, labels=y,
+                           recipe.transfer.score, recipe.train.eval_batch_size, head, run, labels=y,
                            junk_class=classes.index(JUNK_CLASS) if JUNK_CLASS in classes else None,
                            speed=recipe.speed, shard=True, option_tables=recipe.active.options)
-        picked = _query(ctx, strategy, options, recipe.active, inputs.n_pool)
-        if picked is not None:
-            sel, pred, conf = picked
+        batch = _query(ctx, strategy, options, recipe, inputs.n_pool, seeded_rng(seed, "audit", cycle))
+        if batch is not None:
             if project is not None:
-                items = [
-                    QueryItem(r, int(i), project.pool.keys[i], float(s), classes[p], float(c))
-                    for r, (i, s, p, c) in enumerate(zip(sel.indices, sel.scores, pred, conf))
-                ]
-                project.write_query(cycle + 1, items)
-            n_queried = len(sel.indices)
-            mean_unc = float(np.nanmean(sel.scores)) if np.isfinite(sel.scores).any() else float("nan")
+                project.write_query(cycle + 1, batch.items(project.pool.keys, classes))
+            n_queried = len(batch.indices)
+            mean_unc = float(np.nanmean(batch.scores)) if np.isfinite(batch.scores).any() else float("nan")
         select_s = time.perf_counter() - t0
 
+    judged = judge_cycle(project, teacher, pool, recipe, device, cycle=cycle, classes=classes,
+                         held_out=inputs.held_out, stop=inputs.stop, run=run)
     counts = {c: int((y == k).sum()) for k, c in enumerate(classes)}
     report = CycleReport(cycle, len(idx), scores.accuracy, mean_unc, result.seconds, select_s, n_queried,
                          result.teacher_loss, result.student_loss, result.transfer_loss,
                          result.samples_per_second, recipe.active.strategy, str(device), counts,
-                         scores.balanced_accuracy, scores.recall_text(), result.epochs, scores.particle_accuracy)
+                         scores.balanced_accuracy, scores.recall_text(), result.epochs, scores.particle_accuracy,
+                         **_judgement_fields(judged))
     if project is not None:
         project.record_cycle(report.history_row())
     return report
 
 
-def _query(ctx: QueryContext, strategy: Strategy, options, active: ActiveSpec, n_pool: int
-           ) -> tuple[Selection, np.ndarray, np.ndarray] | None:
-    """The next batch: the strategy's picks among a random subset of the unlabeled pool, with the
-    teacher's predicted class and confidence for each; None when nothing is left to ask."""
+def _test_scores(teacher, test: LabeledSet | None, classes: list[str], recipe: Recipe, device: torch.device,
+                 run: RunContext):
+    """The teacher's scores on the test set (NaN without one)."""
+    if test is None or not len(test.y):
+        return score_predictions([], [], classes)
+    pred, _ = predict(teacher, test.source, np.arange(len(test.y)), device, batch_size=recipe.train.eval_batch_size,
+                      speed=recipe.speed, run=run.quiet(), shard=True)
+    return score_predictions(pred, test.y, classes)
+
+
+def _judgement_fields(judged: Judgement | None) -> dict:
+    """The CycleReport's fields of a cycle's judgement (defaults on ranks other than 0)."""
+    if judged is None:
+        return {}
+    e = judged.estimate
+    return dict(estimated_accuracy=e.accuracy, estimated_accuracy_low=e.low, estimated_accuracy_high=e.high,
+                audit_held_out=judged.held_out, stop_kappa=judged.kappa, stop_suggested=int(judged.suggested),
+                stop_reason=judged.reason)
+
+
+@dataclass(frozen=True)
+class QueriedBatch:
+    """The next batch: pool indices in the order shown, their strategy scores, which are the audit
+    slice, and the teacher's predicted class and confidence of each."""
+
+    indices: np.ndarray
+    scores: np.ndarray
+    audit: np.ndarray
+    predicted: np.ndarray
+    confidence: np.ndarray
+
+    def items(self, keys: list[str], classes: list[str]) -> list[QueryItem]:
+        return [QueryItem(r, int(i), keys[i], float(s), classes[p], float(c), audit=bool(a))
+                for r, (i, s, p, c, a) in enumerate(zip(self.indices, self.scores, self.predicted, self.confidence,
+                                                        self.audit))]
+
+
+def _query(ctx: QueryContext, strategy: Strategy, options, recipe: Recipe, n_pool: int,
+           audit_rng: np.random.Generator) -> QueriedBatch | None:
+    """The next batch of m: the audit slice, ``ceil(audit * m)`` volumes drawn uniformly from the
+    unlabeled pool first, and the strategy's m - a picks among a random subset of the rest; None
+    when nothing is left to ask.
+
+    The audit volumes have no strategy score (NaN, as a random pick) and sit at seeded random
+    places among the strategy's picks, which keep their order. With no audit slice the strategy's
+    picks are the batch, as they were before the slice existed."""
     unlabeled = np.setdiff1d(np.arange(n_pool), ctx.labeled)
-    m = min(next_query_size(n_pool, len(ctx.labeled), active), len(unlabeled))
+    m = min(next_query_size(n_pool, len(ctx.labeled), recipe.active), len(unlabeled))
     if m <= 0:
         return None
-    subset = random_subset(unlabeled, m, active.subset_factor, ctx.rng)
-    sel = strategy(ctx, subset, m, options)  # every rank: its passes are collective
-    sel = rank0s(sel)  # every rank chose the same from the same gathered scores; now it is certain
-    pred, conf = predict(ctx.teacher, ctx.source, sel.indices, ctx.device, batch_size=ctx.batch_size,
+    audits = audit_slice(unlabeled, audit_count(recipe.trust.audit, m), audit_rng)
+    picks = Selection(audits[:0], np.empty(0))
+    if m > len(audits):
+        rest = np.setdiff1d(unlabeled, audits) if len(audits) else unlabeled
+        subset = random_subset(rest, m - len(audits), recipe.active.subset_factor, ctx.rng)
+        picks = rank0s(strategy(ctx, subset, m - len(audits), options))  # every rank: its passes are collective
+    indices, scores, flags = picks.indices, picks.scores, np.zeros(len(picks.indices), bool)
+    if len(audits):
+        n = len(picks.indices) + len(audits)
+        flags = np.zeros(n, bool)
+        flags[audit_rng.choice(n, size=len(audits), replace=False)] = True
+        indices, scores = np.empty(n, np.int64), np.full(n, np.nan)
+        indices[flags], indices[~flags], scores[~flags] = audits, picks.indices, picks.scores
+    pred, conf = predict(ctx.teacher, ctx.source, indices, ctx.device, batch_size=ctx.batch_size,
                          speed=ctx.speed, run=ctx.run.quiet(), shard=True)
-    return sel, pred, conf
+    return QueriedBatch(indices, scores, flags, pred, conf)
 
 
 def open_source(reopen: Reopen) -> VolumeSource:

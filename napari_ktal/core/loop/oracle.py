@@ -1,9 +1,14 @@
-"""Simulated runs: an oracle (labels known in advance) answers every query until the budget is spent."""
+"""Simulated runs: an oracle (labels known in advance) answers every query until the budget is spent.
+
+For testing the review (:mod:`napari_ktal.core.trust`), the oracle can make an expert's slips
+(:func:`flip_answers`): a seeded share of the pool answered with another class.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..data import Pool
@@ -11,7 +16,7 @@ from ..errors import InputError
 from ..progress import QUIET, RunContext
 from ..project import Project
 from ..recipe import Recipe
-from ..seeds import DEFAULT_SEED
+from ..seeds import DEFAULT_SEED, seeded_rng
 from .cycle import CycleReport, initial_query, open_source, train_cycle
 from .labels import LabeledSet, labels_on_pool
 from .ranks import check_owner, from_rank0
@@ -28,6 +33,35 @@ def oracle_for_pool(pool: Pool, csv_path: str | Path, record: dict | None = None
         raise InputError(csv_path, f"has no label for {missing} of the {len(pool)} pool volumes (e.g. {example})",
                          "an oracle must label every volume of the data set")
     return oracle
+
+
+def flip_answers(oracle: dict[int, str], share: float, seed: int = DEFAULT_SEED
+                 ) -> tuple[dict[int, str], dict[int, tuple[str, str]]]:
+    """The oracle with ``round(share * n)`` of its ``n`` volumes, drawn with ``seed``, answered with
+    another class (uniformly among the oracle's other classes), as an expert's slips; and the flips,
+    ``index -> (true class, class given)``. A simulation-only device: no recipe setting."""
+    if not 0 <= share < 1:
+        raise ValueError(f"the share of flipped answers must be in [0, 1), not {share}")
+    classes = sorted(set(oracle.values()))
+    indices = np.array(sorted(oracle), dtype=np.int64)
+    n = round(share * len(indices)) if len(classes) > 1 else 0
+    rng = seeded_rng(seed, "oracle flips")
+    answers, flips = dict(oracle), {}
+    for i in np.sort(rng.choice(indices, size=n, replace=False)).tolist():
+        others = [c for c in classes if c != oracle[i]]
+        answers[i] = others[int(rng.integers(len(others)))]
+        flips[i] = (oracle[i], answers[i])
+    return answers, flips
+
+
+def oracle_with_slips(project: Project, oracle: dict[int, str], share: float, seed: int = DEFAULT_SEED
+                      ) -> dict[int, str]:
+    """:func:`flip_answers`, with the flips written to the project (``oracle_flips.csv``: index,key,true,given)
+    so that a measurement can check the review against them."""
+    answers, flips = flip_answers(oracle, share, seed)
+    keys = project.pool.keys
+    project.write_oracle_flips({i: (keys[i], true, given) for i, (true, given) in flips.items()})
+    return answers
 
 
 def run_with_oracle(

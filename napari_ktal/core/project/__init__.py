@@ -5,16 +5,19 @@
 - :mod:`.journal`      the append-only labels journal
 - :mod:`.lock`         one writer at a time
 - :mod:`.queries`, :mod:`.checkpoints`, :mod:`.history`   a cycle's batch, models and row
+- :mod:`.judgements`   audit judgements, the stop set's predictions, a simulated oracle's slips
 """
 
 from .history import HISTORY_COLUMNS
 from .journal import LabelJournal
+from .judgements import AuditJudgement, StopPredictions
 from .lock import LOCK_FILE, ProjectLock, ProjectLocked
 from .paths import ProjectPaths
 from .project import FORMAT_VERSION, JUNK_CLASS, Project
 from .queries import QueryItem
 
 __all__ = [
+    "AuditJudgement",
     "FORMAT_VERSION",
     "HISTORY_COLUMNS",
     "JUNK_CLASS",
@@ -25,4 +28,5 @@ __all__ = [
     "ProjectLocked",
     "ProjectPaths",
     "QueryItem",
+    "StopPredictions",
 ]

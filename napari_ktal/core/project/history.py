@@ -14,6 +14,10 @@ HISTORY_COLUMNS = [
     "n_queried", "teacher_loss", "student_loss", "transfer_loss", "samples_per_second", "strategy", "device",
     # added later: older history.csv files lack them (read as empty)
     "test_balanced_accuracy", "test_recall", "epochs", "test_particle_accuracy",
+    # judged without a test set (core.trust): the audit estimate, the audit volumes held out of this
+    # cycle's training, the stop rule's kappa and whether it suggests stopping (0/1)
+    "estimated_accuracy", "estimated_accuracy_low", "estimated_accuracy_high", "audit_held_out",
+    "stop_kappa", "stop_suggested",
 ]
 
 

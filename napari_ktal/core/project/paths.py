@@ -12,6 +12,9 @@
     P/review/                 crossfit.npz, calibration.json: the labels judged out of sample (``ktal-cryo review``,
                               the review tab) and the temperature that calibrates the teacher's confidence
     P/history.csv             one row per trained cycle
+    P/audit.csv               each audit volume as judged by the teacher that did not train on it
+    P/stop_set.csv            the fixed stop set and each cycle's predicted classes on it (the stop rule)
+    P/oracle_flips.csv        a simulated run's wrong oracle answers (``train --oracle --flip-answers``)
     P/learning_curve.png
     P/predictions.csv         where ``ktal-cryo predict`` and the widget's export write by default
     P/.lock                   the write lock (see :mod:`.lock`): who has the project open
@@ -83,6 +86,18 @@ class ProjectPaths:
         return self.root / "history.csv"
 
     @property
+    def audit(self) -> Path:
+        return self.root / "audit.csv"
+
+    @property
+    def stop_set(self) -> Path:
+        return self.root / "stop_set.csv"
+
+    @property
+    def oracle_flips(self) -> Path:
+        return self.root / "oracle_flips.csv"
+
+    @property
     def learning_curve(self) -> Path:
         return self.root / "learning_curve.png"
 
@@ -102,8 +117,8 @@ class ProjectPaths:
 
 # what writers leave behind when killed mid-write (never a reader's, e.g. predictions.csv)
 WRITER_TEMP = re.compile(
-    r"\.(project\.json|recipe\.toml|history\.csv|learning_curve\.png|cycle_\d+\.csv|teacher\.pt|student\.pt"
-    r"|encoder\.pt|meta\.json|crossfit\.npz|calibration\.json)\..+\.tmp")
+    r"\.(project\.json|recipe\.toml|history\.csv|audit\.csv|stop_set\.csv|oracle_flips\.csv|learning_curve\.png"
+    r"|cycle_\d+\.csv|teacher\.pt|student\.pt|encoder\.pt|meta\.json|crossfit\.npz|calibration\.json)\..+\.tmp")
 # what an import killed half-way leaves in a project folder (no project.json yet)
 POOL_LEFTOVERS = re.compile(r"(volumes\.npy(\.partial)?|index\.csv|info\.json|\..+\.tmp)$")
 ROOT_LEFTOVERS = re.compile(r"(recipe\.toml|\.(recipe\.toml|project\.json)\..+\.tmp)$")

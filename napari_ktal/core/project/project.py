@@ -34,8 +34,9 @@ from ..data.pool import Pool, import_pool
 from ..errors import KtalError, ProjectError
 from ..progress import QUIET, RunContext
 from ..recipe import ModelSpec, Recipe, read_recipe
-from . import checkpoints, history, queries
+from . import checkpoints, history, judgements, queries
 from .journal import LabelJournal
+from .judgements import AuditJudgement, StopPredictions
 from .lock import LOCK_FILE, ProjectLock
 from .paths import POOL_LEFTOVERS, ROOT_LEFTOVERS, SOURCE_FOLDER, ProjectPaths
 from .queries import QueryItem
@@ -370,6 +371,31 @@ class Project:
     def trained_cycles(self) -> int:
         """How many cycles have been trained (the next training is cycle number ``trained_cycles``)."""
         return len(self.history())
+
+    # -- judging without a test set (:mod:`.judgements`) -----------------------------------
+    def audits(self) -> list[AuditJudgement]:
+        """Every audit volume judged so far by a teacher that did not train on it (audit.csv)."""
+        return judgements.read_audits(self.paths.audit)
+
+    def record_audits(self, cycle: int, judged: list[AuditJudgement]) -> None:
+        """The judgements of ``cycle`` (replacing any of a crashed run of it), before its history row."""
+        judgements.record_audits(self.paths.audit, cycle, judged)
+
+    def stop_predictions(self) -> StopPredictions | None:
+        """The fixed stop set and each cycle's predictions on it; None before the first cycle stored them."""
+        return judgements.read_stop_predictions(self.paths.stop_set)
+
+    def record_stop_predictions(self, cycle: int, indices: np.ndarray, predicted: list[str]) -> None:
+        """``cycle``'s predicted classes of the stop set (the first call fixes the set for the project)."""
+        keys = [self.pool.keys[int(i)] for i in indices]
+        judgements.record_stop_predictions(self.paths.stop_set, cycle, indices, keys, predicted)
+
+    def oracle_flips(self) -> dict[int, tuple[str, str, str]]:
+        """A simulated run's wrong oracle answers: ``index -> (key, true class, class given)``."""
+        return judgements.read_flips(self.paths.oracle_flips)
+
+    def write_oracle_flips(self, flips: dict[int, tuple[str, str, str]]) -> None:
+        judgements.write_flips(self.paths.oracle_flips, flips)
 
 
 def _write_source(paths: ProjectPaths, plan: ExtractionPlan) -> None:

@@ -61,3 +61,20 @@ def test_paired_wilcoxon_over_seeds_and_its_floor():
     assert paired_comparison({0: 0.5}, {1: 0.5}).n == 0  # no seed in common
     assert paired_comparison({0: 0.5, 1: 0.5}, {0: 0.5, 1: 0.5}).p_value == 1.0
     assert "p=0.0625 (5/5)" in c.describe()
+
+
+def test_the_learning_curve_draws_the_estimate_beside_the_test_accuracy():
+    from napari_ktal.core.evaluation.plots import learning_curve_figure
+
+    rows = [{"n_labeled": n, "test_accuracy": a, "mean_uncertainty": "0.5"} for n, a in ((10, "0.6"), (20, "0.8"))]
+    labels = {line.get_label() for line in learning_curve_figure(rows).axes[0].get_lines()}
+    assert "teacher test accuracy" in labels and not any("estimated" in x for x in labels)
+    for r, (e, lo, hi) in zip(rows, (("0.5", "0.3", "0.7"), ("0.75", "0.6", "0.9"))):
+        r.update(estimated_accuracy=e, estimated_accuracy_low=lo, estimated_accuracy_high=hi)
+    ax = learning_curve_figure(rows).axes[0]
+    est = next(line for line in ax.get_lines() if line.get_label().startswith("estimated accuracy"))
+    assert list(est.get_ydata()) == [50.0, 75.0]
+    assert any(c.get_label().startswith("95% interval") for c in ax.collections)
+    no_test = [{**r, "test_accuracy": ""} for r in rows]  # real data: the estimate is the only accuracy
+    assert {line.get_label() for line in learning_curve_figure(no_test).axes[0].get_lines()} == {
+        "estimated accuracy (audit volumes)"}
