@@ -8,6 +8,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+from ..core.loop.session import shown_score
+
 KEYS = {"next": "N", "previous": "P", "skip": "S", "undo": "U", "context": "C"}  # and 1-9, 0, letters for classes
 OVERLAY_CHARS = ("0123456789%·:/.,;()-_@ —abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
@@ -86,7 +88,8 @@ def overlay_text(session, guess) -> str:
     if session.visiting is None:
         item = session.item
         teacher = f"teacher: {item.predicted} {100 * item.confidence:.0f}%" if item.predicted else "random pick"
-        score = "" if math.isnan(item.score) else f" · uncertainty {item.score:.3g}"
+        shown = shown_score(item, session.batch)
+        score = "" if shown is None or math.isnan(shown) else f" · uncertainty {shown:.3g}"
         where = f"cycle {session.cycle} · {session.position + 1} / {len(session)} · {item.key}"
     else:
         g = guess(index)

@@ -16,6 +16,7 @@ from qtpy.QtCore import QAbstractListModel, QRect, QSize, Qt
 from qtpy.QtGui import QColor, QPen
 from qtpy.QtWidgets import QStyle, QStyledItemDelegate
 
+from ...core.loop.session import shown_score
 from ..palette import UNLABELED, text_color_on
 
 THUMB = 88  # thumbnail side in pixels
@@ -46,7 +47,9 @@ class GalleryModel(QAbstractListModel):
         if role == Qt.ItemDataRole.UserRole:
             return item
         if role == Qt.ItemDataRole.ToolTipRole:
-            score = "random pick" if math.isnan(item.score) else f"uncertainty {item.score:.3g}"
+            shown = shown_score(item, self.rows)
+            score = ("score not shown" if shown is None else "random pick" if math.isnan(shown)
+                     else f"uncertainty {shown:.3g}")
             teacher = f"teacher: {item.predicted} {100 * item.confidence:.0f}%" if item.predicted else "no teacher yet"
             label = self.label_of(item.index)
             yours = f" · your label: {label}" if label is not None else ""  # a cell elides a long class name

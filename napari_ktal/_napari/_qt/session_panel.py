@@ -29,7 +29,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ...core.loop.session import LabelingSession, Phase, key_of_class
+from ...core.loop.session import LabelingSession, Phase, key_of_class, shown_score
 from ...core.project import JUNK_CLASS
 from ..palette import class_color
 from ..viewer_bindings import KEYS
@@ -342,8 +342,10 @@ class SessionPanel(QWidget):
             self.position.setText(f"{session.position + 1} / {len(session)}")
             self.key.setText(item.key)
             self.key.setToolTip(f"pool index {item.index}")
-            self.score.setText("random pick (cycle 0)" if math.isnan(item.score) else
-                               f"{_fmt_score(item.score)}   (rank {item.rank + 1} in the batch)")
+            score = shown_score(item, session.batch)
+            self.score.setText("not shown (a random audit share is mixed into the batch)" if score is None else
+                               "random pick" if math.isnan(score) else
+                               f"{_fmt_score(score)}   (rank {item.rank + 1} in the batch)")
             self.teacher.setText(f"{item.predicted}  ({100 * item.confidence:.0f}%)" if item.predicted else "—")
         if index is not None:
             label = session.label_of(index)

@@ -36,7 +36,7 @@ from .export import export_labels, write_predictions
 from .labels import LabeledSet, load_labeled_set
 from .oracle import flip_answers, oracle_for_pool, run_with_oracle
 from .schedule import budget_schedule
-from .session import LabelingSession, Phase
+from .session import LabelingSession, Phase, shown_score
 
 __all__ = [
     "DEFAULT_RECIPE",
@@ -60,6 +60,7 @@ __all__ = [
     "prepare_training",
     "project_recipe",
     "run_with_oracle",
+    "shown_score",
     "train",
     "train_cycle",
     "write_predictions",

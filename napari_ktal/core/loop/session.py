@@ -37,6 +37,16 @@ CLASS_KEYS = "1234567890QWERTYIOADFGHJKLZXVBM"  # class k has key CLASS_KEYS[k];
 MAX_KEYED_CLASSES = len(CLASS_KEYS)
 
 
+def shown_score(item: QueryItem, batch: list[QueryItem]) -> float | None:
+    """The strategy's score of a batch volume as the expert may see it: None when it is not shown.
+
+    A batch with an audit slice (``[trust] audit``) shows no volume's score: the audit volumes have
+    none (they were drawn at random), so showing the others' would tell which ones are audits, and
+    an expert who knows may label them with more care than the rest, which biases the estimate of
+    accuracy they exist for. Otherwise the score, NaN for a random pick."""
+    return None if any(q.audit for q in batch) else item.score
+
+
 def key_of_class(k: int) -> str | None:
     """The key of the class at position ``k`` (0-based) of the project's classes, or None."""
     return CLASS_KEYS[k] if 0 <= k < len(CLASS_KEYS) else None

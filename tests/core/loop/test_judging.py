@@ -180,3 +180,14 @@ def test_query_items_with_nan_scores_are_equal_when_read_twice():
     assert a == QueryItem(0, 5, "k", float("nan"), "c", float("nan"), audit=True) and len({a, a}) == 1
     assert a != QueryItem(0, 5, "k", 0.5, "c", float("nan"), audit=True)
     assert a != QueryItem(0, 5, "k", float("nan"), "c", float("nan"))
+
+
+def test_no_score_is_shown_in_a_batch_with_an_audit_slice():
+    """The expert labels audit volumes blind: with one in the batch, no volume's score is shown."""
+    from napari_ktal.core.loop import shown_score
+    from napari_ktal.core.project import QueryItem
+
+    scored = QueryItem(0, 5, "a.mrc", 0.7, "class_00", 0.9)
+    audit = QueryItem(1, 9, "b.mrc", float("nan"), "class_01", 0.8, audit=True)
+    assert shown_score(scored, [scored]) == 0.7
+    assert shown_score(scored, [scored, audit]) is None and shown_score(audit, [scored, audit]) is None
