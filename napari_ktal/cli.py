@@ -71,6 +71,8 @@ def _table_header() -> str:
 
 
 def _table_row(r, n_pool: int) -> str:
+    from .core.trust import estimate_text
+
     def pct(v):
         return "-" if math.isnan(v) else f"{100 * v:.1f}%"
 
@@ -78,17 +80,10 @@ def _table_row(r, n_pool: int) -> str:
         return "-" if math.isnan(v) else fmt.format(v)
 
     vals = [r.cycle, f"{r.n_labeled} ({100 * r.n_labeled / n_pool:.0f}%)", pct(r.test_accuracy),
-            _estimate_text(r.estimated_accuracy, r.estimated_accuracy_low, r.estimated_accuracy_high),
+            estimate_text(r.estimated_accuracy, r.estimated_accuracy_low, r.estimated_accuracy_high),
             pct(r.test_balanced_accuracy), num(r.mean_uncertainty, "{:.4f}"), f"{r.train_seconds:.1f}",
             f"{r.select_seconds:.1f}"]
     return "  ".join(f.format(v) for (_, f), v in zip(TABLE, vals))
-
-
-def _estimate_text(acc: float, low: float, high: float) -> str:
-    """The audit estimate as the table shows it: ``est. 85% [70-94%]``; "-" without audits."""
-    if math.isnan(acc):
-        return "-"
-    return f"est. {100 * acc:.0f}% [{100 * low:.0f}-{100 * high:.0f}%]"
 
 
 def _stop_summary(history: list[dict], n_pool: int) -> str:

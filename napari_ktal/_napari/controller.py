@@ -167,6 +167,18 @@ def export_job(root: Path, out: Path, device_name: str, run: RunContext = QUIET)
 UNDO_NAMES = 4  # volumes an undo message names; more are counted
 
 
+def _trust_text(report) -> str:
+    """What the cycle says of itself without a test set: the audit estimate, and the stop rule's
+    suggestion when it makes one (never enforced)."""
+    from ..core.trust import estimate_text
+
+    text = estimate_text(report.estimated_accuracy, report.estimated_accuracy_low, report.estimated_accuracy_high)
+    out = f" Accuracy (audit): {text.removeprefix('est. ')}." if text != "-" else ""
+    if report.stop_suggested:
+        out += f" {_sentence(report.stop_reason)}" if report.stop_reason else " Labeling could stop here."
+    return out
+
+
 def undo_message(step, keys, cycle: int) -> str:
     """What undoing ``step`` (the session's changes of one undo step) took back, and what the volumes are now.
 
@@ -606,6 +618,7 @@ class Controller:
                    f"next batch: the {report.n_queried} most uncertain volumes.")
         else:
             msg = f"Cycle {report.cycle} trained ({took}); every volume is labeled or queried."
+        msg += _trust_text(report)
         # the status line says it (a notification's slide-in animation costs a software-rendered
         # window ~0.3 s of GUI time, just as the new batch wants to be drawn)
         self.events.status.emit(msg)

@@ -74,7 +74,11 @@ def test_a_finished_batch_trains_the_next_cycle_in_the_background(ctl, project, 
                                          "You can keep browsing and relabeling."),)
     runner.run()
     assert s.cycle == 1 and s.phase is Phase.LABELING and not controller.training
-    assert any(text.startswith("Cycle 0 trained on") for (text,) in hooks.said("status"))
+    trained = [text for (text,) in hooks.said("status") if text.startswith("Cycle 0 trained on")]
+    assert trained
+    row = s.project.history()[-1]  # the status line says the cycle's audit estimate, as history has it
+    if row.get("estimated_accuracy") not in (None, "", "nan"):
+        assert "Accuracy (audit): " in trained[-1]
     assert hooks.said("history_changed") and hooks.said("job_changed")[-1] == (TRAIN, False)
 
 
@@ -350,3 +354,16 @@ def test_what_follows_a_trained_cycle_waits_for_the_injected_defer(project, sim_
         assert heard.said("batch_changed") and heard.said("history_changed")
     finally:
         controller.close_project()
+
+
+def test_the_status_line_words_the_audit_estimate_and_the_stop_suggestion():
+    from types import SimpleNamespace
+
+    from napari_ktal._napari.controller import _trust_text
+
+    report = SimpleNamespace(estimated_accuracy=0.85, estimated_accuracy_low=0.7, estimated_accuracy_high=0.94,
+                             stop_suggested=1, stop_reason="labeling could stop")
+    assert _trust_text(report) == " Accuracy (audit): 85% [70-94%]. Labeling could stop."
+    none = SimpleNamespace(estimated_accuracy=float("nan"), estimated_accuracy_low=float("nan"),
+                           estimated_accuracy_high=float("nan"), stop_suggested=0, stop_reason="")
+    assert _trust_text(none) == ""

@@ -26,6 +26,7 @@ model's.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -121,3 +122,10 @@ def prequential_accuracy(cycles: Sequence[int] | np.ndarray, correct: Sequence[b
     correct = np.asarray(correct, np.float64)
     w = recency_weights(np.asarray(cycles), latest, decay)
     return AccuracyEstimate(*_estimate(correct, w, confidence))
+
+
+def estimate_text(accuracy: float, low: float, high: float) -> str:
+    """An accuracy estimate as both shells word it: ``est. 85% [70-94%]``; ``-`` when there is none."""
+    if math.isnan(accuracy):
+        return "-"
+    return f"est. {100 * accuracy:.0f}% [{100 * low:.0f}-{100 * high:.0f}%]"
