@@ -150,7 +150,9 @@ def test_every_strategy_runs_one_cycle_and_returns_m_distinct_unlabeled_volumes(
     labeled = set(project.labels())
     assert len(labeled) == 6 and report.n_queried == len(batch) == 6  # M = 6
     assert len(set(chosen)) == 6 and not set(chosen) & labeled and all(0 <= i < 30 for i in chosen)
-    scores = np.array([q.score for q in batch])
+    assert all(np.isnan(q.score) for q in batch if q.audit)  # the audit slice: drawn at random, no score
+    scores = np.array([q.score for q in batch if not q.audit])  # the strategy's picks, in its order
+    assert len(scores) == 6 - sum(q.audit for q in batch) > 0
     if name == "random":
         assert np.isnan(scores).all()
     else:
