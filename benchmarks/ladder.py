@@ -94,6 +94,9 @@ def recipe_file(name: str, root: Path) -> Path:
     recipe = load_recipe(rung.recipe)
     if rung.changes:
         recipe = recipe.replace(**rung.changes)
+    # the ladder compares strategies: every pick is the strategy's, no audit slice (as the verdict's
+    # first runs, made before [trust] existed, were run)
+    recipe = recipe.replace(trust={"audit": 0.0})
     path = root / name / "recipe.toml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(recipe.to_toml())
