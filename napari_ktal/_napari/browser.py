@@ -72,6 +72,16 @@ def review_job(root: Path, device_name: str, seed: int, threads: int | None, run
                                     run=run.quiet())
 
 
+def reporting(events, fn, *args):
+    """``fn(*args)``; a KtalError (a user's problem, worded for them) goes to ``events.error`` instead
+    of up, and the call returns None."""
+    try:
+        return fn(*args)
+    except KtalError as exc:
+        events.error.emit(exc)
+        return None
+
+
 class Browser:
     """Thumbnails, the teacher's opinion of the labels, review rows and examples of one session."""
 
@@ -264,11 +274,7 @@ class Browser:
         return "judged out of sample after the next cycle"
 
     def _reporting(self, fn, *args):
-        try:
-            return fn(*args)
-        except KtalError as exc:
-            self.events.error.emit(exc)
-            return None
+        return reporting(self.events, fn, *args)
 
     # -- what the views show -----------------------------------------------------------------------
     def review_rows(self, label: str | None = None, disagree_only: bool = False) -> list[ReviewRow]:

@@ -37,7 +37,7 @@ from ..core.loop import LabelingSession, Phase, commands
 from ..core.progress import QUIET, Progress, RunContext, clock, describe
 from ..core.seeds import DEFAULT_SEED
 from .background import run_in_background_thread, worker_threads
-from .browser import Browser
+from .browser import Browser, reporting
 
 LOCK_PURPOSE = "napari (napari-ktal widget)"  # what a refused `ktal-cryo train` is told holds the project
 TRAIN, IMPORT, EXPORT, WARM_UP = "train", "import", "export", "warm-up"
@@ -368,11 +368,7 @@ class Controller:
                 session.project.release_lock()
 
     def _reporting(self, fn, *args):
-        try:
-            return fn(*args)
-        except KtalError as exc:
-            self.events.error.emit(exc)
-            return None
+        return reporting(self.events, fn, *args)
 
     def context(self):
         """The current volume's pick in its tomogram (a slab and the box), read now; KtalError if none."""

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from easy_volumes import easy_volumes
 
 from napari_ktal.core.loop import load_recipe
 from napari_ktal.core.progress import Progress, RunContext
@@ -25,20 +26,9 @@ def test_folds_are_stratified_and_a_small_class_lands_once_per_fold():
         n_folds_for(3)
 
 
-def _easy_set(n: int, box: int = 16, seed: int = 0):
-    """Four classes a tiny network tells apart in a few steps: a central cube of brightness -3, -1, 1
-    or 3 in unit noise (flips, the training's augmentation, leave the class unchanged)."""
-    rng = np.random.default_rng(seed)
-    y = np.arange(n) % 4
-    x = rng.standard_normal((n, box, box, box)).astype(np.float32)
-    q = box // 4
-    x[:, q:-q, q:-q, q:-q] += np.array([-3.0, -1.0, 1.0, 3.0], np.float32)[y][:, None, None, None]
-    return x, y
-
-
 def test_flipped_labels_rank_among_the_top_suspects_after_cross_fitting():
     torch.set_num_threads(1)
-    x, truth = _easy_set(48)
+    x, truth = easy_volumes(48)
     given = truth.copy()
     flipped = np.array([3, 17, 30, 41])
     given[flipped] = (truth[flipped] + 2) % 4
