@@ -5,8 +5,6 @@ labels reader reads, calibrated confidences in predict; and the one-line errors.
 import csv
 
 import numpy as np
-import pytest
-import torch
 from easy_volumes import CLASSES, write_stack
 
 from napari_ktal.cli import main
@@ -27,14 +25,6 @@ min_steps = 0
 lr_milestones = []
 batch_size = 8
 """
-
-
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _stack(folder):
@@ -60,7 +50,7 @@ def _fail(argv, capsys, words) -> None:
         assert word in err, err
 
 
-def test_review_writes_suspects_as_a_labels_csv_and_calibrates_predict(tmp_path, capsys, one_thread):
+def test_review_writes_suspects_as_a_labels_csv_and_calibrates_predict(tmp_path, capsys, one_torch_thread):
     stack, labels = _stack(tmp_path / "data")
     recipe = tmp_path / "easy.toml"
     recipe.write_text(RECIPE)
@@ -101,7 +91,7 @@ def test_review_writes_suspects_as_a_labels_csv_and_calibrates_predict(tmp_path,
     assert f"confidences calibrated, T = {temperature:.3g}" in capsys.readouterr().out
 
 
-def test_review_of_too_few_labels_says_so(tmp_path, capsys, tiny_recipe_file, one_thread):
+def test_review_of_too_few_labels_says_so(tmp_path, capsys, tiny_recipe_file, one_torch_thread):
     stack, labels = _stack(tmp_path / "data")
     lines = labels.read_text().splitlines()
     labels.write_text("\n".join(lines[:4]) + "\n")  # 3 labels
