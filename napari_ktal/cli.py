@@ -368,14 +368,15 @@ def cmd_review(args) -> int:
 
     bar = ProgressPrinter()
     with Project(args.project).locked(f"{PROG} review") as project:
-        review = review_labels(project, resolve_device(args.device), folds=args.folds, seed=args.seed,
-                               run=RunContext(bar))
+        review = review_labels(project, resolve_device(args.device), folds=args.folds, repeats=args.repeats,
+                               seed=args.seed, run=RunContext(bar))
         bar.close()
         rows = review.rows(project.pool.keys)
         write_suspects(Path(args.out), rows)
     cf, cal = review.crossfit, review.calibration
     suspects = [r for r in rows if r.suspect]
-    print(f"judged {len(rows)} labels out of sample ({cf.n_folds} folds, {cf.seconds:.0f} s, after cycle "
+    print(f"judged {len(rows)} labels out of sample ({cf.n_folds} folds"
+          f"{f' x {cf.n_repeats} repeats' if cf.n_repeats > 1 else ''}, {cf.seconds:.0f} s, after cycle "
           f"{review.cycle}): {len(suspects)} likely mistakes; wrote {args.out}")
     for r in suspects[:REVIEW_TOP]:
         print(f"  {r.key}: labeled {r.given}, looks like {r.suggested} (p({r.given}) = {r.p_given:.3g}, "
@@ -633,6 +634,8 @@ def _add_review(sub) -> None:
     r.add_argument("--project", required=True)
     r.add_argument("--out", required=True, help="CSV to write (path,label,suggested,score)")
     r.add_argument("--folds", type=int, help="cross-fitting folds (default: the recipe's [trust] folds, 5)")
+    r.add_argument("--repeats", type=int, help="cross-fittings on different splits, averaged (default: the recipe's "
+                                               "[trust] repeats); costs FOLDS x REPEATS trainings")
     r.add_argument("--device", default="auto", help="auto, cpu or cuda:N (default auto)")
     r.add_argument("--seed", type=int, default=DEFAULT_SEED)
     r.set_defaults(func=cmd_review)

@@ -263,6 +263,8 @@ class TrustSpec:
     audit: float = 0.1
     #: folds of the cross-fitting that judges each label out of sample (at least 2)
     folds: int = 5
+    #: cross-fittings on differently drawn splits, averaged (each label judged by this many models)
+    repeats: int = 1
     #: the stop rule: Cohen's kappa of successive teachers on the stop set at least this ...
     stop_kappa: float = 0.99
     #: ... for this many cycles in a row (and the estimate's lower bound no longer rising)
@@ -273,6 +275,7 @@ class TrustSpec:
     def validate(self, section: str = "trust") -> None:
         check(0 <= self.audit < 1, f"{section}.audit", "must be in [0, 1): the share of each batch drawn at random")
         check(self.folds >= 2, f"{section}.folds", "must be at least 2")
+        check(self.repeats >= 1, f"{section}.repeats", "must be at least 1")
         check(0 < self.stop_kappa <= 1, f"{section}.stop_kappa", "must be in (0, 1]")
         check(self.stop_window >= 1, f"{section}.stop_window", "must be at least 1")
         check(self.stop_set >= 10, f"{section}.stop_set", "must be at least 10 volumes")

@@ -96,11 +96,11 @@ def review_blocker(project: Project, labels: dict[int, str] | None = None) -> st
     return None
 
 
-def review_labels(project: Project, device: torch.device, *, folds: int | None = None, seed: int = DEFAULT_SEED,
-                  run: RunContext = QUIET) -> LabelReview:
+def review_labels(project: Project, device: torch.device, *, folds: int | None = None, repeats: int | None = None,
+                  seed: int = DEFAULT_SEED, run: RunContext = QUIET) -> LabelReview:
     """Cross-fit the teacher on the project's labels, rank them, calibrate; store the result in ``P/review/``.
 
-    ``folds``: default the recipe's ``[trust] folds``. The folds' teachers start from the project's
+    ``folds``, ``repeats``: default the recipe's ``[trust] folds`` and ``repeats``. The folds' teachers start from the project's
     pretrained encoder when its recipe pretrains (the one its cycles started from). Costs ``folds``
     trainings of the teacher on ``(folds-1)/folds`` of the labels: at 5 folds, 2.7-2.8x a cycle's
     training at width 8 (:mod:`napari_ktal.core.trust`), 4.8x at width 4 (96 volumes of 16^3, 8
@@ -112,15 +112,18 @@ def review_labels(project: Project, device: torch.device, *, folds: int | None =
         raise KtalError(blocker)
     recipe = project.recipe()
     folds = recipe.trust.folds if folds is None else folds
+    repeats = recipe.trust.repeats if repeats is None else repeats
     if folds < 2:
         raise KtalError(f"--folds {folds}: cross-fitting needs at least 2 folds")
+    if repeats < 1:
+        raise KtalError(f"--repeats {repeats}: cross-fitting needs at least 1 repeat")
     cycle = project.checkpoint_cycles()[-1]
     idx, y, x = project.labeled_arrays()
     initial = stored_pretrained(project, recipe)
     if initial is None:
         initial = pretrained_state(project, recipe, device, seed=seed, run=run.quiet())
-    cf = crossfit(x, y, recipe, device, n_classes=len(project.classes), indices=idx, folds=folds, seed=seed,
-                  initial_state=initial, run=run)
+    cf = crossfit(x, y, recipe, device, n_classes=len(project.classes), indices=idx, folds=folds, repeats=repeats,
+                  seed=seed, initial_state=initial, run=run)
     review = LabelReview(cycle, project.classes, cf, calibrate(cf.logits, cf.labels), seed)
     save_review(project, review)
     return review
@@ -134,7 +137,8 @@ def save_review(project: Project, review: LabelReview) -> None:
     with atomic_open(folder / CROSSFIT_FILE, "wb") as f:
         np.savez(f, indices=cf.indices, labels=cf.labels, logits=cf.logits, probs=cf.probs, fold=cf.fold,
                  judged=cf.judged, classes=np.array(review.classes, dtype=str),
-                 meta=np.array([cf.n_folds, review.cycle, review.seed], np.int64), seconds=np.float64(cf.seconds))
+                 meta=np.array([cf.n_folds, review.cycle, review.seed], np.int64), seconds=np.float64(cf.seconds),
+                 **({} if cf.repeat_logits is None else {"repeat_logits": cf.repeat_logits}))
     atomic_write_text(folder / CALIBRATION_FILE, json.dumps(
         {"temperature": cal.temperature, "ece_before": cal.ece_before, "ece_after": cal.ece_after, "n": cal.n,
          "cycle": review.cycle}, indent=2))
@@ -165,7 +169,7 @@ def load_review(project: Project) -> LabelReview | None:
         with np.load(path, allow_pickle=False) as z:
             n_folds, cycle, seed = (int(v) for v in z["meta"])
             cf = CrossFit(z["indices"], z["labels"], z["logits"], z["probs"], z["fold"], n_folds, z["judged"],
-                          float(z["seconds"]))
+                          float(z["seconds"]), z["repeat_logits"] if "repeat_logits" in z.files else None)
             classes = [str(c) for c in z["classes"]]
     except (OSError, ValueError, KeyError) as exc:
         raise ProjectError(f"{path}: cannot be read ({exc}); delete it and run `ktal-cryo review` again") from None

@@ -50,3 +50,25 @@ def test_flipped_labels_rank_among_the_top_suspects_after_cross_fitting():
     assert np.mean([by_index[i].suggested == truth[i] for i in flipped]) >= 0.75
     cal = calibrate(cf.logits, cf.labels)
     assert cal.temperature > 0 and cal.ece_after <= cal.ece_before + 1e-9
+
+
+def test_repeats_average_differently_split_cross_fittings_and_the_first_is_a_single_one():
+    torch.set_num_threads(1)
+    x, truth = easy_volumes(16)
+    recipe = load_recipe("quick").replace(model={"width": 2}, train={
+        "min_steps": 0, "epochs": 1, "lr_milestones": [], "batch_size": 8})
+    one = crossfit(x, truth, recipe, CPU, n_classes=4, folds=2, seed=3)
+    events = []
+    two = crossfit(x, truth, recipe, CPU, n_classes=4, folds=2, repeats=2, seed=3,
+                   run=RunContext(on_progress=events.append))
+    assert one.n_repeats == 1 and one.repeat_logits is None and two.n_repeats == 2
+    assert two.repeat_logits.shape == (2, 16, 4)
+    np.testing.assert_array_equal(two.repeat_logits[0], one.logits)  # repeat 0 is the single cross-fitting
+    np.testing.assert_array_equal(two.fold, one.fold)
+    assert not np.array_equal(two.repeat_logits[1], one.logits)  # another split, other seeds
+    mean = torch.from_numpy(two.repeat_logits).softmax(-1).mean(0).numpy()
+    np.testing.assert_allclose(two.probs, mean, rtol=1e-6)
+    np.testing.assert_allclose(torch.from_numpy(two.logits).softmax(-1).numpy(), mean, rtol=1e-5, atol=1e-7)
+    assert [e.done for e in events if e.phase == "crossfit"] == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError, match="repeats"):
+        crossfit(x, truth, recipe, CPU, n_classes=4, folds=2, repeats=0)
