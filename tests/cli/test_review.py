@@ -61,17 +61,19 @@ def test_review_writes_suspects_as_a_labels_csv_and_calibrates_predict(tmp_path,
     assert main([str(a) for a in ["import-labels", labels, "--project", proj]]) == 0
     assert main([str(a) for a in ["train", *base]]) == 0
     _fail(["review", *base, "--out", tmp_path / "s.csv", "--folds", "1"], capsys, ["--folds 1", "at least 2"])
+    _fail(["review", *base, "--out", tmp_path / "s.csv", "--repeats", "0"], capsys, ["--repeats 0", "at least 1"])
 
     capsys.readouterr()
     out = tmp_path / "data" / "suspects.csv"  # beside the data: its paths name the volumes
-    assert main([str(a) for a in ["review", *base, "--out", out, "--folds", "3"]]) == 0
+    assert main([str(a) for a in ["review", *base, "--out", out, "--folds", "3", "--repeats", "2"]]) == 0
     said = capsys.readouterr().out
-    assert "judged 24 labels out of sample (3 folds" in said and "ECE" in said and "T = " in said
+    assert "judged 24 labels out of sample (3 folds x 2 repeats" in said and "ECE" in said and "T = " in said
     with open(out, newline="") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == ["path", "label", "suggested", "score"] and len(rows) == N
     project = Project(proj)
     review = load_review(project)
+    assert review.crossfit.n_repeats == 2 and review.crossfit.repeat_logits.shape == (2, N, len(CLASSES))
     expected = review.rows(project.pool.keys)
     assert [r["path"] for r in rows] == [r.key for r in expected]  # the review's order: most suspect first
     assert [r["label"] for r in rows] == [r.given for r in expected]
