@@ -264,7 +264,7 @@ class TrustSpec:
     #: folds of the cross-fitting that judges each label out of sample (at least 2)
     folds: int = 5
     #: cross-fittings on differently drawn splits, averaged (each label judged by this many models)
-    repeats: int = 1
+    repeats: int = 2
     #: the stop rule: Cohen's kappa of successive teachers on the stop set at least this ...
     stop_kappa: float = 0.99
     #: ... for this many cycles in a row (and the estimate's lower bound no longer rising)

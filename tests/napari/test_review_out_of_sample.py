@@ -26,11 +26,7 @@ N, LABELED = 48, 40
 def easy_project(tmp_path):
     """48 easy volumes; 40 labeled right and cycle 0 trained on them, so batch 1 waits to be labeled."""
     truth = write_stack(tmp_path / "data" / "easy.mrcs", N)
-    # without the audit slice: with it, batch 1 holds other volumes, and the planted mistake of this
-    # tiny model (width 4, 8 epochs) lands just under the confident-learning threshold of its class
-    # (third, score 0.61, not flagged; out-of-sample accuracy 95% either way): a weakness of the
-    # rule's per-class thresholds on 42 labels, recorded in docs/results.md, not hidden here
-    recipe = easy_recipe().replace(trust={"audit": 0.0})
+    recipe = easy_recipe()  # with the audit slice: the planted mistake may be an audit volume
     project = Project.create(tmp_path / "project", tmp_path / "data" / "easy.mrcs", recipe, CLASSES)
     batch = al.initial_query(project, recipe, seed=0)
     first = [q.index for q in batch] + [i for i in range(N) if i not in {q.index for q in batch}]

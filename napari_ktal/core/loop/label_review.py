@@ -3,7 +3,7 @@
 The latest teacher trained on every label, so it memorises them and cannot find a wrong one.
 :func:`review_labels` cross-fits the teacher (:func:`~napari_ktal.core.trust.crossfit`: k
 teachers of the project's recipe, each judging the labels it did not train on), ranks the labels
-by confident learning (:func:`~napari_ktal.core.trust.rank_suspects`) and fits a temperature on
+by their out-of-sample probability against their class's threshold (:func:`~napari_ktal.core.trust.rank_suspects`) and fits a temperature on
 the out-of-sample logits (:func:`~napari_ktal.core.trust.calibrate`). ``ktal-cryo review`` and the
 review tab show the result; export and predict divide the teacher's logits by the temperature.
 
@@ -44,9 +44,9 @@ class SuspectRow:
     key: str  # the pool key: the volume's path as the labels CSVs name it
     given: str  # the label given
     suggested: str  # the out-of-sample class
-    score: float  # in [0, 1]: how likely the label is wrong (confident learning's normalised margin)
+    score: float  # in [0, 1]: how likely the label is wrong (0.5: as probable as its class's typical label)
     p_given: float  # out-of-sample probability of the given label
-    suspect: bool  # flagged by the confident-learning rule
+    suspect: bool  # flagged: the out-of-sample prediction is another class
 
 
 @dataclass(frozen=True)

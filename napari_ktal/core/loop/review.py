@@ -146,7 +146,7 @@ class ReviewRow:
     suggested: str = ""  # the out-of-sample class
     p_out: float = float("nan")  # the out-of-sample probability of the given label
     score: float = float("nan")  # in [0, 1]: how likely the label is wrong
-    suspect: bool = False  # flagged by confident learning
+    suspect: bool = False  # flagged: the out-of-sample prediction is another class
 
     @property
     def disagrees(self) -> bool:

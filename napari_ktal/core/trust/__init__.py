@@ -1,7 +1,7 @@
 """Trusting the result without a test set: the expert's mistakes, accuracy, calibration, stopping.
 
-- :mod:`.crossfit`     out-of-sample probabilities of every labeled volume (k-fold teachers)
-- :mod:`.mistakes`     confident learning: suspect labels ranked, with the suggested class
+- :mod:`.crossfit`     out-of-sample probabilities of every labeled volume (k-fold teachers, repeated splits averaged)
+- :mod:`.mistakes`     confident learning's class thresholds: suspect labels ranked, with the suggested class
 - :mod:`.calibration`  temperature scaling on the out-of-sample logits; expected calibration error
 - :mod:`.audit`        accuracy from a random audit slice of every batch, with a Wilson interval
 - :mod:`.stopping`     stabilising predictions: kappa of successive teachers on a fixed stop set
@@ -17,7 +17,9 @@ teachers on ``stop_set(len(pool), seed=...)`` and ``suggest_stop`` over the hist
 Cost: 5-fold cross-fitting took 2.7-2.8x one cycle's training (teacher + student) on 48 volumes
 (quick recipe, width 8, 8 epochs, 16^3 and 32^3, one CPU thread): 5 teachers on 4/5 of the set
 against a teacher and a half-cost student. With ``[train] min_steps`` every fold trains as many
-steps as the cycle, so expect ~3.3x; 3 folds cost about 2x.
+steps as the cycle, so expect ~3.3x; 3 folds cost about 2x. ``repeats`` multiplies it (the recipe's
+``[trust] repeats`` = 2 averages two splits: measured to find more of the planted mistakes,
+docs/results.md "Trust").
 """
 
 from .audit import (
@@ -31,7 +33,7 @@ from .audit import (
 )
 from .calibration import Calibration, apply_temperature, calibrate, expected_calibration_error, fit_temperature
 from .crossfit import DEFAULT_FOLDS, CrossFit, assign_folds, crossfit, n_folds_for
-from .mistakes import Suspect, class_thresholds, flag_suspects, margin_score, rank_suspects
+from .mistakes import Suspect, class_thresholds, flag_suspects, label_score, rank_suspects
 from .stopping import cohen_kappa, stop_set, suggest_stop
 
 __all__ = [
@@ -52,7 +54,7 @@ __all__ = [
     "expected_calibration_error",
     "fit_temperature",
     "flag_suspects",
-    "margin_score",
+    "label_score",
     "n_folds_for",
     "prequential_accuracy",
     "rank_suspects",

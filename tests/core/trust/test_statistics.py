@@ -13,7 +13,7 @@ from napari_ktal.core.trust import (
     expected_calibration_error,
     fit_temperature,
     flag_suspects,
-    margin_score,
+    label_score,
     prequential_accuracy,
     rank_suspects,
     suggest_stop,
@@ -29,12 +29,18 @@ def test_thresholds_are_the_mean_probability_of_each_class_where_it_was_given():
     assert t[0] == pytest.approx(0.7) and t[1] == pytest.approx(0.8) and t[2] == np.inf
 
 
-def test_a_volume_is_suspect_when_another_class_beats_its_own_threshold_and_the_given_class():
+def test_a_label_is_scored_against_its_class_threshold_and_flagged_when_another_class_wins():
     probs = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.45, 0.55], [0.6, 0.4]])
-    labels = np.array([0, 0, 1, 0, 1])  # t_0 = (0.9 + 0.8 + 0.45) / 3, t_1 = (0.7 + 0.4) / 2 = 0.55
-    # row 3: class 1 at 0.55 >= t_1 and > 0.45: suspect; row 4: class 0 at 0.6 < t_0 = 0.717: not flagged
-    assert flag_suspects(probs, labels).tolist() == [False, False, False, True, False]
-    assert margin_score(probs, labels) == pytest.approx([0.1, 0.2, 0.3, 0.55, 0.6])
+    labels = np.array([0, 0, 1, 0, 1])  # t_0 = (0.9 + 0.8 + 0.45) / 3 = 0.7167, t_1 = (0.7 + 0.4) / 2 = 0.55
+    assert flag_suspects(probs, labels).tolist() == [False, False, False, True, True]
+    t0, t1 = 2.15 / 3, 0.55
+    expected = [(1 - (0.9 - t0)) / 2, (1 - (0.8 - t0)) / 2, (1 - (0.7 - t1)) / 2, (1 - (0.45 - t0)) / 2,
+                (1 - (0.4 - t1)) / 2]
+    assert label_score(probs, labels) == pytest.approx(expected)
+    # per class: p = 0.7 is typical of the hard class 1 (score < 0.5) but would be low for class 0
+    assert label_score(probs, labels)[2] < 0.5 < label_score(np.array([[0.7, 0.3]]), np.array([0]), [t0, t1])[0]
+    ranked = rank_suspects(probs, labels)
+    assert [s.index for s in ranked] == [3, 4, 1, 2, 0]  # flagged first, each part most suspect first
 
 
 def test_planted_flips_rank_first_and_carry_their_true_class_as_the_suggestion():
