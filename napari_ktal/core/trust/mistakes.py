@@ -37,7 +37,7 @@ class Suspect:
     index: int  # pool index
     given: int  # the class it is labeled as
     suggested: int  # the out-of-sample argmax
-    score: float  # in [0, 1]; higher is more likely wrong
+    score: float  # in [0, 1]; higher is more likely wrong (NaN: not judged)
     p_given: float  # out-of-sample probability of the given class
     suspect: bool  # flagged: the out-of-sample prediction is another class
 
@@ -74,13 +74,14 @@ def rank_suspects(probs: np.ndarray, labels: np.ndarray, indices: np.ndarray | N
     ``probs`` (n, K) must be out-of-sample (:class:`~.crossfit.CrossFit` ``probs``); a model's
     in-sample probabilities have memorised the labels. ``judged`` (CrossFit's): volumes whose class
     no other volume shares could not be judged; they are never flagged and come last (an unseen
-    class has probability ~0 and would otherwise top the list). Ties keep the given order.
+    class has probability ~0 and would otherwise top the list), with a NaN score. Ties keep the given order.
     """
     probs, labels = np.asarray(probs, np.float64), np.asarray(labels, np.int64)
     indices = np.arange(len(labels)) if indices is None else np.asarray(indices)
     judged = np.ones(len(labels), bool) if judged is None else np.asarray(judged, bool)
     flagged = flag_suspects(probs, labels) & judged
     score = label_score(probs, labels, class_thresholds(probs[judged], labels[judged]))
+    score[~judged] = np.nan  # no threshold for a class with nothing else to judge it by: no score
     order = np.lexsort((-score, ~flagged, ~judged))  # the last key sorts first
     suggested = probs.argmax(1)
     p_given = probs[np.arange(len(labels)), labels]

@@ -66,7 +66,7 @@ def test_planted_flips_rank_first_and_carry_their_true_class_as_the_suggestion()
     judged = np.ones(n, bool)
     judged[flipped[0]] = False  # say its class had no other volume: it cannot be judged
     last = rank_suspects(probs, given, judged=judged)[-1]
-    assert last.index == flipped[0] and not last.suspect
+    assert last.index == flipped[0] and not last.suspect and np.isnan(last.score)
 
 
 # -- calibration -------------------------------------------------------------------------------
