@@ -1,52 +1,55 @@
 """Issue 21: wrongly labeled volumes in the top 2K suspects, per ranking rule, for single cross-fittings
-(each repeat alone), pairs and all repeats averaged. Reads P/review/crossfit.npz with repeat_logits."""
+(each repeat alone), pairs and all repeats averaged.
+
+Run from the repository root: python benchmarks/results/trust/flip-runs/rank_repeats.py
+It reads audit-seed{0,1,2}/ (crossfit-3repeats.npz, labels.jsonl, oracle_flips.csv) and
+pool_index.csv (pool index -> key; the same pool for every run). "shipped" is napari_ktal's
+rank_suspects; "first rule" is the module's first version (flag when another class j has
+P[j] >= t_j and P[j] > P[label], flagged first, by normalised margin), written out here only to
+compare; "self-confidence" ranks by p(label) alone.
+"""
 import csv, itertools, json, sys
 from pathlib import Path
 import numpy as np
-sys.path.insert(0, '/work/review-wt')
-from napari_ktal.core.trust.mistakes import flag_suspects, margin_score
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parents[3]))  # the repository root
+from napari_ktal.core.trust import class_thresholds, rank_suspects  # noqa: E402
 
-def wrong_keys(P):
-    flips = {r["key"]: r for r in csv.DictReader(open(P / "oracle_flips.csv"))}
+def wrong_keys(run):
+    flips = {r["key"]: r for r in csv.DictReader(open(run / "oracle_flips.csv"))}
     labels = {}
-    for line in open(P / "labels.jsonl"):
+    for line in open(run / "labels.jsonl"):
         rec = json.loads(line)
         if rec.get("op") == "set": labels[rec["key"]] = rec["label"]
         elif rec.get("op") == "unset": labels.pop(rec.get("key"), None)
     return {k for k, r in flips.items() if labels.get(k) == r["given"] and r["given"] != r["true"]}
 
-def softmax(z):
-    z = z - z.max(-1, keepdims=True); e = np.exp(z); return e / e.sum(-1, keepdims=True)
+def first_rule_order(probs, labels):
+    rows = np.arange(len(labels)); pg = probs[rows, labels]
+    confident = (probs >= class_thresholds(probs, labels)) & (probs > pg[:, None]); confident[rows, labels] = False
+    others = probs.copy(); others[rows, labels] = -np.inf
+    margin = (1 - (pg - others.max(1))) / 2
+    return np.lexsort((-margin, ~confident.any(1)))
 
 def hits(probs, labels, isw):
-    K = int(isw.sum()); rows = np.arange(len(labels)); pg = probs[rows, labels]
-    flagged = flag_suspects(probs, labels); m = margin_score(probs, labels)
-    orders = {'flag+margin': np.lexsort((-m, ~flagged)), 'margin': np.argsort(-m, kind='stable'),
-              'selfconf': np.argsort(pg, kind='stable'), 'flag+selfconf': np.lexsort((pg, ~flagged)),
-              'neq+selfconf': np.lexsort((pg, probs.argmax(1) == labels))}
-    from napari_ktal.core.trust.mistakes import class_thresholds
-    adj = probs - class_thresholds(probs, labels)[None]; adj = adj - adj.min(); adj = adj / adj.sum(1, keepdims=True)
-    orders['adj-selfconf'] = np.argsort(adj[rows, labels], kind='stable')
-    orders['neq+adj'] = np.lexsort((adj[rows, labels], probs.argmax(1) == labels))
-    out = {k: int(isw[o[:2 * K]].sum()) for k, o in orders.items()}
-    neq = probs.argmax(1) != labels
-    out['CLflag(n/wrong)'] = f"{int(flagged.sum())}/{int((flagged & isw).sum())}"
-    out['neq(n/wrong)'] = f"{int(neq.sum())}/{int((neq & isw).sum())}"
-    return out
+    K = int(isw.sum())
+    shipped = np.array([s.index for s in rank_suspects(probs, labels)])
+    orders = {'first rule': first_rule_order(probs, labels), 'shipped': shipped,
+              'self-confidence': np.argsort(probs[np.arange(len(labels)), labels], kind='stable')}
+    return {k: int(isw[o[:2 * K]].sum()) for k, o in orders.items()}
 
-def main(P):
-    P = Path(P); z = np.load(P / 'review' / 'crossfit.npz')
-    keys = [r['key'] for r in csv.DictReader(open(P / 'pool' / 'index.csv'))]
-    wrong = wrong_keys(P); isw = np.array([keys[i] in wrong for i in z['indices']]); labels = z['labels']
-    truth_of = {r['key']: r for r in csv.DictReader(open(P / 'oracle_flips.csv'))}
-    rl = z['repeat_logits'] if 'repeat_logits' in z.files else z['logits'][None]
-    R = len(rl); out = {'project': str(P), 'K': int(isw.sum()), 'n': len(labels), 'R': R, 'combos': []}
-    for size in range(1, R + 1):
-        for combo in itertools.combinations(range(R), size):
-            probs = softmax(rl[list(combo)].astype(np.float64)).mean(0)
-            acc = float((probs.argmax(1) == labels).mean())
-            out['combos'].append({'repeats': list(combo), 'acc_vs_given': round(acc, 3), **hits(probs, labels, isw)})
-    print(json.dumps(out, indent=1)); return out
+def main(run):
+    z = np.load(run / 'crossfit-3repeats.npz')
+    keys = [r['key'] for r in csv.DictReader(open(HERE / 'pool_index.csv'))]
+    wrong = wrong_keys(run); isw = np.array([keys[i] in wrong for i in z['indices']]); labels = z['labels']
+    rl = z['repeat_logits'].astype(np.float64)
+    print(run.name, 'K', int(isw.sum()))
+    for size in range(1, len(rl) + 1):
+        for combo in itertools.combinations(range(len(rl)), size):
+            e = np.exp(rl[list(combo)] - rl[list(combo)].max(-1, keepdims=True))
+            probs = (e / e.sum(-1, keepdims=True)).mean(0)
+            print(' ', list(combo), 'acc vs given %.3f' % (probs.argmax(1) == labels).mean(), hits(probs, labels, isw))
 
 if __name__ == '__main__':
-    res = [main(p) for p in sys.argv[1:]]
+    for s in (0, 1, 2):
+        main(HERE / f'audit-seed{s}')

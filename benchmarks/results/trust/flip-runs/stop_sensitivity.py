@@ -2,7 +2,7 @@
 shipped threshold and looser ones; labels saved against the run's budget and test accuracy lost."""
 import csv, json, math, sys
 from pathlib import Path
-sys.path.insert(0, '/work/review-wt')
+sys.path.insert(0, str(Path(__file__).resolve().parents[4]))  # the repository root; args: run folders
 from napari_ktal.core.trust.stopping import suggest_stop
 def f(v):
     try: return float(v)
