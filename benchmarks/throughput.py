@@ -10,7 +10,8 @@ contiguous; ``cl``: channels_last_3d; ``bf16``: bf16 autocast; ``bf16+cl``: both
 the shipped default as it resolves on this device), it measures
 
 - train samples/s: ``training.train_pair`` (teacher + student, same batches, flips, attention
-  transfer) on a synthetic labeled set, after a warm-up;
+  transfer) on a synthetic labeled set, after a warm-up; and the teacher alone (``student=None``:
+  what a strategy that does not read the student trains);
 - score samples/s: ``inference.forward_outputs`` with teacher and student over a real pool
   file (pread, float16, pinned memory, a reader thread), after a warm-up pass;
 - FLOPs per sample of one training step and one T+S inference (``torch.utils.flop_counter``),
@@ -185,7 +186,7 @@ def bench_model(name: str, args, device: torch.device, pool, variants: list[str]
                    "train_speed": resolve_speed(spec, device, "train").describe(),
                    "score_speed": resolve_speed(spec, device, "score").describe(),
                    "train_flops_per_sample": flops_train, "score_flops_per_sample": flops_score,
-                   "train_rounds": [], "score_rounds": [], "resident_rounds": []}
+                   "train_rounds": [], "teacher_rounds": [], "score_rounds": [], "resident_rounds": []}
         # warm-up (allocator, oneDNN primitive caches, cuDNN benchmark, compilation)
         train_pair(t, s, x[: 2 * batch], y[: 2 * batch], TrainJob(dataclasses.replace(train_spec, epochs=1),
                    recipe.transfer, 0, speed=spec), device=device)
@@ -198,6 +199,11 @@ def bench_model(name: str, args, device: torch.device, pool, variants: list[str]
             train_pair(t, s, x, y, TrainJob(train_spec, recipe.transfer, 1, speed=spec), device=device)
             sync(device)
             row["train_rounds"].append(n * args.epochs / (time.perf_counter() - t0))
+            # the teacher alone: what a strategy that does not read the student trains
+            t0 = time.perf_counter()
+            train_pair(t, None, x, y, TrainJob(train_spec, recipe.transfer, 1, speed=spec), device=device)
+            sync(device)
+            row["teacher_rounds"].append(n * args.epochs / (time.perf_counter() - t0))
             # scoring: the pool file through the real data path; the models as training left them
             t0 = time.perf_counter()
             forward_outputs([t, s], pool, idx, device, batch_size=eval_bs, speed=spec)
@@ -208,11 +214,11 @@ def bench_model(name: str, args, device: torch.device, pool, variants: list[str]
                                                               resolve_speed(spec, device, "score")))
     for v in variants:
         row = rows[v]
-        for what in ("train", "score", "resident"):
-            row[f"{what}_samples_per_s" if what != "resident" else "score_resident_samples_per_s"] = \
-                float(np.median(row[f"{what}_rounds"]))
+        for what, key in (("train", "train_samples_per_s"), ("teacher", "train_teacher_alone_samples_per_s"),
+                          ("score", "score_samples_per_s"), ("resident", "score_resident_samples_per_s")):
+            row[key] = float(np.median(row[f"{what}_rounds"]))
         print(f"  {name} {v:8s} (train {row['train_speed']}, score {row['score_speed']}): "
-              f"train {row['train_samples_per_s']:.1f}/s, score {row['score_samples_per_s']:.1f}/s", flush=True)
+              f"train {row['train_samples_per_s']:.1f}/s (teacher alone {row['train_teacher_alone_samples_per_s']:.1f}/s), score {row['score_samples_per_s']:.1f}/s", flush=True)
     return list(rows.values())
 
 
@@ -350,7 +356,7 @@ def main(argv=None) -> int:
 
 def table(rows) -> str:
     """One line per model and variant; speed-ups against the same model's fp32 variant where measured."""
-    head = ["model", "variant", "train as", "score as", "train/s", "x fp32", "score/s", "x fp32", "resident/s",
+    head = ["model", "variant", "train as", "score as", "train/s", "x fp32", "teacher alone/s", "score/s", "x fp32", "resident/s",
             "train GFLOP/s", "% fp32 ceil", "% bf16 ceil"]
     base = {r["model"]: r for r in rows if r["variant"] == "fp32"}
     lines = []
@@ -362,6 +368,7 @@ def table(rows) -> str:
 
         lines.append([r["model"], r["variant"], r["train_speed"], r["score_speed"],
                       f"{r['train_samples_per_s']:.1f}", ratio("train_samples_per_s"),
+                      f"{r['train_teacher_alone_samples_per_s']:.1f}",
                       f"{r['score_samples_per_s']:.1f}", ratio("score_samples_per_s"),
                       f"{r['score_resident_samples_per_s']:.1f}", f"{r['train_gflops']:.1f}",
                       f"{r['train_share_of_fp32_ceiling']:.0%}", f"{r['train_share_of_bf16_ceiling']:.0%}"])

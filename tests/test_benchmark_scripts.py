@@ -44,7 +44,7 @@ def test_throughput_tiny_mode_measures_every_speed_variant_against_both_ceilings
     rows = {(r["model"], r["variant"]): r for r in result["results"]}
     assert set(rows) == {(m, v) for m in ("paper", "quick") for v in ("fp32", "cl", "bf16", "bf16+cl", "auto")}
     for r in rows.values():
-        assert r["train_samples_per_s"] > 0 and r["score_samples_per_s"] > 0
+        assert r["train_samples_per_s"] > 0 and r["score_samples_per_s"] > 0 and r["train_teacher_alone_samples_per_s"] > 0
         assert r["train_share_of_fp32_ceiling"] > 0 and r["train_share_of_bf16_ceiling"] > 0
     assert rows[("quick", "bf16+cl")]["train_speed"] == "bf16, channels_last"
     assert set(result["cycle"]) == {"fp32", "auto"} and result["cycle"]["fp32"]["train_speed"] == "fp32"

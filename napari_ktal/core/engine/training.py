@@ -9,6 +9,10 @@ decides. On CUDA the labeled set is moved to the GPU
 once and batches are drawn there, so there is no host sync inside an epoch (one per epoch,
 for the loss means).
 
+Without a student (``student=None``: the strategy's query does not read one) the teacher trains
+alone, on the same batches and flips, and ends with the same weights it has beside a student;
+the student's losses are then NaN.
+
 A query strategy may bring an :class:`~.heads.AuxiliaryHead` (learning loss does): it is
 trained with the teacher, its loss added to the teacher's, without training knowing which
 strategy it serves.
@@ -79,10 +83,10 @@ class TrainResult:
 
 
 class _Modules(NamedTuple):
-    """What a step runs: teacher, student and an optional head (DDP-wrapped under torchrun)."""
+    """What a step runs: teacher, an optional student and an optional head (DDP-wrapped under torchrun)."""
 
     teacher: nn.Module
-    student: nn.Module
+    student: nn.Module | None
     head: nn.Module | None
 
     def all(self) -> list[nn.Module]:
@@ -148,7 +152,7 @@ def _batches(n: int, batch_size: int, generator: torch.Generator, device: torch.
 
 def train_pair(
     teacher: ResNet3D,
-    student: ResNet3D,
+    student: ResNet3D | None,
     x: np.ndarray,
     y: np.ndarray,
     job: TrainJob,
@@ -157,7 +161,9 @@ def train_pair(
     device: torch.device,
     run: RunContext = QUIET,
 ) -> TrainResult:
-    """Train ``teacher`` and ``student`` (and ``head``) in place on volumes ``x`` (n, b, b, b), labels ``y``."""
+    """Train ``teacher`` and ``student`` (and ``head``) in place on volumes ``x`` (n, b, b, b), labels ``y``.
+
+    ``student`` None: the teacher (and head) alone, as it trains beside a student."""
     if len(x) < 2:
         raise ValueError("training needs at least 2 labeled volumes")
     modules = _Modules(teacher, student, head)
@@ -173,7 +179,8 @@ def train_pair(
         else:
             result = _train_ranks(modules, xs, ys, job, device, speed, ddp, run)
     if job.train.recalibrate_bn:  # every rank holds the whole labeled set: the same statistics everywhere
-        recalibrate_batchnorm([teacher, student], xs, device, job.train.eval_batch_size)
+        recalibrate_batchnorm([m for m in (teacher, student) if m is not None], xs, device,
+                              job.train.eval_batch_size)
     if ddp is not None:
         ddp.sync_buffers(*modules.all())
     return result
@@ -259,15 +266,16 @@ class _Step:
                        for o in self.opts]
         self.teacher, self.student = modules.teacher, modules.student
         if speed.compile:
-            self.teacher, self.student = torch.compile(self.teacher), torch.compile(self.student)
+            self.teacher = torch.compile(self.teacher)
+            self.student = None if self.student is None else torch.compile(self.student)
 
     def __call__(self, xb: torch.Tensor, yb: torch.Tensor, epoch: int, share: float) -> torch.Tensor:
         """Step on batch ``xb``, ``yb``; the (teacher, student, transfer) losses, detached."""
         with self.speed.autocast(self.device):  # the forward passes; the losses below in float32
             out_t = self.teacher(xb)
-            out_s = self.student(xb)
+            out_s = None if self.student is None else self.student(xb)
             predicted_loss = None if self.head is None else self.head(*self.raw.head.inputs(out_t, epoch))
-        logits_t, logits_s = out_t.logits.float(), out_s.logits.float()
+        logits_t = out_t.logits.float()
         if self.head is None or not self.plain:
             loss_t = F.cross_entropy(logits_t, yb, weight=self.weight, label_smoothing=self.smooth_t)
         if self.head is None:
@@ -277,13 +285,18 @@ class _Step:
             if self.plain:
                 loss_t = ce.mean()
             extra = self.raw.head.loss(predicted_loss.float(), ce)
-        l_trans = self.transfer_fn(out_s, out_t)  # float32 (the transfer losses cast their inputs)
-        loss_s = (F.cross_entropy(logits_s, yb, weight=self.weight, label_smoothing=self.smooth_s)
-                  + self.transfer_weight * l_trans)
+        if out_s is None:  # the teacher alone: its gradient is the one it gets beside a student
+            loss_s = l_trans = torch.full((), float("nan"), device=logits_t.device)
+            total = loss_t + extra
+        else:
+            l_trans = self.transfer_fn(out_s, out_t)  # float32 (the transfer losses cast their inputs)
+            loss_s = (F.cross_entropy(out_s.logits.float(), yb, weight=self.weight, label_smoothing=self.smooth_s)
+                      + self.transfer_weight * l_trans)
+            total = loss_t + loss_s + extra
         for o in self.opts:
             o.zero_grad(set_to_none=True)
         # DDP averages gradients over ranks: scaling by the local share makes that the global mean
-        ((loss_t + loss_s + extra) * share).backward()
+        (total * share).backward()
         for o in self.opts:
             o.step()
         return torch.stack([loss_t.detach(), loss_s.detach(), l_trans.detach()])

@@ -1,7 +1,8 @@
 """One active-learning cycle, as the paper runs it (METHOD.md).
 
-Cycle c trains teacher and student on the labeled set L_c, scores a random subset of the
-unlabeled pool and writes the next batch to label (``queries/cycle_{c+1}.csv``). Cycle 0's
+Cycle c trains teacher and student (the student only where the strategy reads it) on the
+labeled set L_c, scores a random subset of the unlabeled pool and writes the next batch to
+label (``queries/cycle_{c+1}.csv``). Cycle 0's
 batch is a random ``initial_fraction`` of the pool. Labeled-set sizes follow the recipe:
 10% -> 40% of the pool in steps of 5% (7 cycles) by default.
 
@@ -211,7 +212,10 @@ def train_cycle(
     train = recipe.train.for_labeled(len(train_y), len(classes))
     head = strategy.make_head(teacher, train, options)
     job = TrainJob(train, recipe.transfer, derive_seed(seed, "train", cycle), cycle, recipe.speed)
-    result = train_pair(teacher, student, train_x, train_y, job, head=head, device=device, run=run)
+    # a strategy that does not read the student gets the teacher it would have had, without the
+    # student's training; the checkpoint keeps the student as it started
+    trained_student = student if strategy.needs_student(options) else None
+    result = train_pair(teacher, trained_student, train_x, train_y, job, head=head, device=device, run=run)
     run.check_cancel()
     if project is not None:
         project.save_models(cycle, teacher, student, recipe)
@@ -220,7 +224,7 @@ def train_cycle(
     mean_unc, select_s, n_queried = float("nan"), 0.0, 0
     if select:
         t0 = time.perf_counter()
-        ctx = QueryContext(teacher, student, pool, idx, device, seeded_rng(seed, "select", cycle),
+        ctx = QueryContext(teacher, trained_student, pool, idx, device, seeded_rng(seed, "select", cycle),
                            recipe.transfer.score, recipe.train.eval_batch_size, head, run, labels=y,
                            junk_class=classes.index(JUNK_CLASS) if JUNK_CLASS in classes else None,
                            speed=recipe.speed, shard=True, option_tables=recipe.active.options)

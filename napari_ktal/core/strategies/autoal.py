@@ -150,6 +150,12 @@ def candidate_names(text: str) -> list[str]:
     return [n.strip() for n in text.split(",") if n.strip()]
 
 
+def _candidates_may_read_student(opts: Options) -> bool:
+    """Whether a candidate may read the student (one whose need depends on its own options counts:
+    those options are in another table)."""
+    return any(STRATEGIES[n].student is not False for n in candidate_names(opts.candidates) if n in STRATEGIES)
+
+
 def candidate_matrix(ctx: QueryContext, names: list[str], indices: np.ndarray, q: int) -> np.ndarray:
     """0/1 matrix (len(indices), K): column k marks the ``q`` volumes candidate k picks among ``indices``."""
     a = np.zeros((len(indices), len(names)))
@@ -382,7 +388,8 @@ def train_search(ctx: QueryContext, names: list[str], share: float, opts: Option
 @register("autoal", summary="AutoAL: SearchNet learns per-volume weights of candidate strategies (kt among them) "
           "by bi-level training with FitNet on the labeled set", options=Options, old_prefix="autoal",
           cost="every candidate's query twice, FitNet and SearchNet trained for fit_steps + "
-               "search_steps steps, one SearchNet pass over the candidates")
+               "search_steps steps, one SearchNet pass over the candidates",
+          student=_candidates_may_read_student)
 def autoal_query(ctx: QueryContext, candidates: np.ndarray, m: int, opts: Options) -> Selection:
     names = candidate_names(opts.candidates)
     if len(ctx.labeled) < 2:

@@ -19,6 +19,12 @@ trained with the teacher passes ``head=`` a function that builds an
 :class:`~napari_ktal.core.engine.AuxiliaryHead`; training and the multi-process path train it
 without knowing which strategy it serves, and the query finds it in ``ctx.head``.
 
+Only a strategy that declares it (``student=True``, or a function of its options) gets a trained
+student in ``ctx.student``; for the others the cycle trains the teacher alone and
+``ctx.student`` is None. Training the student changes nothing in the teacher (the transfer loss
+detaches the teacher, :mod:`~napari_ktal.core.engine.training`), so a teacher-only strategy
+costs a student's training less per cycle and its teacher is the one it would have had.
+
 Each strategy reads its own table ``[active.options.<name>]``, wherever it runs: a composite
 strategy (AutoAL) runs each of its candidates with that candidate's own table
 (:meth:`QueryContext.options_of`), so ``[active.options.bald] mc_passes = 8`` applies to bald
@@ -56,7 +62,7 @@ class QueryContext:
     where the caller knows them), which class is junk, a seeded rng."""
 
     teacher: nn.Module
-    student: nn.Module
+    student: nn.Module | None  # None unless the strategy declares it reads the student
     source: VolumeSource
     labeled: np.ndarray
     device: torch.device
@@ -85,6 +91,9 @@ class QueryContext:
 
     def forward(self, models, indices, output: str = "logits") -> list[torch.Tensor]:
         """``output`` ("logits", "embedding", "pooled_stages") of each model on volumes ``indices``."""
+        if any(m is None for m in models):
+            raise RuntimeError("this query reads the student, which was not trained: its strategy must be "
+                               "registered with student=True (or a function of its options saying so)")
         return forward_outputs(models, self.source, indices, self.device, output=output, batch_size=self.batch_size,
                                speed=self.speed, run=self.run, shard=self.shard)
 
@@ -104,6 +113,7 @@ class NoOptions:
 
 
 Query = Callable[[QueryContext, np.ndarray, int, Any], Selection]
+StudentNeed = bool | Callable[[Any], bool]  # whether a query reads the student, or a function of its options
 HeadFactory = Callable[[nn.Module, TrainSpec, Any], AuxiliaryHead]
 
 
@@ -119,6 +129,7 @@ class Strategy:
     head: HeadFactory | None = field(default=None, compare=False)
     #: the prefix its options had in the older flat ``[active.options]`` (``autoal`` for ``autoal_lr``)
     old_prefix: str = field(default="", compare=False)
+    student: StudentNeed = field(default=False, compare=False)
 
     def parse_options(self, table: dict[str, Any]) -> Any:
         """This strategy's options from its table ``[active.options.<name>]``; a key it does not read,
@@ -141,6 +152,12 @@ class Strategy:
         """The flat ``[active.options]`` key each option had in older recipes -> its name now."""
         return {f"{self.old_prefix}_{f}" if self.old_prefix else f: f for f in self.defaults()}
 
+    def needs_student(self, options: Any = None) -> bool:
+        """Whether this strategy's query, run with ``options`` (None: its defaults), reads the student."""
+        if callable(self.student):
+            return bool(self.student(self.options() if options is None else options))
+        return self.student
+
     def make_head(self, teacher: nn.Module, train: TrainSpec, options: Any) -> AuxiliaryHead | None:
         return None if self.head is None else self.head(teacher, train, options)
 
@@ -154,13 +171,17 @@ STRATEGIES: dict[str, Strategy] = {}
 
 
 def register(name: str, *, summary: str, cost: str = "", options: type = NoOptions,
-             head: HeadFactory | None = None, old_prefix: str = "") -> Callable[[Query], Query]:
-    """Decorator: register ``query`` as the strategy ``name`` (the function itself is returned)."""
+             head: HeadFactory | None = None, old_prefix: str = "", student: StudentNeed = False
+             ) -> Callable[[Query], Query]:
+    """Decorator: register ``query`` as the strategy ``name`` (the function itself is returned).
+
+    ``student``: whether the query reads ``ctx.student`` (or a function of the options saying so);
+    without it the cycle trains no student."""
 
     def decorate(query: Query) -> Query:
         if name in STRATEGIES:
             raise ValueError(f"strategy {name!r} is registered twice")
-        STRATEGIES[name] = Strategy(name, query, summary, cost, options, head, old_prefix)
+        STRATEGIES[name] = Strategy(name, query, summary, cost, options, head, old_prefix, student)
         return query
 
     return decorate

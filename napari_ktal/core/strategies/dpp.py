@@ -218,7 +218,8 @@ def informativeness(ctx: QueryContext, candidates: np.ndarray, kind: str) -> np.
 @register("dpp", summary="multiple criteria (uncertainty, k-means representativeness, diversity) as a "
           "fixed-size DPP on the teacher's embedding", options=Options, old_prefix="dpp",
           cost="one pass of the teacher over the candidates (two nets with uncertainty = kt); "
-               "an N x N kernel, k-means and an O(N M^2) greedy selection")
+               "an N x N kernel, k-means and an O(N M^2) greedy selection",
+          student=lambda opts: opts.uncertainty == "kt")
 def dpp_query(ctx: QueryContext, candidates: np.ndarray, m: int, opts: Options) -> Selection:
     u = informativeness(ctx, candidates, opts.uncertainty)
     (emb,) = ctx.forward([ctx.teacher], candidates, output="embedding")

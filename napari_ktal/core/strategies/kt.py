@@ -10,7 +10,7 @@ from .selection import top_m
 
 
 @register("kt", summary="knowledge transfer: teacher-student distance of the posteriors (the paper)",
-          cost="one pass of teacher and student over the candidates")
+          cost="one pass of teacher and student over the candidates", student=True)
 def knowledge_transfer(ctx: QueryContext, candidates: np.ndarray, m: int, opts) -> Selection:
     """Top M by the distance of the two softmax outputs (KL(teacher || student) by default)."""
     t_logits, s_logits = ctx.forward([ctx.teacher, ctx.student], candidates)

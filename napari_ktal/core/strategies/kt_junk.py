@@ -65,7 +65,8 @@ class Options:
 
 @register("kt-junk", summary="knowledge transfer weighed by the teacher's probability that a volume is no junk "
           "(junk-aware kt)", cost="one pass of teacher and student over the candidates (+ a Mahalanobis pass over "
-          "labeled + candidates with ood = true)", options=Options, old_prefix="ktjunk")
+          "labeled + candidates with ood = true)", options=Options, old_prefix="ktjunk",
+          student=True)
 def kt_junk_query(ctx: QueryContext, candidates: np.ndarray, m: int, opts: Options) -> Selection:
     t_logits, s_logits = ctx.forward([ctx.teacher, ctx.student], candidates)
     kt = DISTANCES[ctx.score_distance](t_logits, s_logits).double().numpy()

@@ -73,6 +73,27 @@ def test_smoothing_the_student_alone_leaves_the_teacher_as_the_paper_trains_it()
     assert _mean_gap(_logits(student_only[1], x)) < SMOOTHED_OPTIMUM + 0.5 < _mean_gap(_logits(plain[1], x))
 
 
+def test_the_teacher_trained_alone_is_the_teacher_trained_beside_a_student():
+    """A strategy that does not read the student trains the teacher alone (issue 18): same seed,
+    batches and flips give the same teacher, bit for bit, with flips and a momentum optimizer on;
+    the student's losses are NaN and the student is left as it started."""
+    x, y = _easy_set(2)
+    spec = TINY.replace(train={"epochs": 4, "batch_size": 5, "augment": "flips", "lr": 0.05}).train
+    torch.manual_seed(0)
+    t_pair, s_pair = build_pair(TINY.model, 3)
+    torch.manual_seed(0)
+    t_alone, s_unused = build_pair(TINY.model, 3)
+    before = {k: v.clone() for k, v in s_unused.state_dict().items()}
+    pair = train_pair(t_pair, s_pair, x, y, TrainJob(spec, TINY.transfer, seed=3), device=torch.device("cpu"))
+    alone = train_pair(t_alone, None, x, y, TrainJob(spec, TINY.transfer, seed=3), device=torch.device("cpu"))
+    for a, b in zip(t_pair.state_dict().values(), t_alone.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert alone.teacher_loss == pair.teacher_loss and np.isfinite(pair.student_loss)
+    assert np.isnan(alone.student_loss) and np.isnan(alone.transfer_loss)
+    for k, v in s_unused.state_dict().items():
+        assert torch.equal(v, before[k])
+
+
 # an easy 3-class set of 12 volumes that both networks fit, and the smoothed optimum of the logit
 # gap for e = 0.3, K = 3: log((1 - e + e/K) / (e/K)) = 2.08 nats
 SMOOTHED_OPTIMUM = float(np.log((1 - 0.3 + 0.1) / 0.1))

@@ -160,6 +160,28 @@ def test_every_strategy_runs_one_cycle_and_returns_m_distinct_unlabeled_volumes(
     assert project.history()[0]["strategy"] == name
 
 
+def test_only_the_strategies_that_read_the_student_get_one_trained():
+    assert {n for n, s in STRATEGIES.items() if s.needs_student()} == {"kt", "kt-junk", "autoal"}
+    dpp = STRATEGIES["dpp"]
+    assert dpp.needs_student(dpp.parse_options({"uncertainty": "kt"}))
+    autoal = STRATEGIES["autoal"]
+    assert not autoal.needs_student(autoal.parse_options({"candidates": "margin,entropy,coreset"}))
+    assert autoal.needs_student(autoal.parse_options({"candidates": "margin,dpp"}))  # dpp's own table may say kt
+
+
+@pytest.mark.parametrize("name", ["margin", "kt"])
+def test_a_cycle_trains_the_student_only_for_a_strategy_that_reads_it(first_cycle, name, tiny):
+    _, report = first_cycle(tiny.replace(active={"strategy": name}))
+    assert np.isfinite(report.teacher_loss)
+    assert np.isnan(report.student_loss) == (name == "margin")
+
+
+def test_a_query_reading_an_untrained_student_says_what_to_declare(query_context):
+    query_context.student = None
+    with pytest.raises(RuntimeError, match="student=True"):
+        STRATEGIES["kt"](query_context, np.arange(2, 12), 4)
+
+
 def test_strategies_called_directly_with_the_query_interface(query_context):
     candidates = np.arange(2, 12)
     for name, strategy in STRATEGIES.items():
