@@ -8,13 +8,13 @@ A random labeled set of ``--labeled`` volumes is drawn from the simulated pool (
 simulate ... --classes 4 --per-class 60 --snr 1``) and ``--flip`` of its labels are changed to
 another class, as an expert's slips. Then:
 
-- cross-fitting (:mod:`napari_ktal.core.trust.crossfit`) gives every labeled volume
-  out-of-sample probabilities; confident learning ranks them; reported: the share of the flipped
+- cross-fitting (:mod:`napari_ktal.core.trust.crossfit`; the recipe's ``[trust]`` folds and repeats,
+  as ``ktal-cryo review`` runs it) gives every labeled volume out-of-sample probabilities; confident learning ranks them; reported: the share of the flipped
   volumes among the top 2K suspects (K = flipped), the issue's target being 70%;
 - the labeled set is a uniform sample, so all of it is an audit slice: the cross-fitted accuracy
   against the given (partly wrong) labels, with its Wilson interval, is set beside the true
   accuracy, on the rest of the pool, of a teacher trained on all the labels;
-- temperature scaling fitted on the cross-fitted logits: ECE before and after, on those logits
+- temperature scaling fitted on the cross-fitted logits: NLL and ECE before and after, on those logits
   (in sample for T) and on the teacher's logits for the rest of the pool (out of sample);
 - the cost: cross-fitting's seconds against one cycle's training (teacher + student) on the same set.
 
@@ -46,6 +46,7 @@ from napari_ktal.core.trust import (
     expected_calibration_error,
     rank_suspects,
 )
+from napari_ktal.core.trust.calibration import nll
 from napari_ktal.core.trust.crossfit import fit_fold
 
 OUT = Path(__file__).resolve().parent / "results" / "trust.json"
@@ -98,7 +99,7 @@ def measure(config: dict, flip: float, seed: int, device: torch.device, work: Pa
                            n_classes=sim.classes, seed=derive_seed(seed, "teacher"))
     true_acc = float((logits_rest.argmax(1) == truth[rest]).mean())
     return {
-        "pool": len(truth), "labeled": len(given), "flipped": len(flipped), "folds": cf.n_folds,
+        "pool": len(truth), "labeled": len(given), "flipped": len(flipped), "folds": cf.n_folds, "repeats": cf.n_repeats,
         "flipped_in_top_2k": len(set(top) & set(flipped.tolist())) / len(flipped),
         "suspects_flagged": int(sum(s.suspect for s in ranked)),
         "crossfit_accuracy_vs_truth": float((cf.predictions == truth[labeled]).mean()),
@@ -106,6 +107,7 @@ def measure(config: dict, flip: float, seed: int, device: torch.device, work: Pa
         "true_accuracy_rest": true_acc, "rest": len(rest),
         "audit_interval_holds_truth": bool(audit.low <= true_acc <= audit.high),
         "temperature": cal.temperature, "ece_crossfit_before": cal.ece_before, "ece_crossfit_after": cal.ece_after,
+        "nll_crossfit_before": nll(cf.logits, given, 1.0), "nll_crossfit_after": nll(cf.logits, given, cal.temperature),
         "ece_rest_before": expected_calibration_error(apply_temperature(logits_rest, 1.0), truth[rest]),
         "ece_rest_after": expected_calibration_error(apply_temperature(logits_rest, cal.temperature), truth[rest]),
         "crossfit_seconds": cf.seconds,
@@ -117,7 +119,7 @@ def measure(config: dict, flip: float, seed: int, device: torch.device, work: Pa
 def report(r: dict) -> str:
     a = r["audit_estimate"]
     return "\n".join([
-        f"pool {r['pool']}, {r['labeled']} labeled, {r['flipped']} flipped, {r['folds']} folds",
+        f"pool {r['pool']}, {r['labeled']} labeled, {r['flipped']} flipped, {r['folds']} folds x {r['repeats']} repeats",
         f"flipped labels among the top 2K suspects: {r['flipped_in_top_2k']:.0%} ({r['suspects_flagged']} flagged)",
         f"audit estimate {a['accuracy']:.1%} [{a['low']:.1%}, {a['high']:.1%}] (n {a['n']:.0f}) vs the teacher's true "
         f"accuracy on the other {r['rest']} volumes {r['true_accuracy_rest']:.1%}",

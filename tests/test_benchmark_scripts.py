@@ -82,10 +82,13 @@ def test_trust_tiny_mode_measures_suspects_calibration_and_the_audit(tmp_path, m
     _run("trust.py", "--tiny", "--out", str(out), monkeypatch=monkeypatch)
     result = json.loads(out.read_text())
     assert result["pool"] == 32 and result["labeled"] == 16 and result["flipped"] == 1 and result["folds"] == 3
+    assert result["repeats"] == 2  # the shipped recipe's [trust] repeats: what review runs
     assert 0 <= result["flipped_in_top_2k"] <= 1 and result["temperature"] > 0
     audit = result["audit_estimate"]
     assert 0 <= audit["low"] <= audit["accuracy"] <= audit["high"] <= 1 and audit["n"] == 16
     assert 0 <= result["true_accuracy_rest"] <= 1 and result["rest"] == 16
-    assert result["ece_crossfit_after"] <= result["ece_crossfit_before"] + 1e-9
+    # the temperature minimises the NLL (T = 1 among the candidates); the ECE it need not lower
+    assert result["nll_crossfit_after"] <= result["nll_crossfit_before"] + 1e-6  # up to the search tolerance
+    assert 0 <= result["ece_crossfit_after"] <= 1 and 0 <= result["ece_crossfit_before"] <= 1
     assert result["crossfit_seconds"] > 0 and result["cycle_train_seconds"] > 0
     assert "top 2K suspects" in capsys.readouterr().out

@@ -6,15 +6,11 @@ labeled set is cut into ``k`` stratified folds; for each fold a fresh teacher is
 the project's recipe on the other folds and predicts the held-out one, so every volume's
 probabilities come from a model that never saw its label.
 
-Training goes through the engine's own :func:`~napari_ktal.core.engine.train_pair`. It trains
-a teacher and a student together, their graphs disjoint (the transfer loss detaches the
-teacher), so the student cannot change the teacher's gradient. Cross-fitting therefore pairs
-each teacher with the cheapest student that fits: a one-channel ResNet-10 without dropout,
-tied by a zero-weight posterior KL (which needs only matching class counts, not matching
-feature shapes). Its cost is about 1/width^2 of the recipe's student, and since it draws no
-random numbers, the teacher sees the batches, flips and dropout masks that it would see alone.
-A strategy's auxiliary head (learning loss) is not trained: cross-fitting judges the plain
-teacher.
+Training goes through the engine's own :func:`~napari_ktal.core.engine.train_pair`, with the
+teacher alone (no student: the teacher it trains is the one it would train beside a student, on
+the same batches and flips). A strategy's auxiliary head (learning loss) is not trained:
+cross-fitting judges the plain teacher. How many folds and repeats: the recipe's ``[trust]``
+unless the caller says otherwise.
 
 Each fold's teacher starts from a seeded fresh initialisation (or from ``initial_state``, the
 project's pretrained encoder, when its recipe pretrains), never from the last cycle's weights,
@@ -32,16 +28,12 @@ import torch
 
 from ..data import ArraySource
 from ..engine import TrainJob, forward_outputs, train_pair
-from ..models import ResNet3D, ResNetConfig, pair_configs
+from ..models import ResNet3D, pair_configs
 from ..progress import QUIET, Progress, RunContext
-from ..recipe import Recipe, TransferSpec
+from ..recipe import Recipe
 from ..seeds import DEFAULT_SEED, derive_seed, seeded_rng
 
 DEFAULT_FOLDS = 5
-DEFAULT_REPEATS = 1
-
-#: the student paired with each cross-fitted teacher: no transfer, so any shape will do
-_NO_TRANSFER = TransferSpec(loss="kl", weight=0.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,11 +96,10 @@ def n_folds_for(n_labeled: int, folds: int = DEFAULT_FOLDS) -> int:
     return max(2, min(folds, n_labeled // 2))
 
 
-def fold_models(recipe: Recipe, n_classes: int) -> tuple[ResNet3D, ResNet3D]:
-    """A fresh teacher of the recipe and the one-channel student that costs next to nothing."""
+def fold_teacher(recipe: Recipe, n_classes: int) -> ResNet3D:
+    """A fresh teacher of the recipe."""
     teacher_cfg, _ = pair_configs(recipe.model, n_classes)
-    student_cfg = ResNetConfig(10, n_classes, width=1, stem=teacher_cfg.stem, dropout=0.0)
-    return ResNet3D.from_config(teacher_cfg), ResNet3D.from_config(student_cfg)
+    return ResNet3D.from_config(teacher_cfg)
 
 
 def fit_fold(
@@ -130,12 +121,12 @@ def fit_fold(
     train = ~held_out
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(seed, "init"))
-        teacher, student = fold_models(recipe, n_classes)
+        teacher = fold_teacher(recipe, n_classes)
         if initial_state is not None:  # the pretrained encoder; the classifier stays as initialised
             teacher.load_state_dict(dict(initial_state), strict=False)
         spec = recipe.train.for_labeled(int(train.sum()), n_classes)
-        job = TrainJob(spec, _NO_TRANSFER, derive_seed(seed, "train"), None, recipe.speed)
-        train_pair(teacher, student, x[train], labels[train], job, device=device, run=run)
+        job = TrainJob(spec, recipe.transfer, derive_seed(seed, "train"), None, recipe.speed)
+        train_pair(teacher, None, x[train], labels[train], job, device=device, run=run)
     (logits,) = forward_outputs([teacher], ArraySource(x), np.flatnonzero(held_out), device,
                                 batch_size=recipe.train.eval_batch_size, speed=recipe.speed, run=run)
     return logits.numpy()
@@ -166,8 +157,8 @@ def crossfit(
     *,
     n_classes: int,
     indices: np.ndarray | None = None,
-    folds: int = DEFAULT_FOLDS,
-    repeats: int = DEFAULT_REPEATS,
+    folds: int | None = None,
+    repeats: int | None = None,
     seed: int = DEFAULT_SEED,
     initial_state: Mapping[str, torch.Tensor] | None = None,
     run: RunContext = QUIET,
@@ -182,6 +173,8 @@ def crossfit(
     ``k * repeats`` teacher trainings on ``(k-1)/k`` of the set: measured 2.7-2.8x one
     cycle's training at ``k = 5`` and one repeat (the package docstring).
     """
+    folds = recipe.trust.folds if folds is None else folds
+    repeats = recipe.trust.repeats if repeats is None else repeats
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, not {repeats}")
     labels = np.asarray(labels, np.int64)

@@ -36,7 +36,7 @@ def test_flipped_labels_rank_among_the_top_suspects_after_cross_fitting():
         "min_steps": 0, "epochs": 8, "lr": 0.1, "lr_milestones": [], "batch_size": 8, "recalibrate_bn": True})
     events = []
     before = torch.random.get_rng_state()
-    cf = crossfit(x, given, recipe, CPU, n_classes=4, indices=np.arange(48) + 100, folds=4, seed=1,
+    cf = crossfit(x, given, recipe, CPU, n_classes=4, indices=np.arange(48) + 100, folds=4, repeats=1, seed=1,
                   run=RunContext(on_progress=events.append))
     assert torch.equal(torch.random.get_rng_state(), before)  # the caller's random state untouched
     assert cf.n_folds == 4 and cf.probs.shape == (48, 4) and cf.judged.all()
@@ -57,10 +57,10 @@ def test_repeats_average_differently_split_cross_fittings_and_the_first_is_a_sin
     x, truth = easy_volumes(16)
     recipe = load_recipe("quick").replace(model={"width": 2}, train={
         "min_steps": 0, "epochs": 1, "lr_milestones": [], "batch_size": 8})
-    one = crossfit(x, truth, recipe, CPU, n_classes=4, folds=2, seed=3)
+    one = crossfit(x, truth, recipe, CPU, n_classes=4, folds=2, repeats=1, seed=3)
     events = []
-    two = crossfit(x, truth, recipe, CPU, n_classes=4, folds=2, repeats=2, seed=3,
-                   run=RunContext(on_progress=events.append))
+    two = crossfit(x, truth, recipe.replace(trust={"folds": 2, "repeats": 2}), CPU, n_classes=4, seed=3,
+                   run=RunContext(on_progress=events.append))  # folds and repeats: the recipe's [trust]
     assert one.n_repeats == 1 and one.repeat_logits is None and two.n_repeats == 2
     assert two.repeat_logits.shape == (2, 16, 4)
     np.testing.assert_array_equal(two.repeat_logits[0], one.logits)  # repeat 0 is the single cross-fitting
