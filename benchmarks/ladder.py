@@ -7,6 +7,7 @@
     python benchmarks/ladder.py 10c-junk50 --strategies kt,kt-junk,random,entropy,poal,dpp,autoal --seeds 5
     python benchmarks/ladder.py 10c-snr01 --root benchmarks/results/verdict --strategies kt,random,margin,entropy --seeds 6
     python benchmarks/ladder.py --tiny                         # a seconds-long smoke run (CI)
+    python benchmarks/verdict_report.py                        # the verdict's tables, finished runs only
 
 Each set is simulated once under ``--root`` (default benchmarks/results/ladder/), then
 ``ktal-cryo benchmark`` runs there (resumable: rerun to continue) and its summary (AUBC with

@@ -1,5 +1,6 @@
 """The benchmark scripts run end to end in their small modes (what CI can afford)."""
 
+import csv
 import json
 import runpy
 import sys
@@ -92,3 +93,37 @@ def test_trust_tiny_mode_measures_suspects_calibration_and_the_audit(tmp_path, m
     assert 0 <= result["ece_crossfit_after"] <= 1 and 0 <= result["ece_crossfit_before"] <= 1
     assert result["crossfit_seconds"] > 0 and result["cycle_train_seconds"] > 0
     assert "top 2K suspects" in capsys.readouterr().out
+
+
+def test_verdict_report_tables_finished_runs_paired_by_seed(tmp_path, monkeypatch, capsys):
+    from napari_ktal.core.loop import load_recipe
+
+    rung = tmp_path / "toy-rung"
+    (rung / "benchmark").mkdir(parents=True)
+    recipe = load_recipe("quick").replace(active={"initial_fraction": 0.1, "step_fraction": 0.1, "final_fraction": 0.3})
+    (rung / "recipe.toml").write_text(recipe.to_toml())
+    (rung / "baseline.json").write_text(json.dumps({"baseline": {
+        "labeled": 30, "pool": 100, "chance": 0.25, "accuracy_mean": 0.3, "accuracy_std": 0.02}}))
+    rows = []
+    for seed in range(6):  # kt ahead of random by 0.05-0.10 at every budget after the first
+        for strategy, lift in (("kt", 0.05 + 0.01 * seed), ("random", 0.0)):
+            for cycle, n in enumerate((10, 20, 30)):
+                rows.append({"strategy": strategy, "seed": seed, "cycle": cycle, "n_labeled": n,
+                             "test_accuracy": 0.4 + 0.1 * cycle + (lift if cycle else 0.0), "query_seconds": "",
+                             "train_seconds": 1.0})
+    rows += [{"strategy": "margin", "seed": 0, "cycle": 0, "n_labeled": 10, "test_accuracy": 0.4,
+              "query_seconds": "", "train_seconds": 1.0}]  # still running
+    with open(rung / "benchmark" / "results.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    _run("verdict_report.py", "--root", str(tmp_path), monkeypatch=monkeypatch)
+    text = (tmp_path / "report.md").read_text()
+    kt = next(line for line in text.splitlines() if line.startswith("| kt |"))
+    cells = [c.strip() for c in kt.strip("|").split("|")]
+    # final 0.6 + lift (mean 0.075, sd 0.0187); AUBC over fractions 0.1-0.3: 0.5 + 0.75 * lift against 0.5
+    assert cells[1] == "6 (0,1,2,3,4,5)" and cells[2] == "67.5 +- 1.9" and cells[3].startswith("55.6 [")
+    assert cells[4].startswith("+5.6 [") and cells[5] == "0.0312" and cells[6] == "6/6"  # exact p, 6 of 6 seeds
+    assert cells[7] == "22"  # random's final 0.6, reached between 20 (0.575) and 30 (0.675) labels: 22.5
+    assert "| margin |" not in text and "margin-seed0 (1/3 cycles)" in text and "30.0 +- 2.0%" in text
+    assert "### `toy-rung`" in capsys.readouterr().out

@@ -123,8 +123,11 @@ class StrategyCurve:
 
 
 def summarize(rows: Sequence[dict], n_pool: int, strategies: Sequence[str] | None = None,
-              reference: str = REFERENCE, metric: str = "accuracy") -> list[StrategyCurve]:
+              reference: str = REFERENCE, metric: str = "accuracy", cycles: int | None = None) -> list[StrategyCurve]:
     """Per-strategy curves from result rows (``RESULT_COLUMNS``; numbers or numeric strings).
+
+    ``cycles``: the cycles a finished run has; a run with fewer rows (interrupted, or still running)
+    is left out of the curves and the tests, since its area would cover fewer budgets than the others'.
 
     ``metric``: "accuracy", "balanced" (mean recall over classes) or "particle" (accuracy on the
     test volumes that are not junk). Each curve carries its AUBC per seed, a bootstrap interval of
@@ -141,6 +144,12 @@ def summarize(rows: Sequence[dict], n_pool: int, strategies: Sequence[str] | Non
             return float("nan")
 
     order = list(strategies) if strategies is not None else list(dict.fromkeys(r["strategy"] for r in rows))
+    if cycles is not None:
+        n_rows: dict[tuple[str, int], int] = {}
+        for r in rows:
+            key = (r["strategy"], int(r["seed"]))
+            n_rows[key] = n_rows.get(key, 0) + 1
+        rows = [r for r in rows if n_rows[(r["strategy"], int(r["seed"]))] >= cycles]
     curves = []
     for name in order:
         mine = [r for r in rows if r["strategy"] == name]
@@ -428,13 +437,16 @@ def collect_results(out: Path, strategies: Sequence[str], seeds: Sequence[int],
 
 
 def write_outputs(out: Path, strategies: Sequence[str], seeds: Sequence[int], n_pool: int, title: str = "",
-                  metric: str = "accuracy", oracle: dict[int, str] | None = None) -> list[StrategyCurve]:
+                  metric: str = "accuracy", oracle: dict[int, str] | None = None,
+                  cycles: int | None = None) -> list[StrategyCurve]:
+    """results.csv with every run's rows (unfinished ones too: a rerun continues them); summary.csv and
+    the plot of the runs that have all ``cycles``."""
     rows = collect_results(out, strategies, seeds, oracle)
     with atomic_open(out / "results.csv", "w") as f:
         w = csv.DictWriter(f, RESULT_COLUMNS)
         w.writeheader()
         w.writerows(rows)
-    curves = summarize(rows, n_pool, strategies, metric=metric)
+    curves = summarize(rows, n_pool, strategies, metric=metric, cycles=cycles)
     columns, srows = summary_rows(curves)
     with atomic_open(out / "summary.csv", "w") as f:
         w = csv.DictWriter(f, columns)
@@ -527,7 +539,7 @@ def run_benchmark(
             status = "done" if before >= n_cycles else ("resumed" if before else "ran")
             outcome = RunOutcome(strategy, seed, status, project.history(), n_pool)
             if status != "done":  # keep the tables current while a long benchmark runs
-                write_outputs(out, strategies, seeds, n_pool, title, metric, oracle)
+                write_outputs(out, strategies, seeds, n_pool, title, metric, oracle, n_cycles)
             if on_run is not None:
                 on_run(outcome)
-    return BenchmarkResult(write_outputs(out, strategies, seeds, n_pool, title, metric, oracle), n_pool, out)
+    return BenchmarkResult(write_outputs(out, strategies, seeds, n_pool, title, metric, oracle, n_cycles), n_pool, out)

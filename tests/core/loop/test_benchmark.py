@@ -77,6 +77,20 @@ def test_summarize_mean_std_aubc_and_labels_to_match_random():
     assert kt.aubc_ci[0] <= kt.aubc_mean <= kt.aubc_ci[1]
 
 
+def test_summarize_leaves_out_unfinished_runs_when_told_how_many_cycles_a_run_has():
+    def rows(strategy, seed, accs):
+        return [{"strategy": strategy, "seed": seed, "cycle": c, "n_labeled": n, "test_accuracy": a,
+                 "query_seconds": "", "train_seconds": 1.0} for c, (n, a) in enumerate(zip([10, 20, 30], accs))]
+
+    data = rows("random", 0, [0.4, 0.5, 0.6]) + rows("random", 1, [0.4, 0.5, 0.6])
+    data += rows("kt", 0, [0.4, 0.6, 0.7]) + rows("kt", 1, [0.9, 0.9])  # kt seed 1 stopped after 2 cycles
+    kt, rnd = summarize(data, n_pool=100, strategies=["kt", "random"], cycles=3)
+    assert kt.n_runs == 1 and list(kt.aubc_by_seed) == [0] and kt.versus["random"].n == 1
+    assert rnd.n_runs == 2 and rnd.versus["kt"].n == 1
+    kt_all, _ = summarize(data, n_pool=100, strategies=["kt", "random"])  # without cycles: every row counts
+    assert kt_all.n_runs == 2
+
+
 def test_summarize_balanced_accuracy_when_asked():
     data = [{"strategy": "kt", "seed": 0, "cycle": c, "n_labeled": n, "test_accuracy": 0.9,
              "test_balanced_accuracy": b, "query_seconds": "", "train_seconds": 1.0}
