@@ -109,6 +109,9 @@ class TrainSpec:
     #: at least this many optimizer steps per cycle: a small labeled set gets more epochs (and the
     #: lr milestones move with them); 0 trains exactly ``epochs`` epochs, as the paper does
     min_steps: int = 0
+    #: the step floor of a warm-started cycle ([active] reinit_each_cycle = false, after the first):
+    #: it continues from trained weights and may need fewer steps; -1: as ``min_steps``
+    warm_min_steps: int = -1
     class_balance: str = "none"  # "loss": cross-entropy weighted by inverse class frequency
     #: cross-entropy against (1 - e) one-hot + e uniform (torch's label_smoothing): bounds how far
     #: apart the logits are driven on a few labels, and with them the KL score's scale; 0 is the paper
@@ -142,6 +145,8 @@ class TrainSpec:
         check(self.augment in ("flips", "none"), f"{section}.augment", "must be 'flips' or 'none'")
         check(1 <= self.eval_batch_size <= 65_536, f"{section}.eval_batch_size", "must be between 1 and 65536")
         check(0 <= self.min_steps <= 10_000_000, f"{section}.min_steps", "must be between 0 and 10000000")
+        check(-1 <= self.warm_min_steps <= 10_000_000, f"{section}.warm_min_steps",
+              "must be between 0 and 10000000, or -1 (as min_steps)")
         check(self.class_balance in ("none", "loss"), f"{section}.class_balance", "must be 'none' or 'loss'")
         check(0 <= self.label_smoothing < 1, f"{section}.label_smoothing", "must be in [0, 1)")
         check(0 <= self.label_smoothing_below <= 1_000_000, f"{section}.label_smoothing_below",
@@ -154,13 +159,15 @@ class TrainSpec:
         full, rest = divmod(max(n_labeled, 0), self.batch_size)
         return max(1, full + (1 if rest >= 2 or full == 0 else 0))
 
-    def for_labeled(self, n_labeled: int, n_classes: int) -> TrainSpec:
+    def for_labeled(self, n_labeled: int, n_classes: int, warm: bool = False) -> TrainSpec:
         """This spec for a cycle on ``n_labeled`` volumes of ``n_classes`` classes: enough epochs for
-        ``min_steps`` steps (the lr milestones at the same fractions of training), and label
-        smoothing only while the labeled set is under ``label_smoothing_below`` per class."""
+        ``min_steps`` steps (``warm_min_steps`` when the cycle starts from the last cycle's weights,
+        ``warm``; the lr milestones at the same fractions of training), and label smoothing only
+        while the labeled set is under ``label_smoothing_below`` per class."""
         changes: dict = {}
         steps = self.steps_per_epoch(n_labeled)
-        epochs = max(self.epochs, -(-self.min_steps // steps))
+        floor = self.warm_min_steps if warm and self.warm_min_steps >= 0 else self.min_steps
+        epochs = max(self.epochs, -(-floor // steps))
         if epochs != self.epochs:
             changes["epochs"] = epochs
             changes["lr_milestones"] = sorted(

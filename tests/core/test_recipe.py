@@ -67,6 +67,16 @@ def test_a_small_labeled_set_gets_enough_epochs_for_the_step_floor():
     assert TrainSpec(epochs=30, lr_milestones=[24]).for_labeled(24, 4).epochs == 30  # no floor: the paper's epochs
 
 
+def test_a_warm_started_cycle_has_its_own_step_floor():
+    from napari_ktal.core.recipe import TrainSpec
+
+    spec = TrainSpec(epochs=30, lr_milestones=[24], batch_size=32, min_steps=300, warm_min_steps=60)
+    assert spec.for_labeled(24, 4, warm=True).epochs == 60 and spec.for_labeled(24, 4).epochs == 300
+    assert TrainSpec(epochs=30, lr_milestones=[24], min_steps=300).for_labeled(24, 4, warm=True).epochs == 300  # -1
+    with pytest.raises(RecipeError, match="warm_min_steps"):
+        load_recipe("quick").replace(train={"warm_min_steps": -2})
+
+
 def test_label_smoothing_stops_once_the_labeled_set_reaches_its_threshold_per_class():
     from napari_ktal.core.errors import RecipeError
     from napari_ktal.core.recipe import TrainSpec

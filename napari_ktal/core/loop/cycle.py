@@ -138,6 +138,8 @@ class CycleInputs:
     n_pool: int
     held_out: np.ndarray  # the labeled audit volumes of this cycle's batch: judged, not trained on
     stop: np.ndarray  # the project's stop set (pool indices, sorted)
+    #: the cycle starts from the last cycle's weights ([active] reinit_each_cycle = false, same classes)
+    warm: bool = False
 
 
 def _read_inputs(project: Project, recipe: Recipe, seed: int) -> tuple[CycleInputs, np.ndarray]:
@@ -150,22 +152,31 @@ def _read_inputs(project: Project, recipe: Recipe, seed: int) -> tuple[CycleInpu
     if len(classes) < 2:
         raise KtalError("define at least 2 classes before training")
     return CycleInputs(cycle, classes, idx, y, project.pool.reopen(), len(project.pool),
-                       held_out_audits(project, cycle, idx), stop_indices(project, recipe.trust, seed)), x
+                       held_out_audits(project, cycle, idx), stop_indices(project, recipe.trust, seed),
+                       _warm_start(project, recipe, classes)), x
 
 
-def _initial_models(project: Project | None, recipe: Recipe, classes: list[str], cycle: int,
+def _warm_start(project: Project, recipe: Recipe, classes: list[str]) -> bool:
+    """Whether the cycle starts from the last cycle's weights: warm start asked for, a checkpoint
+    there, trained on the same classes (after a class was added or renamed it starts afresh)."""
+    cycles = [] if recipe.active.reinit_each_cycle else project.checkpoint_cycles()
+    meta = project.checkpoint_meta(cycles[-1]) if cycles else None
+    return meta is not None and meta.get("classes") == classes
+
+
+def _initial_models(project: Project | None, recipe: Recipe, inputs: CycleInputs,
                     pretrained: Mapping[str, torch.Tensor] | None, seed: int):
     """Teacher and student of this cycle. Rank 0 (``project`` given) starts them from the pretrained
-    encoder or the last cycle's weights; under torchrun DDP copies rank 0's weights to every rank."""
-    torch.manual_seed(derive_seed(seed, "init", 0 if recipe.active.reinit_each_cycle else cycle))
-    teacher, student = build_pair(recipe.model, len(classes))
+    encoder or, warm-starting, the last cycle's weights; under torchrun DDP copies rank 0's weights
+    to every rank."""
+    torch.manual_seed(derive_seed(seed, "init", 0 if recipe.active.reinit_each_cycle else inputs.cycle))
+    teacher, student = build_pair(recipe.model, len(inputs.classes))
     if pretrained is not None:
         initialise_from(pretrained, teacher, student)
-    if project is not None and not recipe.active.reinit_each_cycle and project.checkpoint_cycles():
-        prev_t, prev_s, meta = project.load_models(expect_model=recipe.model)  # another architecture: clear error
-        if meta["classes"] == classes:
-            teacher.load_state_dict(prev_t.state_dict())
-            student.load_state_dict(prev_s.state_dict())
+    if project is not None and inputs.warm:
+        prev_t, prev_s, _ = project.load_models(expect_model=recipe.model)  # another architecture: clear error
+        teacher.load_state_dict(prev_t.state_dict())
+        student.load_state_dict(prev_s.state_dict())
     return teacher, student
 
 
@@ -208,8 +219,8 @@ def train_cycle(
     if len(inputs.held_out):  # judged after training, not trained on (the module's docstring)
         keep = ~np.isin(idx, inputs.held_out)
         train_x, train_y = x[keep], y[keep]
-    teacher, student = _initial_models(project, recipe, classes, cycle, pretrained, seed)
-    train = recipe.train.for_labeled(len(train_y), len(classes))
+    teacher, student = _initial_models(project, recipe, inputs, pretrained, seed)
+    train = recipe.train.for_labeled(len(train_y), len(classes), warm=inputs.warm)
     head = strategy.make_head(teacher, train, options)
     job = TrainJob(train, recipe.transfer, derive_seed(seed, "train", cycle), cycle, recipe.speed)
     # a strategy that does not read the student gets the teacher it would have had, without the

@@ -52,6 +52,15 @@ def complete_cycles(checkpoints: Path) -> list[int]:
     return sorted(int(m.group(1)) for m in found if m)
 
 
+def read_meta(folder: Path) -> dict | None:
+    """The meta.json of the checkpoint in ``folder`` (None when it is missing or damaged)."""
+    try:
+        meta = json.loads((folder / META).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
 def load_models(folder: Path, device: str | torch.device = "cpu", expect_model: ModelSpec | None = None
                 ) -> tuple[ResNet3D, ResNet3D, dict]:
     """The (teacher, student, meta) saved in ``folder``.

@@ -340,6 +340,10 @@ class Project:
         committed = {int(r["cycle"]) for r in self.history()}
         return [c for c in checkpoints.complete_cycles(self.paths.checkpoints) if c in committed]
 
+    def checkpoint_meta(self, cycle: int) -> dict | None:
+        """The meta.json (cycle, classes, model) of ``cycle``'s checkpoint; None if missing or damaged."""
+        return checkpoints.read_meta(self.paths.checkpoint(cycle))
+
     def load_models(self, cycle: int | None = None, device: str | torch.device = "cpu",
                     expect_model: ModelSpec | None = None) -> tuple[ResNet3D, ResNet3D, dict]:
         """The trained (teacher, student, meta) of ``cycle`` (latest by default); see :mod:`.checkpoints`."""

@@ -42,6 +42,34 @@ def test_progress_reports_epochs_and_losses_and_cancel_stops(new_project, sim_wi
     assert p.trained_cycles == 1 and p.checkpoint_cycles() == [0]
 
 
+def test_warm_start_continues_from_the_last_weights_with_the_warm_step_floor(new_project, sim_with_test, small_recipe,
+                                                                              monkeypatch):
+    """[active] reinit_each_cycle = false: cycle 1 starts from cycle 0's weights and trains at least
+    warm_min_steps steps (cycle 0, from scratch, min_steps); a new class starts afresh."""
+    recipe = small_recipe.replace(train={"min_steps": 12, "warm_min_steps": 4, "batch_size": 8},
+                                  active={"reinit_each_cycle": False, "final_fraction": 0.3})
+    p = new_project()
+    oracle = al.oracle_for_pool(p.pool, sim_with_test[1])
+    p.add_classes(sorted(set(oracle.values())))
+    seen = []
+    original = al.cycle.train_pair
+
+    def spy(teacher, student, x, y, job, **kw):
+        seen.append(({k: v.clone() for k, v in teacher.state_dict().items()}, job.train.epochs))
+        return original(teacher, student, x, y, job, **kw)
+
+    monkeypatch.setattr(al.cycle, "train_pair", spy)
+    reports = al.run_with_oracle(p, recipe, oracle, torch.device("cpu"), seed=0)
+    saved0, _, _ = p.load_models(0)
+    assert [r.n_labeled for r in reports] == [3, 5, 6, 8, 9]
+    assert seen[0][1] == 12  # 3 volumes = 1 step per epoch: the min_steps floor, from scratch
+    assert seen[1][1] == 4  # warm: 5 volumes, 1 step per epoch, the warm floor
+    assert all(torch.equal(v, saved0.state_dict()[k]) for k, v in seen[1][0].items())  # cycle 0's weights
+    p.add_classes(["extra"])  # another class: cycle 5 starts from scratch, with min_steps
+    al.train_cycle(p, recipe, torch.device("cpu"), seed=0, select=False)
+    assert seen[-1][1] == 12
+
+
 def test_other_box_sizes_and_a_labels_csv_as_data(tmp_path, small_recipe):
     train, _ = simulate_dataset(tmp_path / "d", SimulationConfig(classes=2, per_class=10, snr=2, box=16, seed=1))
     p = Project.create(tmp_path / "p", train, small_recipe)  # DATA may be the labels CSV itself
