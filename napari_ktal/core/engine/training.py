@@ -10,8 +10,9 @@ once and batches are drawn there, so there is no host sync inside an epoch (one 
 for the loss means).
 
 Without a student (``student=None``: the strategy's query does not read one) the teacher trains
-alone, on the same batches and flips, and ends with the same weights it has beside a student;
-the student's losses are then NaN.
+alone, on the same batches and flips, and ends with the same weights it has beside a student
+(without dropout: the student's dropout masks are drawn from torch's global generator between
+the teacher's, so with dropout on they shift); the student's losses are then NaN.
 
 A query strategy may bring an :class:`~.heads.AuxiliaryHead` (learning loss does): it is
 trained with the teacher, its loss added to the teacher's, without training knowing which

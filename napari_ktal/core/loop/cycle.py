@@ -158,10 +158,16 @@ def _read_inputs(project: Project, recipe: Recipe, seed: int) -> tuple[CycleInpu
 
 def _warm_start(project: Project, recipe: Recipe, classes: list[str]) -> bool:
     """Whether the cycle starts from the last cycle's weights: warm start asked for, a checkpoint
-    there, trained on the same classes (after a class was added or renamed it starts afresh)."""
+    there, trained on the same classes (after a class was added or renamed it starts afresh), and,
+    if this cycle's strategy reads the student, a trained student in it (after cycles of a
+    teacher-only strategy both start afresh, rather than an untrained student on a warm floor)."""
     cycles = [] if recipe.active.reinit_each_cycle else project.checkpoint_cycles()
     meta = project.checkpoint_meta(cycles[-1]) if cycles else None
-    return meta is not None and meta.get("classes") == classes
+    if meta is None or meta.get("classes") != classes:
+        return False
+    strategy = get_strategy(recipe.active.strategy)
+    options = strategy.parse_options(recipe.active.options.get(strategy.name, {}))
+    return bool(meta.get("student_trained", True)) or not strategy.needs_student(options)
 
 
 def _initial_models(project: Project | None, recipe: Recipe, inputs: CycleInputs,
@@ -229,7 +235,7 @@ def train_cycle(
     result = train_pair(teacher, trained_student, train_x, train_y, job, head=head, device=device, run=run)
     run.check_cancel()
     if project is not None:
-        project.save_models(cycle, teacher, student, recipe)
+        project.save_models(cycle, teacher, student, recipe, student_trained=trained_student is not None)
 
     scores = _test_scores(teacher, test, classes, recipe, device, run)
     mean_unc, select_s, n_queried = float("nan"), 0.0, 0

@@ -29,7 +29,9 @@ META = "meta.json"
 
 
 def save_models(folder: Path, cycle: int, teacher: ResNet3D, student: ResNet3D, classes: list[str],
-                model_spec: dict) -> None:
+                model_spec: dict, student_trained: bool = True) -> None:
+    """Teacher, student and meta.json (cycle, classes, model, and ``student_trained``: False when the
+    cycle's strategy did not read the student, which was then saved as initialised)."""
     import torch
 
     # a folder re-written (the cycle is trained again after a kill or a cancel) is incomplete
@@ -42,7 +44,7 @@ def save_models(folder: Path, cycle: int, teacher: ResNet3D, student: ResNet3D, 
         state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
         with atomic_open(folder / f"{name}.pt", "wb") as f:
             torch.save(state, f)
-    meta = {"cycle": cycle, "classes": classes, "model": model_spec}
+    meta = {"cycle": cycle, "classes": classes, "model": model_spec, "student_trained": student_trained}
     atomic_write_text(meta_path, json.dumps(meta, indent=2))  # last: the folder is complete now
 
 

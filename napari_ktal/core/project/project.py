@@ -331,9 +331,10 @@ class Project:
         return (cycles[-1], self.read_query(cycles[-1])) if cycles else None
 
     # -- checkpoints -------------------------------------------------------------------
-    def save_models(self, cycle: int, teacher: ResNet3D, student: ResNet3D, recipe: Recipe) -> None:
+    def save_models(self, cycle: int, teacher: ResNet3D, student: ResNet3D, recipe: Recipe,
+                    student_trained: bool = True) -> None:
         checkpoints.save_models(self.paths.checkpoint(cycle), cycle, teacher, student, self.classes,
-                                recipe.to_dict()["model"])
+                                recipe.to_dict()["model"], student_trained)
 
     def checkpoint_cycles(self) -> list[int]:
         """Cycles with a complete checkpoint (meta.json written) that were committed to history.csv."""

@@ -23,7 +23,8 @@ Only a strategy that declares it (``student=True``, or a function of its options
 student in ``ctx.student``; for the others the cycle trains the teacher alone and
 ``ctx.student`` is None. Training the student changes nothing in the teacher (the transfer loss
 detaches the teacher, :mod:`~napari_ktal.core.engine.training`), so a teacher-only strategy
-costs a student's training less per cycle and its teacher is the one it would have had.
+costs a student's training less per cycle and its teacher is the one it would have had (with
+``[model] dropout = 0``: dropout masks come from one random stream, which the student shares).
 
 Each strategy reads its own table ``[active.options.<name>]``, wherever it runs: a composite
 strategy (AutoAL) runs each of its candidates with that candidate's own table

@@ -70,6 +70,30 @@ def test_warm_start_continues_from_the_last_weights_with_the_warm_step_floor(new
     assert seen[-1][1] == 12
 
 
+def test_after_a_teacher_only_cycle_kt_does_not_warm_start_an_untrained_student(new_project, sim_with_test,
+                                                                                 small_recipe, monkeypatch):
+    """margin trains no student (its checkpoint says so); the kt cycle after it starts both models
+    afresh with the full floor, and the kt cycle after that warm-starts again."""
+    recipe = small_recipe.replace(train={"min_steps": 12, "warm_min_steps": 4, "batch_size": 8},
+                                  active={"reinit_each_cycle": False, "final_fraction": 0.3})
+    p = new_project()
+    oracle = al.oracle_for_pool(p.pool, sim_with_test[1])
+    p.add_classes(sorted(set(oracle.values())))
+    epochs = []
+    original = al.cycle.train_pair
+    monkeypatch.setattr(al.cycle, "train_pair", lambda t, s, x, y, job, **kw: (
+        epochs.append(job.train.epochs), original(t, s, x, y, job, **kw))[1])
+    for cycle, strategy in enumerate(("margin", "kt", "kt")):
+        if cycle == 0:
+            batch = al.initial_query(p, recipe, seed=0)
+        else:
+            batch = p.read_query(cycle)
+        p.label_many({q.index: oracle[q.index] for q in batch}, by="oracle")
+        al.train_cycle(p, recipe.replace(active={"strategy": strategy}), torch.device("cpu"), seed=0)
+    assert [p.checkpoint_meta(c)["student_trained"] for c in range(3)] == [False, True, True]
+    assert epochs == [12, 12, 4]  # 3, 5, 6 volumes: one step per epoch; kt after margin starts afresh
+
+
 def test_other_box_sizes_and_a_labels_csv_as_data(tmp_path, small_recipe):
     train, _ = simulate_dataset(tmp_path / "d", SimulationConfig(classes=2, per_class=10, snr=2, box=16, seed=1))
     p = Project.create(tmp_path / "p", train, small_recipe)  # DATA may be the labels CSV itself
