@@ -7,7 +7,13 @@
     python benchmarks/ladder.py 10c-junk50 --strategies kt,kt-junk,random,entropy,poal,dpp,autoal --seeds 5
     python benchmarks/ladder.py 10c-snr01 --root benchmarks/results/verdict --strategies kt,random,margin,entropy --seeds 6
     python benchmarks/ladder.py --tiny                         # a seconds-long smoke run (CI)
+    python benchmarks/ladder.py 10c-snr01 --root benchmarks/results/verdict --variant warm --strategies kt --seeds 6
     python benchmarks/verdict_report.py                        # the verdict's tables, finished runs only
+
+``--variant`` runs the rung with a change of its recipe (warm start with a smaller step floor,
+simclr pretraining, TypiClust's first batch: :data:`VARIANTS`) into ``<rung>/variant-<name>/``, on
+the same data and seeds, so that each run pairs by seed with the rung's own run of the same
+strategy (``verdict_report.py`` tables the pairs).
 
 Each set is simulated once under ``--root`` (default benchmarks/results/ladder/), then
 ``ktal-cryo benchmark`` runs there (resumable: rerun to continue) and its summary (AUBC with
@@ -78,6 +84,17 @@ LADDER: dict[str, Rung] = {
 }
 
 
+#: recipe variants measured against the rung's own recipe (issue 18): name -> (what it is, recipe changes)
+VARIANTS: dict[str, tuple[str, dict]] = {
+    "warm": ("warm start: each cycle from the last cycle's weights, step floor 100 after cycle 0 (300 before)",
+             {"active": {"reinit_each_cycle": False}, "train": {"warm_min_steps": 100}}),
+    "simclr": ("simclr pretraining of the encoder once per project, initialising every cycle",
+               {"pretrain": {"method": "simclr"}}),
+    "typiclust": ("simclr pretraining, and cycle 0's batch by TypiClust instead of at random",
+                  {"pretrain": {"method": "simclr"}, "active": {"initial": "typiclust"}}),
+}
+
+
 def simulate(name: str, root: Path) -> Path:
     from napari_ktal.core.simulate import SimulationConfig, simulate_dataset
 
@@ -88,7 +105,12 @@ def simulate(name: str, root: Path) -> Path:
     return folder
 
 
-def recipe_file(name: str, root: Path) -> Path:
+def rung_folder(name: str, root: Path, variant: str | None = None) -> Path:
+    """Where a rung's files go: ``<root>/<rung>``, a variant's ``<root>/<rung>/variant-<name>``."""
+    return root / name if variant is None else root / name / f"variant-{variant}"
+
+
+def recipe_file(name: str, root: Path, variant: str | None = None) -> Path:
     from napari_ktal.core.loop import load_recipe
 
     rung = LADDER[name]
@@ -98,7 +120,9 @@ def recipe_file(name: str, root: Path) -> Path:
     # the ladder compares strategies: every pick is the strategy's, no audit slice (as the verdict's
     # first runs, made before [trust] existed, were run)
     recipe = recipe.replace(trust={"audit": 0.0})
-    path = root / name / "recipe.toml"
+    if variant is not None:
+        recipe = recipe.replace(**VARIANTS[variant][1])
+    path = rung_folder(name, root, variant) / "recipe.toml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(recipe.to_toml())
     return path
@@ -176,20 +200,22 @@ def network_at_final(name: str, root: Path, seeds: int, first_seed: int, device:
     return {"set": name, "recipe": recipe.name, **_accuracy(results), "runs": results}
 
 
-def run(name: str, root: Path, strategies: str, seeds: int, first_seed: int, device: str) -> dict:
+def run(name: str, root: Path, strategies: str, seeds: int, first_seed: int, device: str,
+        variant: str | None = None) -> dict:
     from napari_ktal.cli import main
 
     data = simulate(name, root)
-    out = root / name / "benchmark"
+    out = rung_folder(name, root, variant) / "benchmark"
     args = ["benchmark", str(data / "train"), "--oracle", str(data / "train" / "labels.csv"),
             "--test", str(data / "test" / "labels.csv"), "--strategies", strategies, "--seeds", str(seeds),
-            "--first-seed", str(first_seed), "--recipe", str(recipe_file(name, root)), "--out", str(out),
+            "--first-seed", str(first_seed), "--recipe", str(recipe_file(name, root, variant)), "--out", str(out),
             "--device", device, "--metric", LADDER[name].metric]
     t0 = time.perf_counter()
     code = main(args)
     if code:
         raise SystemExit(code)
     return {"set": name, "about": LADDER[name].about, "sim": LADDER[name].sim, "metric": LADDER[name].metric,
+            "variant": variant, "variant_about": VARIANTS[variant][0] if variant else "",
             "command": "ktal-cryo " + " ".join(args), "seconds": round(time.perf_counter() - t0, 1),
             "summary": (out / "summary.csv").read_text()}
 
@@ -207,10 +233,14 @@ def main(argv=None) -> int:
                    help="with --baseline: also the teacher trained on random labeled sets of the same size")
     p.add_argument("--device", default="auto")
     p.add_argument("--root", type=Path, default=ROOT)
+    p.add_argument("--variant", choices=list(VARIANTS),
+                   help="run the rung with this change of its recipe, into <rung>/variant-<name>/")
     args = p.parse_args(argv)
     if args.list:
         for name, rung in LADDER.items():
             print(f"{name:<16} {rung.about}")
+        for name, (about, _) in VARIANTS.items():
+            print(f"--variant {name:<10} {about}")
         return 0
     if args.tiny:
         args.set, args.strategies, args.seeds = "tiny", "kt,random", 2
@@ -229,8 +259,10 @@ def main(argv=None) -> int:
         print(f"{args.set}: teacher ({n['recipe']}) with the same number of random labels: "
               f"{100 * n['accuracy_mean']:.1f}% ({len(n['runs'])} seed{'s' if len(n['runs']) > 1 else ''})", flush=True)
     if not args.baseline:
-        result["benchmark"] = run(args.set, args.root, args.strategies, args.seeds, args.first_seed, args.device)
-    path = args.root / args.set / ("baseline.json" if args.baseline else "ladder.json")
+        result["benchmark"] = run(args.set, args.root, args.strategies, args.seeds, args.first_seed, args.device,
+                                  args.variant)
+    path = rung_folder(args.set, args.root, None if args.baseline else args.variant) / (
+        "baseline.json" if args.baseline else "ladder.json")
     path.write_text(json.dumps(result, indent=2, default=str))
     print(f"saved {path}")
     return 0

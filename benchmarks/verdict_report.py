@@ -11,6 +11,11 @@ it needed to reach random's mean final accuracy; beside it the nearest-class-mea
 finished runs count (all the recipe's cycles): a run still going or interrupted is left out and
 named. The numbers come from the package's own summary (``core.loop.benchmark.summarize``), so
 they are those ``ktal-cryo benchmark`` prints, restricted to finished runs.
+
+A rung's recipe variants (``<rung>/variant-<name>/``, from ``ladder.py --variant``) get a second
+table: each variant's strategy against the rung's own runs of that strategy, paired by seed
+(AUBC difference, interval, p, wins), with the optimizer steps a run takes under each recipe
+(counted from the recipes: deterministic, unlike the clocks of a shared machine).
 """
 
 from __future__ import annotations
@@ -26,33 +31,102 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent / "results" / "verdict"
 
 
+def rung_metric(name: str) -> str:
+    """What the rung's benchmark compares (``ladder.py``'s LADDER; accuracy for a folder it does not name)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    try:
+        from ladder import LADDER
+    finally:
+        sys.path.pop(0)
+    return LADDER[name].metric if name in LADDER else "accuracy"
+
+
 def pct(v: float, digits: int = 1) -> str:
     return "-" if not math.isfinite(v) else f"{100 * v:.{digits}f}"
+
+
+def _read(folder: Path, n_pool: int, metric: str):
+    """(recipe, budgets, finished curves, unfinished run names) of the benchmark in ``folder``."""
+    from napari_ktal.core.loop import budget_schedule, load_recipe
+    from napari_ktal.core.loop.benchmark import summarize
+
+    with open(folder / "benchmark" / "results.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    recipe = load_recipe(folder / "recipe.toml")
+    budgets = budget_schedule(n_pool, recipe.active)
+    counts = Counter((r["strategy"], int(r["seed"])) for r in rows)
+    unfinished = sorted(f"{s}-seed{k} ({n}/{len(budgets)} cycles)" for (s, k), n in counts.items() if n < len(budgets))
+    return recipe, budgets, summarize(rows, n_pool, metric=metric, cycles=len(budgets)), unfinished
+
+
+def run_steps(recipe, budgets: list[int], n_classes: int) -> int:
+    """Optimizer steps of one run under ``recipe`` (teacher; the student, where trained, takes the same)."""
+    warm = not recipe.active.reinit_each_cycle
+    total = 0
+    for cycle, n in enumerate(budgets):
+        spec = recipe.train.for_labeled(n, n_classes, warm=warm and cycle > 0)
+        total += spec.epochs * spec.steps_per_epoch(n)
+    return total
+
+
+def pool_size(folder: Path) -> tuple[int, dict | None]:
+    """The pool's size and the nearest-class-mean floor (baseline.json), or the size from the
+    benchmark's imported pool where the rung has no baseline."""
+    if (folder / "baseline.json").exists():
+        baseline = json.loads((folder / "baseline.json").read_text())["baseline"]
+        return int(baseline["pool"]), baseline
+    info = json.loads((folder / "benchmark" / "base" / "pool" / "info.json").read_text())
+    return int(info["n"]), None
+
+
+def variants_report(folder: Path, n_pool: int, base_curves, base_recipe, budgets, n_classes: int,
+                    metric: str) -> list[str]:
+    """The table of the rung's recipe variants against its own runs, paired by seed."""
+    from napari_ktal.core.evaluation.stats import paired_comparison
+
+    lines = []
+    base = {c.strategy: c for c in base_curves}
+    for vdir in sorted(folder.glob("variant-*")):
+        if not (vdir / "benchmark" / "results.csv").exists():
+            continue
+        recipe, _, curves, unfinished = _read(vdir, n_pool, metric)
+        steps, base_steps = run_steps(recipe, budgets, n_classes), run_steps(base_recipe, budgets, n_classes)
+        for c in curves:
+            if c.strategy not in base:
+                continue
+            cmp = paired_comparison(c.aubc_by_seed, base[c.strategy].aubc_by_seed)
+            if cmp.n == 0:
+                continue
+            lo, hi = cmp.ci
+            ci = f" [{100 * lo:+.1f}, {100 * hi:+.1f}]" if math.isfinite(lo) else ""
+            lines.append(f"| {vdir.name[len('variant-'):]} | {c.strategy} | {cmp.n} | {pct(c.aubc_mean)} | "
+                         f"{100 * cmp.mean_difference:+.1f}{ci} | {cmp.p_value:.3g} | {cmp.wins}/{cmp.n} | "
+                         f"{steps} / {base_steps} ({steps / base_steps:.2f}x) |")
+        if unfinished:
+            lines.append(f"| {vdir.name[len('variant-'):]} | left out (not finished): {', '.join(unfinished)} "
+                         "| | | | | | |")
+    if not lines:
+        return []
+    return ["", "Recipe variants against the rung's own runs of the same strategy (AUBC paired by seed):", "",
+            "| variant | strategy | paired seeds | AUBC % | dAUBC vs the rung's recipe [95% CI] | p | wins | "
+            "optimizer steps per run, variant / rung |", "|---|---|---|---|---|---|---|---|", *lines]
 
 
 def rung_report(folder: Path) -> str | None:
     """The Markdown section of one rung folder (None when it holds no benchmark results)."""
     from napari_ktal.core.evaluation.stats import min_wilcoxon_p
-    from napari_ktal.core.loop import budget_schedule, load_recipe
-    from napari_ktal.core.loop.benchmark import summarize
 
-    results = folder / "benchmark" / "results.csv"
-    if not results.exists():
+    if not (folder / "benchmark" / "results.csv").exists():
         return None
-    with open(results, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    baseline = json.loads((folder / "baseline.json").read_text())["baseline"]
-    n_pool = int(baseline["pool"])
-    recipe = load_recipe(folder / "recipe.toml")
-    budgets = budget_schedule(n_pool, recipe.active)
-    counts = Counter((r["strategy"], int(r["seed"])) for r in rows)
-    unfinished = sorted(f"{s}-seed{k} ({n}/{len(budgets)} cycles)" for (s, k), n in counts.items() if n < len(budgets))
-    curves = summarize(rows, n_pool, cycles=len(budgets))
+    n_pool, baseline = pool_size(folder)
+    metric = rung_metric(folder.name)
+    recipe, budgets, curves, unfinished = _read(folder, n_pool, metric)
+    floor = ("no floor measured" if baseline is None else
+             f"floor: nearest class mean with {baseline['labeled']} random labels "
+             f"{pct(baseline['accuracy_mean'])} +- {pct(baseline['accuracy_std'])}% (chance {pct(baseline['chance'])}%)")
     lines = [f"### `{folder.name}`", "",
              f"Pool {n_pool}, {len(budgets)} cycles ({budgets[0]} -> {budgets[-1]} labels), recipe "
-             f"`{recipe.name}`; floor: nearest class mean with {baseline['labeled']} random labels "
-             f"{pct(baseline['accuracy_mean'])} +- {pct(baseline['accuracy_std'])}% "
-             f"(chance {pct(baseline['chance'])}%).", ""]
+             f"`{recipe.name}`; compared on test {metric}; {floor}.", ""]
     lines += ["| strategy | seeds | final acc % | AUBC % [95% CI] | dAUBC vs random [95% CI] | p | wins | "
               "labels to reach random's final |", "|---|---|---|---|---|---|---|---|"]
     for c in curves:
@@ -70,13 +144,21 @@ def rung_report(folder: Path) -> str | None:
         need_s = "not reached" if not math.isfinite(need) else f"{need:.0f}"
         lines.append(f"| {c.strategy} | {len(c.aubc_by_seed)} ({seeds}) | {final} | {pct(c.aubc_mean)}{ci} | "
                      f"{d} | {p} | {wins} | {need_s} |")
-    n = max((len(c.aubc_by_seed) for c in curves), default=0)
-    lines += ["", f"AUBC: area under the accuracy curve over the labeled fraction, per seed, then the mean over "
-              f"seeds. p: exact two-sided Wilcoxon signed-rank over the paired seeds (its floor with {n} "
-              f"seeds: {min_wilcoxon_p(n):.3g})."]
+    n = max((c.versus["random"].n for c in curves if "random" in c.versus), default=0)
+    lines += ["", f"AUBC: area under the {metric} curve over the labeled fraction, per seed, then the mean over "
+              f"seeds. p: two-sided Wilcoxon signed-rank over the seeds paired with random, exact unless "
+              f"differences tie (its floor with {n} pairs: {min_wilcoxon_p(n):.3g})."]
     if unfinished:
         lines.append(f"Left out (not finished): {', '.join(unfinished)}.")
+    n_classes = round(1 / baseline["chance"]) if baseline else _classes(folder)
+    lines += variants_report(folder, n_pool, curves, recipe, budgets, n_classes, metric)
     return "\n".join(lines)
+
+
+def _classes(folder: Path) -> int:
+    """The number of classes of the rung's benchmark (its base project's classes)."""
+    project = json.loads((folder / "benchmark" / "base" / "project.json").read_text())
+    return len(project["classes"])
 
 
 def main(argv=None) -> int:

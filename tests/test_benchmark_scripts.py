@@ -35,6 +35,19 @@ def test_ladder_tiny_mode_runs_the_benchmark_and_the_baseline(tmp_path, monkeypa
     assert [r["labeled"] for r in result["network"]["runs"]] == [7, 7]  # the teacher on as many random labels
     assert "vs_random_wilcoxon_p" in result["benchmark"]["summary"]
     assert "AUBC % [95% CI]" in capsys.readouterr().out
+    # a recipe variant on the same data and seeds, then the report pairs it with the rung's own kt runs
+    _run("ladder.py", "tiny", "--variant", "warm", "--strategies", "kt", "--seeds", "2", "--root", str(tmp_path),
+         "--device", "cpu", monkeypatch=monkeypatch)
+    warm = tmp_path / "tiny" / "variant-warm"
+    assert 'reinit_each_cycle = false' in (warm / "recipe.toml").read_text()
+    assert json.loads((warm / "ladder.json").read_text())["benchmark"]["variant"] == "warm"
+    _run("verdict_report.py", "--root", str(tmp_path), monkeypatch=monkeypatch)
+    row = next(line for line in (tmp_path / "report.md").read_text().splitlines() if line.startswith("| warm | kt |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[2] == "2" and cells[6] in ("0/2", "1/2", "2/2")
+    # tiny trains 2 epochs with no floor; warm's floor of 100 steps after cycle 0 makes its runs longer
+    variant_steps, rung_steps = (int(v) for v in cells[7].split(" (")[0].split(" / "))
+    assert variant_steps > rung_steps > 0
 
 
 def test_throughput_tiny_mode_measures_every_speed_variant_against_both_ceilings(tmp_path, monkeypatch, capsys):

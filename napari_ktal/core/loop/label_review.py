@@ -101,10 +101,11 @@ def review_labels(project: Project, device: torch.device, *, folds: int | None =
     """Cross-fit the teacher on the project's labels, rank them, calibrate; store the result in ``P/review/``.
 
     ``folds``, ``repeats``: default the recipe's ``[trust] folds`` and ``repeats``. The folds' teachers start from the project's
-    pretrained encoder when its recipe pretrains (the one its cycles started from). Costs ``folds``
-    trainings of the teacher on ``(folds-1)/folds`` of the labels: at 5 folds, 2.7-2.8x a cycle's
-    training at width 8 (:mod:`napari_ktal.core.trust`), 4.8x at width 4 (96 volumes of 16^3, 8
-    epochs, one CPU thread: 58 s against 12 s), where the cycle's student costs relatively less.
+    pretrained encoder when its recipe pretrains (the one its cycles started from). Costs ``folds x
+    repeats`` trainings of the teacher on ``(folds-1)/folds`` of the labels: per repeat at 5 folds,
+    2.7-2.8x a cycle's training at width 8 (:mod:`napari_ktal.core.trust`), 4.8x at width 4 (96
+    volumes of 16^3, 8 epochs, one CPU thread: 58 s against 12 s), where the cycle's student costs
+    relatively less; the default 2 repeats twice that.
     KtalError when there is nothing to judge yet (:func:`review_blocker`).
     """
     blocker = review_blocker(project)

@@ -14,12 +14,14 @@ on the project's labeled arrays; ``rank_suspects(cf.probs, cf.labels, cf.indices
 or ``prequential_accuracy`` from the queries' predicted classes; ``cohen_kappa`` of successive
 teachers on ``stop_set(len(pool), seed=...)`` and ``suggest_stop`` over the history.
 
-Cost: 5-fold cross-fitting took 2.7-2.8x one cycle's training (teacher + student) on 48 volumes
-(quick recipe, width 8, 8 epochs, 16^3 and 32^3, one CPU thread): 5 teachers on 4/5 of the set
-against a teacher and a half-cost student. With ``[train] min_steps`` every fold trains as many
-steps as the cycle, so expect ~3.3x; 3 folds cost about 2x. ``repeats`` multiplies it (the recipe's
-``[trust] repeats`` = 2 averages two splits: measured to find more of the planted mistakes,
-docs/results.md "Trust").
+Cost, per repeat: 5-fold cross-fitting took 2.7-2.8x one cycle's training (teacher + student)
+on 48 volumes (quick recipe, width 8, 8 epochs, 16^3 and 32^3, one CPU thread; measured when
+each fold's teacher still trained beside a one-channel stand-in student, which cost next to
+nothing): 5 teachers on 4/5 of the set against a teacher and a half-cost student. With
+``[train] min_steps`` every fold trains as many steps as the cycle, so expect ~3.3x; 3 folds cost
+about 2x. ``repeats`` multiplies it: the recipe's ``[trust] repeats`` = 2 (measured to find more
+of the planted mistakes, docs/results.md "Trust") costs about twice that, 4.5x a cycle's training
+on the issue's pool of 240.
 """
 
 from .audit import (
