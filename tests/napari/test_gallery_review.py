@@ -235,3 +235,14 @@ def test_held_keys_keep_moving_but_never_label_twice(make_widget, qtbot, project
     assert s.position == 2  # N held down skims through the batch
     press(qtbot, canvas(viewer), "1")
     assert s.label_of(s.batch[2].index) == s.classes[0]
+
+
+def test_a_batch_with_an_audit_slice_shows_no_scores_in_its_cells():
+    """The audit volumes have no strategy score: a cell showing the others' scores would tell them apart."""
+    from napari_ktal._napari._qt.gallery_cells import caption
+    from napari_ktal.core.project import QueryItem
+
+    plain = [QueryItem(r, 10 + r, f"v{r}", s, "", float("nan")) for r, s in enumerate((2.5, 1.25, 0.5))]
+    assert [caption(r, q, plain) for r, q in enumerate(plain)] == ["1 · 2.5", "2 · 1.25", "3 · 0.5"]
+    audited = plain[:2] + [QueryItem(2, 12, "v2", float("nan"), "", float("nan"), audit=True)]
+    assert [caption(r, q, audited) for r, q in enumerate(audited)] == ["1", "2", "3"]

@@ -26,7 +26,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ...core.loop.session import CLASS_KEYS, class_of_key
+from ...core.loop.session import CLASS_KEYS, class_of_key, shown_score
 from ..palette import class_colors
 from ..thumbnails import MODES as THUMB_MODES
 from .common import ACTION_KEYS, event_key, pixmap_of
@@ -151,8 +151,8 @@ class GalleryView(QWidget):
         n = len(rank)
         if order == "teacher":
             return lambda q: (rank.get(q.predicted, n), -_num(q.confidence), q.rank)
-        if order == "score":
-            return lambda q: (-_num(q.score), q.rank)
+        if order == "score":  # by the score the expert may see: none in a batch with an audit slice
+            return lambda q: (-_num(shown_score(q, session.batch)), q.rank)
         if order == "label":
             return lambda q: (rank.get(session.label_of(q.index), -1), q.rank)
         return lambda q: q.rank

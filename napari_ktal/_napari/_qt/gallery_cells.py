@@ -24,6 +24,14 @@ CELL = QSize(THUMB + 16, THUMB + 46)
 CHIP_PADDING = 4  # pixels either side of a label's text in its chip
 
 
+
+def caption(pos: int, item, batch: list) -> str:
+    """A cell's first line: its place in the batch, and the strategy's score where the expert may see
+    it (:func:`~napari_ktal.core.loop.session.shown_score`: none at all in a batch with an audit slice,
+    so the audit volumes, which have none, look like the rest)."""
+    shown = shown_score(item, batch)
+    return f"{pos + 1}" if shown is None or math.isnan(shown) else f"{pos + 1} · {shown:.3g}"
+
 class GalleryModel(QAbstractListModel):
     """The batch in display order; the view's state (labels, thumbnails) is read when painting."""
 
@@ -119,8 +127,8 @@ class CellDelegate(QStyledItemDelegate):
         painter.setFont(font)
         line = painter.fontMetrics().lineSpacing()
         y = box.bottom() + 4
-        score = "" if math.isnan(item.score) else f" · {item.score:.3g}"
-        painter.drawText(QRect(r.x(), y, r.width(), line), Qt.AlignmentFlag.AlignHCenter, f"{pos + 1}{score}")
+        batch = g.session.batch if g.session is not None else [item]
+        painter.drawText(QRect(r.x(), y, r.width(), line), Qt.AlignmentFlag.AlignHCenter, caption(pos, item, batch))
         if item.predicted:
             color = QColor(g.colors.get(item.predicted, UNLABELED))
             painter.fillRect(QRect(r.x() + 3, y + line + line // 4, line // 2, line // 2), color)
