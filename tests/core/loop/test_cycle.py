@@ -42,23 +42,30 @@ def test_progress_reports_epochs_and_losses_and_cancel_stops(new_project, sim_wi
     assert p.trained_cycles == 1 and p.checkpoint_cycles() == [0]
 
 
-def test_warm_start_continues_from_the_last_weights_with_the_warm_step_floor(new_project, sim_with_test, small_recipe,
-                                                                              monkeypatch):
-    """[active] reinit_each_cycle = false: cycle 1 starts from cycle 0's weights and trains at least
-    warm_min_steps steps (cycle 0, from scratch, min_steps); a new class starts afresh."""
+@pytest.fixture
+def warm_run(new_project, sim_with_test, small_recipe, monkeypatch):
+    """(recipe, project with its classes, oracle, trainings): warm start with min_steps 12 and
+    warm_min_steps 4; ``trainings`` collects each training's (teacher weights at its start, epochs)."""
     recipe = small_recipe.replace(train={"min_steps": 12, "warm_min_steps": 4, "batch_size": 8},
                                   active={"reinit_each_cycle": False, "final_fraction": 0.3})
     p = new_project()
     oracle = al.oracle_for_pool(p.pool, sim_with_test[1])
     p.add_classes(sorted(set(oracle.values())))
-    seen = []
+    trainings = []
     original = al.cycle.train_pair
 
     def spy(teacher, student, x, y, job, **kw):
-        seen.append(({k: v.clone() for k, v in teacher.state_dict().items()}, job.train.epochs))
+        trainings.append(({k: v.clone() for k, v in teacher.state_dict().items()}, job.train.epochs))
         return original(teacher, student, x, y, job, **kw)
 
     monkeypatch.setattr(al.cycle, "train_pair", spy)
+    return recipe, p, oracle, trainings
+
+
+def test_warm_start_continues_from_the_last_weights_with_the_warm_step_floor(warm_run):
+    """[active] reinit_each_cycle = false: cycle 1 starts from cycle 0's weights and trains at least
+    warm_min_steps steps (cycle 0, from scratch, min_steps); a new class starts afresh."""
+    recipe, p, oracle, seen = warm_run
     reports = al.run_with_oracle(p, recipe, oracle, torch.device("cpu"), seed=0)
     saved0, _, _ = p.load_models(0)
     assert [r.n_labeled for r in reports] == [3, 5, 6, 8, 9]
@@ -70,28 +77,16 @@ def test_warm_start_continues_from_the_last_weights_with_the_warm_step_floor(new
     assert seen[-1][1] == 12
 
 
-def test_after_a_teacher_only_cycle_kt_does_not_warm_start_an_untrained_student(new_project, sim_with_test,
-                                                                                 small_recipe, monkeypatch):
+def test_after_a_teacher_only_cycle_kt_does_not_warm_start_an_untrained_student(warm_run):
     """margin trains no student (its checkpoint says so); the kt cycle after it starts both models
     afresh with the full floor, and the kt cycle after that warm-starts again."""
-    recipe = small_recipe.replace(train={"min_steps": 12, "warm_min_steps": 4, "batch_size": 8},
-                                  active={"reinit_each_cycle": False, "final_fraction": 0.3})
-    p = new_project()
-    oracle = al.oracle_for_pool(p.pool, sim_with_test[1])
-    p.add_classes(sorted(set(oracle.values())))
-    epochs = []
-    original = al.cycle.train_pair
-    monkeypatch.setattr(al.cycle, "train_pair", lambda t, s, x, y, job, **kw: (
-        epochs.append(job.train.epochs), original(t, s, x, y, job, **kw))[1])
+    recipe, p, oracle, seen = warm_run
     for cycle, strategy in enumerate(("margin", "kt", "kt")):
-        if cycle == 0:
-            batch = al.initial_query(p, recipe, seed=0)
-        else:
-            batch = p.read_query(cycle)
+        batch = al.initial_query(p, recipe, seed=0) if cycle == 0 else p.read_query(cycle)
         p.label_many({q.index: oracle[q.index] for q in batch}, by="oracle")
         al.train_cycle(p, recipe.replace(active={"strategy": strategy}), torch.device("cpu"), seed=0)
     assert [p.checkpoint_meta(c)["student_trained"] for c in range(3)] == [False, True, True]
-    assert epochs == [12, 12, 4]  # 3, 5, 6 volumes: one step per epoch; kt after margin starts afresh
+    assert [epochs for _, epochs in seen] == [12, 12, 4]  # 3, 5, 6 volumes: one step per epoch
 
 
 def test_other_box_sizes_and_a_labels_csv_as_data(tmp_path, small_recipe):
