@@ -263,7 +263,7 @@ class Browser:
         judged = self.judged_now
         if judged is not None:
             cf = judged.crossfit
-            return f"judged out of sample ({cf.n_folds} folds, after cycle {judged.cycle})"
+            return f"judged out of sample ({cf.n_folds} folds, after cycle {judged.cycle}): {judged.agreement_text()}"
         if self.runner.running(REVIEW) is not None:
             return JUDGING
         blocker = review_blocker(s.project, s.labels)

@@ -107,3 +107,22 @@ def _column(path, name):
 
 def _confidences(path) -> np.ndarray:
     return np.array([float(v) for v in _column(path, "confidence")])
+
+
+@pytest.mark.parametrize("agree, weak", [(18, False), (10, True)])
+def test_the_review_says_how_often_its_judges_agree_and_when_they_are_too_weak(agree, weak):
+    """Out of 20 judged labels (one more not judged), ``agree`` predicted as labeled: the sentence both
+    shells print, with its Wilson interval, warns when fewer than 70% agree."""
+    from napari_ktal.core.loop.label_review import LabelReview
+    from napari_ktal.core.trust import CrossFit
+
+    labels = np.arange(21) % 2
+    pred = labels.copy()
+    pred[agree:20] = 1 - pred[agree:20]
+    logits = np.eye(2, dtype=np.float32)[pred] * 4
+    probs = torch.from_numpy(logits).softmax(1).numpy()
+    judged = np.arange(21) < 20
+    cf = CrossFit(np.arange(21), labels, logits, probs, np.arange(21) % 2, 2, judged, 1.0)
+    text = LabelReview(0, CLASSES[:2], cf, Calibration(1.0, 0.0, 0.0, 21), 0).agreement_text()
+    assert text.startswith(f"the out-of-sample teachers agree with {5 * agree}% [") and "of 20 labels" in text
+    assert ("weak judges" in text) == weak
