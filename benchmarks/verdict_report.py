@@ -2,6 +2,7 @@
 
     python benchmarks/verdict_report.py                   # every rung there: Markdown to stdout and report.md
     python benchmarks/verdict_report.py --root DIR --out DIR/report.md
+    python benchmarks/verdict_report.py --docs docs/results.md   # also refresh the tables there
 
 Each rung folder (``<rung>/recipe.toml``, ``<rung>/baseline.json``, ``<rung>/benchmark/results.csv``,
 as ``benchmarks/ladder.py`` leaves them) gives one table: per strategy, the seeds it finished,
@@ -29,6 +30,8 @@ from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent / "results" / "verdict"
+VERDICT_RUNGS = ("10c-snr01", "10c-snr005")  # the rungs of issue 18's verdict, in the order the docs show them
+START, END = "<!-- verdict:start -->", "<!-- verdict:end -->"
 
 
 def rung_metric(name: str) -> str:
@@ -165,16 +168,28 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--root", type=Path, default=ROOT, help="the folder of the rung folders")
     p.add_argument("--out", type=Path, help="Markdown file to write (default ROOT/report.md)")
+    p.add_argument("--docs", type=Path, help="a Markdown file whose <!-- verdict:start --> ... <!-- verdict:end --> "
+                                               "block gets the verdict rungs' tables (VERDICT_RUNGS)")
     args = p.parse_args(argv)
-    sections = [s for d in sorted(args.root.iterdir()) if d.is_dir() and (s := rung_report(d)) is not None]
+    sections = {d.name: s for d in sorted(args.root.iterdir()) if d.is_dir() and (s := rung_report(d)) is not None}
     if not sections:
         print(f"no benchmark results under {args.root}", file=sys.stderr)
         return 1
-    text = "\n\n".join(sections) + "\n"
+    text = "\n\n".join(sections.values()) + "\n"
     out = args.out or args.root / "report.md"
     out.write_text(text, encoding="utf-8")
     print(text)
     print(f"wrote {out}")
+    if args.docs:
+        doc = args.docs.read_text(encoding="utf-8")
+        head, sep, rest = doc.partition(START)
+        _, sep2, tail = rest.partition(END)
+        if not (sep and sep2):
+            print(f"{args.docs}: no {START} ... {END} block", file=sys.stderr)
+            return 1
+        block = "\n\n".join(sections[name] for name in VERDICT_RUNGS if name in sections)
+        args.docs.write_text(f"{head}{START}\n{block}\n{END}{tail}", encoding="utf-8")
+        print(f"updated {args.docs}")
     return 0
 
 

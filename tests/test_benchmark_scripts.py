@@ -111,7 +111,7 @@ def test_trust_tiny_mode_measures_suspects_calibration_and_the_audit(tmp_path, m
 def test_verdict_report_tables_finished_runs_paired_by_seed(tmp_path, monkeypatch, capsys):
     from napari_ktal.core.loop import load_recipe
 
-    rung = tmp_path / "toy-rung"
+    rung = tmp_path / "10c-snr01"  # named as a verdict rung, so that --docs takes its table
     (rung / "benchmark").mkdir(parents=True)
     recipe = load_recipe("quick").replace(active={"initial_fraction": 0.1, "step_fraction": 0.1, "final_fraction": 0.3})
     (rung / "recipe.toml").write_text(recipe.to_toml())
@@ -130,8 +130,13 @@ def test_verdict_report_tables_finished_runs_paired_by_seed(tmp_path, monkeypatc
         w = csv.DictWriter(f, list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    _run("verdict_report.py", "--root", str(tmp_path), monkeypatch=monkeypatch)
+    docs = tmp_path / "results.md"
+    docs.write_text("# Results\n<!-- verdict:start -->\nold table\n<!-- verdict:end -->\nafter\n")
+    _run("verdict_report.py", "--root", str(tmp_path), "--docs", str(docs), monkeypatch=monkeypatch)
     text = (tmp_path / "report.md").read_text()
+    updated = docs.read_text()
+    assert "old table" not in updated and updated.endswith("<!-- verdict:end -->\nafter\n")
+    assert text.strip() in updated  # the one rung's section, as the report has it
     kt = next(line for line in text.splitlines() if line.startswith("| kt |"))
     cells = [c.strip() for c in kt.strip("|").split("|")]
     # final 0.6 + lift (mean 0.075, sd 0.0187); AUBC over fractions 0.1-0.3: 0.5 + 0.75 * lift against 0.5
@@ -139,4 +144,4 @@ def test_verdict_report_tables_finished_runs_paired_by_seed(tmp_path, monkeypatc
     assert cells[4].startswith("+5.6 [") and cells[5] == "0.0312" and cells[6] == "6/6"  # exact p, 6 of 6 seeds
     assert cells[7] == "22"  # random's final 0.6, reached between 20 (0.575) and 30 (0.675) labels: 22.5
     assert "| margin |" not in text and "margin-seed0 (1/3 cycles)" in text and "30.0 +- 2.0%" in text
-    assert "### `toy-rung`" in capsys.readouterr().out
+    assert "### `10c-snr01`" in capsys.readouterr().out
