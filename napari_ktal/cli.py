@@ -378,7 +378,8 @@ def cmd_review(args) -> int:
     print(f"judged {len(rows)} labels out of sample ({cf.n_folds} folds"
           f"{f' x {cf.n_repeats} repeats' if cf.n_repeats > 1 else ''}, {cf.seconds:.0f} s, after cycle "
           f"{review.cycle}): {len(suspects)} likely mistakes; wrote {args.out}")
-    print(review.agreement_text()[0].upper() + review.agreement_text()[1:] + ".")
+    agreement = review.agreement_text()
+    print(agreement[0].upper() + agreement[1:] + ".")
     for r in suspects[:REVIEW_TOP]:
         print(f"  {r.key}: labeled {r.given}, looks like {r.suggested} (p({r.given}) = {r.p_given:.3g}, "
               f"score {r.score:.3f})")

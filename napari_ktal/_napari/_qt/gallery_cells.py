@@ -24,13 +24,13 @@ CELL = QSize(THUMB + 16, THUMB + 46)
 CHIP_PADDING = 4  # pixels either side of a label's text in its chip
 
 
-
 def caption(pos: int, item, batch: list) -> str:
     """A cell's first line: its place in the batch, and the strategy's score where the expert may see
     it (:func:`~napari_ktal.core.loop.session.shown_score`: none at all in a batch with an audit slice,
     so the audit volumes, which have none, look like the rest)."""
     shown = shown_score(item, batch)
     return f"{pos + 1}" if shown is None or math.isnan(shown) else f"{pos + 1} · {shown:.3g}"
+
 
 class GalleryModel(QAbstractListModel):
     """The batch in display order; the view's state (labels, thumbnails) is read when painting."""

@@ -32,6 +32,7 @@ import json
 import math
 import os
 import shutil
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,10 +146,7 @@ def summarize(rows: Sequence[dict], n_pool: int, strategies: Sequence[str] | Non
 
     order = list(strategies) if strategies is not None else list(dict.fromkeys(r["strategy"] for r in rows))
     if cycles is not None:
-        n_rows: dict[tuple[str, int], int] = {}
-        for r in rows:
-            key = (r["strategy"], int(r["seed"]))
-            n_rows[key] = n_rows.get(key, 0) + 1
+        n_rows = Counter((r["strategy"], int(r["seed"])) for r in rows)
         rows = [r for r in rows if n_rows[(r["strategy"], int(r["seed"]))] >= cycles]
     curves = []
     for name in order:

@@ -2,9 +2,9 @@
 
 Cycle c trains teacher and student (the student only where the strategy reads it) on the
 labeled set L_c, scores a random subset of the unlabeled pool and writes the next batch to
-label (``queries/cycle_{c+1}.csv``). Cycle 0's
-batch is a random ``initial_fraction`` of the pool. Labeled-set sizes follow the recipe:
-10% -> 40% of the pool in steps of 5% (7 cycles) by default.
+label (``queries/cycle_{c+1}.csv``). Cycle 0's batch is a random ``initial_fraction`` of the
+pool. Labeled-set sizes follow the recipe: 10% -> 40% of the pool in steps of 5% (7 cycles) by
+default.
 
 Judging without a test set (``[trust]``, :mod:`napari_ktal.core.trust`, :mod:`.judging`):
 
@@ -142,8 +142,10 @@ class CycleInputs:
     warm: bool = False
 
 
-def _read_inputs(project: Project, recipe: Recipe, seed: int) -> tuple[CycleInputs, np.ndarray]:
-    """Rank 0: the cycle's inputs, checked, and the labeled volumes."""
+def _read_inputs(project: Project, recipe: Recipe, seed: int,
+                 needs_student: bool) -> tuple[CycleInputs, np.ndarray]:
+    """Rank 0: the cycle's inputs, checked, and the labeled volumes (``needs_student``: whether this
+    cycle's strategy reads the student, which a warm start needs trained)."""
     cycle = project.trained_cycles
     classes = project.classes
     idx, y, x = project.labeled_arrays()
@@ -153,10 +155,10 @@ def _read_inputs(project: Project, recipe: Recipe, seed: int) -> tuple[CycleInpu
         raise KtalError("define at least 2 classes before training")
     return CycleInputs(cycle, classes, idx, y, project.pool.reopen(), len(project.pool),
                        held_out_audits(project, cycle, idx), stop_indices(project, recipe.trust, seed),
-                       _warm_start(project, recipe, classes)), x
+                       _warm_start(project, recipe, classes, needs_student)), x
 
 
-def _warm_start(project: Project, recipe: Recipe, classes: list[str]) -> bool:
+def _warm_start(project: Project, recipe: Recipe, classes: list[str], needs_student: bool) -> bool:
     """Whether the cycle starts from the last cycle's weights: warm start asked for, a checkpoint
     there, trained on the same classes (after a class was added or renamed it starts afresh), and,
     if this cycle's strategy reads the student, a trained student in it (after cycles of a
@@ -165,9 +167,7 @@ def _warm_start(project: Project, recipe: Recipe, classes: list[str]) -> bool:
     meta = project.checkpoint_meta(cycles[-1]) if cycles else None
     if meta is None or meta.get("classes") != classes:
         return False
-    strategy = get_strategy(recipe.active.strategy)
-    options = strategy.parse_options(recipe.active.options.get(strategy.name, {}))
-    return bool(meta.get("student_trained", True)) or not strategy.needs_student(options)
+    return bool(meta.get("student_trained", True)) or not needs_student
 
 
 def _initial_models(project: Project | None, recipe: Recipe, inputs: CycleInputs,
@@ -208,9 +208,10 @@ def train_cycle(
     recipe = check_recipe(recipe)
     strategy = get_strategy(recipe.active.strategy)
     options = strategy.parse_options(recipe.active.options.get(strategy.name, {}))
+    needs_student = strategy.needs_student(options)
     inputs, x, pretrained = None, None, None
     if project is not None:
-        inputs, x = _read_inputs(project, recipe, seed)
+        inputs, x = _read_inputs(project, recipe, seed, needs_student)
         # before the broadcast, so that the other ranks wait for a first pretraining there
         pretrained = pretrained_state(project, recipe, device, seed=seed, run=run)
     inputs = rank0s(inputs)
@@ -231,7 +232,7 @@ def train_cycle(
     job = TrainJob(train, recipe.transfer, derive_seed(seed, "train", cycle), cycle, recipe.speed)
     # a strategy that does not read the student gets the teacher it would have had, without the
     # student's training; the checkpoint keeps the student as it started
-    trained_student = student if strategy.needs_student(options) else None
+    trained_student = student if needs_student else None
     result = train_pair(teacher, trained_student, train_x, train_y, job, head=head, device=device, run=run)
     run.check_cancel()
     if project is not None:
