@@ -34,14 +34,20 @@ VERDICT_RUNGS = ("10c-snr01", "10c-snr005")  # the rungs of issue 18's verdict, 
 START, END = "<!-- verdict:start -->", "<!-- verdict:end -->"
 
 
-def rung_metric(name: str) -> str:
-    """What the rung's benchmark compares (``ladder.py``'s LADDER; accuracy for a folder it does not name)."""
+def ladder_rung(name: str):
+    """``ladder.py``'s definition of the rung of that name (None for a folder it does not name)."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     try:
         from ladder import LADDER
     finally:
         sys.path.pop(0)
-    return LADDER[name].metric if name in LADDER else "accuracy"
+    return LADDER.get(name)
+
+
+def rung_metric(name: str) -> str:
+    """What the rung's benchmark compares (accuracy for a folder the ladder does not name)."""
+    rung = ladder_rung(name)
+    return rung.metric if rung is not None else "accuracy"
 
 
 def pct(v: float, digits: int = 1) -> str:
@@ -49,7 +55,7 @@ def pct(v: float, digits: int = 1) -> str:
 
 
 def _read(folder: Path, n_pool: int, metric: str):
-    """(recipe, budgets, finished curves, unfinished run names) of the benchmark in ``folder``."""
+    """(recipe, budgets, finished curves, unfinished run names, rows) of the benchmark in ``folder``."""
     from napari_ktal.core.loop import budget_schedule, load_recipe
     from napari_ktal.core.loop.benchmark import summarize
 
@@ -59,7 +65,36 @@ def _read(folder: Path, n_pool: int, metric: str):
     budgets = budget_schedule(n_pool, recipe.active)
     counts = Counter((r["strategy"], int(r["seed"])) for r in rows)
     unfinished = sorted(f"{s}-seed{k} ({n}/{len(budgets)} cycles)" for (s, k), n in counts.items() if n < len(budgets))
-    return recipe, budgets, summarize(rows, n_pool, metric=metric, cycles=len(budgets)), unfinished
+    return recipe, budgets, summarize(rows, n_pool, metric=metric, cycles=len(budgets)), unfinished, rows
+
+
+def curve_noise(rows: list[dict], metric: str, cycles: int, n_test: int | None, fall: float = 0.10) -> str:
+    """One sentence on how much single curves jump: how many steps from one cycle to the next, over
+    the finished runs, lost more than ``fall`` of the metric, and the worst, beside the test set's own
+    sampling error (binomial, at 50%): falls far beyond it are the training's noise, not the test's."""
+    from napari_ktal.core.loop.benchmark import METRICS
+
+    runs: dict[tuple[str, int], dict[int, float]] = {}
+    for r in rows:
+        runs.setdefault((r["strategy"], int(r["seed"])), {})[int(r["cycle"])] = float(r[METRICS[metric]])
+    steps = [curve[c + 1] - curve[c] for curve in runs.values() if len(curve) >= cycles
+             for c in range(cycles - 1)]
+    if not steps:
+        return ""
+    falls = [d for d in steps if d < -fall]
+    worst = f" (the worst {100 * min(falls):+.1f} points)" if falls else ""
+    test = (f"; the test set's sampling error is {100 * math.sqrt(0.25 / n_test):.1f} points (one SD at 50%, "
+            f"{n_test} volumes)" if n_test else "")
+    return (f"Curve noise: {len(falls)} of {len(steps)} steps from one cycle to the next lost more than "
+            f"{100 * fall:.0f} points of {metric}{worst}{test}.")
+
+
+def n_test_volumes(name: str) -> int | None:
+    """The test volumes a ladder rung's accuracy is measured on (None where the ladder does not say)."""
+    rung = ladder_rung(name)
+    if rung is None:
+        return None
+    return rung.sim["classes"] * rung.sim.get("test_per_class", 0) or None
 
 
 def run_steps(recipe, budgets: list[int], n_classes: int) -> int:
@@ -92,7 +127,7 @@ def variants_report(folder: Path, n_pool: int, base_curves, base_recipe, budgets
     for vdir in sorted(folder.glob("variant-*")):
         if not (vdir / "benchmark" / "results.csv").exists():
             continue
-        recipe, _, curves, unfinished = _read(vdir, n_pool, metric)
+        recipe, _, curves, unfinished, _ = _read(vdir, n_pool, metric)
         steps, base_steps = run_steps(recipe, budgets, n_classes), run_steps(base_recipe, budgets, n_classes)
         for c in curves:
             if c.strategy not in base:
@@ -123,7 +158,7 @@ def rung_report(folder: Path) -> str | None:
         return None
     n_pool, baseline = pool_size(folder)
     metric = rung_metric(folder.name)
-    recipe, budgets, curves, unfinished = _read(folder, n_pool, metric)
+    recipe, budgets, curves, unfinished, rows = _read(folder, n_pool, metric)
     floor = ("no floor measured" if baseline is None else
              f"floor: nearest class mean with {baseline['labeled']} random labels "
              f"{pct(baseline['accuracy_mean'])} +- {pct(baseline['accuracy_std'])}% (chance {pct(baseline['chance'])}%)")
@@ -151,6 +186,8 @@ def rung_report(folder: Path) -> str | None:
     lines += ["", f"AUBC: area under the {metric} curve over the labeled fraction, per seed, then the mean over "
               f"seeds. p: two-sided Wilcoxon signed-rank over the seeds paired with random, exact unless "
               f"differences tie (its floor with {n} pairs: {min_wilcoxon_p(n):.3g})."]
+    if noise := curve_noise(rows, metric, len(budgets), n_test_volumes(folder.name)):
+        lines.append(noise)
     if unfinished:
         lines.append(f"Left out (not finished): {', '.join(unfinished)}.")
     n_classes = round(1 / baseline["chance"]) if baseline else _classes(folder)

@@ -126,6 +126,9 @@ def test_verdict_report_tables_finished_runs_paired_by_seed(tmp_path, monkeypatc
                              "train_seconds": 1.0})
     rows += [{"strategy": "margin", "seed": 0, "cycle": 0, "n_labeled": 10, "test_accuracy": 0.4,
               "query_seconds": "", "train_seconds": 1.0}]  # still running
+    rows += [{"strategy": "entropy", "seed": 0, "cycle": cycle, "n_labeled": n, "test_accuracy": acc,
+              "query_seconds": "", "train_seconds": 1.0}  # finished, falling by 15 points in its last cycle
+             for cycle, (n, acc) in enumerate(((10, 0.4), (20, 0.6), (30, 0.45)))]
     with open(rung / "benchmark" / "results.csv", "w", newline="") as f:
         w = csv.DictWriter(f, list(rows[0]))
         w.writeheader()
@@ -144,4 +147,7 @@ def test_verdict_report_tables_finished_runs_paired_by_seed(tmp_path, monkeypatc
     assert cells[4].startswith("+5.6 [") and cells[5] == "0.0312" and cells[6] == "6/6"  # exact p, 6 of 6 seeds
     assert cells[7] == "22"  # random's final 0.6, reached between 20 (0.575) and 30 (0.675) labels: 22.5
     assert "| margin |" not in text and "margin-seed0 (1/3 cycles)" in text and "30.0 +- 2.0%" in text
+    # 13 finished runs of 3 cycles: 26 steps, one of them a fall of over 10 points; 10c-snr01 tests on 300
+    assert ("Curve noise: 1 of 26 steps from one cycle to the next lost more than 10 points of accuracy "
+            "(the worst -15.0 points); the test set's sampling error is 2.9 points") in text
     assert "### `10c-snr01`" in capsys.readouterr().out
