@@ -73,6 +73,13 @@ def test_gallery_multi_select_bulk_assign_sort_and_thumbnails(make_widget, qtbot
     assert widget.browser_panel.parent() is not None  # docked below the canvas
     assert g.model.rowCount() == len(s) == 2
     qtbot.waitUntil(lambda: all(g.pixmap(q.index) is not None for q in s.batch), timeout=20_000)
+    # batch 1 has an audit slice: the dock hides the scores in a row short enough to read, the reason in its tooltip
+    from napari_ktal._napari._qt.session_panel import AUDIT_TIP
+
+    assert any(q.audit for q in s.batch)
+    score = widget.panel.score
+    assert score.full_text() == "hidden in an audited batch" and not score.elided
+    assert AUDIT_TIP in score.toolTip()
 
     # a click shows a volume; Ctrl-click selects a second; a class key labels both
     click_cell(qtbot, g, 1)

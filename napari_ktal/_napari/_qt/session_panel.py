@@ -40,6 +40,10 @@ from .elided import ElidedButton, ElidedLabel
 from .fields import DeviceCombo, RecipeCombo, shrinkable
 from .plot import CyclePlot
 
+#: why a batch with an audit share shows no uncertainty (the row itself is too narrow to say it)
+AUDIT_TIP = ("A random audit share is mixed into this batch to estimate how accurate the classes are. "
+             "No score is shown, so that the random volumes cannot be told apart and get the same care.")
+
 
 def _button(text: str, parent: QWidget, tip: str = "", kind: type[QPushButton] = QPushButton) -> QPushButton:
     b = kind(text, parent)
@@ -328,6 +332,7 @@ class SessionPanel(QWidget):
         )
         item = session.item
         index = session.current_index
+        self.score.setToolTip("")
         if index is None:
             for w in (self.position, self.key, self.score, self.teacher, self.label):
                 w.setText("—")
@@ -343,9 +348,11 @@ class SessionPanel(QWidget):
             self.key.setText(item.key)
             self.key.setToolTip(f"pool index {item.index}")
             score = shown_score(item, session.batch)
-            self.score.setText("not shown (a random audit share is mixed into the batch)" if score is None else
+            self.score.setText("hidden in an audited batch" if score is None else
                                "random pick" if math.isnan(score) else
                                f"{_fmt_score(score)}   (rank {item.rank + 1} in the batch)")
+            if score is None:
+                self.score.setToolTip(AUDIT_TIP)
             self.teacher.setText(f"{item.predicted}  ({100 * item.confidence:.0f}%)" if item.predicted else "—")
         if index is not None:
             label = session.label_of(index)
