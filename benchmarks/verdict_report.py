@@ -122,12 +122,14 @@ def variants_report(folder: Path, n_pool: int, base_curves, base_recipe, budgets
     """The table of the rung's recipe variants against its own runs, paired by seed."""
     from napari_ktal.core.evaluation.stats import paired_comparison
 
-    lines = []
+    lines, notes = [], []
     base = {c.strategy: c for c in base_curves}
     for vdir in sorted(folder.glob("variant-*")):
         if not (vdir / "benchmark" / "results.csv").exists():
             continue
-        recipe, _, curves, unfinished, _ = _read(vdir, n_pool, metric)
+        recipe, _, curves, unfinished, rows = _read(vdir, n_pool, metric)
+        if noise := curve_noise(rows, metric, len(budgets), None):
+            notes.append(f"{vdir.name[len('variant-'):]}: {noise[0].lower()}{noise[1:]}")
         steps, base_steps = run_steps(recipe, budgets, n_classes), run_steps(base_recipe, budgets, n_classes)
         for c in curves:
             if c.strategy not in base:
@@ -147,7 +149,8 @@ def variants_report(folder: Path, n_pool: int, base_curves, base_recipe, budgets
         return []
     return ["", "Recipe variants against the rung's own runs of the same strategy (AUBC paired by seed):", "",
             "| variant | strategy | paired seeds | AUBC % | dAUBC vs the rung's recipe [95% CI] | p | wins | "
-            "optimizer steps per run, variant / rung |", "|---|---|---|---|---|---|---|---|", *lines]
+            "optimizer steps per run, variant / rung |", "|---|---|---|---|---|---|---|---|", *lines,
+            *(x for note in notes for x in ("", note))]
 
 
 def rung_report(folder: Path) -> str | None:

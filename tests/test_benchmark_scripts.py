@@ -48,6 +48,7 @@ def test_ladder_tiny_mode_runs_the_benchmark_and_the_baseline(tmp_path, monkeypa
     # tiny trains 2 epochs with no floor; warm's floor of 100 steps after cycle 0 makes its runs longer
     variant_steps, rung_steps = (int(v) for v in cells[7].split(" (")[0].split(" / "))
     assert variant_steps > rung_steps > 0
+    assert "warm: curve noise: " in (tmp_path / "report.md").read_text()  # how much the variant's curves jump
 
 
 def test_throughput_tiny_mode_measures_every_speed_variant_against_both_ceilings(tmp_path, monkeypatch, capsys):
