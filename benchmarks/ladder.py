@@ -4,6 +4,7 @@
     python benchmarks/ladder.py 10c-snr005 --strategies kt,random,entropy,margin,coreset --seeds 5
     python benchmarks/ladder.py 10c-snr005 --baseline          # nearest class mean on z-scored volumes
     python benchmarks/ladder.py 10c-snr005 --baseline --network --seeds 3   # and the teacher, same label count
+    python benchmarks/ladder.py 10c-snr01 --network --variant steps --seeds 3  # a variant's teacher, same labels
     python benchmarks/ladder.py 10c-junk50 --strategies kt,kt-junk,random,entropy,poal,dpp,autoal --seeds 5
     python benchmarks/ladder.py 10c-snr01 --root benchmarks/results/verdict --strategies kt,random,margin,entropy --seeds 6
     python benchmarks/ladder.py --tiny                         # a seconds-long smoke run (CI)
@@ -22,7 +23,9 @@ JSON beside the benchmark. ``--baseline`` scores a nearest-class-mean classifier
 normalised voxels, given random labeled sets of the schedule's final size: the floor a network
 must clear to be learning anything from the labels. ``--network`` trains the rung's recipe once
 per seed on a random labeled set of that same size (one cycle, no querying) and scores its
-teacher on the test set: what the teacher at 40% reaches without active learning, beside the floor.
+teacher on the test set: what the teacher at 40% reaches without active learning, beside the floor;
+alone, or with ``--variant`` (a variant's teacher on the same labels: e.g. ``steps``, whether more
+optimizer steps lift it), it writes ``network.json`` into the rung's or the variant's folder.
 """
 
 from __future__ import annotations
@@ -88,6 +91,8 @@ LADDER: dict[str, Rung] = {
 VARIANTS: dict[str, tuple[str, dict]] = {
     "warm": ("warm start: each cycle from the last cycle's weights, step floor 100 after cycle 0 (300 before)",
              {"active": {"reinit_each_cycle": False}, "train": {"warm_min_steps": 100}}),
+    "steps": ("the step floor at 1,200 optimizer steps a cycle (300 before): does the quick teacher underfit?",
+              {"train": {"min_steps": 1200}}),
     "simclr": ("simclr pretraining of the encoder once per project, initialising every cycle",
                {"pretrain": {"method": "simclr"}}),
     "typiclust": ("simclr pretraining, and cycle 0's batch by TypiClust instead of at random",
@@ -167,8 +172,11 @@ def nearest_class_mean(name: str, root: Path, seeds: int) -> dict:
             "runs": results}
 
 
-def network_at_final(name: str, root: Path, seeds: int, first_seed: int, device: str) -> dict:
-    """The rung's teacher trained on random labeled sets of the schedule's final size, one per seed."""
+def network_at_final(name: str, root: Path, seeds: int, first_seed: int, device: str,
+                     variant: str | None = None) -> dict:
+    """The rung's teacher (or a variant's) trained on random labeled sets of the schedule's final
+    size, one per seed; the teacher alone (``random``: no student is read), which is the teacher
+    ``kt`` would train, bit for bit."""
     import shutil
 
     from napari_ktal.core.engine import resolve_device
@@ -181,11 +189,12 @@ def network_at_final(name: str, root: Path, seeds: int, first_seed: int, device:
     from napari_ktal.core.project import Project
 
     data = simulate(name, root)
-    recipe = load_recipe(recipe_file(name, root))
-    recipe = recipe.replace(active={"initial_fraction": recipe.active.final_fraction})  # one cycle, random labels
+    recipe = load_recipe(recipe_file(name, root, variant))
+    # one cycle on random labels
+    recipe = recipe.replace(active={"initial_fraction": recipe.active.final_fraction, "strategy": "random"})
     results = []
     for seed in range(first_seed, first_seed + seeds):
-        folder = root / name / "network" / f"seed{seed}"
+        folder = rung_folder(name, root, variant) / "network" / f"seed{seed}"
         shutil.rmtree(folder, ignore_errors=True)
         project = Project.create(folder, data / "train", recipe)
         oracle = oracle_for_pool(project.pool, data / "train" / "labels.csv")
@@ -194,10 +203,10 @@ def network_at_final(name: str, root: Path, seeds: int, first_seed: int, device:
         (report,) = run_with_oracle(project, recipe, oracle, resolve_device(device), seed=seed, test=test)
         results.append({"seed": seed, "labeled": report.n_labeled, "accuracy": report.test_accuracy,
                         "balanced_accuracy": report.test_balanced_accuracy, "epochs": report.epochs,
-                        "seconds": round(time.perf_counter() - t0, 1)})
+                        "teacher_loss": report.teacher_loss, "seconds": round(time.perf_counter() - t0, 1)})
         print(f"{name}: teacher on {report.n_labeled} random labels, seed {seed}: "
               f"{100 * report.test_accuracy:.1f}%", flush=True)
-    return {"set": name, "recipe": recipe.name, **_accuracy(results), "runs": results}
+    return {"set": name, "recipe": recipe.name, "variant": variant, **_accuracy(results), "runs": results}
 
 
 def run(name: str, root: Path, strategies: str, seeds: int, first_seed: int, device: str,
@@ -230,7 +239,8 @@ def main(argv=None) -> int:
     p.add_argument("--first-seed", type=int, default=0)
     p.add_argument("--baseline", action="store_true", help="the nearest-class-mean baseline, no strategy runs")
     p.add_argument("--network", action="store_true",
-                   help="with --baseline: also the teacher trained on random labeled sets of the same size")
+                   help="the teacher trained on random labeled sets of the final size, no strategy runs (into "
+                        "baseline.json with --baseline, else network.json; with --variant, the variant's teacher)")
     p.add_argument("--device", default="auto")
     p.add_argument("--root", type=Path, default=ROOT)
     p.add_argument("--variant", choices=list(VARIANTS),
@@ -246,6 +256,8 @@ def main(argv=None) -> int:
         args.set, args.strategies, args.seeds = "tiny", "kt,random", 2
     if args.set not in LADDER:
         p.error(f"choose a set: {', '.join(LADDER)}")
+    if args.baseline and args.variant:
+        p.error("--baseline measures the rung's floor, which no recipe variant changes: leave out --variant")
     args.root.mkdir(parents=True, exist_ok=True)
     result = {}
     if args.baseline or args.tiny:
@@ -254,15 +266,16 @@ def main(argv=None) -> int:
         print(f"{args.set}: nearest class mean with {b['labeled']} random labels: "
               f"{100 * b['accuracy_mean']:.1f}% (chance {100 * b['chance']:.1f}%)", flush=True)
     if args.network or args.tiny:
-        result["network"] = network_at_final(args.set, args.root, args.seeds, args.first_seed, args.device)
+        result["network"] = network_at_final(args.set, args.root, args.seeds, args.first_seed, args.device,
+                                             args.variant)
         n = result["network"]
         print(f"{args.set}: teacher ({n['recipe']}) with the same number of random labels: "
               f"{100 * n['accuracy_mean']:.1f}% ({len(n['runs'])} seed{'s' if len(n['runs']) > 1 else ''})", flush=True)
-    if not args.baseline:
+    if not (args.baseline or args.network) or args.tiny:
         result["benchmark"] = run(args.set, args.root, args.strategies, args.seeds, args.first_seed, args.device,
                                   args.variant)
-    path = rung_folder(args.set, args.root, None if args.baseline else args.variant) / (
-        "baseline.json" if args.baseline else "ladder.json")
+    path = rung_folder(args.set, args.root, args.variant) / (
+        "ladder.json" if "benchmark" in result else "baseline.json" if args.baseline else "network.json")
     path.write_text(json.dumps(result, indent=2, default=str))
     print(f"saved {path}")
     return 0

@@ -49,6 +49,12 @@ def test_ladder_tiny_mode_runs_the_benchmark_and_the_baseline(tmp_path, monkeypa
     variant_steps, rung_steps = (int(v) for v in cells[7].split(" (")[0].split(" / "))
     assert variant_steps > rung_steps > 0
     assert "warm: curve noise: " in (tmp_path / "report.md").read_text()  # how much the variant's curves jump
+    # a variant's teacher alone on the final number of random labels: no strategy runs, network.json beside them
+    _run("ladder.py", "tiny", "--network", "--variant", "warm", "--seeds", "1", "--root", str(tmp_path),
+         "--device", "cpu", monkeypatch=monkeypatch)
+    network = json.loads((warm / "network.json").read_text())["network"]
+    assert network["variant"] == "warm" and [r["labeled"] for r in network["runs"]] == [7]
+    assert network["runs"][0]["teacher_loss"] > 0 and (warm / "network" / "seed0").is_dir()
 
 
 def test_throughput_tiny_mode_measures_every_speed_variant_against_both_ceilings(tmp_path, monkeypatch, capsys):
