@@ -97,6 +97,39 @@ def n_test_volumes(name: str) -> int | None:
     return rung.sim["classes"] * rung.sim.get("test_per_class", 0) or None
 
 
+def network_lines(folder: Path) -> list[str]:
+    """The teacher alone on the final number of random labels (``ladder.py --network``): the rung's
+    recipe, and each variant's paired with it by seed (the same labeled sets)."""
+    from napari_ktal.core.evaluation.stats import paired_comparison
+
+    def read(path: Path) -> dict[int, dict]:
+        return {r["seed"]: r for r in json.loads(path.read_text())["network"]["runs"]} if path.exists() else {}
+
+    def describe(runs: dict[int, dict]) -> str:
+        accs = ", ".join(f"{100 * runs[k]['accuracy']:.1f}" for k in sorted(runs))
+        losses = [runs[k].get("teacher_loss", math.nan) for k in sorted(runs)]
+        loss = (f"; training loss at the end {min(losses):.2f}-{max(losses):.2f}"
+                if all(math.isfinite(v) for v in losses) else "")
+        return (f"{pct(sum(r['accuracy'] for r in runs.values()) / len(runs))}% ({accs}; seeds "
+                f"{','.join(map(str, sorted(runs)))}{loss}, {runs[min(runs)]['epochs']} epochs)")
+
+    base = read(folder / "network.json")
+    if not base:
+        return []
+    n = next(iter(base.values()))["labeled"]
+    lines = [f"Teacher alone on {n} random labels (`ladder.py --network`): the rung's recipe {describe(base)}."]
+    for path in sorted(folder.glob("variant-*/network.json")):
+        runs = read(path)
+        cmp = paired_comparison({k: r["accuracy"] for k, r in runs.items()}, {k: r["accuracy"] for k, r in base.items()})
+        if not runs or cmp.n == 0:
+            continue
+        lo, hi = cmp.ci
+        ci = f" [{100 * lo:+.1f}, {100 * hi:+.1f}]" if math.isfinite(lo) else ""
+        lines.append(f"Variant {path.parent.name[len('variant-'):]}: {describe(runs)}; paired with the rung's: "
+                     f"{100 * cmp.mean_difference:+.1f} points{ci}, {cmp.wins}/{cmp.n} seeds higher, p {cmp.p_value:.3g}.")
+    return ["", *lines]
+
+
 def run_steps(recipe, budgets: list[int], n_classes: int) -> int:
     """Optimizer steps of one run under ``recipe`` (teacher; the student, where trained, takes the same)."""
     warm = not recipe.active.reinit_each_cycle
@@ -193,6 +226,7 @@ def rung_report(folder: Path) -> str | None:
         lines.append(noise)
     if unfinished:
         lines.append(f"Left out (not finished): {', '.join(unfinished)}.")
+    lines += network_lines(folder)
     n_classes = round(1 / baseline["chance"]) if baseline else _classes(folder)
     lines += variants_report(folder, n_pool, curves, recipe, budgets, n_classes, metric)
     return "\n".join(lines)

@@ -55,6 +55,13 @@ def test_ladder_tiny_mode_runs_the_benchmark_and_the_baseline(tmp_path, monkeypa
     network = json.loads((warm / "network.json").read_text())["network"]
     assert network["variant"] == "warm" and [r["labeled"] for r in network["runs"]] == [7]
     assert network["runs"][0]["teacher_loss"] > 0 and (warm / "network" / "seed0").is_dir()
+    # the rung's own teacher on the same labels; the report pairs them (one cycle: warm start changes nothing)
+    _run("ladder.py", "tiny", "--network", "--seeds", "1", "--root", str(tmp_path), "--device", "cpu",
+         monkeypatch=monkeypatch)
+    _run("verdict_report.py", "--root", str(tmp_path), monkeypatch=monkeypatch)
+    report = (tmp_path / "report.md").read_text()
+    assert "Teacher alone on 7 random labels (`ladder.py --network`): the rung's recipe" in report
+    assert "Variant warm: " in report and "paired with the rung's: +0.0 points" in report
 
 
 def test_throughput_tiny_mode_measures_every_speed_variant_against_both_ceilings(tmp_path, monkeypatch, capsys):
