@@ -209,6 +209,13 @@ def network_at_final(name: str, root: Path, seeds: int, first_seed: int, device:
     return {"set": name, "recipe": recipe.name, "variant": variant, **_accuracy(results), "runs": results}
 
 
+def merge_network(old: dict, new: dict) -> dict:
+    """``new``'s runs, with ``old``'s runs of the seeds ``new`` did not run (``--first-seed``)."""
+    runs = {r["seed"]: r for r in old["runs"]} | {r["seed"]: r for r in new["runs"]}
+    merged = [runs[k] for k in sorted(runs)]
+    return {**new, **_accuracy(merged), "runs": merged}
+
+
 def run(name: str, root: Path, strategies: str, seeds: int, first_seed: int, device: str,
         variant: str | None = None) -> dict:
     from napari_ktal.cli import main
@@ -276,6 +283,8 @@ def main(argv=None) -> int:
                                   args.variant)
     path = rung_folder(args.set, args.root, args.variant) / (
         "ladder.json" if "benchmark" in result else "baseline.json" if args.baseline else "network.json")
+    if path.name == "network.json" and path.exists():  # seeds run before stay, as a benchmark's runs do
+        result["network"] = merge_network(json.loads(path.read_text())["network"], result["network"])
     path.write_text(json.dumps(result, indent=2, default=str))
     print(f"saved {path}")
     return 0

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import math
 import runpy
 import sys
 from pathlib import Path
@@ -62,6 +63,11 @@ def test_ladder_tiny_mode_runs_the_benchmark_and_the_baseline(tmp_path, monkeypa
     report = (tmp_path / "report.md").read_text()
     assert "Teacher alone on 7 random labels (`ladder.py --network`): the rung's recipe" in report
     assert "Variant warm: " in report and "paired with the rung's: +0.0 points" in report
+    # a later seed joins the ones run before
+    _run("ladder.py", "tiny", "--network", "--variant", "warm", "--seeds", "1", "--first-seed", "1",
+         "--root", str(tmp_path), "--device", "cpu", monkeypatch=monkeypatch)
+    network = json.loads((warm / "network.json").read_text())["network"]
+    assert [r["seed"] for r in network["runs"]] == [0, 1] and math.isfinite(network["accuracy_std"])
 
 
 def test_throughput_tiny_mode_measures_every_speed_variant_against_both_ceilings(tmp_path, monkeypatch, capsys):
