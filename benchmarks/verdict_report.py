@@ -223,9 +223,9 @@ def rung_report(folder: Path) -> str | None:
               f"seeds. p: two-sided Wilcoxon signed-rank over the seeds paired with random, exact unless "
               f"differences tie (its floor with {n} pairs: {min_wilcoxon_p(n):.3g})."]
     if noise := curve_noise(rows, metric, len(budgets), n_test_volumes(folder.name)):
-        lines.append(noise)
+        lines += ["", noise]
     if unfinished:
-        lines.append(f"Left out (not finished): {', '.join(unfinished)}.")
+        lines += ["", f"Left out (not finished): {', '.join(unfinished)}."]
     lines += network_lines(folder)
     n_classes = round(1 / baseline["chance"]) if baseline else _classes(folder)
     lines += variants_report(folder, n_pool, curves, recipe, budgets, n_classes, metric)
