@@ -117,7 +117,8 @@ def network_lines(folder: Path) -> list[str]:
     if not base:
         return []
     n = next(iter(base.values()))["labeled"]
-    lines = [f"Teacher alone on {n} random labels (`ladder.py --network`): the rung's recipe {describe(base)}."]
+    lines = [f"Teacher alone on {n} random labels (`ladder.py --network`):", "",
+             f"- the rung's recipe: {describe(base)}"]
     for path in sorted(folder.glob("variant-*/network.json")):
         runs = read(path)
         cmp = paired_comparison({k: r["accuracy"] for k, r in runs.items()}, {k: r["accuracy"] for k, r in base.items()})
@@ -125,8 +126,8 @@ def network_lines(folder: Path) -> list[str]:
             continue
         lo, hi = cmp.ci
         ci = f" [{100 * lo:+.1f}, {100 * hi:+.1f}]" if math.isfinite(lo) else ""
-        lines.append(f"Variant {path.parent.name[len('variant-'):]}: {describe(runs)}; paired with the rung's: "
-                     f"{100 * cmp.mean_difference:+.1f} points{ci}, {cmp.wins}/{cmp.n} seeds higher, p {cmp.p_value:.3g}.")
+        lines.append(f"- variant {path.parent.name[len('variant-'):]}: {describe(runs)}; paired with the rung's: "
+                     f"{100 * cmp.mean_difference:+.1f} points{ci}, {cmp.wins}/{cmp.n} seeds higher, p {cmp.p_value:.3g}")
     return ["", *lines]
 
 

@@ -285,7 +285,9 @@ def cmd_train_launch(args) -> int:
         if distributed.is_main() or not _peer_left(exc):
             raise
         print(f"{PROG}: rank {distributed.rank()}: stopped, another rank left", file=sys.stderr)
-        return 1
+        # the job's exit status is the failed rank's: a code of our own here could reach the launcher
+        # first (this rank often exits while rank 0 is still tearing down) and stand for the job's
+        return 0
     finally:
         distributed.shutdown()
 

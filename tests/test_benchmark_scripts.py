@@ -61,8 +61,8 @@ def test_ladder_tiny_mode_runs_the_benchmark_and_the_baseline(tmp_path, monkeypa
          monkeypatch=monkeypatch)
     _run("verdict_report.py", "--root", str(tmp_path), monkeypatch=monkeypatch)
     report = (tmp_path / "report.md").read_text()
-    assert "Teacher alone on 7 random labels (`ladder.py --network`): the rung's recipe" in report
-    assert "Variant warm: " in report and "paired with the rung's: +0.0 points" in report
+    assert "Teacher alone on 7 random labels (`ladder.py --network`):\n\n- the rung's recipe: " in report
+    assert "- variant warm: " in report and "paired with the rung's: +0.0 points" in report
     # a later seed joins the ones run before
     _run("ladder.py", "tiny", "--network", "--variant", "warm", "--seeds", "1", "--first-seed", "1",
          "--root", str(tmp_path), "--device", "cpu", monkeypatch=monkeypatch)
