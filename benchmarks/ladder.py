@@ -5,6 +5,7 @@
     python benchmarks/ladder.py 10c-snr005 --baseline          # nearest class mean on z-scored volumes
     python benchmarks/ladder.py 10c-snr005 --baseline --network --seeds 3   # and the teacher, same label count
     python benchmarks/ladder.py 10c-snr01 --network --variant steps --seeds 3  # a variant's teacher, same labels
+    python benchmarks/ladder.py 10c-snr01 --network --variant steps-600 --seeds 3   # the step floor at 600
     python benchmarks/ladder.py 10c-junk50 --strategies kt,kt-junk,random,entropy,poal,dpp,autoal --seeds 5
     python benchmarks/ladder.py 10c-snr01 --root benchmarks/results/verdict --strategies kt,random,margin,entropy --seeds 6
     python benchmarks/ladder.py --tiny                         # a seconds-long smoke run (CI)
@@ -110,6 +111,22 @@ def simulate(name: str, root: Path) -> Path:
     return folder
 
 
+def variant_spec(name: str) -> tuple[str, dict]:
+    """(what it is, recipe changes) of a variant: one of :data:`VARIANTS`, or ``steps-N``, the step
+    floor at N (the ``steps`` probe at other budgets)."""
+    if name in VARIANTS:
+        return VARIANTS[name]
+    prefix, _, n = name.partition("-")
+    if prefix == "steps" and n.isdigit() and int(n) > 0:
+        return f"the step floor at {int(n):,} optimizer steps a cycle", {"train": {"min_steps": int(n)}}
+    raise argparse.ArgumentTypeError(f"no variant {name!r}: choose one of {', '.join(VARIANTS)}, or steps-N")
+
+
+def _variant(name: str) -> str:
+    variant_spec(name)
+    return name
+
+
 def rung_folder(name: str, root: Path, variant: str | None = None) -> Path:
     """Where a rung's files go: ``<root>/<rung>``, a variant's ``<root>/<rung>/variant-<name>``."""
     return root / name if variant is None else root / name / f"variant-{variant}"
@@ -126,7 +143,7 @@ def recipe_file(name: str, root: Path, variant: str | None = None) -> Path:
     # first runs, made before [trust] existed, were run)
     recipe = recipe.replace(trust={"audit": 0.0})
     if variant is not None:
-        recipe = recipe.replace(**VARIANTS[variant][1])
+        recipe = recipe.replace(**variant_spec(variant)[1])
     path = rung_folder(name, root, variant) / "recipe.toml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(recipe.to_toml())
@@ -231,7 +248,7 @@ def run(name: str, root: Path, strategies: str, seeds: int, first_seed: int, dev
     if code:
         raise SystemExit(code)
     return {"set": name, "about": LADDER[name].about, "sim": LADDER[name].sim, "metric": LADDER[name].metric,
-            "variant": variant, "variant_about": VARIANTS[variant][0] if variant else "",
+            "variant": variant, "variant_about": variant_spec(variant)[0] if variant else "",
             "command": "ktal-cryo " + " ".join(args), "seconds": round(time.perf_counter() - t0, 1),
             "summary": (out / "summary.csv").read_text()}
 
@@ -250,7 +267,7 @@ def main(argv=None) -> int:
                         "baseline.json with --baseline, else network.json; with --variant, the variant's teacher)")
     p.add_argument("--device", default="auto")
     p.add_argument("--root", type=Path, default=ROOT)
-    p.add_argument("--variant", choices=list(VARIANTS),
+    p.add_argument("--variant", type=_variant, metavar="|".join([*VARIANTS, "steps-N"]),
                    help="run the rung with this change of its recipe, into <rung>/variant-<name>/")
     args = p.parse_args(argv)
     if args.list:
@@ -258,6 +275,7 @@ def main(argv=None) -> int:
             print(f"{name:<16} {rung.about}")
         for name, (about, _) in VARIANTS.items():
             print(f"--variant {name:<10} {about}")
+        print(f"--variant {'steps-N':<10} the step floor at N optimizer steps a cycle")
         return 0
     if args.tiny:
         args.set, args.strategies, args.seeds = "tiny", "kt,random", 2

@@ -68,6 +68,11 @@ def test_ladder_tiny_mode_runs_the_benchmark_and_the_baseline(tmp_path, monkeypa
          "--root", str(tmp_path), "--device", "cpu", monkeypatch=monkeypatch)
     network = json.loads((warm / "network.json").read_text())["network"]
     assert [r["seed"] for r in network["runs"]] == [0, 1] and math.isfinite(network["accuracy_std"])
+    # steps-N: the step floor at N (7 labels in one batch of 8: one step an epoch, so 5 epochs for 5 steps)
+    _run("ladder.py", "tiny", "--network", "--variant", "steps-5", "--seeds", "1", "--root", str(tmp_path),
+         "--device", "cpu", monkeypatch=monkeypatch)
+    network = json.loads((tmp_path / "tiny" / "variant-steps-5" / "network.json").read_text())["network"]
+    assert [r["epochs"] for r in network["runs"]] == [5]
 
 
 def test_throughput_tiny_mode_measures_every_speed_variant_against_both_ceilings(tmp_path, monkeypatch, capsys):
