@@ -69,7 +69,7 @@ def _read(folder: Path, n_pool: int, metric: str):
 
 
 def curve_noise(rows: list[dict], metric: str, cycles: int, n_test: int | None, fall: float = 0.10) -> str:
-    """One sentence on how much single curves jump: how many steps from one cycle to the next, over
+    """How much single curves jump (a sentence for the caller to name): how many steps from one cycle to the next, over
     the finished runs, lost more than ``fall`` of the metric, and the worst, beside the test set's own
     sampling error (binomial, at 50%): falls far beyond it are the training's noise, not the test's."""
     from napari_ktal.core.loop.benchmark import METRICS
@@ -85,7 +85,7 @@ def curve_noise(rows: list[dict], metric: str, cycles: int, n_test: int | None, 
     worst = f" (the worst {100 * min(falls):+.1f} points)" if falls else ""
     test = (f"; the test set's sampling error is {100 * math.sqrt(0.25 / n_test):.1f} points (one SD at 50%, "
             f"{n_test} volumes)" if n_test else "")
-    return (f"Curve noise: {len(falls)} of {len(steps)} steps from one cycle to the next lost more than "
+    return (f"{len(falls)} of {len(steps)} steps from one cycle to the next lost more than "
             f"{100 * fall:.0f} points of {metric}{worst}{test}.")
 
 
@@ -163,7 +163,7 @@ def variants_report(folder: Path, n_pool: int, base_curves, base_recipe, budgets
             continue
         recipe, _, curves, unfinished, rows = _read(vdir, n_pool, metric)
         if noise := curve_noise(rows, metric, len(budgets), None):
-            notes.append(f"{vdir.name[len('variant-'):]}: {noise[0].lower()}{noise[1:]}")
+            notes.append(f"{vdir.name[len('variant-'):]}: curve noise: {noise}")
         steps, base_steps = run_steps(recipe, budgets, n_classes), run_steps(base_recipe, budgets, n_classes)
         for c in curves:
             if c.strategy not in base:
@@ -224,7 +224,7 @@ def rung_report(folder: Path) -> str | None:
               f"seeds. p: two-sided Wilcoxon signed-rank over the seeds paired with random, exact unless "
               f"differences tie (its floor with {n} pairs: {min_wilcoxon_p(n):.3g})."]
     if noise := curve_noise(rows, metric, len(budgets), n_test_volumes(folder.name)):
-        lines += ["", noise]
+        lines += ["", f"Curve noise: {noise}"]
     if unfinished:
         lines += ["", f"Left out (not finished): {', '.join(unfinished)}."]
     lines += network_lines(folder)
