@@ -86,7 +86,8 @@ def pretrain_encoder(
     n = len(source)
     if n < 4:
         raise ValueError("contrastive pretraining needs at least 4 volumes")
-    gen = torch.Generator().manual_seed(seed)
+    # the views' random draws on the device that makes them (a CPU generator cannot feed CUDA draws)
+    gen = torch.Generator(device=device if device.type == "cuda" else "cpu").manual_seed(seed)
     rng = np.random.default_rng(seed)
     head = ProjectionHead(encoder.embedding_dim).to(device)
     encoder.to(device).train()

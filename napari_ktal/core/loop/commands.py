@@ -239,7 +239,7 @@ def train(project: Project | None, plan: TrainingPlan, device: torch.device, *, 
                                   on_cycle=on_cycle, run=run)
         return TrainOutcome("oracle", reports, n_cycles)
     if not labeled:
-        size = from_rank0(lambda: len(initial_query(project, plan.recipe, seed)))
+        size = from_rank0(lambda: len(initial_query(project, plan.recipe, seed, device=device, run=run)))
         return TrainOutcome("initial", [], n_cycles, project.paths.query(0) if project is not None else None, size)
     if on_begin is not None:
         on_begin()

@@ -83,7 +83,7 @@ def run_with_oracle(
     check_owner(project)
     if project is not None:
         project.add_classes(sorted(set(oracle.values())))
-        initial_query(project, recipe, seed)
+        initial_query(project, recipe, seed, device=device, run=run)  # TypiClust pretrains on the run's device
     n_pool, first, reopen = from_rank0(lambda: (len(project.pool), project.trained_cycles, project.pool.reopen()))
     pool = None if project is not None else open_source(reopen)  # the other ranks open the pool once
     schedule = budget_schedule(n_pool, recipe.active)
