@@ -41,3 +41,24 @@ def test_pretraining_runs_once_per_project_and_starts_every_cycle(new_project, s
     other = recipe.replace(pretrain={"epochs": 2})  # another pretraining: trained anew
     pretrained_state(p, other, torch.device("cpu"), seed=0)
     assert (p.paths.pretrained / "encoder.pt").stat().st_mtime_ns != stamp
+
+
+def test_a_run_pretrains_typiclusts_encoder_on_its_own_device(new_project, sim_with_test, small_recipe, monkeypatch):
+    """Not on the CPU by default: on a GPU node the run's device is the GPU."""
+    from napari_ktal.core.loop import cycle
+
+    recipe = small_recipe.replace(pretrain={"method": "simclr", "epochs": 1, "batch_size": 8},
+                                  active={"initial": "typiclust", "final_fraction": 0.15})
+    p = new_project()
+    oracle = loop.oracle_for_pool(p.pool, sim_with_test[1])
+    seen = []
+
+    def record(project, recipe, device, **kwargs):
+        seen.append(device)
+        raise RuntimeError("recorded")
+
+    monkeypatch.setattr(cycle, "pretrained_state", record)
+    run_device = torch.device("cpu", 0)  # the default would be plain "cpu"
+    with pytest.raises(RuntimeError, match="recorded"):
+        loop.run_with_oracle(p, recipe, oracle, run_device, seed=0)
+    assert seen == [run_device]
