@@ -24,6 +24,10 @@ class InputError(KtalError):
         super().__init__(f"{where}{problem}" + (f" ({hint})" if hint else ""))
 
 
+class TrainingDiverged(KtalError):
+    """A training whose loss went non-finite (NaN or infinite); the message says what to change."""
+
+
 class RecipeError(KtalError):
     """A recipe that is not valid; the message names the key."""
 

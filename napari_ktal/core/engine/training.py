@@ -36,6 +36,7 @@ on the CPU).
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -46,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import KtalError
+from ..errors import KtalError, TrainingDiverged
 from ..models import TRANSFER_LOSSES, ResNet3D
 from ..progress import QUIET, Progress, RunContext
 from ..recipe import SpeedSpec, TrainSpec, TransferSpec
@@ -359,11 +360,24 @@ def _fit(
             if ddp is not None:
                 ddp.all_reduce_sum(sums)
             means = (sums / n).tolist()  # one host sync per epoch
+            _check_finite(means, modules.student is not None, epoch, speed)
             run.emit(Progress("train", len(batches), len(batches), job.cycle, epoch + 1, train.epochs,
                               metrics={"teacher_loss": means[0], "student_loss": means[1], "transfer_loss": means[2]},
                               elapsed=time.perf_counter() - t0))
     seconds = time.perf_counter() - t0
     return TrainResult(train.epochs, means[0], means[1], means[2], seconds, seen / max(seconds, 1e-9), batch_size)
+
+
+def _check_finite(means: list[float], with_student: bool, epoch: int, speed: Speed) -> None:
+    """Stop a training whose loss went non-finite (every later step would only spread the NaN,
+    and the cycle would end with a teacher at chance), saying what to change."""
+    names = ["teacher", "student", "transfer"] if with_student else ["teacher"]
+    bad = [name for name, m in zip(names, means) if not math.isfinite(m)]
+    if bad:
+        hint = ('; [speed] precision = "fp32" in the recipe trains in float32' if speed.bf16 else
+                "; a smaller [train] lr may help")
+        raise TrainingDiverged(f"training diverged: the {' and '.join(bad)} loss is not finite in epoch {epoch + 1} "
+                               f"({speed.describe()}){hint}")
 
 
 def _unwrap(model: nn.Module) -> nn.Module:

@@ -123,3 +123,17 @@ def _logits(model, x: np.ndarray) -> torch.Tensor:
 def _mean_gap(logits: torch.Tensor) -> float:
     top2 = logits.topk(2, dim=1).values
     return float((top2[:, 0] - top2[:, 1]).mean())
+
+
+@pytest.mark.parametrize("precision, hint", [("fp32", "smaller [train] lr"), ("bf16", 'precision = "fp32"')])
+def test_a_training_whose_loss_goes_non_finite_stops_and_says_what_to_change(precision, hint):
+    from napari_ktal.core.errors import TrainingDiverged
+    from napari_ktal.core.recipe import SpeedSpec
+
+    torch.manual_seed(0)
+    t, s = build_pair(TINY.model, 2)
+    x = np.random.default_rng(0).normal(size=(8, 16, 16, 16)).astype(np.float32)
+    x[3] = np.inf  # one volume that overflows every activation it touches
+    job = TrainJob(TINY.train, TINY.transfer, speed=SpeedSpec(precision=precision, channels_last=False))
+    with pytest.raises(TrainingDiverged, match=r"loss is not finite in epoch 1.*" + hint.replace("[", r"\[")):
+        train_pair(t, s, x, np.array([0, 1] * 4), job, device=torch.device("cpu"))
