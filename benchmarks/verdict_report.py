@@ -27,6 +27,7 @@ import json
 import math
 import sys
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent / "results" / "verdict"
@@ -54,18 +55,82 @@ def pct(v: float, digits: int = 1) -> str:
     return "-" if not math.isfinite(v) else f"{100 * v:.{digits}f}"
 
 
-def _read(folder: Path, n_pool: int, metric: str):
-    """(recipe, budgets, finished curves, unfinished run names, rows) of the benchmark in ``folder``."""
+@dataclass(frozen=True)
+class Elsewhere:
+    """Another root whose runs of a rung join this root's, whole seeds at a time (``--also``)."""
+
+    root: Path
+    label: str  # how the report names where they ran, e.g. "one H200 (bf16)"
+
+
+def _rows(folder: Path) -> list[dict]:
+    with open(folder / "benchmark" / "results.csv", newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def _config_recipe(folder: Path) -> dict:
+    return json.loads((folder / "benchmark" / "benchmark.json").read_text())["recipe"]
+
+
+def same_recipe(a: dict, b: dict) -> bool:
+    """Whether two benchmarks' recipes (their benchmark.json) agree on every key both have: a table
+    or key added to the recipe after one of them ran (``[trust]``, say) is not compared."""
+    for key in a.keys() & b.keys():
+        x, y = a[key], b[key]
+        if isinstance(x, dict) and isinstance(y, dict):
+            if not same_recipe(x, y):
+                return False
+        elif x != y:
+            return False
+    return True
+
+
+def pooled_rows(folder: Path, cycles: int, also: list[Elsewhere]) -> tuple[list[dict], dict[int, str], list[str]]:
+    """The rung's rows with the seeds run elsewhere: (rows, seed -> label of where it ran, runs set aside).
+
+    A seed counts whole from one place, so that every pair of strategies within it ran on one
+    machine: from ``folder`` where every strategy compared there finished it, else from the first
+    root of ``also`` where they all did (with the same recipe, on the same simulated rung). Runs of
+    a seed taken from elsewhere, and finished here, are set aside and named."""
+    rows = _rows(folder)
+    done = _finished(rows, cycles)
+    strategies = {s for s, _ in done}
+    complete = {k for _, k in done if all((s, k) in done for s in strategies)}
+    where, extra = {}, []
+    for other in also:
+        ofolder = other.root / folder.name
+        if not (ofolder / "benchmark" / "results.csv").exists():
+            continue
+        if not same_recipe(_config_recipe(ofolder), _config_recipe(folder)):
+            raise SystemExit(f"{ofolder}: its recipe differs from {folder}'s: its runs cannot join them")
+        orows = _rows(ofolder)
+        odone = _finished(orows, cycles)
+        for seed in sorted({k for _, k in odone} - complete - set(where)):
+            if strategies and all((s, seed) in odone for s in strategies):
+                where[seed] = other.label
+                extra += [r for r in orows if int(r["seed"]) == seed and r["strategy"] in strategies]
+    aside = sorted(f"{s}-seed{k}" for s, k in done if k in where)
+    return [r for r in rows if int(r["seed"]) not in where] + extra, where, aside
+
+
+def _finished(rows: list[dict], cycles: int) -> set[tuple[str, int]]:
+    counts = Counter((r["strategy"], int(r["seed"])) for r in rows)
+    return {k for k, n in counts.items() if n >= cycles}
+
+
+def _read(folder: Path, n_pool: int, metric: str, also: list[Elsewhere] = ()):
+    """(recipe, budgets, finished curves, unfinished run names, rows, seed -> where it ran elsewhere,
+    runs set aside) of the benchmark in ``folder``, with the seeds of ``also`` (:func:`pooled_rows`)."""
     from napari_ktal.core.loop import budget_schedule, load_recipe
     from napari_ktal.core.loop.benchmark import summarize
 
-    with open(folder / "benchmark" / "results.csv", newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
     recipe = load_recipe(folder / "recipe.toml")
     budgets = budget_schedule(n_pool, recipe.active)
+    rows, where, aside = pooled_rows(folder, len(budgets), list(also))
     counts = Counter((r["strategy"], int(r["seed"])) for r in rows)
     unfinished = sorted(f"{s}-seed{k} ({n}/{len(budgets)} cycles)" for (s, k), n in counts.items() if n < len(budgets))
-    return recipe, budgets, summarize(rows, n_pool, metric=metric, cycles=len(budgets)), unfinished, rows
+    return (recipe, budgets, summarize(rows, n_pool, metric=metric, cycles=len(budgets)), unfinished, rows,
+            where, aside)
 
 
 def curve_noise(rows: list[dict], metric: str, cycles: int, n_test: int | None, fall: float = 0.10) -> str:
@@ -161,7 +226,7 @@ def variants_report(folder: Path, n_pool: int, base_curves, base_recipe, budgets
     for vdir in sorted(folder.glob("variant-*")):
         if not (vdir / "benchmark" / "results.csv").exists():
             continue
-        recipe, _, curves, unfinished, rows = _read(vdir, n_pool, metric)
+        recipe, _, curves, unfinished, rows, _, _ = _read(vdir, n_pool, metric)
         if noise := curve_noise(rows, metric, len(budgets), None):
             notes.append(f"{vdir.name[len('variant-'):]}: curve noise: {noise}")
         steps, base_steps = run_steps(recipe, budgets, n_classes), run_steps(base_recipe, budgets, n_classes)
@@ -187,15 +252,16 @@ def variants_report(folder: Path, n_pool: int, base_curves, base_recipe, budgets
             *(x for note in notes for x in ("", note))]
 
 
-def rung_report(folder: Path) -> str | None:
-    """The Markdown section of one rung folder (None when it holds no benchmark results)."""
+def rung_report(folder: Path, also: list[Elsewhere] = ()) -> str | None:
+    """The Markdown section of one rung folder (None when it holds no benchmark results), with the
+    seeds that ran elsewhere (``also``, :func:`pooled_rows`)."""
     from napari_ktal.core.evaluation.stats import min_wilcoxon_p
 
     if not (folder / "benchmark" / "results.csv").exists():
         return None
     n_pool, baseline = pool_size(folder)
     metric = rung_metric(folder.name)
-    recipe, budgets, curves, unfinished, rows = _read(folder, n_pool, metric)
+    recipe, budgets, curves, unfinished, rows, where, aside = _read(folder, n_pool, metric, also)
     floor = ("no floor measured" if baseline is None else
              f"floor: nearest class mean with {baseline['labeled']} random labels "
              f"{pct(baseline['accuracy_mean'])} +- {pct(baseline['accuracy_std'])}% (chance {pct(baseline['chance'])}%)")
@@ -205,7 +271,7 @@ def rung_report(folder: Path) -> str | None:
     lines += ["| strategy | seeds | final acc % | AUBC % [95% CI] | dAUBC vs random [95% CI] | p | wins | "
               "labels to reach random's final |", "|---|---|---|---|---|---|---|---|"]
     for c in curves:
-        seeds = ",".join(str(s) for s in sorted(c.aubc_by_seed))
+        seeds = ",".join(f"{s}{'*' if s in where else ''}" for s in sorted(c.aubc_by_seed))
         final = pct(c.acc_mean[-1]) + (f" +- {pct(c.acc_std[-1])}" if math.isfinite(c.acc_std[-1]) else "")
         ci = f" [{pct(c.aubc_ci[0])}, {pct(c.aubc_ci[1])}]" if math.isfinite(c.aubc_ci[0]) else ""
         vs = c.versus.get("random")
@@ -223,6 +289,11 @@ def rung_report(folder: Path) -> str | None:
     lines += ["", f"AUBC: area under the {metric} curve over the labeled fraction, per seed, then the mean over "
               f"seeds. p: two-sided Wilcoxon signed-rank over the seeds paired with random, exact unless "
               f"differences tie (its floor with {n} pairs: {min_wilcoxon_p(n):.3g})."]
+    for label in dict.fromkeys(where.values()):
+        seeds = ", ".join(str(k) for k in sorted(where) if where[k] == label)
+        lines += ["", f"Seeds marked * ({seeds}) ran on {label}, every strategy of a seed on the same machine"
+                  + (f"; set aside for them: {', '.join(aside)} (finished here, the seed taken whole from there)"
+                     if aside else "") + "."]
     if noise := curve_noise(rows, metric, len(budgets), n_test_volumes(folder.name)):
         lines += ["", f"Curve noise: {noise}"]
     if unfinished:
@@ -245,8 +316,18 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, help="Markdown file to write (default ROOT/report.md)")
     p.add_argument("--docs", type=Path, help="a Markdown file whose <!-- verdict:start --> ... <!-- verdict:end --> "
                                                "block gets the verdict rungs' tables (VERDICT_RUNGS)")
+    p.add_argument("--also", action="append", default=[], metavar="ROOT=LABEL",
+                   help="another root of rung folders (e.g. runs on a GPU node) whose whole seeds join the rungs "
+                        "of --root where those lack them; LABEL names where they ran")
     args = p.parse_args(argv)
-    sections = {d.name: s for d in sorted(args.root.iterdir()) if d.is_dir() and (s := rung_report(d)) is not None}
+    also = []
+    for spec in args.also:
+        root, sep, label = spec.partition("=")
+        if not sep or not label:
+            p.error(f"--also {spec!r}: write ROOT=LABEL")
+        also.append(Elsewhere(Path(root), label))
+    sections = {d.name: s for d in sorted(args.root.iterdir())
+                if d.is_dir() and (s := rung_report(d, also)) is not None}
     if not sections:
         print(f"no benchmark results under {args.root}", file=sys.stderr)
         return 1

@@ -176,3 +176,87 @@ def test_verdict_report_tables_finished_runs_paired_by_seed(tmp_path, monkeypatc
     assert ("Curve noise: 1 of 26 steps from one cycle to the next lost more than 10 points of accuracy "
             "(the worst -15.0 points); the test set's sampling error is 2.9 points") in text
     assert "### `10c-snr01`" in capsys.readouterr().out
+
+
+def _rung_with_runs(folder: Path, runs: dict[tuple[str, int], float], recipe) -> None:
+    """A rung folder as ladder.py leaves it: 3 cycles per run, each run's curve lifted by its value."""
+    (folder / "benchmark").mkdir(parents=True)
+    (folder / "recipe.toml").write_text(recipe.to_toml())
+    (folder / "baseline.json").write_text(json.dumps({"baseline": {
+        "labeled": 30, "pool": 100, "chance": 0.25, "accuracy_mean": 0.3, "accuracy_std": 0.02}}))
+    config = {"data": str(folder / "data"), "recipe": recipe.to_dict()}
+    (folder / "benchmark" / "benchmark.json").write_text(json.dumps(config))
+    with open(folder / "benchmark" / "results.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, ["strategy", "seed", "cycle", "n_labeled", "test_accuracy", "query_seconds",
+                               "train_seconds"])
+        w.writeheader()
+        for (strategy, seed), lift in runs.items():
+            w.writerows({"strategy": strategy, "seed": seed, "cycle": c, "n_labeled": n,
+                         "test_accuracy": 0.4 + 0.1 * c + lift, "query_seconds": "", "train_seconds": 1.0}
+                        for c, n in enumerate((10, 20, 30)))
+
+
+def test_verdict_report_takes_whole_seeds_run_elsewhere_where_the_rung_lacks_them(tmp_path, monkeypatch):
+    from napari_ktal.core.loop import load_recipe
+
+    recipe = load_recipe("quick").replace(active={"initial_fraction": 0.1, "step_fraction": 0.1, "final_fraction": 0.3})
+    here, there = tmp_path / "cpu", tmp_path / "gpu"
+    # here: seeds 0-1 whole, and kt alone of seed 2; there: seeds 1-3 whole (seed 1 is here already)
+    _rung_with_runs(here / "10c-snr01", {("kt", 0): 0.1, ("random", 0): 0.0, ("kt", 1): 0.1, ("random", 1): 0.0,
+                                         ("kt", 2): 0.5}, recipe)
+    _rung_with_runs(there / "10c-snr01", {(s, k): (0.05 if s == "kt" else 0.0) for k in (1, 2, 3)
+                                          for s in ("kt", "random")}, recipe)
+    _run("verdict_report.py", "--root", str(here), "--also", f"{there}=the GPU node", monkeypatch=monkeypatch)
+    text = (here / "report.md").read_text()
+    kt = [c.strip() for c in next(ln for ln in text.splitlines() if ln.startswith("| kt |")).strip("|").split("|")]
+    assert kt[1] == "4 (0,1,2*,3*)"  # seed 1 from here; 2 and 3 whole from there, kt-seed2 of here set aside
+    assert kt[4].startswith("+7.5 [")  # lifts 0.1, 0.1 (here), 0.05, 0.05 (there) on every cycle
+    assert "Seeds marked * (2, 3) ran on the GPU node" in text and "set aside for them: kt-seed2" in text
+    # a root whose recipe differs cannot join
+    changed = recipe.replace(train={"lr": 0.01})
+    (there / "10c-snr01" / "benchmark" / "benchmark.json").write_text(json.dumps({"recipe": changed.to_dict()}))
+    monkeypatch.setattr(sys, "argv", ["verdict_report.py", "--root", str(here), "--also", f"{there}=x"])
+    with pytest.raises(SystemExit, match="its recipe differs"):
+        runpy.run_path(str(ROOT / "benchmarks" / "verdict_report.py"), run_name="__main__")
+
+
+def test_ladder_jobs_runs_side_by_side_merges_finished_runs_and_stops_at_the_deadline(tmp_path, monkeypatch):
+    _run("ladder_jobs.py", "--root", str(tmp_path), "--device", "cpu", "--parallel", "2", "tiny:random,kt:0",
+         monkeypatch=monkeypatch)
+    out = tmp_path / "tiny" / "benchmark"
+    with open(out / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {(r["strategy"], r["seed"]) for r in rows} == {("random", "0"), ("kt", "0")} and len(rows) == 10
+    assert [line.split(",")[0] for line in (out / "summary.csv").read_text().splitlines()[1:]] == ["random", "kt"]
+    config = json.loads((out / "benchmark.json").read_text())
+    assert config["data"] == str((tmp_path / "tiny" / "data" / "train").resolve())  # the rung's data, not a job's
+    # a run stopped at the deadline is not merged; the finished ones stay
+    monkeypatch.setattr(sys, "argv", ["ladder_jobs.py", "--root", str(tmp_path), "--device", "cpu",
+                                      "tiny@warm:kt:1", "--deadline", "0.5"])
+    with pytest.raises(SystemExit) as done:
+        runpy.run_path(str(ROOT / "benchmarks" / "ladder_jobs.py"), run_name="__main__")
+    assert done.value.code == 1
+    report = json.loads((tmp_path / "ladder_jobs.json").read_text())
+    assert report["jobs"] == [{"job": "tiny@warm-kt-1", "status": "stopped at the deadline",
+                               "seconds": report["jobs"][0]["seconds"]}]
+    assert not (tmp_path / "tiny" / "variant-warm" / "benchmark").exists() and len(rows) == 10
+
+
+def test_precision_pairs_tiny_mode_pairs_the_shipped_speed_with_float32(tmp_path, monkeypatch, capsys):
+    from napari_ktal.core.engine import describe_speed
+    import torch
+
+    out = tmp_path / "pairs.json"
+    _run("precision_pairs.py", "--tiny", "--seeds", "0,1", "--parallel", "2", "--threads", "1",
+         "--out", str(out), monkeypatch=monkeypatch)
+    report = json.loads(out.read_text())
+    pairs = report["sets"]["tiny"]["pairs"]
+    assert [p["seed"] for p in pairs] == [0, 1] and [p["order"][0] for p in pairs] == ["auto", "fp32"]
+    for p in pairs:
+        assert p["auto"]["epochs"] == p["fp32"]["epochs"] == 2  # same steps
+        assert p["auto"]["speed"] == describe_speed(None, torch.device("cpu"))
+        assert p["fp32"]["speed"] == "training fp32; scoring fp32"
+        assert math.isfinite(p["auto"]["teacher_loss"]) and math.isfinite(p["fp32"]["teacher_loss"])
+        assert p["speedup"] == pytest.approx(p["fp32"]["train_s"] / p["auto"]["train_s"])
+    assert report["sets"]["tiny"]["summary"]["pairs"] == 2 and isinstance(report["machine"]["native_bf16"], bool)
+    assert "tiny: " in capsys.readouterr().out
