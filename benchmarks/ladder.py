@@ -94,6 +94,9 @@ VARIANTS: dict[str, tuple[str, dict]] = {
              {"active": {"reinit_each_cycle": False}, "train": {"warm_min_steps": 100}}),
     "steps": ("the step floor at 1,200 optimizer steps a cycle (300 before): does the quick teacher underfit?",
               {"train": {"min_steps": 1200}}),
+    "fit": ("the step budget that follows the set: the lr drop waits while the teacher's training loss is "
+            "above 0.2 nats, within 2,000 steps a cycle",
+            {"train": {"fit_loss": 0.2, "max_steps": 2000}}),
     "simclr": ("simclr pretraining of the encoder once per project, initialising every cycle",
                {"pretrain": {"method": "simclr"}}),
     "typiclust": ("simclr pretraining, and cycle 0's batch by TypiClust instead of at random",

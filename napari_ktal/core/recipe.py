@@ -112,6 +112,12 @@ class TrainSpec:
     #: the step floor of a warm-started cycle ([active] reinit_each_cycle = false, after the first):
     #: it continues from trained weights and may need fewer steps; -1: as ``min_steps``
     warm_min_steps: int = -1
+    #: train until the teacher fits: while its mean training loss over the epoch before the first
+    #: lr milestone is above this (nats; with its label smoothing, if any), the milestone waits one
+    #: more epoch, within ``max_steps`` for the whole cycle; 0: off, the milestones stay put
+    fit_loss: float = 0.0
+    #: the most optimizer steps a cycle may take when ``fit_loss`` adds epochs
+    max_steps: int = 0
     class_balance: str = "none"  # "loss": cross-entropy weighted by inverse class frequency
     #: cross-entropy against (1 - e) one-hot + e uniform (torch's label_smoothing): bounds how far
     #: apart the logits are driven on a few labels, and with them the KL score's scale; 0 is the paper
@@ -145,6 +151,10 @@ class TrainSpec:
         check(self.augment in ("flips", "none"), f"{section}.augment", "must be 'flips' or 'none'")
         check(1 <= self.eval_batch_size <= 65_536, f"{section}.eval_batch_size", "must be between 1 and 65536")
         check(0 <= self.min_steps <= 10_000_000, f"{section}.min_steps", "must be between 0 and 10000000")
+        check(0 <= self.fit_loss <= 100, f"{section}.fit_loss", "must be between 0 (off) and 100 nats")
+        check(0 <= self.max_steps <= 10_000_000, f"{section}.max_steps", "must be between 0 and 10000000")
+        check(not self.fit_loss or self.max_steps > 0, f"{section}.max_steps",
+              "must be set (above 0) when fit_loss is: it caps the steps fit_loss may add")
         check(-1 <= self.warm_min_steps <= 10_000_000, f"{section}.warm_min_steps",
               "must be between 0 and 10000000, or -1 (as min_steps)")
         check(self.class_balance in ("none", "loss"), f"{section}.class_balance", "must be 'none' or 'loss'")

@@ -336,8 +336,11 @@ def _fit(
     seen = 0
     sums = torch.zeros(3, device=device)
     means = [float("nan")] * 3
+    extension = _Extension(train, n)
+    epoch = 0
     with cuda_speedups(device):
-        for epoch in range(train.epochs):
+        while epoch < train.epochs + extension.epochs:
+            total_epochs = train.epochs + extension.epochs
             sums.zero_()
             batches = _batches(n, batch_size, gen, xs.device, min_size)
             for step, idx in enumerate(batches):
@@ -354,18 +357,47 @@ def _fit(
                     xb = apply_flips(xb, masks)
                 sums += step_on(speed.batch(xb), ys[idx].to(device, non_blocking=True), epoch, share) * len(idx)
                 seen += n_global
-                run.emit(Progress("train", step + 1, len(batches), job.cycle, epoch + 1, train.epochs,
+                run.emit(Progress("train", step + 1, len(batches), job.cycle, epoch + 1, total_epochs,
                                   elapsed=time.perf_counter() - t0))
-            step_on.end_epoch()
             if ddp is not None:
                 ddp.all_reduce_sum(sums)
             means = (sums / n).tolist()  # one host sync per epoch
             _check_finite(means, modules.student is not None, epoch, speed)
-            run.emit(Progress("train", len(batches), len(batches), job.cycle, epoch + 1, train.epochs,
+            if not extension.extend(epoch, means[0]):  # the schedule moves on (an extension holds the lr)
+                step_on.end_epoch()
+            run.emit(Progress("train", len(batches), len(batches), job.cycle, epoch + 1,
+                              train.epochs + extension.epochs,
                               metrics={"teacher_loss": means[0], "student_loss": means[1], "transfer_loss": means[2]},
                               elapsed=time.perf_counter() - t0))
+            epoch += 1
     seconds = time.perf_counter() - t0
-    return TrainResult(train.epochs, means[0], means[1], means[2], seconds, seen / max(seconds, 1e-9), batch_size)
+    return TrainResult(epoch, means[0], means[1], means[2], seconds, seen / max(seconds, 1e-9), batch_size)
+
+
+class _Extension:
+    """``[train] fit_loss``: epochs added at the first lr milestone while the teacher has not fit.
+
+    At the end of the epoch before the first milestone, while the teacher's mean training loss
+    over that epoch is above ``fit_loss``, one more epoch runs at the same learning rate, as long
+    as the whole training (with the epochs after the milestone, unchanged) stays within
+    ``max_steps``. A set the teacher fits in time trains exactly as without it. The loss is the
+    epoch mean every rank agrees on (all-reduced under DDP), so all ranks decide alike."""
+
+    def __init__(self, train: TrainSpec, n: int):
+        self.target, self.cap = train.fit_loss, train.max_steps
+        self.milestone = train.lr_milestones[0] if train.lr_milestones else train.epochs
+        self.after = train.epochs - self.milestone  # epochs from the first milestone to the end
+        self.steps = train.steps_per_epoch(n)
+        self.epochs = 0  # added so far
+
+    def extend(self, epoch: int, teacher_loss: float) -> bool:
+        """Whether the epoch just ended (0-based ``epoch``) is followed by one more at this lr."""
+        if self.target <= 0 or epoch + 1 != self.milestone + self.epochs or teacher_loss <= self.target:
+            return False
+        if (epoch + 2 + self.after) * self.steps > self.cap:
+            return False
+        self.epochs += 1
+        return True
 
 
 def _check_finite(means: list[float], with_student: bool, epoch: int, speed: Speed) -> None:

@@ -137,3 +137,45 @@ def test_a_training_whose_loss_goes_non_finite_stops_and_says_what_to_change(pre
     job = TrainJob(TINY.train, TINY.transfer, speed=SpeedSpec(precision=precision, channels_last=False))
     with pytest.raises(TrainingDiverged, match=r"loss is not finite in epoch 1.*" + hint.replace("[", r"\[")):
         train_pair(t, s, x, np.array([0, 1] * 4), job, device=torch.device("cpu"))
+
+
+def _fit_job(fit_loss: float, max_steps: int) -> TrainJob:
+    spec = TINY.replace(train={"epochs": 4, "lr_milestones": [3], "fit_loss": fit_loss, "max_steps": max_steps}).train
+    return TrainJob(spec, TINY.transfer, seed=0)
+
+
+def test_fit_loss_holds_the_lr_drop_while_the_teacher_has_not_fit_within_max_steps():
+    from napari_ktal.core.progress import RunContext
+
+    x = np.random.default_rng(0).normal(size=(16, 16, 16, 16)).astype(np.float32)
+    y = np.arange(16) % 8  # 8 classes of pure noise: no teacher fits them in a few steps
+    events = []
+    torch.manual_seed(0)
+    t, s = build_pair(TINY.model, 8)
+    # 2 steps an epoch (16 volumes, batches of 8); 4 epochs with the drop after 3, and the cap at 20
+    # steps: extra epochs while (trained + 1 + the 1 after the drop) * 2 <= 20, so 10 epochs in all
+    res = train_pair(t, s, x, y, _fit_job(1e-3, 20), device=torch.device("cpu"), run=RunContext(on_progress=events.append))
+    assert res.epochs == 10 and res.teacher_loss > 1e-3
+    assert events[-1].epochs == 10 and events[-1].epoch == 10  # the progress bar's total grew with it
+    # without fit_loss the same job trains its 4 epochs
+    torch.manual_seed(0)
+    t, s = build_pair(TINY.model, 8)
+    assert train_pair(t, s, x, y, _fit_job(0.0, 0), device=torch.device("cpu")).epochs == 4
+
+
+def test_a_teacher_that_fits_before_the_lr_drop_trains_exactly_as_without_fit_loss():
+    x, y = _easy_set(0)
+    weights = []
+    for job in (_fit_job(0.0, 0), _fit_job(50.0, 1000)):  # 50 nats: met at once, nothing added
+        torch.manual_seed(0)
+        t, s = build_pair(TINY.model, 3)
+        assert train_pair(t, s, x, y, job, device=torch.device("cpu")).epochs == 4
+        weights.append([p.detach().clone() for p in (*t.parameters(), *s.parameters())])
+    assert all(torch.equal(a, b) for a, b in zip(*weights))
+
+
+def test_fit_loss_needs_a_step_cap():
+    from napari_ktal.core.errors import RecipeError
+
+    with pytest.raises(RecipeError, match="max_steps"):
+        TINY.replace(train={"fit_loss": 0.3, "max_steps": 0})
