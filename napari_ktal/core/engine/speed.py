@@ -10,15 +10,17 @@ device does (:class:`Speed`). ``"auto"`` follows the measurements in docs/perfor
 ================  =====================================  ==========================================
 CPU, training     bf16 where the CPU has it natively     on: 1.2-1.7x the float32 step on the three
                   (AVX512-BF16 or AMX, asked of torch),  2-core CPUs measured; with native bf16
-                  float32 elsewhere (bf16 emulated in    2.2x in all (1.4x for bf16 alone)
-                  software is slower than float32)
+                  float32 elsewhere (bf16 emulated in    2.1x in all (1.4x for bf16 alone), and
+                  software is slower than float32)       1.85-1.91x for a whole quick training
 CPU, scoring      as training                            off: mixed (0.71-1.3x), and scoring is ~1%
                                                          of a quick cycle
 CUDA              bf16 (tensor cores)                    off (not measured on a GPU yet)
 ================  =====================================  ==========================================
 
 None of it changes what is computed beyond the precision asked for: logits are cast to
-float32 before any loss, score or metric.
+float32 before any loss, score or metric. On the CPU a convolution whose input is smaller than its
+kernel stays float32 under bf16 autocast (:class:`~napari_ktal.core.models.resnet3d.Conv3d`: oneDNN's
+bf16 weight gradient is wrong there), and a training whose loss goes non-finite stops.
 """
 
 from __future__ import annotations
