@@ -8,6 +8,7 @@ from easy_volumes import easy_volumes
 from napari_ktal.core.loop import load_recipe
 from napari_ktal.core.progress import Progress, RunContext
 from napari_ktal.core.trust import assign_folds, calibrate, crossfit, n_folds_for, rank_suspects
+from napari_ktal.core.trust.calibration import nll
 
 CPU = torch.device("cpu")
 
@@ -32,8 +33,12 @@ def test_flipped_labels_rank_among_the_top_suspects_after_cross_fitting():
     given = truth.copy()
     flipped = np.array([3, 17, 30, 41])
     given[flipped] = (truth[flipped] + 2) % 4
+    # 8 epochs on 36 volumes a fold sit on an edge where the arithmetic's order moves the result
+    # (on an AVX512-BF16 CPU: 4 of 4 flips suggested right in float32, 1 of 4 with channels_last,
+    # whose gradients agree with float32's to 1e-7): one arithmetic on every machine
     recipe = load_recipe("quick").replace(model={"width": 4}, train={
-        "min_steps": 0, "epochs": 8, "lr": 0.1, "lr_milestones": [], "batch_size": 8, "recalibrate_bn": True})
+        "min_steps": 0, "epochs": 8, "lr": 0.1, "lr_milestones": [], "batch_size": 8, "recalibrate_bn": True},
+        speed={"precision": "fp32", "channels_last": False})
     events = []
     before = torch.random.get_rng_state()
     cf = crossfit(x, given, recipe, CPU, n_classes=4, indices=np.arange(48) + 100, folds=4, repeats=1, seed=1,
@@ -49,7 +54,8 @@ def test_flipped_labels_rank_among_the_top_suspects_after_cross_fitting():
     by_index = {s.index - 100: s for s in ranked}
     assert np.mean([by_index[i].suggested == truth[i] for i in flipped]) >= 0.75
     cal = calibrate(cf.logits, cf.labels)
-    assert cal.temperature > 0 and cal.ece_after <= cal.ece_before + 1e-9
+    # what the fit guarantees is the likelihood (the ECE on 48 volumes may move either way)
+    assert cal.temperature > 0 and nll(cf.logits, cf.labels, cal.temperature) <= nll(cf.logits, cf.labels, 1.0) + 1e-9
 
 
 def test_repeats_average_differently_split_cross_fittings_and_the_first_is_a_single_one():
