@@ -176,7 +176,7 @@ def network_lines(folder: Path) -> list[str]:
         loss = (f"; training loss at the end {min(losses):.2f}-{max(losses):.2f}"
                 if all(math.isfinite(v) for v in losses) else "")
         return (f"{pct(sum(r['accuracy'] for r in runs.values()) / len(runs))}% ({accs}; seeds "
-                f"{','.join(map(str, sorted(runs)))}{loss}, {runs[min(runs)]['epochs']} epochs)")
+                f"{','.join(map(str, sorted(runs)))}{loss}, {_span([r['epochs'] for r in runs.values()])} epochs)")
 
     base = read(folder / "network.json")
     if not base:
@@ -194,6 +194,12 @@ def network_lines(folder: Path) -> list[str]:
         lines.append(f"- variant {path.parent.name[len('variant-'):]}: {describe(runs)}; paired with the rung's: "
                      f"{100 * cmp.mean_difference:+.1f} points{ci}, {cmp.wins}/{cmp.n} seeds higher, p {cmp.p_value:.3g}")
     return ["", *lines]
+
+
+def _span(values: list[int]) -> str:
+    """``63`` or ``63-77``: the range of whole numbers, as a report prints it."""
+    lo, hi = min(values), max(values)
+    return f"{lo}" if lo == hi else f"{lo}-{hi}"
 
 
 def run_steps(recipe, budgets: list[int], n_classes: int) -> int:
