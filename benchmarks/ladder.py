@@ -95,7 +95,7 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "steps": ("the step floor at 1,200 optimizer steps a cycle (300 before): does the quick teacher underfit?",
               {"train": {"min_steps": 1200}}),
     "fit": ("the step budget that follows the set: the lr drop waits while the teacher's training loss is "
-            "above 0.2 nats, within 2,000 steps a cycle",
+            "above 0.2 nats, within 2,000 steps a cycle (the probe that chose quick's own since 2026-12-04)",
             {"train": {"fit_loss": 0.2, "max_steps": 2000}}),
     "simclr": ("simclr pretraining of the encoder once per project, initialising every cycle",
                {"pretrain": {"method": "simclr"}}),

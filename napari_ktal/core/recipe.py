@@ -114,7 +114,8 @@ class TrainSpec:
     warm_min_steps: int = -1
     #: train until the teacher fits: while its mean training loss over the epoch before the first
     #: lr milestone is above this (nats; with its label smoothing, if any), the milestone waits one
-    #: more epoch, within ``max_steps`` for the whole cycle; 0: off, the milestones stay put
+    #: more epoch, within ``max_steps`` for the whole cycle; 0: off, the milestones stay put (as
+    #: they do in a schedule without milestones)
     fit_loss: float = 0.0
     #: the most optimizer steps a cycle may take when ``fit_loss`` adds epochs
     max_steps: int = 0

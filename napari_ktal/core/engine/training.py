@@ -380,11 +380,13 @@ class _Extension:
     At the end of the epoch before the first milestone, while the teacher's mean training loss
     over that epoch is above ``fit_loss``, one more epoch runs at the same learning rate, as long
     as the whole training (with the epochs after the milestone, unchanged) stays within
-    ``max_steps``. A set the teacher fits in time trains exactly as without it. The loss is the
-    epoch mean every rank agrees on (all-reduced under DDP), so all ranks decide alike."""
+    ``max_steps``. A set the teacher fits in time trains exactly as without it, and so does a
+    schedule without an lr drop (nothing to hold). The loss is the epoch mean every rank agrees on
+    (all-reduced under DDP), so all ranks decide alike."""
 
     def __init__(self, train: TrainSpec, n: int):
-        self.target, self.cap = train.fit_loss, train.max_steps
+        self.target = train.fit_loss if train.lr_milestones else 0.0
+        self.cap = train.max_steps
         self.milestone = train.lr_milestones[0] if train.lr_milestones else train.epochs
         self.after = train.epochs - self.milestone  # epochs from the first milestone to the end
         self.steps = train.steps_per_epoch(n)

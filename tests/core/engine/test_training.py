@@ -179,3 +179,12 @@ def test_fit_loss_needs_a_step_cap():
 
     with pytest.raises(RecipeError, match="max_steps"):
         TINY.replace(train={"fit_loss": 0.3, "max_steps": 0})
+
+
+def test_a_schedule_without_an_lr_drop_has_nothing_for_fit_loss_to_hold():
+    x = np.random.default_rng(0).normal(size=(16, 16, 16, 16)).astype(np.float32)
+    spec = TINY.replace(train={"epochs": 3, "lr_milestones": [], "fit_loss": 1e-3, "max_steps": 100}).train
+    torch.manual_seed(0)
+    t, s = build_pair(TINY.model, 8)
+    res = train_pair(t, s, x, np.arange(16) % 8, TrainJob(spec, TINY.transfer), device=torch.device("cpu"))
+    assert res.epochs == 3 and res.teacher_loss > 1e-3  # not fit, and still the recipe's epochs
