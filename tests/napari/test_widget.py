@@ -138,7 +138,9 @@ def test_event_loop_stays_responsive_while_training(make_widget, qtbot, project,
     """
     from napari_ktal._napari import controller as tasks
     tasks.warm_up()  # as the widget does in the background when a project opens
-    project.set_recipe(tiny_recipe.replace(train={"min_steps": 0, "epochs": 20}))
+    # long enough to be still training after 2.5 s and two key presses on a fast CPU (20 epochs
+    # ended too soon under bf16 on an AVX512-BF16 EPYC)
+    project.set_recipe(tiny_recipe.replace(train={"min_steps": 0, "epochs": 60}))
     labeled = al.initial_query(project, tiny_recipe, seed=0)
     extra = [i for i in range(len(project.pool)) if i not in {q.index for q in labeled}][:9]
     project.label_many({i: sim_truth[project.pool.keys[i]] for i in extra})
