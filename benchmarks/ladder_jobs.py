@@ -10,7 +10,8 @@ process per (strategy, seed), seed by seed, so that whole pairs finish first. Ea
 data folder links to the rung's, simulated once under ``--root``: its ``benchmark.json``
 therefore names the same data as a run made in ``--root`` itself. No process starts after
 ``--stop-starting`` seconds (default: 80% of the deadline) and any still running at
-``--deadline`` is stopped; the runs that finished every cycle are merged into
+``--deadline`` is stopped (called again, it continues from its last finished cycle; ``--fresh``
+starts over); the runs that finished every cycle are merged into
 ``<root>/<rung>[/variant-<name>]/benchmark/`` (results.csv, with the runs it held before;
 summary.csv and benchmark.png rewritten), a run stopped early is left out (rerun it). A
 summary of what ran, with each process's wall time, goes to ``<root>/ladder_jobs.json``.
@@ -74,8 +75,10 @@ def _command(job: Job, root: Path, device: str) -> list[str]:
 
 
 def run_jobs(jobs: list[Job], root: Path, work: Path, device: str, parallel: int, deadline: float,
-             stop_starting: float, threads: int = 1) -> list[dict]:
-    """Every job as its own process, ``parallel`` at a time; what each did."""
+             stop_starting: float, threads: int = 1, fresh: bool = False) -> list[dict]:
+    """Every job as its own process, ``parallel`` at a time; what each did. A job whose folder is
+    there from an earlier call continues where it stopped (the benchmark resumes by cycle), unless
+    ``fresh``."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     for rung in {j.rung for j in jobs}:
         ladder.simulate(rung, root)
@@ -86,10 +89,13 @@ def run_jobs(jobs: list[Job], root: Path, work: Path, device: str, parallel: int
         while queue and len(running) < parallel and elapsed < stop_starting:
             job = queue.pop(0)
             folder = work / job.name
-            shutil.rmtree(folder, ignore_errors=True)
-            (folder / job.rung).mkdir(parents=True)
-            (folder / job.rung / "data").symlink_to((root / job.rung / "data").resolve(), target_is_directory=True)
-            log = open(work / f"{job.name}.log", "w")
+            if fresh:
+                shutil.rmtree(folder, ignore_errors=True)
+            (folder / job.rung).mkdir(parents=True, exist_ok=True)
+            link = folder / job.rung / "data"
+            if not link.is_symlink():
+                link.symlink_to((root / job.rung / "data").resolve(), target_is_directory=True)
+            log = open(work / f"{job.name}.log", "a")
             running[job] = (subprocess.Popen(_command(job, folder, device), stdout=log, stderr=subprocess.STDOUT,
                                              env=env), time.monotonic(), log)
             print(f"{elapsed:6.0f} s  start {job.name}", flush=True)
@@ -177,6 +183,8 @@ def main(argv=None) -> int:
     p.add_argument("--deadline", type=float, default=float("inf"), help="seconds; running processes are stopped")
     p.add_argument("--stop-starting", type=float, help="seconds after which no process starts (default 80%% "
                    "of the deadline)")
+    p.add_argument("--fresh", action="store_true", help="start every job over (default: a job stopped "
+                   "before, e.g. at a deadline, continues from its last finished cycle)")
     args = p.parse_args(argv)
     jobs = [j for group in args.jobs for j in group]
     stop = args.stop_starting if args.stop_starting is not None else 0.8 * args.deadline
@@ -184,7 +192,8 @@ def main(argv=None) -> int:
     args.root.mkdir(parents=True, exist_ok=True)
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    done = run_jobs(jobs, args.root, work, args.device, args.parallel, args.deadline, stop, args.threads)
+    done = run_jobs(jobs, args.root, work, args.device, args.parallel, args.deadline, stop, args.threads,
+                    args.fresh)
     merged = merge(jobs, args.root, work)
     report = {"device": args.device, "parallel": args.parallel, "threads": args.threads,
               "wall_s": round(time.monotonic() - t0, 1), "jobs": done, "merged": merged}

@@ -240,6 +240,13 @@ def test_ladder_jobs_runs_side_by_side_merges_finished_runs_and_stops_at_the_dea
     assert report["jobs"] == [{"job": "tiny@warm-kt-1", "status": "stopped at the deadline",
                                "seconds": report["jobs"][0]["seconds"]}]
     assert not (tmp_path / "tiny" / "variant-warm" / "benchmark").exists() and len(rows) == 10
+    # called again, the stopped job continues in its own folder (kept, log appended) and is merged
+    kept = tmp_path / "jobs" / "tiny@warm-kt-1"
+    assert kept.is_dir() and (kept / "tiny" / "data").is_symlink()
+    _run("ladder_jobs.py", "--root", str(tmp_path), "--device", "cpu", "tiny@warm:kt:1", monkeypatch=monkeypatch)
+    with open(tmp_path / "tiny" / "variant-warm" / "benchmark" / "results.csv", newline="") as f:
+        assert {(r["strategy"], r["seed"]) for r in csv.DictReader(f)} == {("kt", "1")}
+    assert (tmp_path / "jobs" / "tiny@warm-kt-1.log").read_text().count("benchmark of kt") >= 1
 
 
 def test_precision_pairs_tiny_mode_pairs_the_shipped_speed_with_float32(tmp_path, monkeypatch, capsys):
