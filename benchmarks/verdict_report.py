@@ -16,7 +16,8 @@ they are those ``ktal-cryo benchmark`` prints, restricted to finished runs.
 A rung's recipe variants (``<rung>/variant-<name>/``, from ``ladder.py --variant``) get a second
 table: each variant's strategy against the rung's own runs of that strategy, paired by seed
 (AUBC difference, interval, p, wins), with the optimizer steps a run takes under each recipe
-(counted from the recipes: deterministic, unlike the clocks of a shared machine).
+(counted from the recipes where they fix them, else from the epochs each cycle recorded: either
+way not the clocks of a shared machine).
 """
 
 from __future__ import annotations
@@ -202,14 +203,33 @@ def _span(values: list[int]) -> str:
     return f"{lo}" if lo == hi else f"{lo}-{hi}"
 
 
-def run_steps(recipe, budgets: list[int], n_classes: int) -> int:
-    """Optimizer steps of one run under ``recipe`` (teacher; the student, where trained, takes the same)."""
+def run_steps(recipe, budgets: list[int], n_classes: int, rows: list[dict] = (),
+              strategy: str | None = None, seeds=None) -> float | None:
+    """Optimizer steps of one run under ``recipe`` (teacher; the student, where trained, takes the
+    same): counted from the recipe where it fixes them, else (``[train] fit_loss`` trains on until
+    the teacher fits) the mean over ``strategy``'s finished runs in ``rows`` (of ``seeds``, if given)
+    of the epochs each cycle recorded times that cycle's steps per epoch; None where the rows do
+    not record epochs."""
     warm = not recipe.active.reinit_each_cycle
-    total = 0
-    for cycle, n in enumerate(budgets):
-        spec = recipe.train.for_labeled(n, n_classes, warm=warm and cycle > 0)
-        total += spec.epochs * spec.steps_per_epoch(n)
-    return total
+    specs = [recipe.train.for_labeled(n, n_classes, warm=warm and cycle > 0) for cycle, n in enumerate(budgets)]
+    if recipe.train.fit_loss <= 0 or not recipe.train.lr_milestones:
+        return sum(spec.epochs * spec.steps_per_epoch(n) for spec, n in zip(specs, budgets))
+    runs: dict[int, dict[int, str]] = {}
+    for r in rows:
+        if r["strategy"] == strategy and (seeds is None or int(r["seed"]) in seeds):
+            runs.setdefault(int(r["seed"]), {})[int(r["cycle"])] = r.get("epochs") or ""
+    totals = [sum(int(epochs[c]) * spec.steps_per_epoch(n) for c, (spec, n) in enumerate(zip(specs, budgets)))
+              for epochs in runs.values()
+              if len(epochs) >= len(budgets) and all(epochs[c] for c in range(len(budgets)))]
+    return sum(totals) / len(totals) if totals else None
+
+
+def _steps_cell(steps: float | None, base: float | None) -> str:
+    """``1920 / 2225 (0.86x)``, with what is not known said so."""
+    def fmt(x):
+        return "not recorded" if x is None else f"{x:.0f}"
+    ratio = f" ({steps / base:.2f}x)" if steps is not None and base else ""
+    return f"{fmt(steps)} / {fmt(base)}{ratio}"
 
 
 def pool_size(folder: Path) -> tuple[int, dict | None]:
@@ -223,7 +243,7 @@ def pool_size(folder: Path) -> tuple[int, dict | None]:
 
 
 def variants_report(folder: Path, n_pool: int, base_curves, base_recipe, budgets, n_classes: int,
-                    metric: str) -> list[str]:
+                    metric: str, base_rows: list[dict] = ()) -> list[str]:
     """The table of the rung's recipe variants against its own runs, paired by seed."""
     from napari_ktal.core.evaluation.stats import paired_comparison
 
@@ -235,7 +255,6 @@ def variants_report(folder: Path, n_pool: int, base_curves, base_recipe, budgets
         recipe, _, curves, unfinished, rows, _, _ = _read(vdir, n_pool, metric)
         if noise := curve_noise(rows, metric, len(budgets), None):
             notes.append(f"{vdir.name[len('variant-'):]}: curve noise: {noise}")
-        steps, base_steps = run_steps(recipe, budgets, n_classes), run_steps(base_recipe, budgets, n_classes)
         for c in curves:
             if c.strategy not in base:
                 continue
@@ -244,9 +263,12 @@ def variants_report(folder: Path, n_pool: int, base_curves, base_recipe, budgets
                 continue
             lo, hi = cmp.ci
             ci = f" [{100 * lo:+.1f}, {100 * hi:+.1f}]" if math.isfinite(lo) else ""
+            paired = set(c.aubc_by_seed) & set(base[c.strategy].aubc_by_seed)
+            steps = _steps_cell(run_steps(recipe, budgets, n_classes, rows, c.strategy, paired),
+                                run_steps(base_recipe, budgets, n_classes, base_rows, c.strategy, paired))
             lines.append(f"| {vdir.name[len('variant-'):]} | {c.strategy} | {cmp.n} | {pct(c.aubc_mean)} | "
                          f"{100 * cmp.mean_difference:+.1f}{ci} | {cmp.p_value:.3g} | {cmp.wins}/{cmp.n} | "
-                         f"{steps} / {base_steps} ({steps / base_steps:.2f}x) |")
+                         f"{steps} |")
         if unfinished:
             lines.append(f"| {vdir.name[len('variant-'):]} | left out (not finished): {', '.join(unfinished)} "
                          "| | | | | | |")
@@ -306,7 +328,7 @@ def rung_report(folder: Path, also: list[Elsewhere] = ()) -> str | None:
         lines += ["", f"Left out (not finished): {', '.join(unfinished)}."]
     lines += network_lines(folder)
     n_classes = round(1 / baseline["chance"]) if baseline else _classes(folder)
-    lines += variants_report(folder, n_pool, curves, recipe, budgets, n_classes, metric)
+    lines += variants_report(folder, n_pool, curves, recipe, budgets, n_classes, metric, rows)
     return "\n".join(lines)
 
 

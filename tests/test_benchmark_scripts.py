@@ -50,6 +50,9 @@ def test_ladder_tiny_mode_runs_the_benchmark_and_the_baseline(tmp_path, monkeypa
     variant_steps, rung_steps = (int(v) for v in cells[7].split(" (")[0].split(" / "))
     assert variant_steps > rung_steps > 0
     assert "warm: curve noise: " in (tmp_path / "report.md").read_text()  # how much the variant's curves jump
+    with open(warm / "benchmark" / "results.csv", newline="") as f:  # the epochs each cycle trained
+        assert {(r["cycle"] == "0", r["epochs"]) for r in csv.DictReader(f)} == {(True, "2"), (False, "100")}
+        # cycle 0: tiny's 2 epochs; then the warm floor of 100 steps, one step an epoch on 4-7 labels
     # a variant's teacher alone on the final number of random labels: no strategy runs, network.json beside them
     _run("ladder.py", "tiny", "--network", "--variant", "warm", "--seeds", "1", "--root", str(tmp_path),
          "--device", "cpu", monkeypatch=monkeypatch)
@@ -267,3 +270,29 @@ def test_precision_pairs_tiny_mode_pairs_the_shipped_speed_with_float32(tmp_path
         assert p["speedup"] == pytest.approx(p["fp32"]["train_s"] / p["auto"]["train_s"])
     assert report["sets"]["tiny"]["summary"]["pairs"] == 2 and isinstance(report["machine"]["native_bf16"], bool)
     assert "tiny: " in capsys.readouterr().out
+
+
+def test_verdict_report_counts_steps_from_recorded_epochs_where_the_recipe_does_not_fix_them():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import verdict_report
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    from napari_ktal.core.loop import load_recipe
+
+    quick = load_recipe("quick")  # fit_loss: the epochs a cycle trains depend on the loss
+    fixed = quick.replace(train={"fit_loss": 0.0})
+    budgets = [100, 150]  # 4 and 5 steps of 32 per epoch; the floor of 300 steps: 75 and 60 epochs
+    assert verdict_report.run_steps(fixed, budgets, 10) == 75 * 4 + 60 * 5
+    rows = [{"strategy": "kt", "seed": "0", "cycle": "0", "epochs": "80"},
+            {"strategy": "kt", "seed": "0", "cycle": "1", "epochs": "60"},
+            {"strategy": "kt", "seed": "1", "cycle": "0", "epochs": "100"},
+            {"strategy": "kt", "seed": "1", "cycle": "1", "epochs": "70"},
+            {"strategy": "kt", "seed": "2", "cycle": "0", "epochs": "90"},  # unfinished: not counted
+            {"strategy": "random", "seed": "0", "cycle": "0", "epochs": "75"},
+            {"strategy": "random", "seed": "0", "cycle": "1", "epochs": "60"}]
+    assert verdict_report.run_steps(quick, budgets, 10, rows, "kt") == ((80 * 4 + 60 * 5) + (100 * 4 + 70 * 5)) / 2
+    assert verdict_report.run_steps(quick, budgets, 10, rows, "kt", {1}) == 100 * 4 + 70 * 5
+    assert verdict_report.run_steps(quick, budgets, 10, [{**r, "epochs": ""} for r in rows], "kt") is None
+    assert verdict_report._steps_cell(None, 620.0) == "not recorded / 620"
+    assert verdict_report._steps_cell(310.0, 620.0) == "310 / 620 (0.50x)"

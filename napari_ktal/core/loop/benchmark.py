@@ -52,7 +52,7 @@ from .schedule import budget_schedule
 from ..evaluation.stats import PairedComparison, bootstrap_ci, min_wilcoxon_p, paired_comparison, ratio_ci
 
 RESULT_COLUMNS = ["strategy", "seed", "cycle", "n_labeled", "test_accuracy", "test_balanced_accuracy",
-                  "query_seconds", "train_seconds", "test_particle_accuracy", "junk_share"]
+                  "query_seconds", "train_seconds", "test_particle_accuracy", "junk_share", "epochs"]
 REFERENCE = "random"  # labels_to_match_random: labels a strategy needs to reach this one's final accuracy
 COMPARE_TO = ("random", "kt")  # every strategy is tested, paired by seed, against these
 METRICS = {"accuracy": "test_accuracy", "balanced": "test_balanced_accuracy", "particle": "test_particle_accuracy"}
@@ -430,7 +430,8 @@ def collect_results(out: Path, strategies: Sequence[str], seeds: Sequence[int],
                              "query_seconds": h["select_seconds"] if queried else "",
                              "train_seconds": h["train_seconds"],
                              "test_particle_accuracy": h.get("test_particle_accuracy", ""),
-                             "junk_share": _fmt(junk_share(project, int(h["cycle"]), truth)) if queried else ""})
+                             "junk_share": _fmt(junk_share(project, int(h["cycle"]), truth)) if queried else "",
+                             "epochs": h.get("epochs", "")})
     return rows
 
 
