@@ -114,6 +114,32 @@ def pooled_rows(folder: Path, cycles: int, also: list[Elsewhere]) -> tuple[list[
     return [r for r in rows if int(r["seed"]) not in where] + extra, where, aside
 
 
+def write_pooled(folder: Path, rows: list[dict], where: dict[int, str], aside: list[str], n_pool: int, metric: str,
+                 cycles: int, recipe_name: str) -> Path:
+    """The rung's runs with the seeds taken from elsewhere (:func:`pooled_rows`) as one benchmark's
+    files, ``<rung>/pooled/``: results.csv, and summary.csv and benchmark.png made by the package
+    (``write_outputs``) from them, so that the table the report prints is a file too; pooled.json
+    says where each seed ran and which runs were set aside."""
+    from napari_ktal.core.loop.benchmark import RESULT_COLUMNS, write_outputs
+
+    out = folder / "pooled"
+    out.mkdir(exist_ok=True)
+    with open(out / "results.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, RESULT_COLUMNS)
+        w.writeheader()
+        w.writerows({k: r.get(k, "") for k in RESULT_COLUMNS}
+                    for r in sorted(rows, key=lambda r: (r["strategy"], int(r["seed"]), int(r["cycle"]))))
+    strategies = list(dict.fromkeys(r["strategy"] for r in rows))
+    seeds = sorted({int(r["seed"]) for r in rows})
+    write_outputs(out, strategies, seeds, n_pool, f"{recipe_name}: {n_pool} volumes, {len(seeds)} seed(s), pooled",
+                  metric, cycles=cycles)
+    here = [k for k in seeds if k not in where]
+    (out / "pooled.json").write_text(json.dumps(
+        {"seeds": {**{str(k): f"{folder.name}/benchmark" for k in here}, **{str(k): where[k] for k in sorted(where)}},
+         "set_aside": aside}, indent=2) + "\n", encoding="utf-8")
+    return out
+
+
 def _finished(rows: list[dict], cycles: int) -> set[tuple[str, int]]:
     counts = Counter((r["strategy"], int(r["seed"])) for r in rows)
     return {k for k, n in counts.items() if n >= cycles}
@@ -322,6 +348,9 @@ def rung_report(folder: Path, also: list[Elsewhere] = ()) -> str | None:
         lines += ["", f"Seeds marked * ({seeds}) ran on {label}, every strategy of a seed on the same machine"
                   + (f"; set aside for them: {', '.join(aside)} (finished here, the seed taken whole from there)"
                      if aside else "") + "."]
+    if where:
+        pooled = write_pooled(folder, rows, where, aside, n_pool, metric, len(budgets), recipe.name)
+        lines += ["", f"These seeds together: `{pooled.relative_to(folder.parent)}/` (results.csv, summary.csv)."]
     if noise := curve_noise(rows, metric, len(budgets), n_test_volumes(folder.name)):
         lines += ["", f"Curve noise: {noise}"]
     if unfinished:

@@ -215,6 +215,14 @@ def test_verdict_report_takes_whole_seeds_run_elsewhere_where_the_rung_lacks_the
     assert kt[1] == "4 (0,1,2*,3*)"  # seed 1 from here; 2 and 3 whole from there, kt-seed2 of here set aside
     assert kt[4].startswith("+7.5 [")  # lifts 0.1, 0.1 (here), 0.05, 0.05 (there) on every cycle
     assert "Seeds marked * (2, 3) ran on the GPU node" in text and "set aside for them: kt-seed2" in text
+    # the seeds together are one benchmark's files, whose summary is the table's
+    pooled = here / "10c-snr01" / "pooled"
+    with open(pooled / "summary.csv", newline="") as f:
+        summary = {r["strategy"]: r for r in csv.DictReader(f)}
+    assert summary["kt"]["n_runs"] == "4" and float(summary["kt"]["vs_random_aubc_diff"]) == pytest.approx(0.075, abs=1e-3)
+    assert json.loads((pooled / "pooled.json").read_text()) == {
+        "seeds": {"0": "10c-snr01/benchmark", "1": "10c-snr01/benchmark", "2": "the GPU node", "3": "the GPU node"},
+        "set_aside": ["kt-seed2"]}
     # a root whose recipe differs cannot join
     changed = recipe.replace(train={"lr": 0.01})
     (there / "10c-snr01" / "benchmark" / "benchmark.json").write_text(json.dumps({"recipe": changed.to_dict()}))
